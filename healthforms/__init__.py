@@ -1,0 +1,1 @@
+"""healthforms: a HIPAA-minded forms platform for clinics."""

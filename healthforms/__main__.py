@@ -1,0 +1,3 @@
+from healthforms.cli import app
+
+app(prog_name="healthforms")

@@ -1,0 +1,116 @@
+"""create_app(settings): the ASGI application, its middleware and its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI
+
+from healthforms.config import Settings, load_settings
+from healthforms.db.engine import Database
+from healthforms.errors import install_error_handlers
+from healthforms.health.metrics import Metrics
+from healthforms.health.routes import package_version
+from healthforms.health.routes import router as health_router
+from healthforms.http.client_ip import parse_networks
+from healthforms.http.middleware import EdgeMiddleware
+from healthforms.logs import configure_logging
+from healthforms.redis.client import RedisService, RedisTarget, build_pool, redact_url
+from healthforms.redis.embedded import EmbeddedRedis
+from healthforms.security.keys import KeyRing
+from healthforms.state import AppState
+
+log = structlog.get_logger("healthforms.app")
+
+EMBEDDED_WARNING = (
+    "EMBEDDED MODE: running a private Valkey/Redis child process and SQLite under %s. "
+    "This is for ONE machine only (a laptop or a single-clinic box); for several "
+    "instances configure REDIS_URL and DATABASE_URL (PostgreSQL)."
+)
+
+
+def build_redis(settings: Settings, url: str, *, embedded: bool) -> RedisService:
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    pool = build_pool(
+        url,
+        password=password,
+        username=settings.redis_username,
+        ca_file=settings.redis_ca_file,
+        max_connections=settings.redis_pool_size,
+        timeout_s=settings.redis_timeout_s,
+    )
+    target = RedisTarget(url=redact_url(url), tls=url.startswith("rediss://"), embedded=embedded)
+    return RedisService(pool, target, prefix=settings.redis_prefix)
+
+
+def start_embedded_redis(settings: Settings) -> EmbeddedRedis:
+    log.warning("embedded_mode", message=EMBEDDED_WARNING % settings.data_dir.resolve())
+    return EmbeddedRedis.start(
+        Path(settings.data_dir) / "redis",
+        binary=settings.redis_server_bin,
+        use_unix_socket=True,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Settings come from the environment unless given (tests give them)."""
+    settings = settings or load_settings()
+    settings.check_production()
+    configure_logging(settings.log_level)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedded: EmbeddedRedis | None = None
+        url = settings.explicit_redis_url()
+        if url is None:
+            embedded = start_embedded_redis(settings)
+            url = embedded.url
+        db_url = settings.resolved_database_url()
+        if settings.database_url is None:
+            from healthforms.db.migrate import upgrade_in_thread
+
+            upgrade_in_thread(db_url)
+        db = Database.connect(db_url)
+        redis = build_redis(settings, url, embedded=embedded is not None)
+        state = AppState(
+            settings=settings, db=db, redis=redis, metrics=metrics, keys=KeyRing.from_settings(settings)
+        )
+        metrics.watch_redis(lambda: (redis.available, redis.pool.stats()))
+        app.state.hf = state
+        await redis.ping()
+        redis.start_probe()
+        for hook in app.state.startup_hooks:
+            await hook(state)
+        try:
+            yield
+        finally:
+            await redis.close()
+            await db.dispose()
+            if embedded is not None:
+                embedded.stop()
+
+    app = FastAPI(
+        title="healthforms",
+        version=package_version(),
+        lifespan=lifespan,
+        # Swagger UI loads from a CDN; PHI pages never call third parties.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.startup_hooks = []
+    install_error_handlers(app)
+    app.include_router(health_router)
+
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+        proxy_hops=settings.trusted_proxy_hops,
+        production=settings.is_production,
+    )
+    return app

@@ -1,0 +1,61 @@
+"""What an audit event says: who did what to which id, from where, and whether it worked.
+
+Every feature records through `Auditor.record`; the hash-chained store lives in store.py.
+Events never carry PHI: no answers, no names, no emails, only ids and outcomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from healthforms.db.base import utcnow
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    DENIED = "denied"
+
+
+# The actions of API.md "Audit"; features may add more, named <resource>.<verb>.
+AUTH_LOGIN = "auth.login"
+AUTH_LOGIN_FAILED = "auth.login_failed"
+AUTH_LOGOUT = "auth.logout"
+SESSION_REVOKED = "session.revoked"
+CSRF_REJECTED = "csrf.rejected"
+RATELIMIT_EXCEEDED = "ratelimit.exceeded"
+FORM_CREATED = "form.created"
+FORM_UPDATED = "form.updated"
+FORM_PUBLISHED = "form.published"
+LOCK_CONFLICT = "lock.conflict"
+RESPONSE_SUBMITTED = "response.submitted"
+RESPONSE_VIEWED = "response.viewed"
+PDF_GENERATED = "pdf.generated"
+PDF_SERVED = "pdf.served"
+USER_CREATED = "user.created"
+USER_DISABLED = "user.disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    action: str
+    outcome: Outcome = Outcome.SUCCESS
+    organization_id: str | None = None
+    actor_id: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Where a request came from, for audit events and session metadata."""
+
+    ip: str | None
+    user_agent: str | None
+    request_id: str | None

@@ -1,0 +1,151 @@
+"""The `healthforms` command: serve, migrate, check, keys, user, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from healthforms.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="healthforms: HIPAA-minded forms platform for clinics.", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+) -> None:
+    """Run the service (embedded Valkey + SQLite when nothing is configured)."""
+    import uvicorn
+
+    from healthforms.app import start_embedded_redis
+    from healthforms.db.migrate import upgrade
+    from healthforms.logs import configure_logging
+    from healthforms.security.keys import KeyRing
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    embedded = None
+    try:
+        if settings.uses_embedded_redis:
+            # One server for every worker: started here, handed to them by URL.
+            embedded = start_embedded_redis(settings)
+            os.environ["REDIS_URL"] = embedded.url
+        if settings.database_url is None:
+            upgrade(settings.resolved_database_url())
+        KeyRing.from_settings(settings)  # create the embedded key file once, before workers
+        uvicorn.run(
+            "healthforms.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            proxy_headers=False,  # X-Forwarded-For is judged by our trusted-proxy rules
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from healthforms.db.migrate import head_revision, upgrade
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url())
+    typer.echo(f"database schema at {head_revision()}")
+
+
+@app.command()
+def check() -> None:
+    """Connect to Redis and the database; print what was found; exit 0 only if both answer."""
+    ok = asyncio.run(_check(_settings()))
+    raise typer.Exit(0 if ok else 1)
+
+
+async def _check(settings: Settings) -> bool:
+    from healthforms.app import build_redis, start_embedded_redis
+    from healthforms.db.engine import Database, DatabaseUnavailable
+    from healthforms.db.migrate import current_revision, head_revision
+    from healthforms.health.routes import eviction_warnings
+    from healthforms.redis.client import RedisUnavailable
+
+    ok = True
+    embedded = None
+    url = settings.explicit_redis_url()
+    if url is None:
+        embedded = start_embedded_redis(settings)
+        url = embedded.url
+    redis = build_redis(settings, url, embedded=embedded is not None)
+    try:
+        info = await redis.call(lambda r: r.info("server"), idempotent=True)
+        memory = await redis.call(lambda r: r.info("memory"), idempotent=True)
+        kind = "valkey" if "valkey_version" in info or info.get("server_name") == "valkey" else "redis"
+        version = info.get("valkey_version") or info.get("redis_version", "?")
+        policy = str(memory.get("maxmemory_policy", "unknown"))
+        where = redis.target.url + (" (embedded)" if embedded else "")
+        typer.echo(f"redis: ok: {kind} {version} at {where}, maxmemory-policy {policy}")
+        for warning in eviction_warnings(policy):
+            typer.echo(f"redis: WARNING: {warning}")
+    except RedisUnavailable as exc:
+        typer.echo(f"redis: FAILED: {redis.target.url}: {exc}")
+        ok = False
+    finally:
+        await redis.close()
+        if embedded is not None:
+            embedded.stop()
+
+    db_url = settings.resolved_database_url()
+    db = Database.connect(db_url)
+    try:
+        version = await db.ping(timeout_s=5)
+        current = await current_revision(db_url)
+        head = head_revision()
+        state = "at head" if current == head else f"at {current or 'nothing'}, head is {head}"
+        typer.echo(f"database: ok: {db.backend} {version}, migrations {state} ({head})")
+        if current != head:
+            typer.echo("database: run `healthforms migrate`")
+            ok = False
+    except DatabaseUnavailable as exc:
+        typer.echo(f"database: FAILED: {db.backend}: {exc}")
+        ok = False
+    finally:
+        await db.dispose()
+    return ok
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new master encryption key (32 random bytes, base64)."""
+    from healthforms.security.keys import generate_key
+
+    typer.echo(generate_key())
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="healthforms")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())  # type: ignore[func-returns-value]

@@ -1,0 +1,255 @@
+"""Settings from the environment, built once by create_app / the CLI, never at import time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Environment(StrEnum):
+    PRODUCTION = "production"
+    DEVELOPMENT = "development"
+
+
+class SessionFallback(StrEnum):
+    ALLOW = "allow"  # Redis down: accept a signed cookie up to its limits
+    DENY = "deny"  # Redis down: refuse sessions (fail closed)
+
+
+_PERIODS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*(?:\+\s*(\d+)\s*)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """`rate/period + burst`: rate + burst requests at once, then `rate` per period."""
+
+    rate: int
+    period_s: float
+    burst: int
+
+    @property
+    def capacity(self) -> int:
+        return self.rate + self.burst
+
+    @property
+    def emission_interval_ms(self) -> float:
+        return self.period_s * 1000.0 / self.rate
+
+    def __str__(self) -> str:
+        unit = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(self.period_s, f"{self.period_s}s")
+        return f"{self.rate}/{unit}+{self.burst}"
+
+
+def parse_rate(value: str) -> RateSpec:
+    """Parse `5/min+2` (also /s, /h); raise ValueError naming what is wrong."""
+    match = _RATE_RE.match(value.lower())
+    if not match or match.group(2) not in _PERIODS:
+        raise ValueError(f"expected <rate>/<s|min|h>+<burst>, e.g. 5/min+2, got {value!r}")
+    rate, burst = int(match.group(1)), int(match.group(3) or 0)
+    if rate < 1 or rate > 1_000_000 or burst > 1_000_000:
+        raise ValueError(f"rate must be 1..1000000 and burst 0..1000000, got {value!r}")
+    return RateSpec(rate=rate, period_s=_PERIODS[match.group(2)], burst=burst)
+
+
+DEFAULT_RATES = {
+    "auth": "5/min+2",
+    "api": "100/min+10",
+    "pdf": "10/min+2",
+    "public": "60/min+20",
+}
+
+
+def _env(name: str) -> Any:
+    return Field(default=None, validation_alias=AliasChoices(name))
+
+
+class Settings(BaseSettings):
+    """Every variable of API.md "Command line and configuration", plus operational knobs."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
+
+    data_dir: Path = Field(
+        default=Path("./healthforms-data"), validation_alias=AliasChoices("HEALTHFORMS_DATA_DIR")
+    )
+    env: Environment | None = Field(default=None, validation_alias=AliasChoices("HEALTHFORMS_ENV"))
+    database_url: str | None = _env("DATABASE_URL")
+    redis_url: SecretStr | None = _env("REDIS_URL")
+    redis_addr: str | None = _env("REDIS_ADDR")
+    redis_password: SecretStr | None = _env("REDIS_PASSWORD")
+    redis_username: str | None = _env("REDIS_USERNAME")
+    redis_ca_file: Path | None = _env("HEALTHFORMS_REDIS_CA_FILE")
+    redis_tls: bool = Field(default=False, validation_alias=AliasChoices("HEALTHFORMS_REDIS_TLS"))
+    redis_server_bin: str | None = _env("HEALTHFORMS_REDIS_SERVER_BIN")
+    redis_prefix: str = Field(default="hf:", validation_alias=AliasChoices("HEALTHFORMS_REDIS_PREFIX"))
+    redis_pool_size: int = Field(
+        default=32, ge=1, le=1024, validation_alias=AliasChoices("HEALTHFORMS_REDIS_POOL_SIZE")
+    )
+    redis_timeout_s: float = Field(
+        default=0.5, gt=0, le=30, validation_alias=AliasChoices("HEALTHFORMS_REDIS_TIMEOUT")
+    )
+    encryption_key: SecretStr | None = _env("HEALTHFORMS_ENCRYPTION_KEY")
+    previous_encryption_keys: SecretStr | None = _env("HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("HEALTHFORMS_TRUSTED_PROXIES")
+    )
+    trusted_proxy_hops: int = Field(
+        default=1, ge=1, le=10, validation_alias=AliasChoices("HEALTHFORMS_TRUSTED_PROXY_HOPS")
+    )
+    rate_limit_auth: str = Field(
+        default=DEFAULT_RATES["auth"], validation_alias=AliasChoices("HEALTHFORMS_RATE_LIMIT_AUTH")
+    )
+    rate_limit_api: str = Field(
+        default=DEFAULT_RATES["api"], validation_alias=AliasChoices("HEALTHFORMS_RATE_LIMIT_API")
+    )
+    rate_limit_pdf: str = Field(
+        default=DEFAULT_RATES["pdf"], validation_alias=AliasChoices("HEALTHFORMS_RATE_LIMIT_PDF")
+    )
+    rate_limit_public: str = Field(
+        default=DEFAULT_RATES["public"],
+        validation_alias=AliasChoices("HEALTHFORMS_RATE_LIMIT_PUBLIC"),
+    )
+    session_max_age: int = Field(
+        default=5 * 24 * 3600, ge=1, validation_alias=AliasChoices("HEALTHFORMS_SESSION_MAX_AGE")
+    )
+    session_idle_timeout: int = Field(
+        default=30 * 60, ge=1, validation_alias=AliasChoices("HEALTHFORMS_SESSION_IDLE_TIMEOUT")
+    )
+    session_fallback: SessionFallback = Field(
+        default=SessionFallback.ALLOW, validation_alias=AliasChoices("HEALTHFORMS_SESSION_FALLBACK")
+    )
+    public_url: str | None = _env("HEALTHFORMS_PUBLIC_URL")
+    metrics_token: SecretStr | None = _env("HEALTHFORMS_METRICS_TOKEN")
+    gotenberg_url: str | None = _env("GOTENBERG_URL")
+    oidc_issuer: str | None = _env("HEALTHFORMS_OIDC_ISSUER")
+    oidc_jwks_url: str | None = _env("HEALTHFORMS_OIDC_JWKS_URL")
+    oidc_audience: str | None = _env("HEALTHFORMS_OIDC_AUDIENCE")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, validation_alias=AliasChoices("HEALTHFORMS_MAX_BODY_BYTES")
+    )
+    log_level: str = Field(default="info", validation_alias=AliasChoices("HEALTHFORMS_LOG_LEVEL"))
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"HEALTHFORMS_TRUSTED_PROXIES: {cidr!r} is not a CIDR") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_rates(self) -> Settings:
+        for policy in DEFAULT_RATES:
+            raw = getattr(self, f"rate_limit_{policy}")
+            try:
+                parse_rate(raw)
+            except ValueError as exc:
+                raise ValueError(f"HEALTHFORMS_RATE_LIMIT_{policy.upper()}: {exc}") from exc
+        if self.encryption_key is not None:
+            decode_key(self.encryption_key.get_secret_value(), "HEALTHFORMS_ENCRYPTION_KEY")
+        return self
+
+    # Derived views -------------------------------------------------------------------------
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None and self.redis_addr is None
+
+    @property
+    def uses_embedded_default(self) -> bool:
+        """No database and no Redis configured: the laptop mode of the README."""
+        return self.database_url is None and self.uses_embedded_redis
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.is_production
+
+    @property
+    def session_cookie_name(self) -> str:
+        return "__Host-session" if self.secure_cookies else "session"
+
+    def rate(self, policy: str) -> RateSpec:
+        return parse_rate(getattr(self, f"rate_limit_{policy}"))
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'healthforms.db').resolve()}"
+
+    def explicit_redis_url(self) -> str | None:
+        """REDIS_URL, or `REDIS_ADDR` + `REDIS_PASSWORD` as the operators already set them."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        if self.redis_addr is not None:
+            scheme = "rediss" if self.redis_tls else "redis"
+            return f"{scheme}://{self.redis_addr}/0"
+        return None
+
+    def check_production(self) -> None:
+        """Refuse to run in production on laptop defaults; name every missing setting."""
+        if not self.is_production:
+            return
+        missing = []
+        if not self.database_url:
+            missing.append("DATABASE_URL")
+        if self.uses_embedded_redis:
+            missing.append("REDIS_URL (or REDIS_ADDR + REDIS_PASSWORD)")
+        if self.encryption_key is None:
+            missing.append("HEALTHFORMS_ENCRYPTION_KEY")
+        if missing:
+            raise ConfigError(
+                "HEALTHFORMS_ENV=production refuses to start without: " + ", ".join(missing)
+            )
+
+
+def decode_key(value: str, name: str) -> bytes:
+    """Decode a base64 master key of exactly 32 bytes."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{name} is not valid base64") from exc
+    if len(raw) != 32:
+        raise ValueError(f"{name} must decode to 32 bytes, got {len(raw)}")
+    return raw
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment; raise ConfigError with the variable's name."""
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            problems.append(f"{where}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    settings.check_production()
+    return settings

@@ -1,0 +1,97 @@
+"""Async engine and sessions for SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer; /health says 503."""
+
+
+def backend_name(url: str) -> str:
+    """`sqlite` or `postgresql`, as /health reports it."""
+    return "sqlite" if make_url(url).get_backend_name() == "sqlite" else "postgresql"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the single writer; busy_timeout queues writers
+    # (several workers share the file) instead of failing with "database is locked".
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    backend = backend_name(url)
+    if backend == "sqlite":
+        engine = create_async_engine(url, connect_args={"timeout": 10})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        connect_args={"timeout": 3, "command_timeout": 30},
+    )
+
+
+@dataclass
+class Database:
+    """The engine plus a session factory; one per process."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    url: str
+
+    @classmethod
+    def connect(cls, url: str) -> Database:
+        engine = create_engine(url)
+        return cls(
+            engine=engine,
+            sessions=async_sessionmaker(engine, expire_on_commit=False),
+            url=url,
+        )
+
+    @property
+    def backend(self) -> str:
+        return backend_name(self.url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.backend == "sqlite"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            yield session
+
+    async def ping(self, timeout_s: float = 2.0) -> str:
+        """Return the server version; raise DatabaseUnavailable if it does not answer."""
+        import asyncio
+
+        try:
+            async with asyncio.timeout(timeout_s), self.engine.connect() as conn:
+                if self.is_sqlite:
+                    version = (await conn.execute(text("select sqlite_version()"))).scalar_one()
+                else:
+                    version = (await conn.execute(text("show server_version"))).scalar_one()
+        except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+        return str(version)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

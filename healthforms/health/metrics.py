@@ -1,0 +1,70 @@
+"""Prometheus metrics: one registry per app, so several apps in one process never collide."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _RedisCollector(Collector):
+    """Reads Redis up/pool figures at scrape time instead of updating gauges per request."""
+
+    def __init__(self, read: Callable[[], tuple[bool, dict[str, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        up, pool = self._read()
+        yield GaugeMetricFamily(
+            "healthforms_redis_up", "1 while Redis answers, 0 while degraded", value=int(up)
+        )
+        family = GaugeMetricFamily(
+            "healthforms_redis_pool_connections", "Redis pool connections by state", labels=["state"]
+        )
+        family.add_metric(["total"], pool.get("total_connections", 0))
+        family.add_metric(["idle"], pool.get("idle_connections", 0))
+        family.add_metric(["in_use"], pool.get("total_connections", 0) - pool.get("idle_connections", 0))
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "healthforms_http_requests_total",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "healthforms_http_request_duration_seconds",
+            "HTTP request duration by method, route template and status",
+            ["method", "route", "status"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.ratelimit_rejections = Counter(
+            "healthforms_ratelimit_rejections_total",
+            "Requests refused by a rate-limit policy",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.lock_conflicts = Counter(
+            "healthforms_lock_conflicts_total",
+            "Lock acquisitions refused because another holder had the lock",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.degraded_decisions = Counter(
+            "healthforms_degraded_decisions_total",
+            "Decisions taken without Redis (fallbacks), by feature and result",
+            ["feature", "decision"],
+            registry=self.registry,
+        )
+
+    def watch_redis(self, read: Callable[[], tuple[bool, dict[str, int]]]) -> None:
+        self.registry.register(_RedisCollector(read))

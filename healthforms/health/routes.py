@@ -1,0 +1,119 @@
+"""GET /health (operators' shape, see API.md) and GET /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from importlib import metadata
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from healthforms.db.engine import DatabaseUnavailable
+from healthforms.errors import Unauthenticated
+from healthforms.redis.client import RedisService, RedisUnavailable
+from healthforms.state import StateDep
+
+router = APIRouter(tags=["health"])
+
+# Anything but noeviction may silently drop nonces, locks and rate buckets.
+SAFE_EVICTION_POLICY = "noeviction"
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("healthforms")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "0.0.0+source"
+
+
+def _fmt2(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def eviction_warnings(policy: str) -> list[str]:
+    if policy == SAFE_EVICTION_POLICY:
+        return []
+    return [
+        f"maxmemory-policy is {policy!r}: Redis may evict keys under memory pressure and "
+        "silently drop nonces, locks and rate-limit buckets; set it to 'noeviction'"
+    ]
+
+
+async def redis_health(redis: RedisService, timeout_s: float = 0.8) -> dict[str, Any]:
+    """The `redis` block of /health; never waits longer than `timeout_s`."""
+    if not redis.available and not redis.breaker.allows_call():
+        return {"status": "unavailable", "error": redis.breaker.last_error or "unavailable"}
+    try:
+        info = await asyncio.wait_for(redis.info(), timeout=timeout_s)
+    except (RedisUnavailable, TimeoutError) as exc:
+        reason = str(exc) if isinstance(exc, RedisUnavailable) and str(exc) else "timeout"
+        return {"status": "unavailable", "error": reason[:120]}
+    pool = redis.pool.stats()
+    lookups = pool["hits"] + pool["misses"]
+    hit_ratio = pool["hits"] / lookups if lookups else 1.0
+    used = int(info.get("used_memory", 0))
+    policy = str(info.get("maxmemory_policy", "unknown"))
+    return {
+        "status": "connected",
+        "hit_ratio": _fmt2(hit_ratio),
+        "memory": {
+            "used_bytes": used,
+            "used_human": str(info.get("used_memory_human", "")),
+            "used_mb": _fmt2(used / (1024 * 1024)),
+            "peak_human": str(info.get("used_memory_peak_human", "")),
+            "fragmentation_ratio": _fmt2(float(info.get("mem_fragmentation_ratio", 0.0))),
+        },
+        "pool": pool,
+        "stats": {
+            "keyspace_hits": int(info.get("keyspace_hits", 0)),
+            "keyspace_misses": int(info.get("keyspace_misses", 0)),
+            "total_commands_processed": int(info.get("total_commands_processed", 0)),
+            "total_connections_received": int(info.get("total_connections_received", 0)),
+        },
+        "maxmemory_policy": policy,
+        "evicted_keys": int(info.get("evicted_keys", 0)),
+        "warnings": eviction_warnings(policy),
+    }
+
+
+@router.get("/health")
+async def health(state: StateDep) -> JSONResponse:
+    redis_block, db_block = await asyncio.gather(
+        redis_health(state.redis), _database_health(state)
+    )
+    database_up = db_block["status"] == "connected"
+    if not database_up:
+        status, code = "unavailable", 503
+    elif redis_block["status"] != "connected":
+        status, code = "degraded", 200
+    else:
+        status, code = "healthy", 200
+    body = {
+        "status": status,
+        "version": package_version(),
+        "redis": redis_block,
+        "database": db_block,
+    }
+    return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
+
+
+async def _database_health(state: StateDep) -> dict[str, Any]:
+    try:
+        await state.db.ping(timeout_s=2.0)
+    except DatabaseUnavailable:
+        return {"status": "unavailable", "backend": state.db.backend}
+    return {"status": "connected", "backend": state.db.backend}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, state: StateDep) -> Response:
+    token = state.settings.metrics_token
+    if token is not None:
+        supplied = request.headers.get("authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if not hmac.compare_digest(supplied.encode(), expected.encode()):
+            raise Unauthenticated("A metrics token is required.")
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,317 @@
+"""The Redis client every feature shares: bounded blocking pool, short timeouts, circuit breaker.
+
+Design notes (DESIGN.md "When Redis is unavailable"):
+- The asyncio ConnectionPool raises "Too many connections" when exhausted; a
+  BlockingConnectionPool with a short wait timeout queues instead.
+- redis-py's own retries are switched off. A failed call opens the breaker so the
+  next calls fail fast (no request waits on a dead server), and a background probe
+  closes it again when Redis answers. Only idempotent calls are retried, once, and
+  only while the breaker is closed: a nonce claim or a rate check is never replayed.
+- TLS (`rediss://`) always verifies the certificate chain and the host name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.connection import BlockingConnectionPool, SSLConnection
+from redis.backoff import NoBackoff
+from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+log = structlog.get_logger("healthforms.redis")
+
+T = TypeVar("T")
+
+# Errors that mean "the server is not answering", as opposed to a bad command.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class RedisUnavailable(Exception):
+    """Redis cannot be used right now (breaker open or the call failed); degrade."""
+
+
+class PoolExhausted(RedisUnavailable):
+    """No pooled connection became free in time; Redis itself may be fine."""
+
+
+@dataclass(slots=True)
+class PoolCounters:
+    hits: int = 0
+    misses: int = 0
+    timeouts: int = 0
+    stale: int = 0
+
+
+class CountingBlockingPool(BlockingConnectionPool):
+    """A BlockingConnectionPool that keeps the figures /health reports.
+
+    hits: a request got an idle connection; misses: a new connection had to be made;
+    timeouts: no connection became free in time; stale: a pooled connection was found
+    broken and dropped.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.counters = PoolCounters()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self._available_connections:
+            self.counters.hits += 1
+        else:
+            self.counters.misses += 1
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except RedisConnectionError as exc:
+            if str(exc) == "No connection available.":
+                self.counters.timeouts += 1
+                raise PoolExhausted("redis pool exhausted") from exc
+            raise
+
+    async def release(self, connection: Any) -> None:
+        if getattr(connection, "_writer", None) is None and getattr(connection, "_reader", None):
+            self.counters.stale += 1
+        await super().release(connection)
+
+    def stats(self) -> dict[str, int]:
+        idle = len(self._available_connections)
+        in_use = len(self._in_use_connections)
+        return {
+            "hits": self.counters.hits,
+            "misses": self.counters.misses,
+            "timeouts": self.counters.timeouts,
+            "total_connections": idle + in_use,
+            "idle_connections": idle,
+            "stale_connections": self.counters.stale,
+        }
+
+
+class CircuitBreaker:
+    """Open after a transport failure; stay open for a back-off that doubles up to a cap."""
+
+    def __init__(self, *, base_backoff_s: float = 0.25, max_backoff_s: float = 5.0) -> None:
+        self._base = base_backoff_s
+        self._max = max_backoff_s
+        self._backoff = base_backoff_s
+        self.open_until = 0.0
+        self.is_open = False
+        self.last_error = ""
+        self.opened_count = 0
+
+    def allows_call(self) -> bool:
+        if not self.is_open:
+            return True
+        # Half-open: after the back-off, one caller may try; others keep failing fast.
+        now = time.monotonic()
+        if now >= self.open_until:
+            self.open_until = now + self._backoff
+            return True
+        return False
+
+    def record_failure(self, error: BaseException) -> None:
+        if not self.is_open:
+            self.opened_count += 1
+            log.warning("redis_unavailable", error_type=type(error).__name__)
+        self.is_open = True
+        self.last_error = _short_reason(error)
+        self.open_until = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self._max)
+
+    def record_success(self) -> None:
+        if self.is_open:
+            log.info("redis_recovered")
+        self.is_open = False
+        self._backoff = self._base
+        self.last_error = ""
+
+
+def _short_reason(error: BaseException) -> str:
+    text = str(error).split("\n", 1)[0]
+    # Never echo a URL (it may carry a password) into /health.
+    if "://" in text:
+        text = type(error).__name__
+    return (text or type(error).__name__)[:120]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """What /health and `healthforms check` may say about the server: no secrets."""
+
+    url: str  # password removed
+    tls: bool
+    embedded: bool
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return parts._replace(netloc=user + host).geturl()
+
+
+def build_pool(
+    url: str,
+    *,
+    password: str | None = None,
+    username: str | None = None,
+    ca_file: Path | None = None,
+    max_connections: int = 32,
+    timeout_s: float = 0.5,
+    pool_wait_s: float = 0.5,
+) -> CountingBlockingPool:
+    """Build the pool for `url` (redis://, rediss://, unix://) with our safety settings."""
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": timeout_s,
+        "socket_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "client_name": "healthforms",
+    }
+    if password is not None:
+        kwargs["password"] = password
+    if username is not None:
+        kwargs["username"] = username
+    scheme = urlsplit(url).scheme
+    if scheme == "rediss":
+        # Server-authentication TLS: verify the chain against the CA and the host name.
+        kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        kwargs["ssl_check_hostname"] = True
+        if ca_file is not None:
+            kwargs["ssl_ca_certs"] = str(ca_file)
+    pool = CountingBlockingPool.from_url(
+        url, max_connections=max_connections, timeout=pool_wait_s, **kwargs
+    )
+    assert isinstance(pool, CountingBlockingPool)
+    if scheme == "rediss":
+        assert issubclass(pool.connection_class, SSLConnection)
+    return pool
+
+
+class RedisService:
+    """The shared Redis handle: a client on the counting pool plus the circuit breaker."""
+
+    def __init__(self, pool: CountingBlockingPool, target: RedisTarget, prefix: str = "") -> None:
+        self.pool = pool
+        self.client = Redis(connection_pool=pool, decode_responses=False)
+        self.target = target
+        self.prefix = prefix
+        self.breaker = CircuitBreaker()
+        self._probe_task: asyncio.Task[None] | None = None
+        self._info_cache: tuple[float, dict[str, Any]] | None = None
+        self._info_lock = asyncio.Lock()
+
+    @property
+    def available(self) -> bool:
+        return not self.breaker.is_open
+
+    def key(self, template: str) -> str:
+        """Prefix a key (templates keep their literal `{…}` Cluster hash tags)."""
+        return self.prefix + template
+
+    async def call(
+        self, fn: Callable[[Redis], Awaitable[T]], *, idempotent: bool = False
+    ) -> T:
+        """Run one Redis operation through the breaker; raise RedisUnavailable to degrade."""
+        if not self.breaker.allows_call():
+            raise RedisUnavailable(self.breaker.last_error or "redis unavailable")
+        attempts = 2 if idempotent else 1
+        for attempt in range(attempts):
+            try:
+                result = await fn(self.client)
+            except PoolExhausted:
+                raise
+            except TRANSPORT_ERRORS as exc:
+                if attempt + 1 < attempts and not self.breaker.is_open:
+                    await asyncio.sleep(0.01)
+                    continue
+                self.breaker.record_failure(exc)
+                raise RedisUnavailable(self.breaker.last_error) from exc
+            if self.breaker.is_open:
+                self.breaker.record_success()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def ping(self) -> bool:
+        try:
+            await self.call(lambda r: r.ping(), idempotent=True)
+        except RedisUnavailable:
+            return False
+        return True
+
+    async def info(self, max_age_s: float = 1.0) -> dict[str, Any]:
+        """INFO (all sections), cached for about a second so /health cannot hammer Redis."""
+        now = time.monotonic()
+        cached = self._info_cache
+        if cached and now - cached[0] < max_age_s:
+            return cached[1]
+        async with self._info_lock:
+            cached = self._info_cache
+            if cached and time.monotonic() - cached[0] < max_age_s:
+                return cached[1]
+            info: dict[str, Any] = await self.call(lambda r: r.info("all"), idempotent=True)
+            self._info_cache = (time.monotonic(), info)
+            return info
+
+    async def probe_forever(self, interval_s: float = 0.5) -> None:
+        """Reconnect in the background: close the breaker as soon as Redis answers again."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self.breaker.is_open:
+                continue
+            try:
+                await asyncio.wait_for(self.client.ping(), timeout=1.0)
+            except TRANSPORT_ERRORS as exc:
+                self.breaker.record_failure(exc)
+                with contextlib.suppress(Exception):
+                    await self.pool.disconnect(inuse_connections=False)
+            except ResponseError:
+                # NOAUTH / LOADING and friends: the server is up but not usable yet.
+                continue
+            else:
+                self.breaker.record_success()
+
+    def start_probe(self) -> None:
+        if self._probe_task is None:
+            self._probe_task = asyncio.create_task(self.probe_forever(), name="redis-probe")
+
+    async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
+        await self.client.aclose()
+        await self.pool.disconnect()
+
+
+__all__ = [
+    "NoScriptError",
+    "PoolExhausted",
+    "RedisService",
+    "RedisTarget",
+    "RedisUnavailable",
+    "build_pool",
+    "redact_url",
+]

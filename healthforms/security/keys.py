@@ -1,0 +1,94 @@
+"""Master keys: the encryption key ring and the HMAC keys derived from it.
+
+One secret (HEALTHFORMS_ENCRYPTION_KEY) is configured; purpose-bound subkeys are
+derived with HKDF so a session-cookie key can never be used as a nonce key. The key
+id (first 8 bytes of SHA-256 of the key, hex) names a key without revealing it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from healthforms.config import Settings, decode_key
+
+KEY_FILE_NAME = "encryption.key"
+
+
+def generate_key() -> str:
+    """A new master key: 32 random bytes, base64."""
+    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+def load_or_create_key_file(data_dir: Path) -> bytes:
+    """The embedded default's key: generated once, kept with 0600 rights in the data dir."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / KEY_FILE_NAME
+    try:
+        # O_EXCL: two workers starting at once cannot both write a different key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generate_key() + "\n")
+    return decode_key(path.read_text().strip(), str(path))
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    current: bytes
+    previous: tuple[bytes, ...] = ()
+    _derived: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def __repr__(self) -> str:  # never print key material
+        return f"KeyRing(current={self.current_id}, previous={len(self.previous)})"
+
+    @property
+    def current_id(self) -> str:
+        return key_id(self.current)
+
+    def by_id(self, kid: str) -> bytes | None:
+        for key in (self.current, *self.previous):
+            if key_id(key) == kid:
+                return key
+        return None
+
+    def hmac_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose ("session", "csrf", "nonce", ...)."""
+        cached = self._derived.get(purpose)
+        if cached is None:
+            cached = HKDF(
+                algorithm=hashes.SHA256(),
+                length=32,
+                salt=b"healthforms/v1",
+                info=purpose.encode("utf-8"),
+            ).derive(self.current)
+            self._derived[purpose] = cached
+        return cached
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        if settings.encryption_key is not None:
+            current = decode_key(
+                settings.encryption_key.get_secret_value(), "HEALTHFORMS_ENCRYPTION_KEY"
+            )
+        else:
+            current = load_or_create_key_file(settings.data_dir)
+        previous: list[bytes] = []
+        if settings.previous_encryption_keys is not None:
+            for part in settings.previous_encryption_keys.get_secret_value().split(","):
+                if part.strip():
+                    previous.append(decode_key(part, "HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS"))
+        return cls(current=current, previous=tuple(previous))

@@ -77,7 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database.connect(db_url)
         redis = build_redis(settings, url, embedded=embedded is not None)
         state = AppState(
-            settings=settings, db=db, redis=redis, metrics=metrics, keys=KeyRing.from_settings(settings)
+            settings=settings,
+            db=db,
+            redis=redis,
+            metrics=metrics,
+            keys=KeyRing.from_settings(settings),
         )
         metrics.watch_redis(lambda: (redis.available, redis.pool.stats()))
         app.state.hf = state

@@ -11,7 +11,9 @@ import typer
 
 from healthforms.config import ConfigError, Settings, load_settings
 
-app = typer.Typer(help="healthforms: HIPAA-minded forms platform for clinics.", no_args_is_help=True)
+app = typer.Typer(
+    help="healthforms: HIPAA-minded forms platform for clinics.", no_args_is_help=True
+)
 keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -101,7 +103,9 @@ async def _check(settings: Settings) -> bool:
     try:
         info = await redis.call(lambda r: r.info("server"), idempotent=True)
         memory = await redis.call(lambda r: r.info("memory"), idempotent=True)
-        kind = "valkey" if "valkey_version" in info or info.get("server_name") == "valkey" else "redis"
+        kind = (
+            "valkey" if "valkey_version" in info or info.get("server_name") == "valkey" else "redis"
+        )
         version = info.get("valkey_version") or info.get("redis_version", "?")
         policy = str(memory.get("maxmemory_policy", "unknown"))
         where = redis.target.url + (" (embedded)" if embedded else "")

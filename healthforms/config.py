@@ -94,7 +94,9 @@ class Settings(BaseSettings):
     redis_ca_file: Path | None = _env("HEALTHFORMS_REDIS_CA_FILE")
     redis_tls: bool = Field(default=False, validation_alias=AliasChoices("HEALTHFORMS_REDIS_TLS"))
     redis_server_bin: str | None = _env("HEALTHFORMS_REDIS_SERVER_BIN")
-    redis_prefix: str = Field(default="hf:", validation_alias=AliasChoices("HEALTHFORMS_REDIS_PREFIX"))
+    redis_prefix: str = Field(
+        default="hf:", validation_alias=AliasChoices("HEALTHFORMS_REDIS_PREFIX")
+    )
     redis_pool_size: int = Field(
         default=32, ge=1, le=1024, validation_alias=AliasChoices("HEALTHFORMS_REDIS_POOL_SIZE")
     )

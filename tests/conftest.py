@@ -21,7 +21,9 @@ TEST_ENCRYPTION_KEY = base64.b64encode(b"k" * 32).decode()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"healthforms legs: redis={legs.TEST_REDIS} database={legs.TEST_DATABASE.split('@')[-1]}"]
+    return [
+        f"healthforms legs: redis={legs.TEST_REDIS} database={legs.TEST_DATABASE.split('@')[-1]}"
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,7 @@ def chain_hash(row: AuditEventRow) -> str:
 
 
 async def _append_once(session: AsyncSession, event: AuditEvent) -> AuditEventRow:
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
     tail = (
         await session.execute(
@@ -80,7 +80,7 @@ async def _append_once(session: AsyncSession, event: AuditEvent) -> AuditEventRo
         resource_id=event.resource_id,
         outcome=event.outcome.value,
         ip=event.ip,
-        user_agent=(event.user_agent or None) and event.user_agent[:_UA_LIMIT],  # type: ignore[index]
+        user_agent=event.user_agent[:_UA_LIMIT] if event.user_agent else None,
         request_id=event.request_id,
         prev_hash=prev_hash,
         hash="",
@@ -122,13 +122,17 @@ async def verify_chain(db: Database, batch: int = 1000) -> tuple[int, ChainBreak
     async with db.sessions() as session:
         while True:
             rows = (
-                await session.execute(
-                    select(AuditEventRow)
-                    .where(AuditEventRow.id > last_id)
-                    .order_by(AuditEventRow.id)
-                    .limit(batch)
+                (
+                    await session.execute(
+                        select(AuditEventRow)
+                        .where(AuditEventRow.id > last_id)
+                        .order_by(AuditEventRow.id)
+                        .limit(batch)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             if not rows:
                 return checked, None
             for row in rows:

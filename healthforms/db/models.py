@@ -2,7 +2,19 @@
 
 from healthforms.audit.models import AuditEventRow
 from healthforms.db.base import Base
+from healthforms.forms.models import Form, FormVersion
 from healthforms.identity.models import Organization, User
+from healthforms.responses.models import ResponsePdf, ResponseRow
 from healthforms.security.fencing import LockFence
 
-__all__ = ["AuditEventRow", "Base", "LockFence", "Organization", "User"]
+__all__ = [
+    "AuditEventRow",
+    "Base",
+    "Form",
+    "FormVersion",
+    "LockFence",
+    "Organization",
+    "ResponsePdf",
+    "ResponseRow",
+    "User",
+]

@@ -23,11 +23,15 @@ class _RedisCollector(Collector):
             "healthforms_redis_up", "1 while Redis answers, 0 while degraded", value=int(up)
         )
         family = GaugeMetricFamily(
-            "healthforms_redis_pool_connections", "Redis pool connections by state", labels=["state"]
+            "healthforms_redis_pool_connections",
+            "Redis pool connections by state",
+            labels=["state"],
         )
         family.add_metric(["total"], pool.get("total_connections", 0))
         family.add_metric(["idle"], pool.get("idle_connections", 0))
-        family.add_metric(["in_use"], pool.get("total_connections", 0) - pool.get("idle_connections", 0))
+        family.add_metric(
+            ["in_use"], pool.get("total_connections", 0) - pool.get("idle_connections", 0)
+        )
         yield family
 
 

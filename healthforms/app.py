@@ -22,6 +22,7 @@ from healthforms.logs import configure_logging
 from healthforms.redis.client import RedisService, RedisTarget, build_pool, redact_url
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.keys import KeyRing
+from healthforms.security.locks import register_lock_service
 from healthforms.security.middleware import SessionMiddleware
 from healthforms.state import AppState
 
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.startup_hooks = []
+    app.state.startup_hooks.append(register_lock_service)
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(identity_router)

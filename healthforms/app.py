@@ -21,6 +21,8 @@ from healthforms.logs import configure_logging
 from healthforms.redis.client import RedisService, RedisTarget, build_pool, redact_url
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.keys import KeyRing
+from healthforms.security.ratelimit import install_ratelimiter
+from healthforms.security.ratelimit_middleware import RateLimitMiddleware
 from healthforms.state import AppState
 
 log = structlog.get_logger("healthforms.app")
@@ -107,8 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.startup_hooks = []
     install_error_handlers(app)
+    app.state.startup_hooks.append(install_ratelimiter)
     app.include_router(health_router)
 
+    app.add_middleware(RateLimitMiddleware, session_cookie=settings.session_cookie_name)
     app.add_middleware(
         EdgeMiddleware,
         metrics=metrics,

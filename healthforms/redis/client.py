@@ -62,6 +62,11 @@ class PoolCounters:
     stale: int = 0
 
 
+def _closed_by_server(connection: Any) -> bool:
+    reader = getattr(connection, "_reader", None)
+    return reader is not None and reader.at_eof()
+
+
 class CountingBlockingPool(BlockingConnectionPool):
     """A BlockingConnectionPool that keeps the figures /health reports.
 
@@ -75,18 +80,30 @@ class CountingBlockingPool(BlockingConnectionPool):
         super().__init__(**kwargs)
         self.counters = PoolCounters()
 
-    def get_available_connection(self) -> Any:
-        # Runs under the pool's lock, right before the pool pops (LIFO) or creates one.
-        if self._available_connections:
-            if self._available_connections[-1].is_connected:
-                self.counters.hits += 1
-            else:
-                # Dropped after an error or a server restart: it must reconnect.
-                self.counters.stale += 1
-                self.counters.misses += 1
-        else:
+    # BlockingConnectionPool calls ConnectionPool.get_available_connection through
+    # super(), so an override of it would be skipped; these two hooks are called on self.
+    def make_connection(self) -> Any:
+        connection = super().make_connection()  # type: ignore[no-untyped-call]
+        connection._hf_fresh = True
+        return connection
+
+    async def ensure_connection(self, connection: Any) -> None:
+        # Runs once per acquisition, right after the pool handed `connection` out.
+        if getattr(connection, "_hf_fresh", False):
+            connection._hf_fresh = False
             self.counters.misses += 1
-        return super().get_available_connection()  # type: ignore[no-untyped-call]
+        elif connection.is_connected and not _closed_by_server(connection):
+            self.counters.hits += 1
+        else:
+            # Dropped after an error or a server restart: it must reconnect.
+            self.counters.stale += 1
+            self.counters.misses += 1
+            if connection.is_connected:
+                # The server closed it while it sat idle (restart, failover, idle
+                # timeout). redis-py's own check misses this with hiredis; sending on it
+                # would fail a command that must not be retried (a nonce claim).
+                await connection.disconnect()
+        await super().ensure_connection(connection)
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:

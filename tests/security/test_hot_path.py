@@ -235,3 +235,20 @@ async def test_redis_down_with_fallback_deny_refuses_sessions(
                 "/api/auth/session-login", json={"email": "a@b.test", "password": "whatever1"}
             )
             assert login_attempt.status_code == 503
+
+
+async def test_redis_down_limits_the_api_bucket_per_process(
+    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = _private_settings(database_url, private_redis, tmp_path, rate_limit_api="2/min+1")
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        async with new_client(application) as http:
+            staff = await create_staff(application)
+            await login(http, staff)
+            private_redis.kill()
+            statuses = [(await http.get("/api/auth/me")).status_code for _ in range(4)]
+            assert statuses == [200, 200, 200, 429]
+            refused = await http.get("/api/auth/me")
+            assert refused.json()["code"] == "rate_limited"
+            assert int(refused.headers["retry-after"]) >= 1

@@ -257,3 +257,37 @@ def test_cli_user_create_makes_the_organisation_once(
         assert verify_password_sync(admin_row.password_hash, "cli password 1")
 
     asyncio.run(check())
+
+
+async def test_changing_ones_own_password_ends_every_other_session(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    staff = await create_staff(app, role="viewer")
+    signed = await login(client, staff)
+    async with new_client(app) as other_browser:
+        await login(other_browser, staff)
+        wrong = await client.post(
+            "/api/auth/password",
+            json={"currentPassword": "not it at all", "newPassword": "another new password"},
+            headers=signed.csrf_headers,
+        )
+        assert wrong.status_code == 401
+        changed = await client.post(
+            "/api/auth/password",
+            json={"currentPassword": staff.password, "newPassword": "another new password"},
+            headers=signed.csrf_headers,
+        )
+        assert changed.status_code == 200, changed.text
+        assert (await other_browser.get("/api/auth/me")).status_code == 401
+        # This browser carries on with a fresh session and token; the old cookie is dead.
+        assert (await client.get("/api/auth/me")).status_code == 200
+        fresh_token = changed.json()["csrfToken"]
+        assert fresh_token != signed.csrf_token
+        async with new_client(app) as replay:
+            replay.cookies.set("session", signed.cookie)
+            assert (await replay.get("/api/auth/me")).status_code == 401
+        relogin = await other_browser.post(
+            "/api/auth/session-login",
+            json={"email": staff.email, "password": "another new password"},
+        )
+        assert relogin.status_code == 200

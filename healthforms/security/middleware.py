@@ -62,8 +62,10 @@ CHECK_SCRIPT = LuaScript.beside(__file__, "gcra.lua", "session_check.lua")
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOGIN_PATH = "/api/auth/session-login"
-# Static assets and probes never need a session: no round trip for them.
-_SKIP_PREFIXES = ("/static/", "/favicon.ico", "/health", "/metrics")
+# Static assets and probes never need a session: no round trip for them. The public
+# form endpoints and pages are for patients and protected by their nonce, not a session:
+# a staff member's cookie (previewing their own form) must neither help nor hinder there.
+_SKIP_PREFIXES = ("/static/", "/favicon.ico", "/health", "/metrics", "/api/public/", "/f/")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _DEGRADED_CACHE_S = 5.0
 _MAX_COOKIE_HEADER = 8192

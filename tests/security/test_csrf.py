@@ -245,3 +245,17 @@ async def test_existing_session_without_token_gets_one_on_request(
     assert (await _rename(client, signed, signed.csrf_token)).status_code == 403
     fresh = (await client.get("/api/auth/csrf-token")).json()["csrfToken"]
     assert (await _rename(client, signed, fresh)).status_code == 200
+
+
+async def test_public_endpoints_ignore_a_staff_session_cookie(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    @app.post("/api/public/test-echo")
+    async def public_echo(request: Request) -> dict[str, bool]:
+        return {"principal": "principal" in request.scope.get("state", {})}
+
+    await login(client, await create_staff(app))
+    # No CSRF token: a patient form posted from a signed-in staff browser still goes through.
+    response = await client.post("/api/public/test-echo", json={})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"principal": False}

@@ -272,7 +272,7 @@ class SessionStore:
                     self.idle_ms,
                     self.max_age_ms,
                     MAX_SESSIONS_PER_USER,
-                    prefixes[0],
+                    *prefixes,
                 ],
             )
         )

@@ -32,6 +32,7 @@ import contextlib
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -128,6 +129,16 @@ class _Attempt:
     holder: str | None
 
 
+class _Line:
+    """Waiters of one key in this process; the first one polls Redis for all of them."""
+
+    __slots__ = ("released", "waiters")
+
+    def __init__(self) -> None:
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.released = asyncio.Event()  # set by a release in this process
+
+
 def new_token() -> str:
     """An unguessable lock token (128 bits): nobody can release a lock by guessing it."""
     return secrets.token_urlsafe(16)
@@ -164,9 +175,8 @@ class LockService:
         # Tokens of Redis locks whose lease moved to the database during an outage:
         # their next Redis renewal may take the free Redis key back.
         self._moved: set[str] = set()
-        # Per key: an event set on release in this process, so local waiters need
-        # not wait for their next poll, and how many local waiters share it.
-        self._wakeups: dict[str, tuple[asyncio.Event, int]] = {}
+        # Per key: the tasks of this process waiting for it, in arrival order.
+        self._lines: dict[str, _Line] = {}
 
     # ----------------------------------------------------------------- public API
 
@@ -313,31 +323,64 @@ class LockService:
         return [full, self._redis.key(fence_key(key)), full + ":queue", full + ":alive"]
 
     async def _acquire(self, key: str, ttl_ms: int, token: str, wait_ms: int) -> _Attempt:
+        """One attempt, then (with wait_ms) a wait in line: FIFO in this process, then FIFO
+        in Redis among processes. Only the head of this process's line polls Redis, so
+        many local waiters cost one poll loop, not a thundering herd on every release."""
         _check(key, ttl_ms)
-        attempt = await self._try_acquire(key, ttl_ms, token, queue=wait_ms > 0)
+        # Always one attempt first: a holder re-entering must not queue behind the
+        # tasks that wait for it. queue=False: only a line's head joins the shared
+        # queue (and keeps polling); while it is queued, Redis refuses newcomers.
+        attempt = await self._try_acquire(key, ttl_ms, token, queue=False)
         if attempt.lock is not None or wait_ms <= 0:
             return attempt
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_ms / 1000
-        self._add_waiter(key)
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = _Line()
+        turn: asyncio.Future[None] = loop.create_future()
+        line.waiters.append(turn)
+        if line.waiters[0] is turn:
+            turn.set_result(None)
+        attempt = _Attempt(None, None)
+        queued = False
         try:
-            while attempt.lock is None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                poll_s = WAITER_POLL_S if self._redis.available else DB_POLL_S
-                await self._sleep_until_release(
-                    key,
-                    min(poll_s * (0.5 + random.random()), remaining),  # noqa: S311 - jitter
-                )
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await turn
+            except TimeoutError:
+                return attempt
+            while True:
+                queued = True
+                line.released.clear()
                 attempt = await self._try_acquire(key, ttl_ms, token, queue=True)
+                remaining = deadline - loop.time()
+                if attempt.lock is not None or remaining <= 0:
+                    return attempt
+                poll_s = WAITER_POLL_S if self._redis.available else DB_POLL_S
+                jittered = poll_s * (0.5 + random.random())  # noqa: S311 - jitter, not secrets
+                # A release in this process wakes the head at once; others need a poll.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(jittered, remaining)):
+                        await line.released.wait()
         finally:
-            self._remove_waiter(key)
-            if attempt.lock is None:
-                # Gave up (or cancelled): leave the queue now rather than holding up
-                # the others until the waiter lease runs out.
+            self._leave_line(key, line, turn)
+            if queued and attempt.lock is None:
+                # Gave up (or cancelled): leave the shared queue now rather than holding
+                # up the others until the waiter lease runs out.
                 await asyncio.shield(self._leave_queue(key, token))
-        return attempt
+
+    def _leave_line(self, key: str, line: _Line, turn: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            line.waiters.remove(turn)
+        if not turn.done():
+            turn.cancel()
+        if line.waiters:
+            head = line.waiters[0]
+            if not head.done():
+                head.set_result(None)
+        elif self._lines.get(key) is line:
+            del self._lines[key]
 
     async def _try_acquire(self, key: str, ttl_ms: int, token: str, *, queue: bool) -> _Attempt:
         keys = self._redis_keys(key)
@@ -382,37 +425,10 @@ class LockService:
                 idempotent=True,
             )
 
-    # ---------------------------------------------------------- local wake-ups
-
-    def _add_waiter(self, key: str) -> None:
-        event, count = self._wakeups.get(key, (asyncio.Event(), 0))
-        self._wakeups[key] = (event, count + 1)
-
-    def _remove_waiter(self, key: str) -> None:
-        entry = self._wakeups.get(key)
-        if entry is None:
-            return
-        event, count = entry
-        if count <= 1:
-            del self._wakeups[key]
-        else:
-            self._wakeups[key] = (event, count - 1)
-
-    async def _sleep_until_release(self, key: str, timeout_s: float) -> None:
-        entry = self._wakeups.get(key)
-        if entry is None:
-            await asyncio.sleep(timeout_s)
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await entry[0].wait()
-
     def _wake(self, key: str) -> None:
-        entry = self._wakeups.get(key)
-        if entry is not None:
-            entry[0].set()
-            # Later sleepers wait on a fresh event.
-            self._wakeups[key] = (asyncio.Event(), entry[1])
+        line = self._lines.get(key)
+        if line is not None:
+            line.released.set()
 
     # ------------------------------------------------------------- hold()
 

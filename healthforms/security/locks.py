@@ -23,6 +23,8 @@ Guarantees (DESIGN.md "Algorithms", "When Redis is unavailable"):
   in the database moves back to Redis on its next renewal. An instance that never
   saw the outage does not check, so a short overlap is possible there: the fencing
   check is what keeps the data safe in that window.
+- An exhausted Redis pool is not an outage: Redis may hold the lock, so no fallback
+  decides; `acquire`, `renew`, `holder` and `pttl` raise LockUnavailable (503).
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.db.base import UTCDateTime, utcnow
 from healthforms.db.engine import Database
+from healthforms.errors import ServiceUnavailable
 from healthforms.health.metrics import Metrics
-from healthforms.redis.client import RedisService, RedisUnavailable
+from healthforms.redis.client import PoolExhausted, RedisService, RedisUnavailable
 from healthforms.redis.scripts import LuaScript
 from healthforms.security.fencing import LockFence, LockLease
 
@@ -123,10 +126,21 @@ class LockBusy(Exception):
         self.key = key
 
 
+class LockUnavailable(ServiceUnavailable):
+    """No Redis connection became free in time (pool exhausted): answer 503, never guess.
+
+    Redis itself may be fine and hold the lock, so the database fallback, which cannot
+    see Redis leases, must not decide here.
+    """
+
+    message = "Locks are temporarily unavailable; try again shortly."
+
+
 @dataclass(frozen=True, slots=True)
 class _Attempt:
     lock: HeldLock | None
     holder: str | None
+    exhausted: bool = False  # the pool had no free connection: nothing was decided
 
 
 class _Line:
@@ -193,7 +207,8 @@ class LockService:
 
         With `token` given (e.g. a user id), the same token re-enters: its lease is
         renewed and the lock returned with the fencing number it already had. With
-        `wait_ms`, wait up to that long in the fair queue.
+        `wait_ms`, wait up to that long in the fair queue. Raises LockUnavailable (503)
+        when no Redis connection became free in time.
         """
         attempt = await self._acquire(key, ttl_ms, token or new_token(), wait_ms)
         if attempt.lock is None:
@@ -214,6 +229,8 @@ class LockService:
                     idempotent=True,
                 )
             )
+        except PoolExhausted as exc:
+            raise LockUnavailable() from exc
         except RedisUnavailable:
             self._note_outage(ttl)
             if lock.backend == BACKEND_DATABASE:
@@ -250,6 +267,11 @@ class LockService:
                     idempotent=True,
                 )
             )
+        except PoolExhausted:
+            # Not released; the lease runs out by itself. The database cannot decide
+            # for a lease that is in Redis.
+            log.warning("lock_release_skipped", key=lock.key, reason="redis pool exhausted")
+            return False
         except RedisUnavailable:
             redis_failed = True
             self._note_outage(lock.ttl_ms)
@@ -265,6 +287,8 @@ class LockService:
         """The token of the current holder, None if the lock is free."""
         try:
             value = await self._redis.call(lambda r: r.get(self._redis.key(key)), idempotent=True)
+        except PoolExhausted as exc:
+            raise LockUnavailable() from exc
         except RedisUnavailable:
             self._note_outage(0)
             self._degraded("read", "database")
@@ -278,6 +302,8 @@ class LockService:
             ms = int(
                 await self._redis.call(lambda r: r.pttl(self._redis.key(key)), idempotent=True)
             )
+        except PoolExhausted as exc:
+            raise LockUnavailable() from exc
         except RedisUnavailable:
             self._note_outage(0)
             self._degraded("read", "database")
@@ -331,6 +357,8 @@ class LockService:
         # tasks that wait for it. queue=False: only a line's head joins the shared
         # queue (and keeps polling); while it is queued, Redis refuses newcomers.
         attempt = await self._try_acquire(key, ttl_ms, token, queue=False)
+        if attempt.exhausted and wait_ms <= 0:
+            raise LockUnavailable()
         if attempt.lock is not None or wait_ms <= 0:
             return attempt
         loop = asyncio.get_running_loop()
@@ -388,6 +416,8 @@ class LockService:
         try:
             # Not idempotent (it hands out a fencing number): never replayed.
             reply = await self._redis.call(lambda r: ACQUIRE_SCRIPT(r, keys=keys, args=args))
+        except PoolExhausted:
+            return _Attempt(None, None, exhausted=True)
         except RedisUnavailable:
             self._note_outage(ttl_ms)
             attempt = await self._db_claim(key, token, ttl_ms, None)
@@ -461,7 +491,7 @@ class LockService:
                 if not await self.renew(lock):
                     log.warning("lock_lost", key=lock.key, fence=lock.fence)
                     return
-            except (RedisError, SQLAlchemyError, OSError) as exc:
+            except (RedisError, SQLAlchemyError, OSError, LockUnavailable) as exc:
                 # Try again next round; the lease still has two thirds left.
                 log.warning("lock_renew_failed", key=lock.key, error_type=type(exc).__name__)
 

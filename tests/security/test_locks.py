@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from healthforms.db.engine import Database
 from healthforms.health.metrics import Metrics
+from healthforms.redis.client import RedisService, RedisTarget, build_pool
 from healthforms.security.locks import (
     FORM_EDIT_LOCK_KEY,
     FORM_EDIT_LOCK_TTL_MS,
@@ -21,6 +22,7 @@ from healthforms.security.locks import (
     LockBusy,
     LockService,
     LockServiceDep,
+    LockUnavailable,
     fence_key,
 )
 
@@ -320,3 +322,40 @@ async def test_lock_service_dependency_resolves(app: FastAPI) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         response = await http.get("/_test/locks")
     assert response.json() == {"same": True}
+
+
+async def test_an_exhausted_pool_refuses_instead_of_falling_back(
+    redis_url: str, redis_prefix: str, redis_client: Redis, database: Database, metrics: Metrics
+) -> None:
+    # Redis may hold the lock while no connection is free: the database must not decide.
+    pool = build_pool(redis_url, max_connections=1, pool_wait_s=0.05)
+    redis = RedisService(pool, RedisTarget(redis_url, False, False), prefix=redis_prefix)
+    service = LockService(redis, database, metrics)
+    key = new_key()
+    try:
+        holder = await service.acquire(key, 5_000)
+        assert holder is not None
+
+        # The only connection sits in a blocking call for a while.
+        async def block() -> None:
+            await redis.client.blpop([redis_prefix + "idle"], timeout=0.3)
+
+        blocker = asyncio.create_task(block())
+        await asyncio.sleep(0.05)
+        with pytest.raises(LockUnavailable):
+            await service.acquire(key, 5_000)
+        with pytest.raises(LockUnavailable):
+            await service.renew(holder)
+        with pytest.raises(LockUnavailable):
+            await service.holder(key)
+        await blocker
+        assert (
+            metrics.registry.get_sample_value(
+                "healthforms_degraded_decisions_total", {"feature": "locks", "decision": "acquired"}
+            )
+            is None
+        )
+        assert await service.holder(key) == holder.token
+        assert await service.release(holder) is True
+    finally:
+        await redis.close()

@@ -294,6 +294,11 @@ class LockService:
             self._degraded("read", "database")
             lease = await self._db_lease(key)
             return lease[0] if lease else None
+        if value is None and self._recently_degraded():
+            # A lease taken or moved to the database during the outage is still the
+            # lock until its holder's next renewal brings it back to Redis.
+            lease = await self._db_lease(key)
+            return lease[0] if lease else None
         return _decode(value) if value is not None else None
 
     async def pttl(self, key: str) -> int | None:
@@ -307,6 +312,9 @@ class LockService:
         except RedisUnavailable:
             self._note_outage(0)
             self._degraded("read", "database")
+            lease = await self._db_lease(key)
+            return lease[1] if lease else None
+        if ms < 0 and self._recently_degraded():
             lease = await self._db_lease(key)
             return lease[1] if lease else None
         # -2: no such key; -1 (no TTL) cannot happen for our keys, and is no lease.

@@ -214,7 +214,8 @@ async def test_hold_releases_and_stops_renewing_on_cancellation(locks: LockServi
             await asyncio.sleep(30)
 
     task = asyncio.create_task(job())
-    await entered.wait()
+    async with asyncio.timeout(10):
+        await entered.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -242,7 +243,8 @@ async def test_second_pdf_generation_gets_lock_busy_while_one_runs(
             generated.append(lock.fence)
 
     first = asyncio.create_task(generate_pdf())
-    await started.wait()
+    async with asyncio.timeout(10):
+        await started.wait()
     holder = await locks.holder(key)
     with pytest.raises(LockBusy) as busy:
         async with locks.hold(key, PDF_LOCK_TTL_MS, kind="pdf"):

@@ -15,10 +15,12 @@ from healthforms.db.engine import Database
 from healthforms.health.metrics import Metrics
 from healthforms.redis.client import RedisService, RedisTarget, build_pool
 from healthforms.security.locks import (
+    ACQUIRE_SCRIPT,
     FORM_EDIT_LOCK_KEY,
     FORM_EDIT_LOCK_TTL_MS,
     PDF_LOCK_KEY,
     PDF_LOCK_TTL_MS,
+    WAITER_LEASE_MS,
     LockBusy,
     LockService,
     LockServiceDep,
@@ -361,3 +363,62 @@ async def test_an_exhausted_pool_refuses_instead_of_falling_back(
         assert await service.release(holder) is True
     finally:
         await redis.close()
+
+
+async def test_shared_queue_is_fair_between_instances(
+    redis_url: str, redis_prefix: str, redis_client: Redis, database: Database
+) -> None:
+    # Separate services (as separate processes would be): only the Redis queue orders them.
+    services: list[tuple[RedisService, LockService]] = []
+    for _ in range(5):
+        redis = RedisService(
+            build_pool(redis_url), RedisTarget(redis_url, False, False), prefix=redis_prefix
+        )
+        services.append((redis, LockService(redis, database, Metrics())))
+    key = new_key()
+    order: list[int] = []
+    waited: list[int] = []
+    rounds_each = 4
+    try:
+
+        async def worker(index: int, service: LockService) -> None:
+            for _ in range(rounds_each):
+                asked_at = len(order)
+                lock = await service.acquire(key, 5_000, wait_ms=20_000)
+                assert lock is not None, f"instance {index} starved"
+                waited.append(len(order) - asked_at)
+                order.append(index)
+                await asyncio.sleep(0.005)
+                assert await service.release(lock)
+
+        await asyncio.gather(*(worker(i, s) for i, (_, s) in enumerate(services)))
+    finally:
+        for redis, _ in services:
+            await redis.close()
+    assert Counter(order) == dict.fromkeys(range(len(services)), rounds_each)
+    assert max(waited) <= 2 * len(services), (waited, order)
+
+
+async def test_a_waiter_that_vanished_does_not_block_the_queue(
+    locks: LockService, redis_service: RedisService
+) -> None:
+    key = new_key()
+    holder = await locks.acquire(key, 5_000)
+    assert holder is not None
+    # A waiter joins the queue once and is never heard of again (its process died).
+    keys = [
+        redis_service.key(key),
+        redis_service.key(fence_key(key)),
+        redis_service.key(key) + ":queue",
+        redis_service.key(key) + ":alive",
+    ]
+    reply = await ACQUIRE_SCRIPT(
+        redis_service.client, keys=keys, args=["ghost", 5_000, 60_000, 1, WAITER_LEASE_MS]
+    )
+    assert int(reply[0]) == 0
+    assert await locks.release(holder)
+    # While its place is still live, the free lock is kept for it...
+    assert await locks.acquire(key, 5_000) is None
+    # ...and once its waiter lease ran out (nobody polls for it), the next caller gets it.
+    lock = await locks.acquire(key, 5_000, wait_ms=WAITER_LEASE_MS * 3)
+    assert lock is not None

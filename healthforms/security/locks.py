@@ -492,9 +492,14 @@ class LockService:
                 await asyncio.shield(self._release_quietly(lock))
 
     async def _keep_renewed(self, lock: HeldLock) -> None:
+        loop = asyncio.get_running_loop()
         interval_s = lock.ttl_ms / 3000
+        next_at = loop.time() + interval_s
         while True:
-            await asyncio.sleep(interval_s)
+            # A fixed cadence from the previous start: a slow round trip does not push
+            # the following renewal later as well.
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = loop.time() + interval_s
             try:
                 if not await self.renew(lock):
                     log.warning("lock_lost", key=lock.key, fence=lock.fence)

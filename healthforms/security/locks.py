@@ -210,7 +210,9 @@ class LockService:
         `wait_ms`, wait up to that long in the fair queue. Raises LockUnavailable (503)
         when no Redis connection became free in time.
         """
-        attempt = await self._acquire(key, ttl_ms, token or new_token(), wait_ms)
+        attempt = await self._acquire(
+            key, ttl_ms, token or new_token(), wait_ms, may_reenter=token is not None
+        )
         if attempt.lock is None:
             self._metrics.lock_conflicts.labels(kind=kind).inc()
         return attempt.lock
@@ -356,19 +358,24 @@ class LockService:
         full = self._redis.key(key)
         return [full, self._redis.key(fence_key(key)), full + ":queue", full + ":alive"]
 
-    async def _acquire(self, key: str, ttl_ms: int, token: str, wait_ms: int) -> _Attempt:
+    async def _acquire(
+        self, key: str, ttl_ms: int, token: str, wait_ms: int, *, may_reenter: bool
+    ) -> _Attempt:
         """One attempt, then (with wait_ms) a wait in line: FIFO in this process, then FIFO
         in Redis among processes. Only the head of this process's line polls Redis, so
         many local waiters cost one poll loop, not a thundering herd on every release."""
         _check(key, ttl_ms)
-        # Always one attempt first: a holder re-entering must not queue behind the
+        # A fresh random token that would only queue behind local waiters skips the
+        # attempt (it would be refused: their head is in the shared queue). A given
+        # token always tries first: a holder re-entering must not queue behind the
         # tasks that wait for it. queue=False: only a line's head joins the shared
         # queue (and keeps polling); while it is queued, Redis refuses newcomers.
-        attempt = await self._try_acquire(key, ttl_ms, token, queue=False)
-        if attempt.exhausted and wait_ms <= 0:
-            raise LockUnavailable()
-        if attempt.lock is not None or wait_ms <= 0:
-            return attempt
+        if wait_ms <= 0 or may_reenter or key not in self._lines:
+            attempt = await self._try_acquire(key, ttl_ms, token, queue=False)
+            if attempt.exhausted and wait_ms <= 0:
+                raise LockUnavailable()
+            if attempt.lock is not None or wait_ms <= 0:
+                return attempt
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_ms / 1000
         line = self._lines.get(key)
@@ -387,18 +394,21 @@ class LockService:
             except TimeoutError:
                 return attempt
             while True:
-                queued = True
-                line.released.clear()
-                attempt = await self._try_acquire(key, ttl_ms, token, queue=True)
                 remaining = deadline - loop.time()
-                if attempt.lock is not None or remaining <= 0:
+                if remaining <= 0:
                     return attempt
+                # The lock was just seen held: wait before polling. A release in this
+                # process wakes the head at once; one elsewhere is seen at the next poll.
                 poll_s = WAITER_POLL_S if self._redis.available else DB_POLL_S
                 jittered = poll_s * (0.5 + random.random())  # noqa: S311 - jitter, not secrets
-                # A release in this process wakes the head at once; others need a poll.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(jittered, remaining)):
                         await line.released.wait()
+                line.released.clear()
+                queued = True
+                attempt = await self._try_acquire(key, ttl_ms, token, queue=True)
+                if attempt.lock is not None:
+                    return attempt
         finally:
             self._leave_line(key, line, turn)
             if queued and attempt.lock is None:
@@ -474,7 +484,7 @@ class LockService:
     async def _hold(
         self, key: str, ttl_ms: int, kind: str, wait_ms: int
     ) -> AsyncIterator[HeldLock]:
-        attempt = await self._acquire(key, ttl_ms, new_token(), wait_ms)
+        attempt = await self._acquire(key, ttl_ms, new_token(), wait_ms, may_reenter=False)
         if attempt.lock is None:
             self._metrics.lock_conflicts.labels(kind=kind).inc()
             raise LockBusy(attempt.holder, key)

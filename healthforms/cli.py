@@ -60,6 +60,7 @@ def serve(
             loop="uvloop",
             http="httptools",
             access_log=False,
+            log_config=None,  # uvicorn logs through our JSON handler (logs.py)
             proxy_headers=False,  # X-Forwarded-For is judged by our trusted-proxy rules
             server_header=False,
             timeout_graceful_shutdown=10,

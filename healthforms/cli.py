@@ -83,7 +83,11 @@ def migrate() -> None:
 @app.command()
 def check() -> None:
     """Connect to Redis and the database; print what was found; exit 0 only if both answer."""
-    ok = asyncio.run(_check(_settings()))
+    from healthforms.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    ok = asyncio.run(_check(settings))
     raise typer.Exit(0 if ok else 1)
 
 
@@ -134,6 +138,8 @@ async def _check(settings: Settings) -> bool:
             ok = False
     except DatabaseUnavailable as exc:
         typer.echo(f"database: FAILED: {db.backend}: {exc}")
+        if str(exc) == "database file missing":
+            typer.echo("database: run `healthforms migrate` (or `healthforms serve`) to create it")
         ok = False
     finally:
         await db.dispose()

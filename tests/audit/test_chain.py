@@ -47,7 +47,9 @@ async def db(fresh_database_url: str) -> AsyncIterator[Database]:
 
 async def all_rows(db: Database) -> list[AuditEventRow]:
     async with db.sessions() as session:
-        return list((await session.execute(select(AuditEventRow).order_by(AuditEventRow.id))).scalars())
+        return list(
+            (await session.execute(select(AuditEventRow).order_by(AuditEventRow.id))).scalars()
+        )
 
 
 def event(i: int, **kwargs: object) -> AuditEvent:
@@ -129,7 +131,9 @@ async def test_rehashed_row_breaks_the_next_link(db: Database) -> None:
     for i in range(5):
         await append_event(db, event(i))
     async with db.sessions() as session, session.begin():
-        row = (await session.execute(select(AuditEventRow).where(AuditEventRow.id == 2))).scalar_one()
+        row = (
+            await session.execute(select(AuditEventRow).where(AuditEventRow.id == 2))
+        ).scalar_one()
         row.outcome = "success-forged"
         row.hash = chain_hash(row)  # the forger recomputes this row's hash...
     _, broken = await verify_chain(db)

@@ -65,9 +65,7 @@ def test_check_names_redis_and_database_and_exits_0(
     assert not lines_of(result.stdout, "redis: WARNING")
 
 
-def test_check_warns_about_an_evicting_policy(
-    database_url: str, tmp_path: Path
-) -> None:
+def test_check_warns_about_an_evicting_policy(database_url: str, tmp_path: Path) -> None:
     with EmbeddedRedis.start(
         tmp_path / "lru",
         binary=legs.private_server_binary(),
@@ -145,7 +143,5 @@ def _empty_database(tmp_path: Path) -> str:
     if legs.database_is_postgres():
         name = f"hf_test_{secrets.token_hex(6)}"
         asyncio.run(legs._pg_admin(f'CREATE DATABASE "{name}"'))
-        return (
-            make_url(legs.TEST_DATABASE).set(database=name).render_as_string(hide_password=False)
-        )
+        return make_url(legs.TEST_DATABASE).set(database=name).render_as_string(hide_password=False)
     return f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"

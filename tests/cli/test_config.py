@@ -1,4 +1,4 @@
-"""Configuration from the environment: production refuses laptop defaults, bad values stop start-up."""
+"""Configuration from the environment: production refuses laptop defaults; bad values stop."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
     return monkeypatch
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
     return subprocess.run(
         [sys.executable, "-m", "healthforms", *args],
@@ -143,7 +145,7 @@ def test_create_app_refuses_production_without_settings(clean_env: pytest.Monkey
     with pytest.raises(ConfigError):
         create_app()
     with pytest.raises(ConfigError):
-        create_app(Settings(HEALTHFORMS_ENV="production"))  # type: ignore[call-arg]
+        create_app(Settings(HEALTHFORMS_ENV="production"))
 
 
 def test_serve_in_production_exits_non_zero_naming_what_is_missing(tmp_path: Path) -> None:

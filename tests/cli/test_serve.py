@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import stat
@@ -114,7 +113,9 @@ async def _set_and_get(socket_path: Path, key: str, value: str | None) -> bytes 
     try:
         if value is not None:
             await client.set(key, value, ex=3600)
-        return await client.get(key)  # type: ignore[no-any-return]
+        value_read = await client.get(key)
+        assert value_read is None or isinstance(value_read, bytes)
+        return value_read
     finally:
         await client.aclose()
 
@@ -139,9 +140,7 @@ def test_aof_keeps_keys_and_the_key_file_is_private_and_stable(
         assert asyncio.run(_set_and_get(socket_path, "hf:survivor", None)) == b"still-here"
         assert key_file.read_text() == first_key
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        assert [p.name for p in data_dir.iterdir() if "encryption" in p.name] == [
-            "encryption.key"
-        ]
+        assert [p.name for p in data_dir.iterdir() if "encryption" in p.name] == ["encryption.key"]
     finally:
         server.stop()
 

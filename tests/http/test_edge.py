@@ -282,7 +282,8 @@ async def test_logs_are_json_and_never_hold_bodies_cookies_or_secrets(
     for record in requests:
         assert {"request_id", "method", "route", "status", "duration_ms"} <= set(record)
     tagged = [r for r in requests if r["request_id"] == "log-test-req-0001"]
-    assert tagged and tagged[0]["method"] == "POST" and tagged[0]["status"] == 404
+    assert {(r["method"], r["route"]) for r in tagged} >= {("POST", "<unmatched>")}
+    assert any(r["status"] == 404 for r in tagged)
     assert any(r["route"] == "/health" and r["status"] == 200 for r in requests)
     for secret in (marker_body, marker_cookie, marker_auth, password):
         assert secret not in text

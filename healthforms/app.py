@@ -9,6 +9,7 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 
+from healthforms.audit.routes import router as audit_router
 from healthforms.config import Settings, load_settings
 from healthforms.db.engine import Database
 from healthforms.errors import install_error_handlers
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_hooks.append(install_ratelimiter)
     app.include_router(health_router)
     app.include_router(identity_router)
+    app.include_router(audit_router)
 
     # Added later = outer. Both sit inside the edge middleware: they need the request id
     # and the client IP it resolves.

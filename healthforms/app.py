@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from healthforms.config import Settings, load_settings
 from healthforms.db.engine import Database
 from healthforms.errors import install_error_handlers
+from healthforms.forms.routes import router as forms_router
 from healthforms.health.metrics import Metrics
 from healthforms.health.routes import package_version
 from healthforms.health.routes import router as health_router
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_hooks = []
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(forms_router)
 
     app.add_middleware(
         EdgeMiddleware,

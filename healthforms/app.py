@@ -23,6 +23,7 @@ from healthforms.redis.client import RedisService, RedisTarget, build_pool, reda
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.keys import KeyRing
 from healthforms.state import AppState
+from healthforms.submissions.routes import router as public_forms_router
 
 log = structlog.get_logger("healthforms.app")
 
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(forms_router)
+    app.include_router(public_forms_router)
 
     app.add_middleware(
         EdgeMiddleware,

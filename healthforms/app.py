@@ -18,10 +18,13 @@ from healthforms.health.routes import package_version
 from healthforms.health.routes import router as health_router
 from healthforms.http.client_ip import parse_networks
 from healthforms.http.middleware import EdgeMiddleware
+from healthforms.identity.routes import router as identity_router
 from healthforms.logs import configure_logging
 from healthforms.redis.client import RedisService, RedisTarget, build_pool, redact_url
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.keys import KeyRing
+from healthforms.security.locks import register_lock_service
+from healthforms.security.middleware import SessionMiddleware
 from healthforms.state import AppState
 from healthforms.submissions.routes import router as public_forms_router
 
@@ -108,11 +111,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.startup_hooks = []
+    app.state.startup_hooks.append(register_lock_service)
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(identity_router)
     app.include_router(forms_router)
     app.include_router(public_forms_router)
 
+    # Inside the edge middleware (added later = outer): it needs the request id and IP.
+    app.add_middleware(SessionMiddleware, settings=settings, metrics=metrics)
     app.add_middleware(
         EdgeMiddleware,
         metrics=metrics,

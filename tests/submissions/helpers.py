@@ -105,3 +105,40 @@ def open_payload(app: FastAPI, row: ResponseRow) -> dict[str, Any]:
     payload = open_json(state.keys, sealed, response_aad(row.id, row.form_id))
     assert isinstance(payload, dict)
     return payload
+
+
+async def publish_direct(database_url: str, fields: list[dict[str, Any]]) -> tuple[str, str]:
+    """Publish a form straight through the services (no HTTP); return (form id, public id)."""
+    import secrets
+
+    from healthforms.db.engine import Database
+    from healthforms.forms.schema import fields_from_json
+    from healthforms.forms.service import FormService
+    from healthforms.identity.models import Organization, Role, User
+    from healthforms.security.principal import Principal
+
+    db = Database.connect(database_url)
+    try:
+        async with db.sessions() as session:
+            org = Organization(name=f"Clinic {secrets.token_hex(4)}")
+            session.add(org)
+            await session.flush()
+            user = User(
+                organization_id=org.id,
+                email=f"{secrets.token_hex(5)}@example.test",
+                name="Editor",
+                role=Role.EDITOR.value,
+            )
+            session.add(user)
+            await session.commit()
+            principal = Principal(user.id, org.id, Role.EDITOR, session_id="direct")
+        async with db.sessions() as session:
+            service = FormService(session, principal)
+            form = await service.create(
+                title="Intake", description="", fields=fields_from_json(fields)
+            )
+            published = await service.publish(form.id)
+            assert published.public_id is not None
+            return form.id, published.public_id
+    finally:
+        await db.dispose()

@@ -25,6 +25,8 @@ from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.keys import KeyRing
 from healthforms.security.locks import register_lock_service
 from healthforms.security.middleware import SessionMiddleware
+from healthforms.security.ratelimit import install_ratelimiter
+from healthforms.security.ratelimit_middleware import RateLimitMiddleware
 from healthforms.state import AppState
 from healthforms.submissions.routes import router as public_forms_router
 
@@ -113,13 +115,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_hooks = []
     app.state.startup_hooks.append(register_lock_service)
     install_error_handlers(app)
+    app.state.startup_hooks.append(install_ratelimiter)
     app.include_router(health_router)
     app.include_router(identity_router)
     app.include_router(forms_router)
     app.include_router(public_forms_router)
 
-    # Inside the edge middleware (added later = outer): it needs the request id and IP.
+    # Added later = outer. Both sit inside the edge middleware: they need the request id
+    # and the client IP it resolves.
     app.add_middleware(SessionMiddleware, settings=settings, metrics=metrics)
+    app.add_middleware(RateLimitMiddleware, session_cookie=settings.session_cookie_name)
     app.add_middleware(
         EdgeMiddleware,
         metrics=metrics,

@@ -74,6 +74,10 @@ class FormEditLocks:
         owner = await self.owner(holder) if holder else LockOwner("", "")
         return FormLocked(extra={"lockedBy": owner.json()})
 
+    async def locked_error(self, form_id: str) -> FormLocked:
+        """The 409 `locked` error naming the current holder (if any)."""
+        return await self._locked(await self.locks.holder(lock_key(form_id)))
+
     async def acquire(self, form_id: str) -> tuple[LockOwner, datetime]:
         """Take or renew the lock for the caller; raise FormLocked while another holds it."""
         key = lock_key(form_id)

@@ -16,7 +16,7 @@ from healthforms.audit.events import (
 from healthforms.audit.recorder import Auditor, AuditorDep
 from healthforms.errors import ValidationFailed
 from healthforms.forms.edit_lock import FormEditLocks, FormLocked, lock_json
-from healthforms.forms.service import FormService, form_json
+from healthforms.forms.service import FormService, StaleLock, form_json
 from healthforms.forms.validation import validate_description, validate_fields, validate_title
 from healthforms.security.locks import LockServiceDep
 from healthforms.security.principal import CurrentPrincipal, EditorPrincipal
@@ -93,15 +93,20 @@ async def update_form(
     title = validate_title(body["title"]) if "title" in body else None
     description = validate_description(body["description"]) if "description" in body else None
     fields = validate_fields(body["fields"]) if "fields" in body else None
-    form = await service.update(
-        form_id,
-        title=title,
-        description=description,
-        fields=fields,
-        revision=_revision(body),
-        fence=guard.fence,
-        fence_check=guard.check,
-    )
+    edit_locks = FormEditLocks(locks, session, principal)
+    try:
+        form = await service.update(
+            form_id,
+            title=title,
+            description=description,
+            fields=fields,
+            revision=_revision(body),
+            fence=guard.fence,
+            fence_check=guard.check,
+        )
+    except StaleLock:
+        # Our lease lapsed and a newer holder saved: say who holds the form now.
+        raise await _conflict(auditor, form_id, await edit_locks.locked_error(form_id)) from None
     await auditor.record(FORM_UPDATED, resource_type="form", resource_id=form.id)
     return form_json(form)
 

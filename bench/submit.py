@@ -4,7 +4,8 @@ Runs a real `healthforms serve` subprocess (1 worker) against a private Valkey/R
 and, in turn, SQLite and PostgreSQL; a bounded run per backend. Prints a table and
 writes bench/results/submit.json. Also reports the Redis round trips per request
 (client commands seen by MONITOR, script-inner ones excluded): the design
-target is one for the GET, at most two for the POST (claim, then confirm).
+target is one for the GET, at most two for the POST (claim, then confirm); the
+`public` rate check of the rate-limit middleware adds one to each today.
 
     python -m bench.submit [--seconds 8] [--concurrency 16] [--pg URL] [--skip-pg]
 """

@@ -13,6 +13,7 @@ from healthforms.audit.routes import router as audit_router
 from healthforms.config import Settings, load_settings
 from healthforms.db.engine import Database
 from healthforms.errors import install_error_handlers
+from healthforms.forms.routes import router as forms_router
 from healthforms.health.metrics import Metrics
 from healthforms.health.routes import package_version
 from healthforms.health.routes import router as health_router
@@ -28,6 +29,7 @@ from healthforms.security.middleware import SessionMiddleware
 from healthforms.security.ratelimit import install_ratelimiter
 from healthforms.security.ratelimit_middleware import RateLimitMiddleware
 from healthforms.state import AppState
+from healthforms.submissions.routes import router as public_forms_router
 
 log = structlog.get_logger("healthforms.app")
 
@@ -118,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(identity_router)
     app.include_router(audit_router)
+    app.include_router(forms_router)
+    app.include_router(public_forms_router)
 
     # Added later = outer. Both sit inside the edge middleware: they need the request id
     # and the client IP it resolves.

@@ -20,6 +20,7 @@ from healthforms.http.middleware import EdgeMiddleware
 from healthforms.logs import configure_logging
 from healthforms.redis.client import RedisService, RedisTarget, build_pool, redact_url
 from healthforms.redis.embedded import EmbeddedRedis
+from healthforms.responses.routes import router as responses_router
 from healthforms.security.keys import KeyRing
 from healthforms.state import AppState
 
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_hooks = []
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(responses_router)
 
     app.add_middleware(
         EdgeMiddleware,

@@ -9,6 +9,7 @@ name.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 from fpdf import FPDF
@@ -113,22 +114,27 @@ class _ResponsePdf(FPDF):
 
     # Items --------------------------------------------------------------------------------
 
-    def _text_height(self, text: str, size: float, line_h: float, bold: bool = False) -> float:
+    def _lines(self, text: str, size: float, bold: bool = False, most: int = 4) -> int:
+        """About how many lines `text` takes (at most `most`): cheap, for page breaks only."""
         self.set_font(FONT, "B" if bold else "", size)
-        height = self.multi_cell(0, line_h, text, dry_run=True, output="HEIGHT")
-        assert isinstance(height, float | int)
-        return float(height)
+        width = self.w - self.l_margin - self.r_margin
+        lines = 0
+        for paragraph in text.split("\n", most)[:most]:
+            lines += max(1, math.ceil(self.get_string_width(paragraph[:400]) / width))
+            if lines >= most:
+                return most
+        return lines
 
     def _estimate(self, item: PdfItem) -> float:
-        height = self._text_height(item.label, 10, 5, bold=True) + 2
+        """Height the item needs on this page; long answers may continue on the next."""
+        height = 5 * self._lines(item.label, 10, bold=True) + 1.5
         if item.kind is FieldType.SIGNATURE:
             height += _SIGNATURE_MAX_H + 22
         elif item.choices:
             height += 6 * len(item.choices)
         else:
-            # Only the first lines need to fit: long text may continue on the next page.
-            height += min(self._text_height(item.text or NOT_ANSWERED, 11, 5.5), 25)
-        return height + 6
+            height += 5.5 * self._lines(item.text or NOT_ANSWERED, 11)
+        return height + 3
 
     def item(self, item: PdfItem) -> None:
         if self.get_y() + self._estimate(item) > self.page_break_trigger and self.get_y() > 40:

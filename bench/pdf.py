@@ -177,11 +177,11 @@ async def timed(
 async def end_to_end(responses: int, tmp: Path, redis_url: str, db_url: str) -> dict[str, Any]:
     settings = Settings(
         database_url=db_url,
-        redis_url=redis_url,  # type: ignore[arg-type]
+        redis_url=redis_url,
         redis_prefix="bench:pdf:",
         data_dir=tmp / "data",
-        encryption_key=BENCH_KEY,  # type: ignore[arg-type]
-        env="development",  # type: ignore[arg-type]
+        encryption_key=BENCH_KEY,
+        env="development",
         log_level="warning",
         rate_limit_pdf="100000/s+100000",
         rate_limit_api="100000/s+100000",

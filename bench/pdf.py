@@ -45,10 +45,9 @@ from tests.support.response_factory import (
     create_organization,
     create_response,
     evidence,
-    principal,
     signature_data_url,
 )
-from tests.support.staff import staff_client
+from tests.support.staff import signed_in_client
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pdf.json"
 BENCH_KEY = "YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMzI="  # 32 bytes, bench only
@@ -185,6 +184,7 @@ async def end_to_end(responses: int, tmp: Path, redis_url: str, db_url: str) -> 
         log_level="warning",
         rate_limit_pdf="100000/s+100000",
         rate_limit_api="100000/s+100000",
+        rate_limit_auth="100000/s+100000",
     )
     app = create_app(settings)
     results: dict[str, Any] = {}
@@ -197,7 +197,7 @@ async def end_to_end(responses: int, tmp: Path, redis_url: str, db_url: str) -> 
         sigs = {"q39": evidence(answers)["signature"]}
         ids = [await create_response(db, keys, form, answers, sigs) for _ in range(2 * responses)]
         sequential, parallel = ids[:responses], ids[responses:]
-        async with staff_client(app, principal(org)) as http:
+        async with signed_in_client(app, org) as (http, _):
 
             def post(rid: str) -> Callable[[], Awaitable[httpx.Response]]:
                 return lambda: http.post(f"/api/responses/{rid}/generate-pdf")

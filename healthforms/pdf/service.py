@@ -57,10 +57,6 @@ class DeliveredPdf:
     generated: bool  # this request made it (False: served the stored one)
 
 
-def fence_resource(response_id: str) -> str:
-    return f"pdf:{response_id}"
-
-
 def pdf_filename(title: str) -> str:
     """`<form title>.pdf`, reduced to characters every browser and OS accept."""
     base = unicodedata.normalize("NFC", title)
@@ -168,9 +164,9 @@ class PdfService:
             sealed = seal(self.state.keys, content, pdf_aad(row.id))
             try:
                 async with self.state.db.sessions() as session, session.begin():
-                    if not await self.locks.fence_allows(
-                        session, fence_resource(row.id), held.fence
-                    ):
+                    # The lock's key is the fenced resource (the database fallback of
+                    # the lock service numbers its leases above what was written here).
+                    if not await self.locks.fence_allows(session, held.key, held.fence):
                         # A newer holder took over after our lease ran out: it writes.
                         log.warning("pdf_fenced_out", response_id=row.id, fence=held.fence)
                         raise PdfInProgress()

@@ -24,9 +24,14 @@ from healthforms.responses.service import (
 )
 from healthforms.security.locks import LockServiceDep
 from healthforms.security.principal import AdminPrincipal, CurrentPrincipal, get_principal
+from healthforms.security.ratelimit import PdfRateLimit, get_ratelimiter, policy_dependency
 from healthforms.state import DbSessionDep, StateDep
 
 router = APIRouter(tags=["responses"])
+
+# The download link may generate too, so it spends a `pdf` token like generate-pdf;
+# called by hand there, after the signed-out redirect.
+_take_pdf_token = policy_dependency("pdf")
 
 # PHI: never kept by a browser or proxy cache.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -96,12 +101,11 @@ async def remove_response(
     return Response(status_code=204)
 
 
-# HOOK(ratelimit): when healthforms/security/ratelimit.py on main provides the `pdf`
-# policy dependency (`PdfRateLimit`), add `_: PdfRateLimit` to the parameters below.
 @router.post("/api/responses/{response_id}/generate-pdf")
 async def generate_pdf(
     response_id: str,
     principal: CurrentPrincipal,
+    _: PdfRateLimit,
     state: StateDep,
     locks: LockServiceDep,
     auditor: AuditorDep,
@@ -123,5 +127,6 @@ async def download_pdf(
         principal = get_principal(request)
     except Unauthenticated:
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+    await _take_pdf_token(request, principal, get_ratelimiter(request))
     pdf = await PdfService(state, locks).deliver(principal, response_id, auditor)
     return _pdf_response(pdf)

@@ -139,7 +139,8 @@ async def test_a_fenced_out_holder_cannot_store_its_pdf(
     response_id = await create_response(db, keys, clinic, intake_answers())
     # A newer lock holder has already written with a higher fencing number.
     async with db.sessions() as session, session.begin():
-        session.add(LockFence(resource=f"pdf:{response_id}", fence=10**12))
+        resource = PDF_LOCK_KEY.format(response_id=response_id)
+        session.add(LockFence(resource=resource, fence=10**18))
 
     reply = await admin.post(f"/api/responses/{response_id}/generate-pdf")
 

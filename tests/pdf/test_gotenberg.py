@@ -29,7 +29,7 @@ from healthforms.pdf.document import PdfDocument, build_document
 from healthforms.pdf.gotenberg import CONVERT_PATH, GotenbergRenderer, render_html
 from healthforms.responses.models import ResponsePdf
 from healthforms.security.keys import KeyRing
-from tests.conftest import make_settings
+from tests.support.identity import identity_settings
 from tests.support.response_factory import (
     INTAKE_FIELDS,
     UNICODE_NAME,
@@ -38,9 +38,8 @@ from tests.support.response_factory import (
     create_response,
     evidence,
     intake_answers,
-    principal,
 )
-from tests.support.staff import staff_client
+from tests.support.staff import signed_in_client
 
 
 def fake_pdf() -> bytes:
@@ -173,7 +172,7 @@ async def gotenberg_app(
     tmp_path: Path,
     gotenberg: FakeGotenberg,
 ) -> AsyncIterator[FastAPI]:
-    settings = make_settings(
+    settings = identity_settings(
         database_url=database_url,
         redis_url=redis_url,
         redis_prefix=redis_prefix,
@@ -205,7 +204,7 @@ async def test_generate_pdf_through_gotenberg_stores_its_pdf(
     org = await create_organization(db)
     form = (await create_form(db, org))[0]
     response_id = await create_response(db, keys, form, intake_answers())
-    async with staff_client(gotenberg_app, principal(org)) as http:
+    async with signed_in_client(gotenberg_app, org) as (http, _):
         first = await http.post(f"/api/responses/{response_id}/generate-pdf")
         second = await http.post(f"/api/responses/{response_id}/generate-pdf")
     assert first.status_code == 200
@@ -224,7 +223,7 @@ async def test_generate_pdf_answers_502_when_gotenberg_fails_and_can_retry(
     form = (await create_form(db, org))[0]
     response_id = await create_response(db, keys, form, intake_answers())
     gotenberg.mode = mode
-    async with staff_client(gotenberg_app, principal(org)) as http:
+    async with signed_in_client(gotenberg_app, org) as (http, _):
         failed = await http.post(f"/api/responses/{response_id}/generate-pdf")
         assert failed.status_code == 502
         assert failed.json() == {

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from healthforms.audit.models import AuditEventRow
@@ -23,6 +24,7 @@ from tests.support.response_factory import (
     intake_answers,
 )
 from tests.support.response_fixtures import StaffFactory
+from tests.support.staff import signed_in_client
 
 
 async def audit_rows(db: Database, action: str, resource_id: str) -> list[AuditEventRow]:
@@ -81,10 +83,10 @@ async def test_read_returns_the_decrypted_answers_keyed_by_field_id(
 
 
 async def test_every_read_is_audited_as_response_viewed_and_never_cached(
-    db: Database, keys: KeyRing, clinic: PublishedForm, staff: StaffFactory
+    app: FastAPI, db: Database, keys: KeyRing, clinic: PublishedForm
 ) -> None:
     response_id = await create_response(db, keys, clinic, intake_answers())
-    async with staff(clinic.organization_id, Role.VIEWER, user_id="usr_reader") as viewer:
+    async with signed_in_client(app, clinic.organization_id, Role.VIEWER) as (viewer, reader):
         for _ in range(2):
             reply = await viewer.get(
                 f"/api/responses/{response_id}", headers={"X-Request-ID": "req-read-000001"}
@@ -95,7 +97,7 @@ async def test_every_read_is_audited_as_response_viewed_and_never_cached(
     events = await audit_rows(db, "response.viewed", response_id)
     assert len(events) == 2
     for event in events:
-        assert event.actor_id == "usr_reader"
+        assert event.actor_id == reader.id
         assert event.organization_id == clinic.organization_id
         assert event.resource_type == "response"
         assert event.outcome == "success"

@@ -20,11 +20,10 @@ from PIL import Image, ImageDraw
 from healthforms.db.base import new_id
 from healthforms.db.engine import Database
 from healthforms.forms.models import Form, FormVersion
-from healthforms.identity.models import Organization, Role
+from healthforms.identity.models import Organization
 from healthforms.responses.encryption import response_aad, seal_json
 from healthforms.responses.models import ResponseRow
 from healthforms.security.keys import KeyRing
-from healthforms.security.principal import Principal
 
 UNICODE_NAME = "Zoë Ångström-Łukasiewicz"
 
@@ -181,14 +180,3 @@ async def create_response(
             )
         )
     return response_id
-
-
-def principal(
-    organization_id: str, role: Role = Role.ADMIN, user_id: str | None = None
-) -> Principal:
-    return Principal(
-        user_id=user_id or new_id("usr_"),
-        organization_id=organization_id,
-        role=role,
-        session_id=secrets.token_hex(4),
-    )

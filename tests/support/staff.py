@@ -1,8 +1,7 @@
-"""HTTP clients that act as a signed-in staff member.
+"""Signed-in staff clients for the responses and PDF tests: real accounts, real sessions.
 
-Until the identity feature's session middleware is on main, a Principal is placed in
-the ASGI scope exactly where that middleware puts it (`scope["state"]["principal"]`);
-everything after it (roles, organisation scoping, audit actor) runs for real.
+Each client signs in through POST /api/auth/session-login (session cookie, CSRF token)
+and sends its CSRF token on every request, as the staff pages do.
 """
 
 from __future__ import annotations
@@ -11,24 +10,29 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI
 
-from healthforms.security.principal import Principal
+from healthforms.identity.models import Organization, Role
+from tests.support.identity import Staff, create_staff, login, new_client
 
 
-class AsPrincipal:
-    def __init__(self, app: ASGIApp, principal: Principal) -> None:
-        self.app = app
-        self.principal = principal
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["principal"] = self.principal
-        await self.app(scope, receive, send)
+async def organization_name(app: FastAPI, organization_id: str) -> str:
+    async with app.state.hf.db.sessions() as session:
+        org = await session.get(Organization, organization_id)
+        assert org is not None, organization_id
+        name: str = org.name
+        return name
 
 
 @asynccontextmanager
-async def staff_client(app: ASGIApp, principal: Principal) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=AsPrincipal(app, principal), client=("203.0.113.10", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield http
+async def signed_in_client(
+    app: FastAPI, organization_id: str, role: Role = Role.ADMIN, *, name: str = "Test Staff"
+) -> AsyncIterator[tuple[httpx.AsyncClient, Staff]]:
+    """A new browser signed in as a new user of `role` in that organisation."""
+    staff = await create_staff(
+        app, role=role, organization=await organization_name(app, organization_id), name=name
+    )
+    async with new_client(app) as http:
+        signed_in = await login(http, staff)
+        http.headers.update(signed_in.csrf_headers)
+        yield http, staff

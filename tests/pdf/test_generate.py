@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -21,15 +22,19 @@ from healthforms.responses.models import ResponsePdf
 from healthforms.security.fencing import LockFence
 from healthforms.security.keys import KeyRing
 from healthforms.security.locks import PDF_LOCK_KEY
+from tests.support.apps import running_app
+from tests.support.identity import identity_settings
 from tests.support.response_factory import (
     UNICODE_NAME,
     PublishedForm,
     create_form,
+    create_organization,
     create_response,
     evidence,
     intake_answers,
 )
 from tests.support.response_fixtures import StaffFactory
+from tests.support.staff import signed_in_client
 
 IN_PROGRESS = {"error": "PDF generation already in progress", "code": "pdf_in_progress"}
 
@@ -230,3 +235,30 @@ async def test_viewers_may_download_and_the_page_link_names_the_file_after_the_f
         f"attachment; filename=\"Anamn_se Erwachsene 2026.pdf\"; filename*=UTF-8''{quote(name)}"
     )
     assert api.content == page.content
+
+
+async def test_generate_pdf_spends_the_pdf_rate_limit_policy(
+    database_url: str, redis_url: str, redis_prefix: str, redis_client: Redis, tmp_path: Path
+) -> None:
+    settings = identity_settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        data_dir=tmp_path / "data",
+        rate_limit_pdf="2/min+0",
+    )
+    async with running_app(settings) as app:
+        db: Database = app.state.hf.db
+        org = await create_organization(db)
+        form = (await create_form(db, org))[0]
+        response_id = await create_response(db, app.state.hf.keys, form, intake_answers())
+        async with signed_in_client(app, org) as (http, _):
+            url = f"/api/responses/{response_id}/generate-pdf"
+            assert (await http.post(url)).status_code == 200
+            assert (await http.get(f"/responses/{response_id}/pdf")).status_code == 200
+            refused = await http.post(url)
+            # Other routes are not held back by the pdf policy.
+            assert (await http.get(f"/api/responses/{response_id}")).status_code == 200
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from sqlalchemy import delete, select
 
 from healthforms.db.engine import Database
 from healthforms.identity.models import User
+from healthforms.identity.totp import open_secret, seal_secret
 from healthforms.responses.encryption import Sealed, open_sealed, pdf_aad, seal
 from healthforms.responses.models import ResponsePdf, ResponseRow
 from healthforms.responses.service import open_response
@@ -76,24 +76,6 @@ async def add_pdf(db: Database, keys: KeyRing, response_id: str, content: bytes)
         )
 
 
-def totp_blob(keys: KeyRing, user_id: str, secret: str) -> bytes:
-    """identity/totp.py's format: JSON of key id, wrapped key and ciphertext."""
-    sealed = seal(keys, secret.encode(), f"totp:{user_id}".encode())
-    return json.dumps(
-        {
-            "k": sealed.key_id,
-            "w": base64.b64encode(sealed.wrapped_key).decode(),
-            "c": base64.b64encode(sealed.ciphertext).decode(),
-        }
-    ).encode()
-
-
-def open_totp(keys: KeyRing, user_id: str, blob: bytes) -> str:
-    data = json.loads(blob)
-    sealed = Sealed(base64.b64decode(data["c"]), base64.b64decode(data["w"]), data["k"])
-    return open_sealed(keys, sealed, f"totp:{user_id}".encode()).decode()
-
-
 def run_rotate(
     database_url: str, tmp_path: Path, batch: int = 3
 ) -> subprocess.CompletedProcess[str]:
@@ -130,7 +112,7 @@ async def test_keys_rotate_rewraps_responses_pdfs_and_totp_secrets(
         user = User(organization_id=form.organization_id, email="a@example.org", name="A")
         session.add(user)
         await session.flush()
-        user.totp_secret_encrypted = totp_blob(old, user.id, "JBSWY3DPEHPK3PXP")
+        user.totp_secret_encrypted = seal_secret(old, user.id, "JBSWY3DPEHPK3PXP")
         user_id = user.id
     async with db.sessions() as session:
         before = {
@@ -168,7 +150,7 @@ async def test_keys_rotate_rewraps_responses_pdfs_and_totp_secrets(
         for p in pdfs
     } == {b"%PDF-1.7 first", b"%PDF-1.7 second"}
     assert user_row is not None and user_row.totp_secret_encrypted is not None
-    assert open_totp(new, user_id, user_row.totp_secret_encrypted) == "JBSWY3DPEHPK3PXP"
+    assert open_secret(new, user_id, user_row.totp_secret_encrypted) == "JBSWY3DPEHPK3PXP"
 
     # Run again without the orphan: nothing left to do, exit 0.
     async with db.sessions() as session, session.begin():

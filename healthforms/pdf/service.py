@@ -14,15 +14,17 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from healthforms.audit.events import LOCK_CONFLICT, PDF_GENERATED, PDF_SERVED, Outcome
 from healthforms.audit.recorder import Auditor
 from healthforms.errors import Conflict
-from healthforms.forms.schema import FieldDef
+from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
 from healthforms.pdf.document import PdfDocument, build_document
 from healthforms.pdf.gotenberg import GotenbergRenderer
@@ -78,6 +80,24 @@ def _open_pdf(state: AppState, stored: ResponsePdf) -> bytes:
     return content
 
 
+def version_field(raw: Any) -> FieldDef:
+    """A frozen field definition; one that no longer validates still prints as text."""
+    try:
+        return FieldDef.model_validate(raw)
+    except ValidationError:
+        # A PDF must never drop a question: keep its id and label, print its answer as text.
+        raw = raw if isinstance(raw, dict) else {}
+        log.warning("pdf_field_fallback", field_id=str(raw.get("id", ""))[:64])
+        return FieldDef.model_construct(
+            id=str(raw.get("id", "")),
+            type=FieldType.TEXT,
+            label=str(raw.get("label") or raw.get("id") or "Question"),
+            required=False,
+            options=None,
+            show_when=None,
+        )
+
+
 class PdfService:
     def __init__(self, state: AppState, locks: LockService) -> None:
         self.state = state
@@ -107,7 +127,7 @@ class PdfService:
             version = await get_version(session, row)
             organization = await session.get(Organization, row.organization_id)
         content = open_response(self.state.keys, row)
-        fields = [FieldDef.model_validate(raw) for raw in version.fields]
+        fields = [version_field(raw) for raw in version.fields]
         return build_document(
             organization=organization.name if organization else "",
             title=version.title,

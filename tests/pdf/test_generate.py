@@ -262,3 +262,18 @@ async def test_generate_pdf_spends_the_pdf_rate_limit_policy(
     assert refused.status_code == 429
     assert refused.json()["code"] == "rate_limited"
     assert int(refused.headers["retry-after"]) >= 1
+
+
+async def test_a_field_definition_that_no_longer_validates_still_prints_its_answer(
+    db: Database, keys: KeyRing, clinic: PublishedForm, admin: httpx.AsyncClient
+) -> None:
+    fields = [
+        {"id": "name", "type": "text", "label": "Full name"},
+        {"id": "mood", "type": "rating-from-the-future", "label": "Mood today", "stars": 5},
+    ]
+    form = (await create_form(db, clinic.organization_id, fields=fields))[0]
+    response_id = await create_response(db, keys, form, {"name": UNICODE_NAME, "mood": 4})
+    reply = await admin.post(f"/api/responses/{response_id}/generate-pdf")
+    assert reply.status_code == 200
+    text = pdf_text(reply.content)
+    assert "Mood today" in text and UNICODE_NAME in text

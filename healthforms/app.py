@@ -23,6 +23,7 @@ from healthforms.identity.routes import router as identity_router
 from healthforms.logs import configure_logging
 from healthforms.redis.client import RedisService, RedisTarget, build_pool, redact_url
 from healthforms.redis.embedded import EmbeddedRedis
+from healthforms.responses.routes import router as responses_router
 from healthforms.security.keys import KeyRing
 from healthforms.security.locks import register_lock_service
 from healthforms.security.middleware import SessionMiddleware
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(forms_router)
     app.include_router(public_forms_router)
+    app.include_router(responses_router)
 
     # Added later = outer. Both sit inside the edge middleware: they need the request id
     # and the client IP it resolves.

@@ -297,6 +297,44 @@ async def _audit_export(settings: Settings, since: datetime | None) -> None:
     finally:
         await db.dispose()
     sys.stdout.flush()
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per transaction.")] = 500,
+) -> None:
+    """Re-wrap every data key under HEALTHFORMS_ENCRYPTION_KEY (no downtime).
+
+    Put the new key in HEALTHFORMS_ENCRYPTION_KEY and the old one(s) in
+    HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS (comma-separated), on every instance and
+    here; reads keep working throughout. Safe to run again. Exits 1 when a record
+    could not be re-wrapped (its key is not configured, or it was altered).
+    """
+    ok = asyncio.run(_keys_rotate(_settings(), batch_size))
+    raise typer.Exit(0 if ok else 1)
+
+
+async def _keys_rotate(settings: Settings, batch_size: int) -> bool:
+    from healthforms.db.engine import Database
+    from healthforms.security.key_rotation import rotate_keys
+    from healthforms.security.keys import KeyRing
+
+    keys = KeyRing.from_settings(settings)
+    typer.echo(f"current key: {keys.current_id}")
+    if not keys.previous:
+        typer.echo(
+            "note: HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS is empty; "
+            "records under any other key will fail"
+        )
+    db = Database.connect(settings.resolved_database_url())
+    try:
+        counts = await rotate_keys(db, keys, batch=batch_size)
+    finally:
+        await db.dispose()
+    for count in counts:
+        typer.echo(count.line())
+    failed = sum(c.failed for c in counts)
+    if failed:
+        typer.echo(f"error: {failed} record(s) could not be re-wrapped (see the log)", err=True)
+    return failed == 0
 
 
 def main() -> None:  # pragma: no cover

@@ -203,7 +203,7 @@ def _pg_admin_dsn(admin_url: str) -> str:
 
 
 async def _create_pg_database(admin_url: str) -> str:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
     from sqlalchemy.engine import make_url
 
     name = f"hf_bench_{secrets.token_hex(5)}"

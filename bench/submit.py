@@ -222,7 +222,7 @@ def _run_backend(
 
 
 async def _pg_admin(admin_url: str, sql: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     url = make_url(admin_url).set(drivername="postgresql")
     conn = await asyncpg.connect(url.render_as_string(hide_password=False))

@@ -297,6 +297,8 @@ async def _audit_export(settings: Settings, since: datetime | None) -> None:
     finally:
         await db.dispose()
     sys.stdout.flush()
+
+
 @keys_app.command("rotate")
 def keys_rotate(
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per transaction.")] = 500,

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -267,7 +268,7 @@ async def test_generate_pdf_spends_the_pdf_rate_limit_policy(
 async def test_a_field_definition_that_no_longer_validates_still_prints_its_answer(
     db: Database, keys: KeyRing, clinic: PublishedForm, admin: httpx.AsyncClient
 ) -> None:
-    fields = [
+    fields: list[dict[str, Any]] = [
         {"id": "name", "type": "text", "label": "Full name"},
         {"id": "mood", "type": "rating-from-the-future", "label": "Mood today", "stars": 5},
     ]

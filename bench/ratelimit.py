@@ -6,7 +6,9 @@ Every implementation runs against the same Redis-protocol server in one run (by
 default a private Valkey started for the run, over TCP), at concurrency 1 and 50,
 in short slices (500 / 2000 checks) interleaved over --rounds rounds; the order
 rotates every round, so load from elsewhere on the machine hits all alike.
-checks/s is the median slice rate; p50/p99 pool every slice. Limits are so high
+checks/s is the median slice rate; p50/p99 pool every slice; cpu µs is this
+process's CPU time per check (the client's cost, steadier than wall time when the
+machine is shared). Limits are so high
 that every check is admitted: each library does its full "take a token" work on
 every call. Prints one table with the ratios ours/peer and ours/floor and writes
 bench/results/ratelimit.json.
@@ -56,12 +58,14 @@ class Result:
     checks_per_s: float
     p50_us: float
     p99_us: float
+    client_cpu_us: float  # per check
     refused: int
 
 
 @dataclass
 class Slice:
     seconds: float
+    cpu_seconds: float  # this process's CPU time: the client's cost, apart from the server
     latencies_ns: list[int]
     refused: int
 
@@ -85,9 +89,11 @@ async def run_slice(check: Check, concurrency: int, total: int) -> Slice:
                 refused += 1
         latencies.extend(mine)
 
+    cpu_started = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker(n * 7919) for n in range(concurrency)))
-    return Slice(time.perf_counter() - started, latencies, refused)
+    elapsed = time.perf_counter() - started
+    return Slice(elapsed, time.process_time() - cpu_started, latencies, refused)
 
 
 def summarise(name: str, concurrency: int, slices: list[Slice]) -> Result:
@@ -103,6 +109,7 @@ def summarise(name: str, concurrency: int, slices: list[Slice]) -> Result:
         checks_per_s=round(statistics.median(rates), 1),
         p50_us=round(latencies[count // 2] / 1000, 1),
         p99_us=round(latencies[min(count - 1, int(count * 0.99))] / 1000, 1),
+        client_cpu_us=round(sum(s.cpu_seconds for s in slices) / count * 1e6, 1),
         refused=sum(s.refused for s in slices),
     )
 
@@ -116,7 +123,7 @@ async def build_checks(url: str, prefix: str, pool_size: int) -> tuple[dict[str,
         redis_prefix=prefix + "ours:",
         rate_limit_api=huge,
         redis_pool_size=pool_size,
-    )  # type: ignore[call-arg]
+    )
     service = build_redis(settings, url, embedded=False)
     closers.append(service)
     metrics = Metrics()
@@ -152,14 +159,14 @@ async def build_checks(url: str, prefix: str, pool_size: int) -> tuple[dict[str,
         moving = MovingWindowRateLimiter(
             RedisStorage(
                 "async+" + url,
-                implementation=implementation,  # type: ignore[arg-type]
+                implementation=implementation,
                 key_prefix=f"{prefix}limits-moving-{implementation}",
             )
         )
         fixed = FixedWindowRateLimiter(
             RedisStorage(
                 "async+" + url,
-                implementation=implementation,  # type: ignore[arg-type]
+                implementation=implementation,
                 key_prefix=f"{prefix}limits-fixed-{implementation}",
             )
         )
@@ -255,7 +262,7 @@ def print_table(results: dict[int, dict[str, Result]]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     header = (
         f"{'implementation':<36} {'conc':>4} {'checks/s':>10} {'p50 µs':>8} {'p99 µs':>8} "
-        f"{'ours/this':>9}"
+        f"{'cpu µs':>7} {'ours/this':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -265,7 +272,8 @@ def print_table(results: dict[int, dict[str, Result]]) -> list[dict[str, Any]]:
             ratio = ours.checks_per_s / result.checks_per_s
             print(
                 f"{name:<36} {concurrency:>4} {result.checks_per_s:>10.0f} "
-                f"{result.p50_us:>8.1f} {result.p99_us:>8.1f} {ratio:>9.2f}"
+                f"{result.p50_us:>8.1f} {result.p99_us:>8.1f} {result.client_cpu_us:>7.1f} "
+                f"{ratio:>9.2f}"
             )
             rows.append({**asdict(result), "ours_over_this": round(ratio, 3)})
         print()

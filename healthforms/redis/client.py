@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,11 @@ class PoolCounters:
     stale: int = 0
 
 
+def _closed_by_server(connection: Any) -> bool:
+    reader = getattr(connection, "_reader", None)
+    return reader is not None and reader.at_eof()
+
+
 class CountingBlockingPool(ConnectionPool):
     """A bounded connection pool that queues callers, and keeps the figures /health reports.
 
@@ -72,9 +78,10 @@ class CountingBlockingPool(ConnectionPool):
     pool takes an idle connection without suspending, which is most of the client
     cost of a one-round-trip request (see bench/ratelimit.py).
 
-    hits: a request got an idle connection; misses: a new connection had to be made;
-    timeouts: no connection became free in time; stale: a pooled connection was found
-    broken and dropped.
+    hits: a request got an idle, connected connection; misses: a connection had to be
+    made (new, or a stale one reconnected); timeouts: no connection became free in time;
+    stale: a pooled connection was found disconnected (dropped after an error or a
+    server restart) and had to reconnect.
     """
 
     def __init__(self, *, timeout: float | None = 0.5, **kwargs: Any) -> None:
@@ -88,19 +95,39 @@ class CountingBlockingPool(ConnectionPool):
             len(self._in_use_connections) < self.max_connections
         )
 
+    def make_connection(self) -> Any:
+        connection = super().make_connection()  # type: ignore[no-untyped-call]
+        connection._hf_fresh = True
+        return connection
+
+    async def ensure_connection(self, connection: Any) -> None:
+        # Runs once per acquisition, right after the pool handed `connection` out.
+        if getattr(connection, "_hf_fresh", False):
+            connection._hf_fresh = False
+            self.counters.misses += 1
+        elif connection.is_connected and not _closed_by_server(connection):
+            self.counters.hits += 1
+        else:
+            # Dropped after an error or a server restart: it must reconnect.
+            self.counters.stale += 1
+            self.counters.misses += 1
+            if connection.is_connected:
+                # The server closed it while it sat idle (restart, failover, idle
+                # timeout). redis-py's own check misses this with hiredis; sending on it
+                # would fail a command that must not be retried (a nonce claim).
+                await connection.disconnect()
+        await super().ensure_connection(connection)
+
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if self._waiters or not self._has_room():
             await self._wait_for_room()
         try:
             connection = self._available_connections.pop()
         except IndexError:
-            self.counters.misses += 1
-            connection = self.make_connection()  # type: ignore[no-untyped-call]
-        else:
-            self.counters.hits += 1
+            connection = self.make_connection()
         self._in_use_connections.add(connection)
         try:
-            # Reconnects a connection that was dropped (server restart) or left dirty.
+            # Counts, and reconnects a connection that was dropped or left dirty.
             await self.ensure_connection(connection)
         except BaseException:
             await self.release(connection)
@@ -148,8 +175,6 @@ class CountingBlockingPool(ConnectionPool):
                 return
 
     async def release(self, connection: Any) -> None:
-        if getattr(connection, "_writer", None) is None and getattr(connection, "_reader", None):
-            self.counters.stale += 1
         self._in_use_connections.discard(connection)
         if connection.should_reconnect():
             await connection.disconnect()
@@ -161,7 +186,9 @@ class CountingBlockingPool(ConnectionPool):
         self._wake_next()
 
     def stats(self) -> dict[str, int]:
-        idle = len(self._available_connections)
+        # Dropped connection objects stay in the idle list until reused; they are not
+        # connections to the server, so they are not counted.
+        idle = sum(1 for conn in self._available_connections if conn.is_connected)
         in_use = len(self._in_use_connections)
         return {
             "hits": self.counters.hits,
@@ -229,9 +256,14 @@ class RedisTarget:
     embedded: bool
 
 
+_QUERY_PASSWORD_RE = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
+    """The URL without its password (userinfo or a `?password=` query argument)."""
+    url = _QUERY_PASSWORD_RE.sub(r"\1***", url)
     parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
+    if parts.password is None and not parts.username:
         return url
     host = parts.hostname or ""
     if parts.port:
@@ -310,7 +342,13 @@ class RedisService:
         except PoolExhausted:
             raise
         except TRANSPORT_ERRORS as exc:
-            if idempotent and not breaker.is_open:
+            # Retry only a dropped connection (e.g. a pooled one the server closed
+            # on restart): a timeout means a hung server, and a second wait would
+            # double the time every request spends during an outage.
+            retryable = isinstance(exc, RedisConnectionError | ConnectionError) and not (
+                isinstance(exc, RedisTimeoutError | TimeoutError)
+            )
+            if idempotent and retryable and not breaker.is_open:
                 return await self._retry_once(fn)
             breaker.record_failure(exc)
             raise RedisUnavailable(breaker.last_error) from exc
@@ -367,6 +405,10 @@ class RedisService:
                     await self.pool.disconnect(inuse_connections=False)
             except ResponseError:
                 # NOAUTH / LOADING and friends: the server is up but not usable yet.
+                continue
+            except Exception as exc:  # noqa: BLE001 - the probe must outlive any failure
+                # e.g. PoolExhausted: keep the breaker open and try again next round.
+                log.warning("redis_probe_failed", error_type=type(exc).__name__)
                 continue
             else:
                 self.breaker.record_success()

@@ -419,6 +419,14 @@ class RateLimiter:
             return self._verdict_local(used, self.take_local(local_requests))
         return self._verdict(used, reply, degraded=False)
 
+    def check_local(self, policy: str, identifier: str, cost: int = 1) -> RateVerdict:
+        """check_one on this process's buckets alone: for a caller that already knows
+        Redis is unavailable (the session hot path in degraded mode). Counted."""
+        p = self.policies[policy]
+        key = self._key_head + identifier + p.key_tail
+        reply = self.take_local(((key, p.emission_us, p.capacity, cost),))
+        return self._verdict_local(((p, identifier),), reply)
+
     def take_local(self, requests: Sequence[tuple[str, int, int, int]]) -> list[int]:
         """The per-process fallback (Redis unavailable); counted in /metrics.
 

@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added later = outer. Both sit inside the edge middleware: they need the request id
     # and the client IP it resolves.
     app.add_middleware(SessionMiddleware, settings=settings, metrics=metrics)
-    app.add_middleware(RateLimitMiddleware, session_cookie=settings.session_cookie_name)
+    app.add_middleware(RateLimitMiddleware)
     app.add_middleware(
         EdgeMiddleware,
         metrics=metrics,

@@ -1,8 +1,8 @@
 """The Redis client every feature shares: bounded blocking pool, short timeouts, circuit breaker.
 
 Design notes (DESIGN.md "When Redis is unavailable"):
-- The asyncio ConnectionPool raises "Too many connections" when exhausted; a
-  BlockingConnectionPool with a short wait timeout queues instead.
+- The asyncio ConnectionPool raises "Too many connections" when exhausted; our
+  bounded pool with a short wait timeout queues instead.
 - redis-py's own retries are switched off. A failed call opens the breaker so the
   next calls fail fast (no request waits on a dead server), and a background probe
   closes it again when Redis answers. Only idempotent calls are retried, once, and
@@ -13,6 +13,7 @@ Design notes (DESIGN.md "When Redis is unavailable"):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import re
 import ssl
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.connection import BlockingConnectionPool, SSLConnection
+from redis.asyncio.connection import ConnectionPool, SSLConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -67,8 +68,15 @@ def _closed_by_server(connection: Any) -> bool:
     return reader is not None and reader.at_eof()
 
 
-class CountingBlockingPool(BlockingConnectionPool):
-    """A BlockingConnectionPool that keeps the figures /health reports.
+class CountingBlockingPool(ConnectionPool):
+    """A bounded connection pool that queues callers, and keeps the figures /health reports.
+
+    At most `max_connections` connections; a caller that finds none free waits in line
+    (first come, first served) up to `timeout` seconds, then gets PoolExhausted.
+    redis-py's BlockingConnectionPool does the same with a Condition, a timeout
+    context and several awaits per command even when a connection is idle; this
+    pool takes an idle connection without suspending, which is most of the client
+    cost of a one-round-trip request (see bench/ratelimit.py).
 
     hits: a request got an idle, connected connection; misses: a connection had to be
     made (new, or a stale one reconnected); timeouts: no connection became free in time;
@@ -76,12 +84,17 @@ class CountingBlockingPool(BlockingConnectionPool):
     server restart) and had to reconnect.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, timeout: float | None = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.timeout = timeout
         self.counters = PoolCounters()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    # BlockingConnectionPool calls ConnectionPool.get_available_connection through
-    # super(), so an override of it would be skipped; these two hooks are called on self.
+    def _has_room(self) -> bool:
+        return bool(self._available_connections) or (
+            len(self._in_use_connections) < self.max_connections
+        )
+
     def make_connection(self) -> Any:
         connection = super().make_connection()  # type: ignore[no-untyped-call]
         connection._hf_fresh = True
@@ -106,13 +119,71 @@ class CountingBlockingPool(BlockingConnectionPool):
         await super().ensure_connection(connection)
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self._waiters or not self._has_room():
+            await self._wait_for_room()
         try:
-            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except RedisConnectionError as exc:
-            if str(exc) == "No connection available.":
-                self.counters.timeouts += 1
-                raise PoolExhausted("redis pool exhausted") from exc
+            connection = self._available_connections.pop()
+        except IndexError:
+            connection = self.make_connection()
+        self._in_use_connections.add(connection)
+        try:
+            # Counts, and reconnects a connection that was dropped or left dirty.
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
             raise
+        return connection
+
+    async def _wait_for_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        first = True
+        while True:
+            waiter: asyncio.Future[None] = loop.create_future()
+            # Keep our place in line when woken but overtaken: retry at the front.
+            if first:
+                self._waiters.append(waiter)
+            else:
+                self._waiters.appendleft(waiter)
+            first = False
+            try:
+                # asyncio.timeout, not wait_for: wait_for (3.11) swallows a cancellation
+                # that arrives just after the wake-up.
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except BaseException as exc:
+                # Timed out or cancelled just after being woken: hand the free connection on.
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_next()
+                if isinstance(exc, TimeoutError):
+                    self.counters.timeouts += 1
+                    raise PoolExhausted("redis pool exhausted") from None
+                raise
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            if self._has_room():
+                return
+
+    def _wake_next(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def release(self, connection: Any) -> None:
+        self._in_use_connections.discard(connection)
+        if connection.should_reconnect():
+            await connection.disconnect()
+        self._available_connections.append(connection)
+        self._wake_next()
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        self._wake_next()
 
     def stats(self) -> dict[str, int]:
         # Dropped connection objects stay in the idle list until reused; they are not
@@ -262,30 +333,42 @@ class RedisService:
 
     async def call(self, fn: Callable[[Redis], Awaitable[T]], *, idempotent: bool = False) -> T:
         """Run one Redis operation through the breaker; raise RedisUnavailable to degrade."""
-        if not self.breaker.allows_call():
-            raise RedisUnavailable(self.breaker.last_error or "redis unavailable")
-        attempts = 2 if idempotent else 1
-        for attempt in range(attempts):
-            try:
-                result = await fn(self.client)
-            except PoolExhausted:
-                raise
-            except TRANSPORT_ERRORS as exc:
-                # Retry only a dropped connection (e.g. a pooled one the server closed
-                # on restart): a timeout means a hung server, and a second wait would
-                # double the time every request spends during an outage.
-                retryable = isinstance(exc, RedisConnectionError | ConnectionError) and not (
-                    isinstance(exc, RedisTimeoutError | TimeoutError)
-                )
-                if retryable and attempt + 1 < attempts and not self.breaker.is_open:
-                    await asyncio.sleep(0.01)
-                    continue
-                self.breaker.record_failure(exc)
-                raise RedisUnavailable(self.breaker.last_error) from exc
-            if self.breaker.is_open:
-                self.breaker.record_success()
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        # Written for the hot path: every authenticated request and rate check passes here.
+        breaker = self.breaker
+        if breaker.is_open and not breaker.allows_call():
+            raise RedisUnavailable(breaker.last_error or "redis unavailable")
+        try:
+            result = await fn(self.client)
+        except PoolExhausted:
+            raise
+        except TRANSPORT_ERRORS as exc:
+            # Retry only a dropped connection (e.g. a pooled one the server closed
+            # on restart): a timeout means a hung server, and a second wait would
+            # double the time every request spends during an outage.
+            retryable = isinstance(exc, RedisConnectionError | ConnectionError) and not (
+                isinstance(exc, RedisTimeoutError | TimeoutError)
+            )
+            if idempotent and retryable and not breaker.is_open:
+                return await self._retry_once(fn)
+            breaker.record_failure(exc)
+            raise RedisUnavailable(breaker.last_error) from exc
+        if breaker.is_open:
+            breaker.record_success()
+        return result
+
+    async def _retry_once(self, fn: Callable[[Redis], Awaitable[T]]) -> T:
+        """The single retry of an idempotent call, after a short pause."""
+        await asyncio.sleep(0.01)
+        try:
+            result = await fn(self.client)
+        except PoolExhausted:
+            raise
+        except TRANSPORT_ERRORS as exc:
+            self.breaker.record_failure(exc)
+            raise RedisUnavailable(self.breaker.last_error) from exc
+        if self.breaker.is_open:
+            self.breaker.record_success()
+        return result
 
     async def ping(self) -> bool:
         try:

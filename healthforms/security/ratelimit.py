@@ -21,11 +21,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import structlog
 from fastapi import Depends, Request
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from healthforms.audit.events import RATELIMIT_EXCEEDED, Outcome, RequestContext
 from healthforms.config import RateSpec, Settings
@@ -48,10 +48,15 @@ DECISIONS_STATE = "rate_decisions"
 EXCEEDED_LOG_EVENT = "SECURITY: Rate limit exceeded"
 
 RATELIMIT_SCRIPT = LuaScript.beside(__file__, "gcra.lua", "ratelimit.lua")
+_SHA = RATELIMIT_SCRIPT.sha
+_tuple_new = tuple.__new__
 
 
-@dataclass(frozen=True, slots=True)
-class RateDecision:
+# RateDecision and RateVerdict are NamedTuples rather than frozen dataclasses: they are
+# built on every limited request, and a frozen dataclass's __init__ (one
+# object.__setattr__ per field) cost more than the rest of the Python wrapper
+# around the EVALSHA together (bench/ratelimit.py). They are just as immutable.
+class RateDecision(NamedTuple):
     policy: str
     allowed: bool
     limit: int  # the bucket size (rate + burst)
@@ -78,8 +83,7 @@ class RateDecision:
         return not self.allowed and self.retry_after_ms != 0
 
 
-@dataclass(frozen=True, slots=True)
-class RateVerdict:
+class RateVerdict(NamedTuple):
     """The answer for one request: every policy's decision, and whether it may pass."""
 
     decisions: tuple[RateDecision, ...]
@@ -273,6 +277,9 @@ class _Policy:
     spec: RateSpec
     emission_us: int
     window_ms: int
+    capacity: int
+    period_s: float
+    key_tail: str  # "}:<policy>": the key is <prefix>ratelimit:{<identifier>}:<policy>
     # Pre-encoded ARGV for the usual cost of 1: no per-call int -> bytes encoding.
     args_cost1: tuple[bytes, bytes, bytes]
 
@@ -289,6 +296,9 @@ def _policy(name: str, spec: RateSpec) -> _Policy:
         spec=spec,
         emission_us=emission,
         window_ms=max(1, round(spec.period_s * 1000)),
+        capacity=spec.capacity,
+        period_s=spec.period_s,
+        key_tail="}:" + name,
         args_cost1=(str(emission).encode(), str(spec.capacity).encode(), b"1"),
     )
 
@@ -313,6 +323,7 @@ class RateLimiter:
         self._audited_local = LocalBuckets(max_keys=50_000)
         self._log_key = log_key
         self._prefix = redis.prefix
+        self._key_head = redis.prefix + "ratelimit:{"
         self.policies = {name: _policy(name, settings.rate(name)) for name in POLICIES}
         self._degraded_allowed = metrics.degraded_decisions.labels("ratelimit", "allowed")
         self._degraded_refused = metrics.degraded_decisions.labels("ratelimit", "refused")
@@ -339,30 +350,46 @@ class RateLimiter:
     async def check_one(self, policy: str, identifier: str, cost: int = 1) -> RateVerdict:
         """Take `cost` tokens from one policy's bucket for `identifier`."""
         p = self.policies[policy]
-        if cost < 1:
+        args: tuple[bytes, ...]
+        if cost == 1:
+            args = p.args_cost1
+        elif cost > 1:
+            args = p.args(cost)
+        else:
             raise ValueError("cost must be at least 1")
-        key = self._prefix + "ratelimit:{" + identifier + "}:" + policy
-        args = p.args(cost)
-        keys = (key,)
+        key = self._key_head + identifier + p.key_tail
         try:
-            reply = await self.redis.call(
-                lambda r: RATELIMIT_SCRIPT(r, keys, args), idempotent=False
-            )
+            try:
+                # EVALSHA straight on the client: one coroutine less than RATELIMIT_SCRIPT().
+                reply = await self.redis.call(
+                    lambda r: r.evalsha(_SHA, 1, key, *args), idempotent=False
+                )
+            except NoScriptError:
+                # Redis restarted or SCRIPT FLUSH: the script never ran, so loading it and
+                # running it now is no retry.
+                reply = await self.redis.call(
+                    lambda r: RATELIMIT_SCRIPT(r, (key,), args), idempotent=False
+                )
         except (RedisUnavailable, RedisError):
-            reply = self.take_local(((key, p.emission_us, p.spec.capacity, cost),))
+            reply = self.take_local(((key, p.emission_us, p.capacity, cost),))
             return self._verdict_local(((p, identifier),), reply)
         allowed = reply[0] == 1
-        decision = RateDecision(
-            policy,
-            allowed,
-            p.spec.capacity,
-            reply[1] if reply[1] > 0 else 0,
-            reply[2],
-            reply[3] if reply[3] > 0 else 0,
-            p.spec.period_s,
-            identifier,
+        remaining, reset_ms = reply[1], reply[3]
+        # tuple.__new__ skips the generated NamedTuple __new__: the hot path of every check.
+        decision = _tuple_new(
+            RateDecision,
+            (
+                policy,
+                allowed,
+                p.capacity,
+                remaining if remaining > 0 else 0,
+                reply[2],
+                reset_ms if reset_ms > 0 else 0,
+                p.period_s,
+                identifier,
+            ),
         )
-        return RateVerdict((decision,), allowed)
+        return _tuple_new(RateVerdict, ((decision,), allowed, False))
 
     async def check(self, checks: Sequence[tuple[str, str, int]]) -> RateVerdict:
         """Take tokens from several buckets at once, all or none: [(policy, identifier, cost)]."""
@@ -383,7 +410,7 @@ class RateLimiter:
             used.append((p, identifier))
             keys.append(key)
             args.extend(p.args(cost))
-            local_requests.append((key, p.emission_us, p.spec.capacity, cost))
+            local_requests.append((key, p.emission_us, p.capacity, cost))
         try:
             reply = await self.redis.call(
                 lambda r: RATELIMIT_SCRIPT(r, keys, args), idempotent=False
@@ -391,6 +418,14 @@ class RateLimiter:
         except (RedisUnavailable, RedisError):
             return self._verdict_local(used, self.take_local(local_requests))
         return self._verdict(used, reply, degraded=False)
+
+    def check_local(self, policy: str, identifier: str, cost: int = 1) -> RateVerdict:
+        """check_one on this process's buckets alone: for a caller that already knows
+        Redis is unavailable (the session hot path in degraded mode). Counted."""
+        p = self.policies[policy]
+        key = self._key_head + identifier + p.key_tail
+        reply = self.take_local(((key, p.emission_us, p.capacity, cost),))
+        return self._verdict_local(((p, identifier),), reply)
 
     def take_local(self, requests: Sequence[tuple[str, int, int, int]]) -> list[int]:
         """The per-process fallback (Redis unavailable); counted in /metrics.

@@ -1,8 +1,11 @@
 """Path-based rate limits and the RateLimit response headers, as one plain ASGI middleware.
 
-- `auth` (per client IP, IPv6 per /64): POST /api/auth/session-login, and any unsafe
-  request to /api/auth/* made without a session cookie: the endpoints where someone
-  without an account can guess credentials.
+- `auth` (per client IP, IPv6 per /64): the endpoints where someone without a session
+  can guess credentials: AUTH_POLICY_PATHS (POST /api/auth/session-login, and the HTML
+  login form's POST /login). An unauthenticated endpoint added later (password reset,
+  an OIDC callback) joins that set. Endpoints that need a session are not limited
+  here: without one they answer 401 and keep no state (the session's `api` bucket
+  applies once signed in).
 - `public` (per client IP, IPv6 per /64): everything under /api/public/.
 - Every response of an /api/ request that went through a limiter (these two, the
   session hot path's `api` token, a route's `PdfRateLimit`) gets the RateLimit
@@ -30,20 +33,10 @@ from healthforms.security.ratelimit import (
     remember_decisions,
 )
 
-LOGIN_PATH = "/api/auth/session-login"
-AUTH_PREFIX = "/api/auth/"
+AUTH_POLICY_PATHS = frozenset({"/api/auth/session-login", "/login"})
 PUBLIC_PREFIX = "/api/public/"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _RATE_LIMITED_BODY = json.dumps(RateLimited().body()).encode()
-
-
-def _has_cookie(scope: Scope, name: bytes) -> bool:
-    for key, value in scope.get("headers", ()):
-        if key == b"cookie":
-            for part in value.split(b";"):
-                if part.strip().partition(b"=")[0] == name:
-                    return True
-    return False
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -54,21 +47,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, session_cookie: str) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.session_cookie = session_cookie.encode("latin-1")
         self._limiter: RateLimiter | None = None
 
     def policy_for(self, scope: Scope, path: str) -> str | None:
         """The path policy of a request, or None (authenticated requests use `api`)."""
         if path.startswith(PUBLIC_PREFIX):
             return "public"
-        if path.startswith(AUTH_PREFIX):
-            if path.rstrip("/") == LOGIN_PATH:
-                # The cookie a client brings is ignored by login, so it buys no exemption.
-                return "auth"
-            if scope.get("method") in _UNSAFE and not _has_cookie(scope, self.session_cookie):
-                return "auth"
+        # The cookie a client brings is ignored by login, so it buys no exemption.
+        if scope.get("method") in _UNSAFE and path.rstrip("/") in AUTH_POLICY_PATHS:
+            return "auth"
         return None
 
     def limiter(self, scope: Scope) -> RateLimiter:
@@ -82,7 +71,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if not path.startswith("/api/"):
+        if not path.startswith("/api/") and path != "/login":
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})

@@ -22,6 +22,7 @@ from healthforms.redis.client import RedisService, RedisTarget, build_pool, reda
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.keys import KeyRing
 from healthforms.state import AppState
+from healthforms.web.routes import router as web_router
 
 log = structlog.get_logger("healthforms.app")
 
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_hooks = []
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(web_router)
 
     app.add_middleware(
         EdgeMiddleware,

@@ -246,8 +246,25 @@ async def users_page(request: Request, state: StateDep, db: DbSessionDep) -> Res
     staff = await _admin(request, db)
     if isinstance(staff, Response):
         return staff
+    # Rendered here because the API's User carries no `disabled` flag to show.
+    users = (
+        (
+            await db.execute(
+                select(User)
+                .where(User.organization_id == staff[0].organization_id)
+                .order_by(User.created_at, User.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
     return render(
-        request, "admin_users.html", title="Users", nav="users", **_staff_context(state, *staff)
+        request,
+        "admin_users.html",
+        title="Users",
+        nav="users",
+        users=users,
+        **_staff_context(state, *staff),
     )
 
 

@@ -1,6 +1,6 @@
 """Rows the browser tests start from, written straight to the test database.
 
-Users are created the way the identity code stores them (argon2id hash of argon2-cffi);
+Users are created through the identity service (as `healthforms user create` does);
 forms as the forms code stores a published one (a Form plus its frozen FormVersion).
 """
 
@@ -13,11 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from argon2 import PasswordHasher
-
 from healthforms.db.engine import Database
 from healthforms.forms.models import Form, FormVersion
-from healthforms.identity.models import Organization, User
+from healthforms.identity import service
+from healthforms.identity.models import Role
 
 T = TypeVar("T")
 
@@ -93,27 +92,23 @@ async def _create_users(
     database_url: str, org_name: str, specs: list[tuple[str, str]]
 ) -> list[SeededUser]:
     db = Database.connect(database_url)
-    hasher = PasswordHasher()
     created: list[SeededUser] = []
     try:
         async with db.sessions() as session:
-            org = Organization(name=org_name)
-            session.add(org)
-            await session.flush()
+            org, _ = await service.get_or_create_organization(session, org_name)
+            await session.commit()
             for name, role in specs:
                 email = f"{role}-{secrets.token_hex(4)}@clinic.example"
                 password = f"pw-{secrets.token_hex(8)}"
-                user = User(
+                user = await service.create_user(
+                    session,
                     organization_id=org.id,
                     email=email,
                     name=name,
-                    role=role,
-                    password_hash=hasher.hash(password),
+                    password=password,
+                    role=Role(role),
                 )
-                session.add(user)
-                await session.flush()
                 created.append(SeededUser(user.id, email, password, name, role, org.id))
-            await session.commit()
     finally:
         await db.dispose()
     return created

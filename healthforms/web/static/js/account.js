@@ -42,9 +42,9 @@ const start = document.getElementById("totp-start");
 if (start) {
   start.addEventListener("click", async () => {
     try {
-      const { data } = await api("/api/auth/totp/setup", { method: "POST" });
+      const { data } = await api("/api/auth/totp/enrol", { method: "POST" });
       document.getElementById("totp-secret").value = data.secret || "";
-      document.getElementById("totp-uri").value = data.otpauthUri || data.uri || "";
+      document.getElementById("totp-uri").value = data.otpauthUri || "";
       document.getElementById("totp-setup").hidden = false;
       start.hidden = true;
       document.getElementById("totp-code").focus();
@@ -54,7 +54,7 @@ if (start) {
     const code = document.getElementById("totp-code").value.trim();
     if (!code) { showError("Type the code your authenticator app shows."); return; }
     try {
-      await api("/api/auth/totp/enable", { method: "POST", body: { code, totp: code } });
+      await api("/api/auth/totp/confirm", { method: "POST", body: { code } });
       showInfo("Two-step sign-in is on.");
       setTimeout(() => location.reload(), 800);
     } catch (err) { showError(err); }

@@ -57,8 +57,13 @@ form.addEventListener("submit", async (event) => {
     } else if (code === "totp_required" || code === "mfa_required" || (data && data.totpRequired)) {
       showTotp(true);
       fail("Enter the code from your authenticator app.");
+    } else if (totpStep.hidden) {
+      // The service answers every wrong part alike (no hint that a code is due), so offer
+      // the code field: accounts with two-step sign-in need it.
+      showTotp(false);
+      fail("Email or password is incorrect. If your account uses an authenticator app, enter its code too.", form.password);
     } else {
-      fail((data && data.error) || "Email or password is incorrect.", form.password);
+      fail("Email, password or authenticator code is incorrect.", form.password);
     }
   } catch (err) {
     fail(describe(err));

@@ -64,8 +64,8 @@ def add_field(page: Page, spec: dict[str, Any]) -> None:
     page.get_by_label("Add a field").select_option(spec["type"])
     page.get_by_role("button", name="Add field").click()
     card = page.locator(".field-card").last
-    expect(card.get_by_label("Question")).to_be_focused()
-    card.get_by_label("Question").fill(spec["label"])
+    expect(card.get_by_label("Question", exact=True)).to_be_focused()
+    card.get_by_label("Question", exact=True).fill(spec["label"])
     card.get_by_label("Field key").fill(spec["id"])
     if spec.get("required"):
         card.get_by_label("Required").check()
@@ -97,16 +97,17 @@ def build_form(page: Page, base: str, title: str) -> str:
     # Reorder and remove: a spare field moved to the top, checked in the preview, removed.
     page.get_by_label("Add a field").select_option("text")
     page.get_by_role("button", name="Add field").click()
-    page.locator(".field-card").last.get_by_label("Question").fill("Spare question")
+    page.locator(".field-card").last.get_by_label("Question", exact=True).fill("Spare question")
     for _ in range(len(ALL_TYPES_FIELDS)):
         page.get_by_role("button", name="Move Spare question up").click()
-    expect(page.locator(".field-card").first.get_by_label("Question")).to_have_value(
+    expect(page.locator(".field-card").first.get_by_label("Question", exact=True)).to_have_value(
         "Spare question"
     )
     expect(page.locator("#preview .q").first).to_contain_text("Spare question")
     page.get_by_role("button", name="Remove Spare question").click()
     expect(page.locator(".field-card")).to_have_count(len(ALL_TYPES_FIELDS))
     expect(page.locator("#preview .q")).to_have_count(len(ALL_TYPES_FIELDS))
+    expect(page.locator("#preview")).not_to_contain_text("null")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#save-state")).to_contain_text("saved")
     return form_id
@@ -261,7 +262,10 @@ def test_second_user_sees_the_builder_locked_until_the_first_leaves(
     first.goto(f"{base}/forms")
     for _ in range(20):
         second.reload()
-        expect(second.locator("#save-btn").or_(second.locator("#lock-banner"))).to_be_visible()
+        second.wait_for_function(
+            "() => !document.getElementById('save-btn').hidden"
+            " || !document.getElementById('lock-banner').hidden"
+        )
         if second.locator("#save-btn").is_visible():
             break
         second.wait_for_timeout(250)

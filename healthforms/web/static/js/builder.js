@@ -155,6 +155,10 @@ function fieldCard(f, index) {
     f.label = label.value;
     if (f._auto) { f.id = uniqueId(slug(f.label) || f.type, f); keyInput.value = f.id; }
     heading.querySelector(".card-title").textContent = title();
+    for (const [name, verb] of [["up", "Move %s up"], ["down", "Move %s down"], ["remove", "Remove %s"]]) {
+      const button = actions.querySelector(`#${key}-${name}`);
+      if (button) button.setAttribute("aria-label", verb.replace("%s", title()));
+    }
     markDirty();
   });
   const typeSelect = el("select", { id: id("type") }, Object.entries(TYPES).map(([value, text]) => el("option", { value, text, selected: value === f.type })));
@@ -236,6 +240,9 @@ function fieldCard(f, index) {
 function renderEditor() {
   list.replaceChildren(...fields.map(fieldCard));
   $("fields-empty").hidden = fields.length > 0;
+  $("fields-empty").querySelector("p").textContent = editable
+    ? "No fields yet. Add the first question below."
+    : "This form has no fields yet.";
   applyEditable();
 }
 

@@ -11,6 +11,9 @@ function requiredMark(f) {
     : [];
 }
 
+// Node.append(null) would insert the text "null".
+const present = (...nodes) => nodes.filter(Boolean);
+
 /** Build one field's DOM, as the server renders it on the patient page. */
 export function renderField(f, prefix = "q") {
   const fid = `${prefix}-${f.id}`;
@@ -33,7 +36,7 @@ export function renderField(f, prefix = "q") {
   } else if (f.type === "checkbox") {
     wrap.append(el("div", { class: "choice consent" },
       el("input", { type: "checkbox", id: fid, name: f.id, value: "true", "aria-describedby": described }),
-      el("label", { for: fid }, f.label, ...requiredMark(f))), help, error);
+      el("label", { for: fid }, f.label, ...requiredMark(f))), ...present(help, error));
   } else if (f.type === "signature") {
     const pad = el("div", { class: "sigpad", "data-signature-for": f.id },
       el("canvas", { class: "sigpad-canvas", width: 600, height: 200, role: "img",
@@ -64,7 +67,7 @@ export function renderField(f, prefix = "q") {
         max: f.type === "number" ? f.max ?? null : null,
       });
     }
-    wrap.append(el("label", { for: fid }, f.label, ...requiredMark(f)), help, control, error);
+    wrap.append(el("label", { for: fid }, f.label, ...requiredMark(f)), ...present(help, control, error));
   }
   return wrap;
 }

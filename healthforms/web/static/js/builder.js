@@ -351,6 +351,8 @@ async function save() {
       fields = keep;
       saveState.textContent = `Revision ${form.revision} saved`;
       $("heading-title").textContent = form.title;
+      $("crumb-title").textContent = form.title;
+      document.title = `Edit ${form.title} · healthforms`;
       applyEditable();
       clearNotices();
       showInfo("Saved.");

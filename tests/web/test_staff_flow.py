@@ -169,7 +169,8 @@ def test_admin_builds_publishes_patient_submits_staff_reads_pdf(
     patient.goto(public_url)
     fill_patient_form(patient)
     check_page(patient, "patient-form-filled")
-    patient.get_by_role("button", name="Send").click()
+    # A double click sends once: the button is disabled while the request is out.
+    patient.get_by_role("button", name="Send").dblclick()
     confirmation = patient.locator("#confirmation-code")
     expect(confirmation).to_be_visible()
     code = confirmation.inner_text().strip()

@@ -6,11 +6,12 @@ const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 const meta = () => document.querySelector('meta[name="csrf-token"]');
 
 export class ApiError extends Error {
-  constructor(status, body) {
+  constructor(status, body, headers) {
     super((body && body.error) || `Request failed (${status})`);
     this.status = status;
     this.code = (body && body.code) || "http_error";
     this.body = body || {};
+    this.retryAfter = headers ? Number(headers.get("retry-after")) || null : null;
   }
 }
 
@@ -115,7 +116,7 @@ export async function api(path, opts = {}) {
   }
   if (opts.raw) return resp;
   const data = resp.status === 204 ? null : await readJson(resp);
-  if (!resp.ok && !expect.includes(resp.status)) throw new ApiError(resp.status, data);
+  if (!resp.ok && !expect.includes(resp.status)) throw new ApiError(resp.status, data, resp.headers);
   return { status: resp.status, data, headers: resp.headers };
 }
 
@@ -123,7 +124,11 @@ export async function api(path, opts = {}) {
 export function describe(err) {
   if (err instanceof ApiError) {
     if (err.code === "csrf_invalid") return "Your security token could not be renewed. Nothing was saved; please try again.";
-    if (err.code === "rate_limited") return "Too many requests. Please wait a little and try again.";
+    if (err.code === "rate_limited") {
+      return err.retryAfter
+        ? `Too many requests. Please wait ${err.retryAfter} second${err.retryAfter === 1 ? "" : "s"} and try again.`
+        : "Too many requests. Please wait a little and try again.";
+    }
     if (err.status >= 500) return "The server could not complete that. Please try again.";
     return err.message;
   }

@@ -221,7 +221,7 @@ def test_admin_builds_publishes_patient_submits_staff_reads_pdf(
     text = "".join(p.extract_text() or "" for p in PdfReader(io.BytesIO(data)).pages)
     assert "Full name" in text and "Pat Patient" in text
 
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(f"{base}/login")
     page.goto(f"{base}/forms")
     assert page.url == f"{base}/login?next=/forms"
@@ -435,3 +435,46 @@ def test_audit_page_lists_and_filters_events(
     check_page(page, "narrow-admin-audit")
     ctx.close()
     assert watch.unexpected() == []
+
+
+def test_totp_enrolment_then_sign_in_asks_for_the_code(
+    browser: Browser,
+    server: ServerProcess,
+    api_paths: set[str],
+    database_url: str,
+    watch: Watch,
+) -> None:
+    require_api(api_paths, *IDENTITY, "/api/auth/totp/enrol", "/api/auth/totp/confirm")
+    import time
+
+    import pyotp
+
+    (user,) = create_users(database_url, [("Tess Totp", "editor")])
+    base = server.base_url
+    ctx = new_context(browser, watch, **DESKTOP)
+    page = ctx.new_page()
+    sign_in(page, base, user, next_path="/account")
+    page.get_by_role("button", name="Set up an authenticator app").click()
+    expect(page.get_by_label("Setup key")).not_to_have_value("")
+    secret = page.get_by_label("Setup key").input_value()
+    assert page.get_by_label("Setup link").input_value().startswith("otpauth://")
+    check_page(page, "account-totp-setup")
+    page.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Turn on").click()
+    expect(page.get_by_text("Signing in asks for a code")).to_be_visible()
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    page.wait_for_url(f"{base}/login")
+
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill(user.password)
+    page.get_by_role("button", name="Sign in").click()
+    code_field = page.get_by_label("Authenticator code")
+    expect(code_field).to_be_visible()
+    expect(page.locator("#login-error")).to_contain_text("authenticator app")
+    check_page(page, "login-totp")
+    # The next step's code: the enrolment code may not be used twice.
+    code_field.fill(pyotp.TOTP(secret).at(time.time() + 30))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/forms")
+    ctx.close()
+    assert watch.unexpected(401) == []

@@ -494,6 +494,8 @@ document.addEventListener("keydown", (e) => {
   if ((e.ctrlKey || e.metaKey) && e.key === "s") { e.preventDefault(); save(); }
 });
 window.addEventListener("pagehide", releaseLock);
+// Back to a page restored from the back/forward cache: its lock was released on the way out.
+window.addEventListener("pageshow", (e) => { if (e.persisted && canEdit && form) tryLock(); });
 window.addEventListener("beforeunload", (e) => { if (dirty && editable) { e.preventDefault(); e.returnValue = ""; } });
 
 (async () => {

@@ -221,6 +221,19 @@ def test_admin_builds_publishes_patient_submits_staff_reads_pdf(
     text = "".join(p.extract_text() or "" for p in PdfReader(io.BytesIO(data)).pages)
     assert "Full name" in text and "Pat Patient" in text
 
+    # Staff pages on a 320 px phone: readable without sideways scrolling.
+    narrow = admin_ctx.new_page()
+    narrow.set_viewport_size({"width": 320, "height": 640})
+    for name, path in (
+        ("narrow-builder", f"/forms/{form_id}"),
+        ("narrow-responses", f"/forms/{form_id}/responses"),
+        ("narrow-response", f"/responses/{response_id}"),
+    ):
+        narrow.goto(f"{base}{path}")
+        narrow.wait_for_load_state("networkidle")
+        check_page(narrow, name, full_page=False)
+    narrow.close()
+
     page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(f"{base}/login")
     page.goto(f"{base}/forms")

@@ -10,6 +10,7 @@ from playwright.sync_api import Browser, expect
 from healthforms.web.pages import environment
 from tests.support.servers import ServerProcess
 from tests.web.browser import Watch, check_page, new_context
+from tests.web.conftest import require_api
 from tests.web.seed import ALL_TYPES_FIELDS, create_users, publish_form
 
 pytestmark = pytest.mark.browser
@@ -172,3 +173,42 @@ def draw_signature(page: Any, field_id: str) -> None:
     for step in range(1, 25):
         page.mouse.move(x + step * 10, y + (12 if step % 2 else -12), steps=2)
     page.mouse.up()
+
+
+def test_server_side_errors_appear_next_to_fields_and_keep_the_answers(
+    browser: Browser, server: ServerProcess, database_url: str, api_paths: set[str]
+) -> None:
+    require_api(api_paths, PUBLIC_FORM_API, PUBLIC_FORM_API + "/responses")
+    (admin,) = create_users(database_url, [("Ada Admin", "admin")])
+    fields = [
+        {"id": "name", "type": "text", "label": "Name", "required": True},
+        # The page gives no hint for patterns: only the server can refuse this one.
+        {
+            "id": "zip",
+            "type": "text",
+            "label": "ZIP code",
+            "required": True,
+            "pattern": "^[0-9]{5}$",
+        },
+    ]
+    _, public_id = publish_form(database_url, admin.organization_id, "Address check", fields)
+    watch = Watch()
+    context = new_context(browser, watch, **PHONE)
+    page = context.new_page()
+    page.goto(f"{server.base_url}/f/{public_id}")
+    page.get_by_label("Name").fill("Pat Patient")
+    page.get_by_label("ZIP code").fill("abc")
+    page.get_by_role("button", name="Send").click()
+    error = page.locator("#q-zip-error")
+    expect(error).to_be_visible()
+    expect(page.locator("#q-zip")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#error-summary")).to_contain_text("ZIP code")
+    expect(page.get_by_label("Name")).to_have_value("Pat Patient")
+    expect(page.get_by_label("ZIP code")).to_have_value("abc")
+    check_page(page, "patient-form-server-errors")
+    # The nonce survived the 422: correcting and resending stores the response.
+    page.get_by_label("ZIP code").fill("12345")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#confirmation-code")).to_be_visible()
+    context.close()
+    assert watch.unexpected(422) == []

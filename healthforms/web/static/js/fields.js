@@ -181,7 +181,9 @@ export function clientErrors(root) {
 /** Put each message next to its field (aria-invalid + the described-by error text). */
 export function showFieldErrors(root, errors) {
   for (const wrap of root.querySelectorAll(".q[data-field-id]")) {
-    const message = errors[wrap.dataset.fieldId];
+    const raw = errors[wrap.dataset.fieldId];
+    // Server messages may start lower-case ("does not have the expected format").
+    const message = raw ? String(raw).charAt(0).toUpperCase() + String(raw).slice(1) : raw;
     const box = wrap.querySelector(".field-error");
     const controls = wrap.querySelectorAll("input:not([type=hidden]), textarea, select, canvas");
     if (box) { box.textContent = message || ""; box.hidden = !message; }

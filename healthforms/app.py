@@ -31,6 +31,7 @@ from healthforms.security.ratelimit import install_ratelimiter
 from healthforms.security.ratelimit_middleware import RateLimitMiddleware
 from healthforms.state import AppState
 from healthforms.submissions.routes import router as public_forms_router
+from healthforms.web.routes import router as web_router
 
 log = structlog.get_logger("healthforms.app")
 
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(forms_router)
     app.include_router(public_forms_router)
     app.include_router(responses_router)
+    app.include_router(web_router)
 
     # Added later = outer. Both sit inside the edge middleware: they need the request id
     # and the client IP it resolves.

@@ -148,7 +148,11 @@ class EdgeMiddleware:
             # carry submitted data), never a traceback with locals.
             log.error("unhandled_exception", request_id=request_id, error_type=type(exc).__name__)
             if not started_response[0]:
-                await self._send_error(send, None, request_id)
+                accept = _header(scope, b"accept") or ""
+                if not is_api and "text/html" in accept:
+                    await self._send_html_500(send, request_id)
+                else:
+                    await self._send_error(send, None, request_id)
             status_holder[0] = 500
         self._finish(scope, status_holder[0], started, request_id)
 
@@ -167,6 +171,21 @@ class EdgeMiddleware:
             *self.security_headers,
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _send_html_500(self, send: Send, request_id: str) -> None:
+        """Browsers on pages get the site's 500 page (no internals), like every other error."""
+        from healthforms.web.pages import static_error_html
+
+        body = static_error_html(500).encode()
+        headers = [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()),
+            (b"cache-control", b"no-store"),
+            *self.security_headers,
+        ]
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     def _finish(self, scope: Scope, status: int, started: float, request_id: str) -> None:

@@ -117,7 +117,7 @@ class PrivatePostgres:
     def create_database(self, name: str) -> str:
         import asyncio
 
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         async def create() -> None:
             deadline = time.monotonic() + 10

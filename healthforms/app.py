@@ -17,10 +17,15 @@ from healthforms.health.routes import package_version
 from healthforms.health.routes import router as health_router
 from healthforms.http.client_ip import parse_networks
 from healthforms.http.middleware import EdgeMiddleware
+from healthforms.identity.routes import router as identity_router
 from healthforms.logs import configure_logging
 from healthforms.redis.client import RedisService, RedisTarget, build_pool, redact_url
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.keys import KeyRing
+from healthforms.security.locks import register_lock_service
+from healthforms.security.middleware import SessionMiddleware
+from healthforms.security.ratelimit import install_ratelimiter
+from healthforms.security.ratelimit_middleware import RateLimitMiddleware
 from healthforms.state import AppState
 
 log = structlog.get_logger("healthforms.app")
@@ -106,9 +111,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.startup_hooks = []
+    app.state.startup_hooks.append(register_lock_service)
     install_error_handlers(app)
+    app.state.startup_hooks.append(install_ratelimiter)
     app.include_router(health_router)
+    app.include_router(identity_router)
 
+    # Added later = outer. Both sit inside the edge middleware: they need the request id
+    # and the client IP it resolves.
+    app.add_middleware(SessionMiddleware, settings=settings, metrics=metrics)
+    app.add_middleware(RateLimitMiddleware, session_cookie=settings.session_cookie_name)
     app.add_middleware(
         EdgeMiddleware,
         metrics=metrics,

@@ -16,6 +16,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+user_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 
 
 def _settings() -> Settings:
@@ -145,6 +147,83 @@ def keys_generate() -> None:
     from healthforms.security.keys import generate_key
 
     typer.echo(generate_key())
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="Sign-in email (unique).")],
+    password: Annotated[str, typer.Option(help="Password (at least 8 characters).")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    organization: Annotated[str, typer.Option(help="Organisation; created if new.")],
+    role: Annotated[str, typer.Option(help="admin | editor | viewer.")] = "viewer",
+) -> None:
+    """Create a staff user (and the organisation, if it does not exist yet)."""
+    from healthforms.identity.models import Role
+    from healthforms.identity.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+    from healthforms.identity.schemas import check_email
+
+    try:
+        checked_email = check_email(email)
+        checked_role = Role(role.strip().lower())
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        typer.echo(f"error: the password needs at least {MIN_PASSWORD_LENGTH} characters", err=True)
+        raise typer.Exit(2)
+    if not name.strip() or not organization.strip():
+        typer.echo("error: --name and --organization must not be empty", err=True)
+        raise typer.Exit(2)
+    code = asyncio.run(
+        _user_create(_settings(), checked_email, password, name, organization, checked_role)
+    )
+    raise typer.Exit(code)
+
+
+async def _user_create(
+    settings: Settings, email: str, password: str, name: str, organization: str, role: object
+) -> int:
+    from healthforms.audit.events import USER_CREATED, AuditEvent
+    from healthforms.audit.store import append_event
+    from healthforms.db.engine import Database
+    from healthforms.db.migrate import upgrade
+    from healthforms.identity.models import Role
+    from healthforms.identity.service import EmailTaken, create_user, get_or_create_organization
+
+    assert isinstance(role, Role)
+    db_url = settings.resolved_database_url()
+    if settings.database_url is None:
+        upgrade(db_url)  # the embedded default: make sure the schema exists
+    db = Database.connect(db_url)
+    try:
+        async with db.sessions() as session:
+            org, created = await get_or_create_organization(session, organization)
+            try:
+                user = await create_user(
+                    session,
+                    organization_id=org.id,
+                    email=email,
+                    name=name,
+                    password=password,
+                    role=role,
+                )
+            except EmailTaken:
+                typer.echo("error: a user with this email already exists", err=True)
+                return 1
+        await append_event(
+            db,
+            AuditEvent(
+                action=USER_CREATED,
+                organization_id=org.id,
+                resource_type="user",
+                resource_id=user.id,
+            ),
+        )
+        made = "created" if created else "existing"
+        typer.echo(f"user {user.id} ({role.value}) in {made} organisation {org.id}")
+        return 0
+    finally:
+        await db.dispose()
 
 
 def main() -> None:  # pragma: no cover

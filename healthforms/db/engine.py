@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
@@ -88,6 +89,12 @@ class Database:
         """Return the server version; raise DatabaseUnavailable if it does not answer."""
         import asyncio
 
+        if self.is_sqlite:
+            # An open pooled connection keeps answering after its file was deleted or
+            # its directory removed; the data is gone all the same.
+            database = make_url(self.url).database
+            if database and database != ":memory:" and not Path(database).is_file():
+                raise DatabaseUnavailable("database file missing")
         try:
             async with asyncio.timeout(timeout_s), self.engine.connect() as conn:
                 if self.is_sqlite:

@@ -5,7 +5,7 @@ from healthforms.db.base import Base
 from healthforms.forms.models import Form, FormVersion
 from healthforms.identity.models import Organization, User
 from healthforms.responses.models import ResponsePdf, ResponseRow
-from healthforms.security.fencing import LockFence
+from healthforms.security.fencing import LockFence, LockLease
 
 __all__ = [
     "AuditEventRow",
@@ -13,6 +13,7 @@ __all__ = [
     "Form",
     "FormVersion",
     "LockFence",
+    "LockLease",
     "Organization",
     "ResponsePdf",
     "ResponseRow",

@@ -44,13 +44,20 @@ def eviction_warnings(policy: str) -> list[str]:
 
 async def redis_health(redis: RedisService, timeout_s: float = 0.8) -> dict[str, Any]:
     """The `redis` block of /health; never waits longer than `timeout_s`."""
-    if not redis.available and not redis.breaker.allows_call():
+    # While the breaker is open, answer at once from its state: the background probe
+    # closes it when Redis is back. (Asking allows_call() here would spend the
+    # half-open trial that a real request should get.)
+    if not redis.available:
         return {"status": "unavailable", "error": redis.breaker.last_error or "unavailable"}
     try:
         info = await asyncio.wait_for(redis.info(), timeout=timeout_s)
-    except (RedisUnavailable, TimeoutError) as exc:
-        reason = str(exc) if isinstance(exc, RedisUnavailable) and str(exc) else "timeout"
-        return {"status": "unavailable", "error": reason[:120]}
+    except TimeoutError as exc:
+        # A server that accepts connections but does not answer (stopped, swapping):
+        # open the breaker, or every /health would wait here again.
+        redis.breaker.record_failure(exc)
+        return {"status": "unavailable", "error": "timeout"}
+    except RedisUnavailable as exc:
+        return {"status": "unavailable", "error": (str(exc) or "unavailable")[:120]}
     pool = redis.pool.stats()
     lookups = pool["hits"] + pool["misses"]
     hit_ratio = pool["hits"] / lookups if lookups else 1.0

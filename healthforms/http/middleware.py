@@ -75,8 +75,9 @@ class EdgeMiddleware:
             return
         started = time.perf_counter()
         supplied = _header(scope, b"x-request-id")
+        # fullmatch: `$` would also accept a trailing newline (log-line injection).
         request_id = (
-            supplied if supplied and _REQUEST_ID_RE.match(supplied) else secrets.token_hex(8)
+            supplied if supplied and _REQUEST_ID_RE.fullmatch(supplied) else secrets.token_hex(8)
         )
         peer = scope.get("client")
         ip = client_ip(
@@ -102,6 +103,7 @@ class EdgeMiddleware:
                 return
 
         received = 0
+        body_too_large = [False]
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -109,10 +111,20 @@ class EdgeMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
+                    # A streamed (chunked) body has no Content-Length to refuse up front.
+                    # Frameworks may turn this exception into their own 400 while parsing,
+                    # so remember it and answer 413 whatever the app then sends.
+                    body_too_large[0] = True
                     raise PayloadTooLarge()
             return message
 
         async def send_wrapper(message: Message) -> None:
+            if body_too_large[0]:
+                if not started_response[0]:
+                    started_response[0] = True
+                    status_holder[0] = 413
+                    await self._send_error(send, PayloadTooLarge(), request_id)
+                return
             if message["type"] == "http.response.start":
                 started_response[0] = True
                 status_holder[0] = message["status"]
@@ -128,6 +140,7 @@ class EdgeMiddleware:
             await self.app(scope, limited_receive, send_wrapper)
         except PayloadTooLarge as exc:
             if not started_response[0]:
+                started_response[0] = True
                 await self._send_error(send, exc, request_id)
             status_holder[0] = 413
         except Exception as exc:  # noqa: BLE001 - the last line of defence

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -61,23 +62,50 @@ class PoolCounters:
     stale: int = 0
 
 
+def _closed_by_server(connection: Any) -> bool:
+    reader = getattr(connection, "_reader", None)
+    return reader is not None and reader.at_eof()
+
+
 class CountingBlockingPool(BlockingConnectionPool):
     """A BlockingConnectionPool that keeps the figures /health reports.
 
-    hits: a request got an idle connection; misses: a new connection had to be made;
-    timeouts: no connection became free in time; stale: a pooled connection was found
-    broken and dropped.
+    hits: a request got an idle, connected connection; misses: a connection had to be
+    made (new, or a stale one reconnected); timeouts: no connection became free in time;
+    stale: a pooled connection was found disconnected (dropped after an error or a
+    server restart) and had to reconnect.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.counters = PoolCounters()
 
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if self._available_connections:
+    # BlockingConnectionPool calls ConnectionPool.get_available_connection through
+    # super(), so an override of it would be skipped; these two hooks are called on self.
+    def make_connection(self) -> Any:
+        connection = super().make_connection()  # type: ignore[no-untyped-call]
+        connection._hf_fresh = True
+        return connection
+
+    async def ensure_connection(self, connection: Any) -> None:
+        # Runs once per acquisition, right after the pool handed `connection` out.
+        if getattr(connection, "_hf_fresh", False):
+            connection._hf_fresh = False
+            self.counters.misses += 1
+        elif connection.is_connected and not _closed_by_server(connection):
             self.counters.hits += 1
         else:
+            # Dropped after an error or a server restart: it must reconnect.
+            self.counters.stale += 1
             self.counters.misses += 1
+            if connection.is_connected:
+                # The server closed it while it sat idle (restart, failover, idle
+                # timeout). redis-py's own check misses this with hiredis; sending on it
+                # would fail a command that must not be retried (a nonce claim).
+                await connection.disconnect()
+        await super().ensure_connection(connection)
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
         except RedisConnectionError as exc:
@@ -86,13 +114,10 @@ class CountingBlockingPool(BlockingConnectionPool):
                 raise PoolExhausted("redis pool exhausted") from exc
             raise
 
-    async def release(self, connection: Any) -> None:
-        if getattr(connection, "_writer", None) is None and getattr(connection, "_reader", None):
-            self.counters.stale += 1
-        await super().release(connection)
-
     def stats(self) -> dict[str, int]:
-        idle = len(self._available_connections)
+        # Dropped connection objects stay in the idle list until reused; they are not
+        # connections to the server, so they are not counted.
+        idle = sum(1 for conn in self._available_connections if conn.is_connected)
         in_use = len(self._in_use_connections)
         return {
             "hits": self.counters.hits,
@@ -160,9 +185,14 @@ class RedisTarget:
     embedded: bool
 
 
+_QUERY_PASSWORD_RE = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
+    """The URL without its password (userinfo or a `?password=` query argument)."""
+    url = _QUERY_PASSWORD_RE.sub(r"\1***", url)
     parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
+    if parts.password is None and not parts.username:
         return url
     host = parts.hostname or ""
     if parts.port:
@@ -241,7 +271,13 @@ class RedisService:
             except PoolExhausted:
                 raise
             except TRANSPORT_ERRORS as exc:
-                if attempt + 1 < attempts and not self.breaker.is_open:
+                # Retry only a dropped connection (e.g. a pooled one the server closed
+                # on restart): a timeout means a hung server, and a second wait would
+                # double the time every request spends during an outage.
+                retryable = isinstance(exc, RedisConnectionError | ConnectionError) and not (
+                    isinstance(exc, RedisTimeoutError | TimeoutError)
+                )
+                if retryable and attempt + 1 < attempts and not self.breaker.is_open:
                     await asyncio.sleep(0.01)
                     continue
                 self.breaker.record_failure(exc)
@@ -286,6 +322,10 @@ class RedisService:
                     await self.pool.disconnect(inuse_connections=False)
             except ResponseError:
                 # NOAUTH / LOADING and friends: the server is up but not usable yet.
+                continue
+            except Exception as exc:  # noqa: BLE001 - the probe must outlive any failure
+                # e.g. PoolExhausted: keep the breaker open and try again next round.
+                log.warning("redis_probe_failed", error_type=type(exc).__name__)
                 continue
             else:
                 self.breaker.record_success()

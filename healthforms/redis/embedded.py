@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -67,15 +67,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    # Ctrl-C in the terminal goes to the whole process group; let the parent stop us
-    # in order instead of dying first.
-    os.setpgrp()
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    def prepare_child() -> None:  # pragma: no cover - runs in the child
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError, AttributeError):
+                libc = ctypes.CDLL("libc.so.6", use_errno=True)
+                pr_set_pdeathsig = 1
+                libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+            # The parent may have died between fork and prctl: then no signal will come.
+            if os.getppid() != parent_pid:
+                os._exit(1)
+        # Ctrl-C in the terminal goes to the whole process group; let the parent stop us
+        # in order instead of dying first.
+        os.setpgrp()
+
+    return prepare_child
 
 
 @dataclass
@@ -89,6 +95,7 @@ class EmbeddedRedis:
     unix_socket: Path | None
     tls: bool = False
     extra_args: Sequence[str] = field(default_factory=tuple)
+    appendonly: bool = True
 
     @property
     def url(self) -> str:
@@ -149,7 +156,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509
             cwd=str(data_dir),
         )
         server_obj = cls(
@@ -160,6 +167,7 @@ class EmbeddedRedis:
             unix_socket=unix_socket,
             tls=tls,
             extra_args=tuple(extra_args),
+            appendonly=appendonly,
         )
         server_obj._wait_until_listening(startup_timeout_s)
         return server_obj
@@ -228,6 +236,7 @@ class EmbeddedRedis:
             use_unix_socket=self.unix_socket is not None,
             extra_args=self.extra_args,
             tls=self.tls,
+            appendonly=self.appendonly,
             startup_timeout_s=timeout_s,
         )
         self.process = fresh.process

@@ -8,6 +8,7 @@ id (first 8 bytes of SHA-256 of the key, hex) names a key without revealing it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import secrets
@@ -35,14 +36,21 @@ def load_or_create_key_file(data_dir: Path) -> bytes:
     """The embedded default's key: generated once, kept with 0600 rights in the data dir."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / KEY_FILE_NAME
-    try:
-        # O_EXCL: two workers starting at once cannot both write a different key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(generate_key() + "\n")
+    if not path.exists():
+        # Write a private temp file, then link it into place: link() fails if the key
+        # exists, so two processes starting at once cannot both write a different key,
+        # and nobody can read a half-written file.
+        tmp = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(generate_key() + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            tmp.unlink()
     return decode_key(path.read_text().strip(), str(path))
 
 

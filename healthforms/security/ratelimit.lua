@@ -4,15 +4,19 @@
 -- ARGV[3i-2]   emission interval of policy i, integer microseconds
 -- ARGV[3i-1]   capacity of policy i (rate + burst)
 -- ARGV[3i]     cost for policy i (usually 1)
+-- ARGV[3n+1]   optional, TESTS ONLY: "now" in microseconds instead of the Redis
+--              clock, so a test can replay exact arrival times; the service never
+--              sends it.
 -- returns      flat array, 4 integers per policy, in KEYS order:
---              allowed 0|1, remaining, retry_after_ms (-1 never), reset_after_ms
---              (retry and reset rounded up to whole milliseconds)
+--              allowed 0|1, remaining, retry_after_ms (0 when it had room, -1 never),
+--              reset_after_ms (retry and reset rounded up to whole milliseconds)
 -- Uses the Redis clock (TIME) so app hosts cannot skew the buckets.
 
-local now_us = gcra_now_us()
+local n = #KEYS
+local now_us = tonumber(ARGV[3 * n + 1]) or gcra_now_us()
 local decisions = {}
 local all_allowed = true
-for i = 1, #KEYS do
+for i = 1, n do
   local d = gcra_peek(KEYS[i], tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1]),
     tonumber(ARGV[3 * i]), now_us)
   decisions[i] = d
@@ -22,24 +26,19 @@ for i = 1, #KEYS do
 end
 
 local out = {}
-for i = 1, #KEYS do
+for i = 1, n do
   local d = decisions[i]
   if all_allowed then
     gcra_commit(KEYS[i], d)
-  end
-  local allowed = d.allowed
-  local remaining = d.remaining
-  if not all_allowed and allowed == 1 then
-    -- Another bucket refused the request, so this one was not charged.
-    allowed = 0
-    remaining = remaining + 1
+  else
+    gcra_uncharged(d)
   end
   local retry_ms = -1
   if d.retry_us >= 0 then
     retry_ms = math.ceil(d.retry_us / 1000)
   end
-  out[#out + 1] = allowed
-  out[#out + 1] = remaining
+  out[#out + 1] = d.allowed
+  out[#out + 1] = d.remaining
   out[#out + 1] = retry_ms
   out[#out + 1] = math.ceil(d.reset_us / 1000)
 end

@@ -1,20 +1,53 @@
 """Distributed rate limiting: GCRA token buckets in Redis (gcra.lua + ratelimit.lua).
 
-This module holds the pieces every caller shares: the policy arguments a script
-needs, the decision it returns, and the response headers. The session hot path
-takes the `api` token inside its own script with the same gcra.lua library, and
-turns the reply into a RateDecision with `decision_from_reply`.
+One EVALSHA takes tokens from every bucket a request needs (all or none). While Redis
+is unavailable the same algorithm runs per process in memory (LocalBuckets), each
+such decision counted in /metrics; when Redis answers again the shared buckets are
+used again. The session hot path takes the `api` token inside its own script with
+the same gcra.lua library, turns the reply into a RateDecision with
+`decision_from_reply`, and uses `RateLimiter.take_local` / `record_exceeded` /
+`remember_decisions` like the path middleware does.
+
+Routes that need a policy of their own add a dependency, e.g. `PdfRateLimit` on
+`POST /api/responses/{id}/generate-pdf`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
-from collections.abc import Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import Annotated, Any
 
-from healthforms.config import RateSpec
+import structlog
+from fastapi import Depends, Request
+from redis.exceptions import RedisError
 
+from healthforms.audit.events import RATELIMIT_EXCEEDED, Outcome, RequestContext
+from healthforms.config import RateSpec, Settings
+from healthforms.errors import RateLimited
+from healthforms.health.metrics import Metrics
+from healthforms.redis.client import RedisService, RedisUnavailable
+from healthforms.redis.scripts import LuaScript
+from healthforms.security.principal import CurrentPrincipal
+from healthforms.state import request_context
+
+log = structlog.get_logger("healthforms.security")
+
+POLICIES = ("auth", "api", "pdf", "public")
 RATELIMIT_KEY = "ratelimit:{{{identifier}}}:{policy}"  # braces: a Cluster hash tag
+# Marks "this identifier's flood was already audited in this window" (same slot).
+AUDITED_KEY = "ratelimit:{{{identifier}}}:{policy}:audited"
+# scope["state"] entry where every layer leaves the decisions of the current request;
+# the RateLimitMiddleware turns them into the response headers.
+DECISIONS_STATE = "rate_decisions"
+EXCEEDED_LOG_EVENT = "SECURITY: Rate limit exceeded"
+
+RATELIMIT_SCRIPT = LuaScript.beside(__file__, "gcra.lua", "ratelimit.lua")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +56,10 @@ class RateDecision:
     allowed: bool
     limit: int  # the bucket size (rate + burst)
     remaining: int
-    retry_after_ms: int  # 0 when allowed; -1 when the cost can never pass
+    retry_after_ms: int  # 0 when allowed or when this bucket had room; -1: cost never passes
     reset_after_ms: int  # until the bucket is full again
     window_s: float  # the policy period, for RateLimit-Policy
+    identifier: str = ""  # whose bucket (an IP, a /64 or a user id); never logged as is
 
     @property
     def retry_after_s(self) -> int:
@@ -38,46 +72,470 @@ class RateDecision:
     def reset_s(self) -> int:
         return max(0, math.ceil(self.reset_after_ms / 1000))
 
+    @property
+    def refused_here(self) -> bool:
+        """This bucket itself refused (as opposed to another bucket of the same request)."""
+        return not self.allowed and self.retry_after_ms != 0
+
+
+@dataclass(frozen=True, slots=True)
+class RateVerdict:
+    """The answer for one request: every policy's decision, and whether it may pass."""
+
+    decisions: tuple[RateDecision, ...]
+    allowed: bool
+    degraded: bool = False  # decided by this process alone (Redis unavailable)
+
+    @property
+    def headline(self) -> RateDecision:
+        return headline(self.decisions)
+
+    @property
+    def retry_after_s(self) -> int:
+        return max(d.retry_after_s for d in self.decisions if not d.allowed)
+
+
+def headline(decisions: Sequence[RateDecision]) -> RateDecision:
+    """The decision the legacy RateLimit-Limit/Remaining/Reset trio describes.
+
+    Refused: the policy that makes the client wait longest. Allowed: the one closest
+    to refusing.
+    """
+    if len(decisions) == 1:
+        return decisions[0]
+    refused = [d for d in decisions if d.refused_here]
+    if refused:
+        return max(refused, key=lambda d: (d.retry_after_s, d.reset_after_ms))
+    return min(decisions, key=lambda d: (d.remaining, -d.reset_after_ms))
+
 
 def bucket_key(prefix: str, identifier: str, policy: str) -> str:
     return prefix + RATELIMIT_KEY.format(identifier=identifier, policy=policy)
 
 
+def emission_us(spec: RateSpec) -> int:
+    """The refill interval of one token, integer microseconds (what gcra.lua computes in)."""
+    return max(1, round(spec.emission_interval_ms * 1000))
+
+
 def script_args(spec: RateSpec, cost: int = 1) -> list[int]:
     """ARGV triple for one policy: emission interval (µs), capacity, cost."""
-    return [round(spec.emission_interval_ms * 1000), spec.capacity, cost]
+    return [emission_us(spec), spec.capacity, cost]
 
 
-def decision_from_reply(policy: str, spec: RateSpec, reply: Sequence[int]) -> RateDecision:
+def decision_from_reply(
+    policy: str, spec: RateSpec, reply: Sequence[int], identifier: str = ""
+) -> RateDecision:
     """Turn 4 integers of a GCRA script reply into a decision."""
-    allowed, remaining, retry_ms, reset_ms = (int(v) for v in reply[:4])
+    allowed, remaining, retry_ms, reset_ms = reply[0], reply[1], reply[2], reply[3]
     return RateDecision(
-        policy=policy,
-        allowed=bool(allowed),
-        limit=spec.capacity,
-        remaining=max(0, remaining),
-        retry_after_ms=retry_ms,
-        reset_after_ms=max(0, reset_ms),
-        window_s=spec.period_s,
+        policy,
+        allowed == 1,
+        spec.capacity,
+        remaining if remaining > 0 else 0,
+        int(retry_ms),
+        reset_ms if reset_ms > 0 else 0,
+        spec.period_s,
+        identifier,
     )
+
+
+# Response headers -------------------------------------------------------------------------
 
 
 def rate_limit_headers(decision: RateDecision) -> list[tuple[bytes, bytes]]:
     """RateLimit-* headers of API.md (legacy trio plus the IETF draft's two fields)."""
-    window = int(decision.window_s)
+    return rate_limit_headers_for((decision,))
+
+
+def rate_limit_headers_for(decisions: Sequence[RateDecision]) -> list[tuple[bytes, bytes]]:
+    """Headers for every policy a request went through (api + pdf gives two list items)."""
+    main = headline(decisions)
+    policy_items = ", ".join(f'"{d.policy}";q={d.limit};w={int(d.window_s)}' for d in decisions)
+    state_items = ", ".join(f'"{d.policy}";r={d.remaining};t={d.reset_s}' for d in decisions)
     headers = [
-        (b"ratelimit-limit", str(decision.limit).encode()),
-        (b"ratelimit-remaining", str(decision.remaining).encode()),
-        (b"ratelimit-reset", str(decision.reset_s).encode()),
-        (
-            b"ratelimit-policy",
-            f'"{decision.policy}";q={decision.limit};w={window}'.encode(),
-        ),
-        (
-            b"ratelimit",
-            f'"{decision.policy}";r={decision.remaining};t={decision.reset_s}'.encode(),
-        ),
+        (b"ratelimit-limit", str(main.limit).encode()),
+        (b"ratelimit-remaining", str(main.remaining).encode()),
+        (b"ratelimit-reset", str(main.reset_s).encode()),
+        (b"ratelimit-policy", policy_items.encode()),
+        (b"ratelimit", state_items.encode()),
     ]
-    if not decision.allowed:
-        headers.append((b"retry-after", str(decision.retry_after_s).encode()))
+    if any(not d.allowed for d in decisions):
+        retry = max(d.retry_after_s for d in decisions if not d.allowed)
+        headers.append((b"retry-after", str(retry).encode()))
     return headers
+
+
+def remember_decisions(scope_state: MutableMapping[str, Any], verdict: RateVerdict) -> None:
+    """Leave a verdict's decisions for the RateLimitMiddleware to render as headers."""
+    existing = scope_state.get(DECISIONS_STATE)
+    if existing is None:
+        scope_state[DECISIONS_STATE] = list(verdict.decisions)
+    else:
+        existing.extend(verdict.decisions)
+
+
+# The per-process fallback -----------------------------------------------------------------
+
+
+def _monotonic_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+def _ceil_ms(us: int) -> int:
+    return -(-us // 1000)
+
+
+class LocalBuckets:
+    """GCRA buckets in this process's memory: the algorithm of gcra.lua, to the microsecond.
+
+    Used while Redis is unavailable (each process then limits on its own) and for other
+    "at most once per window" needs. Bounded: beyond `max_keys` the least recently used
+    bucket is forgotten, so a flood of identifiers cannot exhaust memory; forgetting a
+    bucket only ever errs towards a full bucket.
+    """
+
+    def __init__(self, max_keys: int = 100_000, clock: Callable[[], int] = _monotonic_us) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self.max_keys = max_keys
+        self._clock = clock
+        self._tats: OrderedDict[str, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._tats)
+
+    def take(
+        self, requests: Sequence[tuple[str, int, int, int]], now_us: int | None = None
+    ) -> list[int]:
+        """Take from every bucket or none; reply exactly as ratelimit.lua does.
+
+        `requests` holds (key, emission_us, capacity, cost) per bucket; the reply is
+        4 integers per bucket: allowed, remaining, retry_after_ms, reset_after_ms.
+        """
+        now = self._clock() if now_us is None else now_us
+        tats = self._tats
+        peeked: list[tuple[int, int, int, int, int]] = []
+        all_allowed = True
+        for key, emission, capacity, cost in requests:
+            tat = tats.get(key, now)
+            if tat < now:
+                tat = now
+            level = emission * capacity - (tat - now)
+            if cost > capacity:
+                peeked.append((0, level // emission, -1, tat - now, tat))
+                all_allowed = False
+                continue
+            slack = level - emission * cost
+            if slack < 0:
+                peeked.append((0, level // emission, -slack, tat - now, tat))
+                all_allowed = False
+                continue
+            new_tat = tat + emission * cost
+            peeked.append((1, slack // emission, 0, new_tat - now, new_tat))
+        reply: list[int] = []
+        for (key, emission, _capacity, cost), (
+            allowed,
+            remaining,
+            retry_us,
+            reset_us,
+            new_tat,
+        ) in zip(requests, peeked, strict=True):
+            if all_allowed:
+                self._store(key, new_tat)
+            elif allowed:
+                # Another bucket refused the request: nothing was taken from this one.
+                allowed, remaining = 0, remaining + cost
+                reset_us -= emission * cost
+            reply += (
+                allowed,
+                remaining,
+                -1 if retry_us < 0 else _ceil_ms(retry_us),
+                _ceil_ms(reset_us),
+            )
+        return reply
+
+    def _store(self, key: str, tat: int) -> None:
+        tats = self._tats
+        if key in tats:
+            tats.move_to_end(key)
+        tats[key] = tat
+        if len(tats) > self.max_keys:
+            tats.popitem(last=False)
+
+
+# The service ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    name: str
+    spec: RateSpec
+    emission_us: int
+    window_ms: int
+    # Pre-encoded ARGV for the usual cost of 1: no per-call int -> bytes encoding.
+    args_cost1: tuple[bytes, bytes, bytes]
+
+    def args(self, cost: int) -> tuple[bytes, ...]:
+        if cost == 1:
+            return self.args_cost1
+        return (self.args_cost1[0], self.args_cost1[1], str(cost).encode())
+
+
+def _policy(name: str, spec: RateSpec) -> _Policy:
+    emission = emission_us(spec)
+    return _Policy(
+        name=name,
+        spec=spec,
+        emission_us=emission,
+        window_ms=max(1, round(spec.period_s * 1000)),
+        args_cost1=(str(emission).encode(), str(spec.capacity).encode(), b"1"),
+    )
+
+
+class RateLimiter:
+    """Shared GCRA rate limits: one EVALSHA per check, never retried; local when Redis is down."""
+
+    def __init__(
+        self,
+        redis: RedisService,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        db: Any = None,
+        log_key: bytes = b"",
+        local: LocalBuckets | None = None,
+    ) -> None:
+        self.redis = redis
+        self.metrics = metrics
+        self.db = db  # healthforms.db.engine.Database, for audit events
+        self.local = local or LocalBuckets()
+        self._audited_local = LocalBuckets(max_keys=50_000)
+        self._log_key = log_key
+        self._prefix = redis.prefix
+        self.policies = {name: _policy(name, settings.rate(name)) for name in POLICIES}
+        self._degraded_allowed = metrics.degraded_decisions.labels("ratelimit", "allowed")
+        self._degraded_refused = metrics.degraded_decisions.labels("ratelimit", "refused")
+        self._rejections = {
+            name: metrics.ratelimit_rejections.labels(name) for name in self.policies
+        }
+
+    @classmethod
+    def from_state(cls, state: Any) -> RateLimiter:
+        return cls(
+            state.redis,
+            state.settings,
+            state.metrics,
+            db=state.db,
+            log_key=state.keys.hmac_key("ratelimit-log"),
+        )
+
+    def spec(self, policy: str) -> RateSpec:
+        return self.policies[policy].spec
+
+    def key(self, policy: str, identifier: str) -> str:
+        return self._prefix + "ratelimit:{" + identifier + "}:" + policy
+
+    async def check_one(self, policy: str, identifier: str, cost: int = 1) -> RateVerdict:
+        """Take `cost` tokens from one policy's bucket for `identifier`."""
+        p = self.policies[policy]
+        if cost < 1:
+            raise ValueError("cost must be at least 1")
+        key = self._prefix + "ratelimit:{" + identifier + "}:" + policy
+        args = p.args(cost)
+        keys = (key,)
+        try:
+            reply = await self.redis.call(
+                lambda r: RATELIMIT_SCRIPT(r, keys, args), idempotent=False
+            )
+        except (RedisUnavailable, RedisError):
+            reply = self.take_local(((key, p.emission_us, p.spec.capacity, cost),))
+            return self._verdict_local(((p, identifier),), reply)
+        allowed = reply[0] == 1
+        decision = RateDecision(
+            policy,
+            allowed,
+            p.spec.capacity,
+            reply[1] if reply[1] > 0 else 0,
+            reply[2],
+            reply[3] if reply[3] > 0 else 0,
+            p.spec.period_s,
+            identifier,
+        )
+        return RateVerdict((decision,), allowed)
+
+    async def check(self, checks: Sequence[tuple[str, str, int]]) -> RateVerdict:
+        """Take tokens from several buckets at once, all or none: [(policy, identifier, cost)]."""
+        if len(checks) == 1:
+            policy, identifier, cost = checks[0]
+            return await self.check_one(policy, identifier, cost)
+        if not checks:
+            raise ValueError("check needs at least one policy")
+        used: list[tuple[_Policy, str]] = []
+        keys: list[str] = []
+        args: list[bytes] = []
+        local_requests: list[tuple[str, int, int, int]] = []
+        for policy, identifier, cost in checks:
+            if cost < 1:
+                raise ValueError("cost must be at least 1")
+            p = self.policies[policy]
+            key = self.key(policy, identifier)
+            used.append((p, identifier))
+            keys.append(key)
+            args.extend(p.args(cost))
+            local_requests.append((key, p.emission_us, p.spec.capacity, cost))
+        try:
+            reply = await self.redis.call(
+                lambda r: RATELIMIT_SCRIPT(r, keys, args), idempotent=False
+            )
+        except (RedisUnavailable, RedisError):
+            return self._verdict_local(used, self.take_local(local_requests))
+        return self._verdict(used, reply, degraded=False)
+
+    def take_local(self, requests: Sequence[tuple[str, int, int, int]]) -> list[int]:
+        """The per-process fallback (Redis unavailable); counted in /metrics.
+
+        For callers with a script of their own (the session hot path): pass the same
+        (key, emission_us, capacity, cost) tuples, get the same reply as ratelimit.lua.
+        """
+        reply = self.local.take(requests)
+        if all(reply[i] == 1 for i in range(0, len(reply), 4)):
+            self._degraded_allowed.inc()
+        else:
+            self._degraded_refused.inc()
+        return reply
+
+    def _verdict_local(
+        self, used: Sequence[tuple[_Policy, str]], reply: Sequence[int]
+    ) -> RateVerdict:
+        return self._verdict(used, reply, degraded=True)
+
+    def _verdict(
+        self, used: Sequence[tuple[_Policy, str]], reply: Sequence[int], *, degraded: bool
+    ) -> RateVerdict:
+        decisions = tuple(
+            decision_from_reply(p.name, p.spec, reply[4 * i : 4 * i + 4], identifier)
+            for i, (p, identifier) in enumerate(used)
+        )
+        return RateVerdict(decisions, all(d.allowed for d in decisions), degraded)
+
+    # Refusals -----------------------------------------------------------------------------
+
+    def hash_identifier(self, identifier: str) -> str:
+        """A keyed hash for logs: correlates floods without revealing the IP or user id."""
+        digest = hmac.new(self._log_key, identifier.encode("utf-8"), hashlib.sha256)
+        return digest.hexdigest()[:16]
+
+    async def record_exceeded(
+        self,
+        verdict: RateVerdict,
+        context: RequestContext,
+        *,
+        actor_id: str | None = None,
+        organization_id: str | None = None,
+    ) -> None:
+        """Log, count and (once per identifier per window) audit a refused request."""
+        for decision in verdict.decisions:
+            if not decision.refused_here:
+                continue
+            self._rejections[decision.policy].inc()
+            hashed = self.hash_identifier(decision.identifier)
+            log.warning(
+                EXCEEDED_LOG_EVENT,
+                policy=decision.policy,
+                identifier_hash=hashed,
+                retry_after_s=decision.retry_after_s,
+                degraded=verdict.degraded,
+                request_id=context.request_id,
+            )
+            if self.db is not None and await self._first_in_window(decision):
+                await self._audit(decision, context, actor_id, organization_id)
+
+    async def _first_in_window(self, decision: RateDecision) -> bool:
+        """Whether no refusal of this identifier and policy was audited in this window."""
+        p = self.policies[decision.policy]
+        key = self._prefix + AUDITED_KEY.format(identifier=decision.identifier, policy=p.name)
+        # Once per process per window first (a flood then costs no extra round trip),
+        # then once across every instance with SET NX PX.
+        seen = self._audited_local.take(((key, p.window_ms * 1000, 1, 1),))
+        if seen[0] != 1:
+            return False
+        try:
+            return bool(
+                await self.redis.call(
+                    lambda r: r.set(key, b"1", nx=True, px=p.window_ms), idempotent=False
+                )
+            )
+        except (RedisUnavailable, RedisError):
+            return True
+
+    async def _audit(
+        self,
+        decision: RateDecision,
+        context: RequestContext,
+        actor_id: str | None,
+        organization_id: str | None,
+    ) -> None:
+        from healthforms.audit.recorder import Auditor
+
+        auditor = Auditor(self.db, context, actor_id=actor_id, organization_id=organization_id)
+        try:
+            await auditor.record(
+                RATELIMIT_EXCEEDED,
+                outcome=Outcome.DENIED,
+                resource_type="ratelimit",
+                resource_id=decision.policy,
+            )
+        except Exception as exc:  # noqa: BLE001 - the 429 must not turn into a 500
+            log.warning("ratelimit_audit_failed", error_type=type(exc).__name__)
+
+
+async def install_ratelimiter(state: Any) -> None:
+    """Start-up hook: register the limiter as state.services["ratelimiter"]."""
+    limiter = RateLimiter.from_state(state)
+    state.services["ratelimiter"] = limiter
+    try:
+        # Load the script now so the first request is a plain EVALSHA.
+        await state.redis.call(lambda r: r.script_load(RATELIMIT_SCRIPT.source), idempotent=True)
+    except (RedisUnavailable, RedisError):
+        log.warning("ratelimit_script_not_loaded", reason="redis unavailable")
+
+
+# FastAPI dependencies ---------------------------------------------------------------------
+
+
+def get_ratelimiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.hf.services["ratelimiter"]
+    return limiter
+
+
+RateLimiterDep = Annotated[RateLimiter, Depends(get_ratelimiter)]
+
+
+def policy_dependency(policy: str) -> Callable[..., Any]:
+    """A dependency taking one token of `policy` for the signed-in user (429 when empty)."""
+
+    async def take_token(
+        request: Request, principal: CurrentPrincipal, limiter: RateLimiterDep
+    ) -> RateDecision:
+        verdict = await limiter.check_one(policy, principal.user_id)
+        remember_decisions(request.scope.setdefault("state", {}), verdict)
+        if not verdict.allowed:
+            await limiter.record_exceeded(
+                verdict,
+                request_context(request),
+                actor_id=principal.user_id,
+                organization_id=principal.organization_id,
+            )
+            # Retry-After and the RateLimit fields come from the middleware, which
+            # renders every decision this request collected.
+            raise RateLimited()
+        return verdict.decisions[0]
+
+    take_token.__name__ = f"take_{policy}_token"
+    return take_token
+
+
+# Put on POST /api/responses/{id}/generate-pdf (in addition to the api policy of the
+# session hot path): `_: PdfRateLimit` as a parameter, or dependencies=[...].
+PdfRateLimit = Annotated[RateDecision, Depends(policy_dependency("pdf"))]

@@ -1,0 +1,192 @@
+"""Users and organisations, with organisation scoping done in ONE place.
+
+`OrgScope` is the only way routes read organisation data: every query it builds filters
+on the caller's organisation, and an object of another organisation is reported exactly
+like a missing one (404 not_found). Other features can use it too:
+
+    scope: OrgScopeDep
+    form = await scope.get(Form, form_id)            # 404 unless it is the caller's
+    rows = await scope.all(scope.select(Form))       # only the caller's rows
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import Depends
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from healthforms.db.base import utcnow
+from healthforms.errors import Conflict, NotFound
+from healthforms.identity.models import Organization, Role, User
+from healthforms.identity.passwords import hash_password_async
+from healthforms.identity.schemas import normalise_email
+from healthforms.security.principal import CurrentPrincipal, Principal
+from healthforms.state import DbSessionDep
+
+M = TypeVar("M")
+
+
+class EmailTaken(Conflict):
+    code, message = "email_taken", "A user with this email already exists."
+
+
+class CannotChangeSelf(Conflict):
+    code, message = "cannot_change_self", "You cannot disable yourself or change your own role."
+
+
+class OrgScope:
+    """Queries of organisation data, always filtered on the caller's organisation."""
+
+    def __init__(self, db: AsyncSession, principal: Principal) -> None:
+        self.db = db
+        self.principal = principal
+        self.organization_id = principal.organization_id
+
+    def select(self, model: type[M]) -> Select[M]:
+        column = model.organization_id  # type: ignore[attr-defined]
+        return select(model).where(column == self.organization_id)
+
+    async def all(self, query: Select[M]) -> Sequence[M]:
+        return (await self.db.execute(query)).scalars().all()
+
+    async def get(self, model: type[M], object_id: str) -> M:
+        """The caller's object with this id; NotFound for a missing or foreign one."""
+        row = (
+            await self.db.execute(
+                self.select(model).where(model.id == object_id)  # type: ignore[attr-defined]
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            raise NotFound()
+        return row
+
+
+def get_org_scope(db: DbSessionDep, principal: CurrentPrincipal) -> OrgScope:
+    return OrgScope(db, principal)
+
+
+OrgScopeDep = Annotated[OrgScope, Depends(get_org_scope)]
+
+
+@dataclass(frozen=True, slots=True)
+class UserChange:
+    user: User
+    end_sessions: bool  # disabled, password or role changed: every session must end
+    disabled_now: bool
+
+
+async def find_user_by_email(db: AsyncSession, email: str) -> User | None:
+    """Sign-in lookup (no caller yet, so no organisation to scope by)."""
+    return (
+        await db.execute(select(User).where(User.email == normalise_email(email)))
+    ).scalar_one_or_none()
+
+
+async def get_user(db: AsyncSession, user_id: str) -> User | None:
+    return await db.get(User, user_id)
+
+
+async def list_users(scope: OrgScope) -> Sequence[User]:
+    return await scope.all(scope.select(User).order_by(User.created_at, User.id))
+
+
+async def create_user(
+    db: AsyncSession,
+    *,
+    organization_id: str,
+    email: str,
+    name: str,
+    password: str | None,
+    role: Role,
+) -> User:
+    user = User(
+        organization_id=organization_id,
+        email=normalise_email(email),
+        name=name.strip(),
+        role=role.value,
+        password_hash=await hash_password_async(password) if password else None,
+    )
+    db.add(user)
+    try:
+        await db.commit()
+    except IntegrityError:
+        await db.rollback()
+        raise EmailTaken() from None
+    return user
+
+
+async def create_user_in_scope(
+    scope: OrgScope, *, email: str, name: str, password: str, role: Role
+) -> User:
+    return await create_user(
+        scope.db,
+        organization_id=scope.organization_id,
+        email=email,
+        name=name,
+        password=password,
+        role=role,
+    )
+
+
+async def update_user(
+    scope: OrgScope,
+    user_id: str,
+    *,
+    role: Role | None = None,
+    disabled: bool | None = None,
+    name: str | None = None,
+    password: str | None = None,
+) -> UserChange:
+    user = await scope.get(User, user_id)
+    is_self = user.id == scope.principal.user_id
+    if is_self and (disabled is True or (role is not None and role.value != user.role)):
+        # An admin locking themselves out leaves the clinic without anyone to undo it.
+        raise CannotChangeSelf()
+    end_sessions = False
+    disabled_now = False
+    if role is not None and role.value != user.role:
+        user.role = role.value
+        end_sessions = True  # the role travels in the signed cookie: re-issue it
+    if disabled is not None and disabled != user.disabled:
+        user.disabled = disabled
+        if disabled:
+            end_sessions = disabled_now = True
+    if name is not None:
+        user.name = name.strip()
+    if password is not None:
+        user.password_hash = await hash_password_async(password)
+        end_sessions = True
+    if end_sessions:
+        # Also refuses these sessions' cookies while Redis is down (degraded mode).
+        user.sessions_valid_after = utcnow()
+    await scope.db.commit()
+    return UserChange(user=user, end_sessions=end_sessions, disabled_now=disabled_now)
+
+
+async def revoke_all_sessions_in_db(db: AsyncSession, user: User) -> None:
+    """Mark every earlier session void for the degraded mode (sign out everywhere)."""
+    user.sessions_valid_after = utcnow()
+    await db.commit()
+
+
+async def get_or_create_organization(db: AsyncSession, name: str) -> tuple[Organization, bool]:
+    name = name.strip()
+    org = (
+        await db.execute(select(Organization).where(Organization.name == name))
+    ).scalar_one_or_none()
+    if org is not None:
+        return org, False
+    org = Organization(name=name)
+    db.add(org)
+    try:
+        await db.commit()
+    except IntegrityError:
+        await db.rollback()
+        org = (await db.execute(select(Organization).where(Organization.name == name))).scalar_one()
+        return org, False
+    return org, True

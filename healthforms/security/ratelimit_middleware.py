@@ -1,0 +1,131 @@
+"""Path-based rate limits and the RateLimit response headers, as one plain ASGI middleware.
+
+- `auth` (per client IP, IPv6 per /64): POST /api/auth/session-login, and any unsafe
+  request to /api/auth/* made without a session cookie: the endpoints where someone
+  without an account can guess credentials.
+- `public` (per client IP, IPv6 per /64): everything under /api/public/.
+- Every response of an /api/ request that went through a limiter (these two, the
+  session hot path's `api` token, a route's `PdfRateLimit`) gets the RateLimit
+  headers of API.md, rendered from scope["state"]["rate_decisions"].
+
+The client IP is the one the edge middleware resolved (trusted proxies only), so a
+forged X-Forwarded-For never opens a new bucket.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from healthforms.audit.events import RequestContext
+from healthforms.errors import RateLimited
+from healthforms.http.client_ip import rate_identifier
+from healthforms.security.ratelimit import (
+    DECISIONS_STATE,
+    RateLimiter,
+    RateVerdict,
+    rate_limit_headers_for,
+    remember_decisions,
+)
+
+LOGIN_PATH = "/api/auth/session-login"
+AUTH_PREFIX = "/api/auth/"
+PUBLIC_PREFIX = "/api/public/"
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_RATE_LIMITED_BODY = json.dumps(RateLimited().body()).encode()
+
+
+def _has_cookie(scope: Scope, name: bytes) -> bool:
+    for key, value in scope.get("headers", ()):
+        if key == b"cookie":
+            for part in value.split(b";"):
+                if part.strip().partition(b"=")[0] == name:
+                    return True
+    return False
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, session_cookie: str) -> None:
+        self.app = app
+        self.session_cookie = session_cookie.encode("latin-1")
+        self._limiter: RateLimiter | None = None
+
+    def policy_for(self, scope: Scope, path: str) -> str | None:
+        """The path policy of a request, or None (authenticated requests use `api`)."""
+        if path.startswith(PUBLIC_PREFIX):
+            return "public"
+        if path.startswith(AUTH_PREFIX):
+            if path.rstrip("/") == LOGIN_PATH:
+                # The cookie a client brings is ignored by login, so it buys no exemption.
+                return "auth"
+            if scope.get("method") in _UNSAFE and not _has_cookie(scope, self.session_cookie):
+                return "auth"
+        return None
+
+    def limiter(self, scope: Scope) -> RateLimiter:
+        if self._limiter is None:
+            limiter: RateLimiter = scope["app"].state.hf.services["ratelimiter"]
+            self._limiter = limiter
+        return self._limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if not path.startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        policy = self.policy_for(scope, path)
+        if policy is not None:
+            peer = scope.get("client")
+            ip = state.get("client_ip") or (peer[0] if peer else "unknown")
+            limiter = self.limiter(scope)
+            verdict = await limiter.check_one(policy, rate_identifier(ip))
+            remember_decisions(state, verdict)
+            if not verdict.allowed:
+                await self._refuse(scope, send, limiter, verdict, ip)
+                return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decisions = state.get(DECISIONS_STATE)
+                if decisions:
+                    headers = list(message.get("headers", ()))
+                    present = {k.lower() for k, _ in headers}
+                    headers.extend(
+                        h for h in rate_limit_headers_for(decisions) if h[0] not in present
+                    )
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _refuse(
+        self, scope: Scope, send: Send, limiter: RateLimiter, verdict: RateVerdict, ip: str
+    ) -> None:
+        state = scope["state"]
+        user_agent = _header(scope, b"user-agent")
+        context = RequestContext(
+            ip=ip,
+            user_agent=user_agent[:256] if user_agent else None,
+            request_id=state.get("request_id"),
+        )
+        await limiter.record_exceeded(verdict, context)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(_RATE_LIMITED_BODY)).encode()),
+            *rate_limit_headers_for(state[DECISIONS_STATE]),
+        ]
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": _RATE_LIMITED_BODY})

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,54 @@ def per_request(
         if delta > 0:
             out[name] = round(delta / requests, 3)
     return out
+
+
+def round_trips(redis_url: str, fire: Callable[[], object], count: int) -> dict[str, float]:
+    """Redis round trips per request, from MONITOR: top-level commands vs those run
+    inside scripts (MONITOR marks them `[N lua]`), while `fire()` runs `count` times."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(redis_url)
+    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 5)
+    sock.sendall(b"MONITOR\r\n")
+    buffer = bytearray()
+    stop = threading.Event()
+
+    def read() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buffer.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.2)
+    for _ in range(count):
+        fire()
+    time.sleep(0.3)
+    stop.set()
+    reader.join(timeout=2)
+    sock.close()
+    top: Counter[str] = Counter()
+    inner: Counter[str] = Counter()
+    for line in bytes(buffer).decode(errors="replace").splitlines():
+        if not line.startswith("+") or line == "+OK":
+            continue
+        _, _, rest = line.partition(" [")
+        where, _, command = rest.partition("] ")
+        name = command.split(" ", 1)[0].strip('"').lower()
+        (inner if "lua" in where else top)[name] += 1
+    return {
+        "round_trips": round(sum(top.values()) / count, 2),
+        "inside_scripts": round(sum(inner.values()) / count, 2),
+        **{f"top:{k}": round(v / count, 2) for k, v in top.most_common()},
+    }

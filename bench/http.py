@@ -50,6 +50,7 @@ TARGET_AUTH_VS_BARE = 0.6
 AIM_AUTH_VS_BARE = 0.8
 TARGET_AUTH_VS_PEER = 2.0
 TARGET_BYTES_PER_SESSION = 300
+AUTH_GET = "ours GET /api/csrf/diagnostics"
 
 
 # (a) The Redis floor ----------------------------------------------------------------------
@@ -227,7 +228,20 @@ class Bench:
         self.rows: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.commands: dict[str, dict[str, float]] = {}
+        self.trips: dict[str, dict[str, float]] = {}
         self.servers: list[Server] = []
+
+    def round_trips(
+        self, name: str, redis_url: str, method: str, url: str, count: int = 40, **kwargs: Any
+    ) -> None:
+        """Round trips per request of one kind, counted with MONITOR (sequential requests)."""
+        with httpx.Client(timeout=30) as http:
+
+            def fire() -> None:
+                http.request(method, url, **kwargs)
+
+            self.trips[name] = harness.round_trips(redis_url, fire, count)
+        print(f"  {name:<44} Redis per request: {self.trips[name]}", flush=True)
 
     def measure(
         self,
@@ -374,16 +388,25 @@ def run() -> dict[str, Any]:
         if staff is not None:
             auth = {"Cookie": staff.cookie_header}
             unsafe = {**auth, "X-CSRF-Token": staff.csrf_token}
+            # The security stack alone: session + api bucket (one EVALSHA), no database.
             bench.measure(
-                "ours GET /api/auth/me", group, "ours", ours.url,
+                AUTH_GET, group, "ours", ours.url,
+                harness.request_env("GET", "/api/csrf/diagnostics", headers=auth),
+                redis_url=redis_url, floor="bare FastAPI /ping",
+            )  # fmt: skip
+            bench.round_trips(
+                AUTH_GET, redis_url, "GET", f"{ours.url}/api/csrf/diagnostics", headers=auth
+            )
+            bench.measure(
+                "ours GET /api/auth/me", "authenticated GET (db)", "ours", ours.url,
                 harness.request_env("GET", "/api/auth/me", headers=auth), redis_url=redis_url,
                 floor="bare FastAPI /ping",
             )  # fmt: skip
             _measure_features(bench, workflow, ours, staff, auth, unsafe, redis_url)
             pdf_first = _pdf_first_generation(bench, workflow, ours, staff, unsafe)
-            print("== profile: py-spy on ours during GET /api/auth/me @50", flush=True)
+            print(f"== profile: py-spy on ours during {AUTH_GET} @50", flush=True)
             profile_figures = profile(
-                ours, ours.url, harness.request_env("GET", "/api/auth/me", headers=auth),
+                ours, ours.url, harness.request_env("GET", "/api/csrf/diagnostics", headers=auth),
                 PROFILE_SECONDS,
             )  # fmt: skip
             print(json.dumps(profile_figures, indent=1)[:3000], flush=True)
@@ -395,10 +418,11 @@ def run() -> dict[str, Any]:
         redis_server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print("== (e) Redis commands per request (INFO commandstats delta / requests, @50)")
+    print("== (e) Redis commands per request (INFO commandstats delta / requests, @50;")
+    print("   commands run inside scripts count too; round trips are counted with MONITOR)")
     for name, per in bench.commands.items():
         print(f"  {name:<44} {per}")
-    ratios = _ratios(bench.rows, memory, bench.commands)
+    ratios = _ratios(bench.rows, memory, bench.trips)
     for ratio in ratios:
         print(f"  {ratio['name']:<60} {ratio['value']!s:>8}  target {ratio['target']}  "
               f"{'ok' if ratio['ok'] else 'MISSED' if ratio['ok'] is False else ''}")  # fmt: skip
@@ -407,6 +431,7 @@ def run() -> dict[str, Any]:
         "rows": bench.rows,
         "ratios": ratios,
         "redis_commands_per_request": bench.commands,
+        "redis_round_trips_per_request": bench.trips,
         "memory_per_session": memory,
         "pdf_first_generation": pdf_first,
         "profile_auth_get": profile_figures,
@@ -437,6 +462,9 @@ def _measure_features(
         "ours GET /api/forms", "authenticated GET (db)", "ours", ours.url,
         harness.request_env("GET", "/api/forms", headers=auth), redis_url=redis_url,
     )  # fmt: skip
+    bench.round_trips(
+        "ours GET /api/forms", redis_url, "GET", f"{ours.url}/api/forms", headers=auth
+    )
     body = json.dumps(
         {"title": "Bench intake", "description": "edited", "fields": workflow.DRILL_FIELDS}
     )
@@ -445,11 +473,32 @@ def _measure_features(
         harness.request_env("PUT", f"/api/forms/{form.id}", body=body, headers=unsafe),
         redis_url=redis_url,
     )  # fmt: skip
+    bench.round_trips(
+        "ours PUT /api/forms/{id} (CSRF)", redis_url, "PUT", f"{ours.url}/api/forms/{form.id}",
+        headers={**unsafe, "Content-Type": "application/json"}, content=body, count=20,
+    )  # fmt: skip
     try:
         workflow.submit_once(ours.url, form.public_id)
     except (workflow.FeatureMissing, RuntimeError) as exc:
         bench.skipped("ours public fetch + submit", str(exc)[:200])
         return
+    bench.round_trips(
+        "ours public fetch", redis_url, "GET", f"{ours.url}/api/public/forms/{form.public_id}"
+    )
+    with httpx.Client(timeout=30) as http:
+        nonces = [
+            http.get(f"{ours.url}/api/public/forms/{form.public_id}").json()["nonce"]
+            for _ in range(20)
+        ]
+    submit_url = f"{ours.url}/api/public/forms/{form.public_id}/responses"
+    with httpx.Client(timeout=30) as http:
+        pending = list(nonces)
+
+        def submit() -> None:
+            http.post(submit_url, json={"nonce": pending.pop(), "answers": workflow.DRILL_ANSWERS})
+
+        bench.trips["ours public submit"] = harness.round_trips(redis_url, submit, len(nonces))
+    print(f"  {'ours public submit':<44} Redis per request: {bench.trips['ours public submit']}")
     bench.measure(
         "ours public fetch+submit", "public", "ours", ours.url,
         {"WRK_PUBLIC_ID": form.public_id, "WRK_ANSWERS": json.dumps(workflow.DRILL_ANSWERS)},
@@ -509,12 +558,12 @@ def _sessions_memory(
 
 
 def _ratios(
-    rows: list[dict[str, Any]], memory: dict[str, Any], commands: dict[str, dict[str, float]]
+    rows: list[dict[str, Any]], memory: dict[str, Any], trips: dict[str, dict[str, float]]
 ) -> list[dict[str, Any]]:
     by_name = {row["name"]: row for row in rows}
     ratios: list[dict[str, Any]] = []
     for connections in CONNECTIONS:
-        ours = by_name.get(f"ours GET /api/auth/me @{connections}")
+        ours = by_name.get(f"{AUTH_GET} @{connections}")
         bare = by_name.get(f"bare FastAPI /ping @{connections}")
         peer = by_name.get(f"peer stack GET /api/me @{connections}")
         if ours and bare and bare["ops_per_s"]:
@@ -549,15 +598,21 @@ def _ratios(
             "target": f"<= {TARGET_BYTES_PER_SESSION}",
             "ok": value <= TARGET_BYTES_PER_SESSION,
         })  # fmt: skip
-    me = commands.get("ours GET /api/auth/me")
-    if me is not None:
-        total = round(sum(me.values()), 2)
-        ratios.append({
-            "name": "Redis commands per auth GET",
-            "value": total,
-            "target": "1 (one EVALSHA)",
-            "ok": total <= 1.05,
-        })  # fmt: skip
+    for name, target in (
+        (AUTH_GET, 1.0),
+        ("ours GET /api/forms", 1.0),
+        ("ours PUT /api/forms/{id} (CSRF)", 1.0),
+        ("ours public fetch", 1.0),
+        ("ours public submit", 2.0),
+    ):
+        if name in trips:
+            value = trips[name]["round_trips"]
+            ratios.append({
+                "name": f"Redis round trips: {name.removeprefix('ours ')}",
+                "value": value,
+                "target": f"<= {target:g}",
+                "ok": value <= target + 0.05,
+            })  # fmt: skip
     return ratios
 
 

@@ -268,3 +268,10 @@ def round_trips(redis_url: str, fire: Callable[[], object], count: int) -> dict[
         "inside_scripts": round(sum(inner.values()) / count, 2),
         **{f"top:{k}": round(v / count, 2) for k, v in top.most_common()},
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks

@@ -248,7 +248,7 @@ class Bench:
         name: str,
         group: str,
         role: str,
-        url: str,
+        server: Server,
         env: dict[str, str],
         *,
         script: str = "request.lua",
@@ -257,9 +257,14 @@ class Bench:
     ) -> None:
         for connections in CONNECTIONS:
             before = harness.commandstats(redis_url) if redis_url and connections == 50 else None
+            cpu_before = harness.cpu_seconds(server.process.pid)
             result: LoadResult = harness.wrk(
-                url, connections=connections, seconds=SECONDS, script=script, env=env
+                server.url, connections=connections, seconds=SECONDS, script=script, env=env
             )
+            cpu = harness.cpu_seconds(server.process.pid) - cpu_before
+            # CPU per request holds up on a shared machine where req/s swings with the
+            # neighbours' load: 1 / it is the req/s one free core could serve.
+            cpu_us = round(cpu * 1e6 / result.requests, 1) if result.requests else None
             if before is not None and redis_url:
                 after = harness.commandstats(redis_url)
                 self.commands[name] = harness.per_request(before, after, result.requests)
@@ -271,6 +276,7 @@ class Bench:
                 "p50_ms": result.p50_ms,
                 "p99_ms": result.p99_ms,
                 "errors": result.errors,
+                "cpu_us_per_req": cpu_us,
             }
             if floor:
                 row["floor"] = f"{floor} @{connections}"
@@ -279,7 +285,7 @@ class Bench:
             self.rows.append(row)
             print(
                 f"  {row['name']:<44} {row['ops_per_s']:>9.1f}/s  p50 {result.p50_ms:>7.2f} ms"
-                f"  p99 {result.p99_ms:>7.2f} ms  {result.errors or ''}",
+                f"  p99 {result.p99_ms:>7.2f} ms  cpu {cpu_us} us/req  {result.errors or ''}",
                 flush=True,
             )
 
@@ -361,21 +367,21 @@ def run() -> dict[str, Any]:
         print("== (d) HTTP: wrk -t1 on core 1, each app on core 0", flush=True)
         group = "authenticated GET"
         bench.measure(
-            "bare FastAPI /ping", group, "floor", bare.url, harness.request_env("GET", "/ping")
+            "bare FastAPI /ping", group, "floor", bare, harness.request_env("GET", "/ping")
         )
         bench.measure(
-            "FastAPI + 1 Redis GET", group, "info", bare.url,
+            "FastAPI + 1 Redis GET", group, "info", bare,
             harness.request_env("GET", "/redis-get"), redis_url=redis_url,
         )  # fmt: skip
         peer_login = httpx.post(f"{peer.url}/login", json={"userId": "usr_peer"}, timeout=10)
         peer_cookie = f"session={peer_login.cookies['session']}"
         bench.measure(
-            "peer stack GET /api/me", group, "peer", peer.url,
+            "peer stack GET /api/me", group, "peer", peer,
             harness.request_env("GET", "/api/me", headers={"Cookie": peer_cookie}),
             redis_url=redis_url,
         )  # fmt: skip
         bench.measure(
-            "ours GET /health", "health", "ours", ours.url,
+            "ours GET /health", "health", "ours", ours,
             harness.request_env("GET", "/health"), redis_url=redis_url,
         )  # fmt: skip
 
@@ -390,7 +396,7 @@ def run() -> dict[str, Any]:
             unsafe = {**auth, "X-CSRF-Token": staff.csrf_token}
             # The security stack alone: session + api bucket (one EVALSHA), no database.
             bench.measure(
-                AUTH_GET, group, "ours", ours.url,
+                AUTH_GET, group, "ours", ours,
                 harness.request_env("GET", "/api/csrf/diagnostics", headers=auth),
                 redis_url=redis_url, floor="bare FastAPI /ping",
             )  # fmt: skip
@@ -398,7 +404,7 @@ def run() -> dict[str, Any]:
                 AUTH_GET, redis_url, "GET", f"{ours.url}/api/csrf/diagnostics", headers=auth
             )
             bench.measure(
-                "ours GET /api/auth/me", "authenticated GET (db)", "ours", ours.url,
+                "ours GET /api/auth/me", "authenticated GET (db)", "ours", ours,
                 harness.request_env("GET", "/api/auth/me", headers=auth), redis_url=redis_url,
                 floor="bare FastAPI /ping",
             )  # fmt: skip
@@ -459,7 +465,7 @@ def _measure_features(
         bench.skipped("ours forms / public / pdf", str(exc)[:200])
         return
     bench.measure(
-        "ours GET /api/forms", "authenticated GET (db)", "ours", ours.url,
+        "ours GET /api/forms", "authenticated GET (db)", "ours", ours,
         harness.request_env("GET", "/api/forms", headers=auth), redis_url=redis_url,
     )  # fmt: skip
     bench.round_trips(
@@ -469,7 +475,7 @@ def _measure_features(
         {"title": "Bench intake", "description": "edited", "fields": workflow.DRILL_FIELDS}
     )
     bench.measure(
-        "ours PUT /api/forms/{id} (CSRF)", "unsafe (CSRF)", "ours", ours.url,
+        "ours PUT /api/forms/{id} (CSRF)", "unsafe (CSRF)", "ours", ours,
         harness.request_env("PUT", f"/api/forms/{form.id}", body=body, headers=unsafe),
         redis_url=redis_url,
     )  # fmt: skip
@@ -500,7 +506,7 @@ def _measure_features(
         bench.trips["ours public submit"] = harness.round_trips(redis_url, submit, len(nonces))
     print(f"  {'ours public submit':<44} Redis per request: {bench.trips['ours public submit']}")
     bench.measure(
-        "ours public fetch+submit", "public", "ours", ours.url,
+        "ours public fetch+submit", "public", "ours", ours,
         {"WRK_PUBLIC_ID": form.public_id, "WRK_ANSWERS": json.dumps(workflow.DRILL_ANSWERS)},
         script="submit.lua", redis_url=redis_url,
     )  # fmt: skip
@@ -535,7 +541,7 @@ def _pdf_first_generation(
     }
     print(f"  ours PDF first generation (sequential)       {first}", flush=True)
     bench.measure(
-        "ours PDF served again", "pdf", "ours", ours.url,
+        "ours PDF served again", "pdf", "ours", ours,
         harness.request_env("POST", f"/api/responses/{ids[0]}/generate-pdf", headers=unsafe),
     )  # fmt: skip
     return first
@@ -573,6 +579,22 @@ def _ratios(
                 "value": value,
                 "target": f">= {TARGET_AUTH_VS_BARE} (aim {AIM_AUTH_VS_BARE})",
                 "ok": value >= TARGET_AUTH_VS_BARE,
+            })  # fmt: skip
+        if ours and bare and ours.get("cpu_us_per_req") and bare.get("cpu_us_per_req"):
+            value = round(bare["cpu_us_per_req"] / ours["cpu_us_per_req"], 2)
+            ratios.append({
+                "name": f"auth GET / bare FastAPI, by CPU per request @{connections}",
+                "value": value,
+                "target": f">= {TARGET_AUTH_VS_BARE} (aim {AIM_AUTH_VS_BARE})",
+                "ok": value >= TARGET_AUTH_VS_BARE,
+            })  # fmt: skip
+        if ours and peer and ours.get("cpu_us_per_req") and peer.get("cpu_us_per_req"):
+            value = round(peer["cpu_us_per_req"] / ours["cpu_us_per_req"], 2)
+            ratios.append({
+                "name": f"auth GET / peer stack, by CPU per request @{connections}",
+                "value": value,
+                "target": f">= {TARGET_AUTH_VS_PEER}",
+                "ok": value >= TARGET_AUTH_VS_PEER,
             })  # fmt: skip
         if ours and peer and peer["ops_per_s"]:
             value = round(ours["ops_per_s"] / peer["ops_per_s"], 2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,26 +47,40 @@ def _bootstrapped(cluster: Cluster) -> Cluster:
     return cluster
 
 
+@contextmanager
+def evidence(cluster: Cluster) -> Iterator[None]:
+    """On a failed check, append what the servers logged (errors, 5xx, tracebacks)."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n--- server log evidence ---\n{cluster.log_evidence()}"
+        ) from None
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with private_cluster(tmp_path) as running:
         yield _bootstrapped(running)
 
 
-def _serves_everything_again(cluster: Cluster) -> None:
-    """After recovery each server answers staff and patients as before the fault."""
+def _serves_everything_again(cluster: Cluster) -> list[str]:
+    """After recovery each server answers staff and patients as before the fault;
+    return the confirmations of the submissions made to show it."""
     staff = cluster.staff[0]
     form = cluster.forms[0]
+    confirmations = []
     for url in cluster.urls:
         me = httpx.get(f"{url}/api/auth/me", headers=staff.headers(), timeout=10)
         assert me.status_code == 200, (url, me.status_code, me.text[:200])
-        workflow.submit_once(url, form.public_id)
+        confirmations.append(workflow.submit_once(url, form.public_id))
+    return confirmations
 
 
-def _check_afterwards(cluster: Cluster, result: dict[str, Any]) -> dict[str, int]:
+def _check_afterwards(cluster: Cluster, result: dict[str, Any], later: list[str]) -> dict[str, int]:
     assert_every_answer_had_a_body(result)
     figures = assert_accepted_exactly_once(
-        result, cluster.database_url, [form.id for form in cluster.forms]
+        result, cluster.database_url, [form.id for form in cluster.forms], later
     )
     ok, report = audit_verify(cluster.env)
     assert ok, f"audit verify failed: {report}"
@@ -90,15 +105,18 @@ def test_redis_killed_for_ten_seconds_degrades_then_recovers(
         lambda: all(health_of(url) == (200, "healthy") for url in cluster.urls), timeout_s=20
     )
     result = load.wait()
-    print(summary(result))
-    assert degraded, "/health did not report degraded while Redis was down"
-    assert recovered, "the servers did not report healthy again after Redis came back"
-    # The database stayed up the whole time: no 5xx at all, Redis or not.
-    assert_no_server_errors_outside(result, statuses=SERVER_ERRORS)
-    during = [item for item in result["accepted"] if killed_at + 1 <= item["t"] <= killed_at + 9]
-    assert during, "no submission was accepted while Redis was down"
-    _serves_everything_again(cluster)
-    print(_check_afterwards(cluster, result))
+    with evidence(cluster):
+        print(summary(result))
+        assert degraded, "/health did not report degraded while Redis was down"
+        assert recovered, "the servers did not report healthy again after Redis came back"
+        # The database stayed up the whole time: no 5xx at all, Redis or not.
+        assert_no_server_errors_outside(result, statuses=SERVER_ERRORS)
+        during = [
+            item for item in result["accepted"] if killed_at + 1 <= item["t"] <= killed_at + 9
+        ]
+        assert during, "no submission was accepted while Redis was down"
+        later = _serves_everything_again(cluster)
+        print(_check_afterwards(cluster, result, later))
 
 
 def test_app_process_restarts_lose_nothing(cluster: Cluster, tmp_path: Path) -> None:
@@ -109,13 +127,14 @@ def test_app_process_restarts_lose_nothing(cluster: Cluster, tmp_path: Path) -> 
     time.sleep(4)
     cluster.restart_server(0, kill=True)
     result = load.wait()
-    print(summary(result))
-    assert_no_server_errors_outside(result, statuses=SERVER_ERRORS)
-    for url in cluster.urls:
-        assert health_of(url) == (200, "healthy")
-    # Sessions live in Redis, so a restarted process still knows everyone signed in.
-    _serves_everything_again(cluster)
-    print(_check_afterwards(cluster, result))
+    with evidence(cluster):
+        print(summary(result))
+        assert_no_server_errors_outside(result, statuses=SERVER_ERRORS)
+        for url in cluster.urls:
+            assert health_of(url) == (200, "healthy")
+        # Sessions live in Redis, so a restarted process still knows everyone signed in.
+        later = _serves_everything_again(cluster)
+        print(_check_afterwards(cluster, result, later))
 
 
 @pytest.mark.skipif(not legs.database_is_postgres(), reason="the PostgreSQL leg's drill")
@@ -147,16 +166,19 @@ def test_postgres_stopped_for_seconds_answers_503_then_recovers(tmp_path: Path) 
                 timeout_s=20,
             )
             result = load.wait()
-            print(summary(result))
-            assert unavailable, "/health did not answer 503 while PostgreSQL was down"
-            assert recovered, "the servers did not recover after PostgreSQL came back"
-            # 5xx only while the database was away (plus the pool's reconnect grace).
-            window = [(stopped_at, started_at + 3)]
-            assert_no_server_errors_outside(result, window, statuses=SERVER_ERRORS)
-            down_500 = [e for e in result["server_errors"] if e["status"] == 500]
-            print(f"500s while the database was down: {len(down_500)}")
-            _serves_everything_again(cluster)
-            print(_check_afterwards(cluster, result))
+            with evidence(cluster):
+                print(summary(result))
+                assert unavailable, "/health did not answer 503 while PostgreSQL was down"
+                assert recovered, "the servers did not recover after PostgreSQL came back"
+                # 5xx only while the database was away (plus the pool's reconnect grace).
+                window = [(stopped_at, started_at + 3)]
+                assert_no_server_errors_outside(result, window, statuses=SERVER_ERRORS)
+                # A lost database is a retryable 503 (the edge middleware), never a 500.
+                assert_no_server_errors_outside(result, statuses=(500,))
+                down = [e for e in result["server_errors"] if e["status"] == 503]
+                print(f"503s while the database was down: {len(down)}")
+                later = _serves_everything_again(cluster)
+                print(_check_afterwards(cluster, result, later))
     finally:
         pg.destroy()
 
@@ -184,7 +206,8 @@ def test_sqlite_writer_lock_held_by_another_process_loses_nothing(
         blocker.execute("ROLLBACK")
         blocker.close()
     result = load.wait()
-    print(summary(result))
-    assert_no_server_errors_outside(result, statuses=SERVER_ERRORS)
-    _serves_everything_again(cluster)
-    print(_check_afterwards(cluster, result))
+    with evidence(cluster):
+        print(summary(result))
+        assert_no_server_errors_outside(result, statuses=SERVER_ERRORS)
+        later = _serves_everything_again(cluster)
+        print(_check_afterwards(cluster, result, later))

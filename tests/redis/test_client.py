@@ -356,9 +356,7 @@ def _make_ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
             ),
             critical=True,
         )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return key, cert

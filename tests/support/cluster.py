@@ -67,6 +67,18 @@ class Cluster:
     def logs(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in self.log_dir.glob("*.log"))
 
+    def log_evidence(self, limit: int = 4000) -> str:
+        """Error-level lines, 5xx request lines and tracebacks from every server log."""
+        keep: list[str] = []
+        lines = self.logs().splitlines()
+        for index, line in enumerate(lines):
+            if '"level": "error"' in line or '"status": 500' in line:
+                keep.append(line[:400])
+            elif line.startswith("Traceback"):
+                keep.extend(lines[index : index + 40])
+        text = "\n".join(keep)
+        return text if len(text) <= limit else text[: limit // 2] + "\n...\n" + text[-limit // 2 :]
+
     def load_config(self, **overrides: Any) -> dict[str, Any]:
         config: dict[str, Any] = {
             "servers": self.urls,
@@ -236,13 +248,18 @@ def assert_no_server_errors_outside(
 
 
 def assert_accepted_exactly_once(
-    result: Mapping[str, Any], database_url: str, forms: list[str]
+    result: Mapping[str, Any],
+    database_url: str,
+    forms: list[str],
+    later: Sequence[str] = (),
 ) -> dict[str, int]:
-    """Every 201/200 the load generator got is stored exactly once; return the figures."""
+    """Every 201/200 the load generator got is stored exactly once; return the figures.
+
+    `later`: confirmations of submissions made after the load (each stored once too)."""
     accepted = result["accepted"]
     created = [item for item in accepted if item["status"] == 201]
     assert created, f"no submission was accepted: {result['counts']}"
-    confirmations_201 = [item["confirmation"] for item in created]
+    confirmations_201 = [item["confirmation"] for item in created] + list(later)
     # One nonce, one 201: a second 201 for the same submission would be a double store.
     assert len(set(confirmations_201)) == len(confirmations_201), "a confirmation was 201 twice"
     by_nonce: dict[str, set[str]] = {}
@@ -254,7 +271,7 @@ def assert_accepted_exactly_once(
     doubled = {code: count for code, count in stored.items() if count > 1}
     assert not missing, f"{len(missing)} accepted submissions are not in the database"
     assert not doubled, f"submissions stored more than once: {doubled}"
-    attempted = len(by_nonce) + len(result["unknown_submissions"])
+    attempted = len(by_nonce) + len(result["unknown_submissions"]) + len(later)
     total = sum(stored.values())
     # Rows beyond the confirmed ones may only come from submissions whose reply was lost.
     assert total <= attempted, f"{total} rows for {attempted} submitted nonces"

@@ -271,6 +271,8 @@ def assert_accepted_exactly_once(
     doubled = {code: count for code, count in stored.items() if count > 1}
     assert not missing, f"{len(missing)} accepted submissions are not in the database"
     assert not doubled, f"submissions stored more than once: {doubled}"
+    rejected = result["rejected_submissions"]
+    assert not rejected, f"{len(rejected)} submissions refused, e.g. {rejected[:3]}"
     attempted = len(by_nonce) + len(result["unknown_submissions"]) + len(later)
     total = sum(stored.values())
     # Rows beyond the confirmed ones may only come from submissions whose reply was lost.

@@ -16,6 +16,7 @@ Traffic goes only to the configured servers, which must be on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import json
 import random
 import sys
@@ -240,8 +241,11 @@ class LoadGenerator:
     async def run(self) -> Recorder:
         timeout = httpx.Timeout(self.config.request_timeout_s, connect=2.0)
         limits = httpx.Limits(max_connections=self.config.concurrency * 2)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-            await asyncio.gather(*(self.worker(http) for _ in range(self.config.concurrency)))
+        # Keep no cookies: a patient's request must not carry a session a login set
+        # (it would then need a CSRF token); staff sessions are sent explicitly.
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            await asyncio.gather(*(self.worker(client) for _ in range(self.config.concurrency)))
         self.rec.ended = time.time()
         return self.rec
 

@@ -51,10 +51,9 @@ pytestmark = [
 async def _mint_users_and_sessions(cluster: Cluster, count: int) -> list[dict[str, str]]:
     """`count` users in the admin's organisation, each with a live session (real code)."""
     try:
+        from healthforms.identity.models import Role, User
         from healthforms.identity.passwords import hash_password
         from healthforms.security.sessions import session_store
-
-        from healthforms.identity.models import Role, User
     except ImportError as exc:
         raise workflow.FeatureMissing(f"identity session store ({exc.name})") from exc
     from sqlalchemy import select

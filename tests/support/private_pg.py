@@ -117,7 +117,7 @@ class PrivatePostgres:
     def create_database(self, name: str) -> str:
         import asyncio
 
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg
 
         async def create() -> None:
             deadline = time.monotonic() + 10

@@ -224,12 +224,12 @@ def test_admin_builds_publishes_patient_submits_staff_reads_pdf(
     # Staff pages on a 320 px phone: readable without sideways scrolling.
     narrow = admin_ctx.new_page()
     narrow.set_viewport_size({"width": 320, "height": 640})
-    for name, path in (
+    for name, page_path in (
         ("narrow-builder", f"/forms/{form_id}"),
         ("narrow-responses", f"/forms/{form_id}/responses"),
         ("narrow-response", f"/responses/{response_id}"),
     ):
-        narrow.goto(f"{base}{path}")
+        narrow.goto(f"{base}{page_path}")
         narrow.wait_for_load_state("networkidle")
         check_page(narrow, name, full_page=False)
     narrow.close()
@@ -419,7 +419,7 @@ def test_account_and_user_pages(
     narrow = ctx.new_page()
     narrow.set_viewport_size({"width": 320, "height": 640})
     for path in ("/forms", "/account", "/admin/users"):
-        narrow.goto(f"{base}{path}")
+        narrow.goto(f"{base}{page_path}")
         narrow.wait_for_load_state("networkidle")
         check_page(narrow, f"narrow{path.replace('/', '-')}")
     ctx.close()

@@ -419,7 +419,7 @@ def test_account_and_user_pages(
     narrow = ctx.new_page()
     narrow.set_viewport_size({"width": 320, "height": 640})
     for path in ("/forms", "/account", "/admin/users"):
-        narrow.goto(f"{base}{page_path}")
+        narrow.goto(f"{base}{path}")
         narrow.wait_for_load_state("networkidle")
         check_page(narrow, f"narrow{path.replace('/', '-')}")
     ctx.close()

@@ -2,9 +2,10 @@
 
 Each module bench/<name>.py exposes `def run() -> dict` (see bench/README.md): it prints
 its own table and returns its figures. A module without it runs as `python -m
-bench.<name>` (its main()), and a JSON object on its last stdout line becomes its figures. A module that fails is reported
-and the others still run. The summary (ratios ours / peer and ours / floor) goes to
-bench/results/summary-<UTC timestamp>.json and bench/results/latest.json.
+bench.<name>` (its main()), and a JSON object on its last stdout line becomes its
+figures. A module that fails is reported and the others still run. The summary
+(ratios ours / peer and ours / floor) goes to bench/results/summary-<UTC timestamp>.json
+and bench/results/latest.json.
 """
 
 from __future__ import annotations

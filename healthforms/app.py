@@ -9,9 +9,11 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 
+from healthforms.audit.routes import router as audit_router
 from healthforms.config import Settings, load_settings
 from healthforms.db.engine import Database
 from healthforms.errors import install_error_handlers
+from healthforms.forms.routes import router as forms_router
 from healthforms.health.metrics import Metrics
 from healthforms.health.routes import package_version
 from healthforms.health.routes import router as health_router
@@ -21,12 +23,15 @@ from healthforms.identity.routes import router as identity_router
 from healthforms.logs import configure_logging
 from healthforms.redis.client import RedisService, RedisTarget, build_pool, redact_url
 from healthforms.redis.embedded import EmbeddedRedis
+from healthforms.responses.routes import router as responses_router
 from healthforms.security.keys import KeyRing
 from healthforms.security.locks import register_lock_service
 from healthforms.security.middleware import SessionMiddleware
 from healthforms.security.ratelimit import install_ratelimiter
 from healthforms.security.ratelimit_middleware import RateLimitMiddleware
 from healthforms.state import AppState
+from healthforms.submissions.routes import router as public_forms_router
+from healthforms.web.routes import router as web_router
 
 log = structlog.get_logger("healthforms.app")
 
@@ -116,6 +121,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_hooks.append(install_ratelimiter)
     app.include_router(health_router)
     app.include_router(identity_router)
+    app.include_router(audit_router)
+    app.include_router(forms_router)
+    app.include_router(public_forms_router)
+    app.include_router(responses_router)
+    app.include_router(web_router)
 
     # Added later = outer. Both sit inside the edge middleware: they need the request id
     # and the client IP it resolves.

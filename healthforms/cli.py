@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Annotated
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from healthforms.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from healthforms.audit.store import ChainBreak
 
 app = typer.Typer(
     help="healthforms: HIPAA-minded forms platform for clinics.", no_args_is_help=True
@@ -18,6 +22,8 @@ keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 user_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 
 def _settings() -> Settings:
@@ -62,6 +68,7 @@ def serve(
             loop="uvloop",
             http="httptools",
             access_log=False,
+            log_config=None,  # uvicorn logs through our JSON handler (logs.py)
             proxy_headers=False,  # X-Forwarded-For is judged by our trusted-proxy rules
             server_header=False,
             timeout_graceful_shutdown=10,
@@ -84,7 +91,11 @@ def migrate() -> None:
 @app.command()
 def check() -> None:
     """Connect to Redis and the database; print what was found; exit 0 only if both answer."""
-    ok = asyncio.run(_check(_settings()))
+    from healthforms.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    ok = asyncio.run(_check(settings))
     raise typer.Exit(0 if ok else 1)
 
 
@@ -135,6 +146,8 @@ async def _check(settings: Settings) -> bool:
             ok = False
     except DatabaseUnavailable as exc:
         typer.echo(f"database: FAILED: {db.backend}: {exc}")
+        if str(exc) == "database file missing":
+            typer.echo("database: run `healthforms migrate` (or `healthforms serve`) to create it")
         ok = False
     finally:
         await db.dispose()
@@ -224,6 +237,106 @@ async def _user_create(
         return 0
     finally:
         await db.dispose()
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exit 0 when intact, 1 naming the first broken event."""
+    settings = _settings()
+    checked, broken = asyncio.run(_audit_verify(settings))
+    if broken is None:
+        typer.echo(f"audit: ok: {checked} events, hash chain intact")
+        raise typer.Exit(0)
+    typer.echo(
+        f"audit: BROKEN at event {broken.event_id}: {broken.reason} "
+        f"({checked} events before it are intact)"
+    )
+    raise typer.Exit(1)
+
+
+async def _audit_verify(settings: Settings) -> tuple[int, ChainBreak | None]:
+    from healthforms.audit.store import verify_chain
+    from healthforms.db.engine import Database
+
+    db = Database.connect(settings.resolved_database_url())
+    try:
+        return await verify_chain(db)
+    finally:
+        await db.dispose()
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[
+        str | None, typer.Option(help="Only events at or after this RFC 3339 time.")
+    ] = None,
+) -> None:
+    """Print events as JSON lines, oldest first (every organisation)."""
+    from healthforms.audit.routes import parse_rfc3339
+    from healthforms.errors import ValidationFailed
+
+    settings = _settings()
+    try:
+        since_at = parse_rfc3339(since, "--since") if since else None
+    except ValidationFailed as exc:
+        typer.echo(f"error: --since {exc.extra['fields']['--since']}", err=True)
+        raise typer.Exit(2) from None
+    asyncio.run(_audit_export(settings, since_at))
+
+
+async def _audit_export(settings: Settings, since: datetime | None) -> None:
+    import json
+
+    from healthforms.audit.store import export_events, export_json
+    from healthforms.db.engine import Database
+
+    db = Database.connect(settings.resolved_database_url())
+    try:
+        async for row in export_events(db, since=since):
+            sys.stdout.write(json.dumps(export_json(row), separators=(",", ":")) + "\n")
+    finally:
+        await db.dispose()
+    sys.stdout.flush()
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per transaction.")] = 500,
+) -> None:
+    """Re-wrap every data key under HEALTHFORMS_ENCRYPTION_KEY (no downtime).
+
+    Put the new key in HEALTHFORMS_ENCRYPTION_KEY and the old one(s) in
+    HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS (comma-separated), on every instance and
+    here; reads keep working throughout. Safe to run again. Exits 1 when a record
+    could not be re-wrapped (its key is not configured, or it was altered).
+    """
+    ok = asyncio.run(_keys_rotate(_settings(), batch_size))
+    raise typer.Exit(0 if ok else 1)
+
+
+async def _keys_rotate(settings: Settings, batch_size: int) -> bool:
+    from healthforms.db.engine import Database
+    from healthforms.security.key_rotation import rotate_keys
+    from healthforms.security.keys import KeyRing
+
+    keys = KeyRing.from_settings(settings)
+    typer.echo(f"current key: {keys.current_id}")
+    if not keys.previous:
+        typer.echo(
+            "note: HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS is empty; "
+            "records under any other key will fail"
+        )
+    db = Database.connect(settings.resolved_database_url())
+    try:
+        counts = await rotate_keys(db, keys, batch=batch_size)
+    finally:
+        await db.dispose()
+    for count in counts:
+        typer.echo(count.line())
+    failed = sum(c.failed for c in counts)
+    if failed:
+        typer.echo(f"error: {failed} record(s) could not be re-wrapped (see the log)", err=True)
+    return failed == 0
 
 
 def main() -> None:  # pragma: no cover

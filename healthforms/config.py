@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     public_url: str | None = _env("HEALTHFORMS_PUBLIC_URL")
     metrics_token: SecretStr | None = _env("HEALTHFORMS_METRICS_TOKEN")
     gotenberg_url: str | None = _env("GOTENBERG_URL")
+    gotenberg_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, validation_alias=AliasChoices("HEALTHFORMS_GOTENBERG_TIMEOUT")
+    )
     oidc_issuer: str | None = _env("HEALTHFORMS_OIDC_ISSUER")
     oidc_jwks_url: str | None = _env("HEALTHFORMS_OIDC_JWKS_URL")
     oidc_audience: str | None = _env("HEALTHFORMS_OIDC_AUDIENCE")

@@ -108,14 +108,23 @@ def error_response(error: HealthformsError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
 
 
+def _render(request: Request, error: HealthformsError) -> Response:
+    """JSON for /api and non-browser clients (unchanged); the HTML error page for browsers."""
+    from healthforms.web.pages import error_page, wants_html
+
+    if wants_html(request):
+        return error_page(request, error.status_code, error.headers, message=error.message)
+    return error_response(error)
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
     return ".".join(parts) or "body"
 
 
-async def _handle_healthforms(_: Request, exc: Exception) -> Response:
+async def _handle_healthforms(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HealthformsError)
-    return error_response(exc)
+    return _render(request, exc)
 
 
 async def _handle_validation(_: Request, exc: Exception) -> Response:
@@ -129,7 +138,7 @@ async def _handle_validation(_: Request, exc: Exception) -> Response:
     return error_response(ValidationFailed(fields))
 
 
-async def _handle_http(_: Request, exc: Exception) -> Response:
+async def _handle_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     cls = _STATUS_CODES.get(exc.status_code)
     if cls is not None:
@@ -138,7 +147,7 @@ async def _handle_http(_: Request, exc: Exception) -> Response:
         error = HealthformsError(headers=dict(exc.headers or {}))
         error.status_code = exc.status_code
         error.code = "http_error"
-    return error_response(error)
+    return _render(request, error)
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:
@@ -149,6 +158,10 @@ async def _handle_unexpected(request: Request, exc: Exception) -> Response:
         error_type=type(exc).__name__,
         path=request.scope.get("route_path") or "",
     )
+    from healthforms.web.pages import error_page, wants_html
+
+    if wants_html(request):
+        return error_page(request, 500, {})
     return JSONResponse(INTERNAL_ERROR_BODY, status_code=500)
 
 

@@ -1,4 +1,8 @@
-"""Structured JSON logs (structlog). Log ids and outcomes, never bodies, cookies or PHI."""
+"""Structured JSON logs (structlog). Log ids and outcomes, never bodies, cookies or PHI.
+
+structlog's own loggers and the standard library's (uvicorn, alembic, ...) all end in one
+JSON line per event on stdout, so a log shipper never meets a plain-text line.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,43 @@ import sys
 
 import structlog
 
-_configured = False
+_configured_level: int | None = None
 
 
 def configure_logging(level: str = "info") -> None:
-    global _configured
+    global _configured_level
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=numeric)
-    if _configured:
+    if _configured_level == numeric:
         return
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                timestamper,
+                structlog.processors.format_exc_info,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
@@ -30,4 +55,4 @@ def configure_logging(level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
-    _configured = True
+    _configured_level = numeric

@@ -33,7 +33,12 @@ def get_state(request: Request) -> AppState:
     return state
 
 
-StateDep = Annotated[AppState, Depends(get_state)]
+async def _state_dependency(request: Request) -> AppState:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
+    return get_state(request)
+
+
+StateDep = Annotated[AppState, Depends(_state_dependency)]
 
 
 async def get_db_session(state: StateDep) -> AsyncIterator[AsyncSession]:
@@ -55,4 +60,8 @@ def request_context(request: Request) -> RequestContext:
     )
 
 
-RequestContextDep = Annotated[RequestContext, Depends(request_context)]
+async def _request_context_dependency(request: Request) -> RequestContext:
+    return request_context(request)
+
+
+RequestContextDep = Annotated[RequestContext, Depends(_request_context_dependency)]

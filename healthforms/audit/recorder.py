@@ -79,4 +79,8 @@ def get_auditor(request: Request) -> Auditor:
     return Auditor(state.db, request_context(request))
 
 
-AuditorDep = Annotated[Auditor, Depends(get_auditor)]
+async def _auditor_dependency(request: Request) -> Auditor:
+    return get_auditor(request)  # async: no worker-thread hop per request
+
+
+AuditorDep = Annotated[Auditor, Depends(_auditor_dependency)]

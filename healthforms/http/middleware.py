@@ -2,6 +2,8 @@
 
 It assigns the request id, resolves the client IP, enforces the body limit, adds the
 security headers, logs one structured line and counts the request in /metrics.
+An error that escaped every handler answers 500, except a lost database connection,
+which answers 503 `unavailable` like /health does (DESIGN.md): clients retry those.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import time
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from healthforms.errors import PayloadTooLarge
+from healthforms.db.engine import DatabaseUnavailable
+from healthforms.errors import HealthformsError, PayloadTooLarge, ServiceUnavailable
 from healthforms.health.metrics import Metrics
 from healthforms.http.client_ip import IPNetwork, client_ip
 
@@ -29,6 +34,45 @@ CSP = (
     "frame-ancestors 'none'; form-action 'self'"
 )
 HSTS = "max-age=63072000; includeSubDomains"
+
+
+_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,
+    OperationalError,  # includes SQLite's "database is locked" after its busy timeout
+    InterfaceError,
+    PoolTimeout,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+# SQLSTATE classes of a lost server: 08 connection exception, 57P01-03 admin/crash
+# shutdown and "cannot connect now" (PostgreSQL stopping or starting).
+_OUTAGE_SQLSTATES = ("08", "57P")
+
+
+def _is_connection_sqlstate(driver_error: BaseException | None) -> bool:
+    for candidate in (driver_error, getattr(driver_error, "__cause__", None)):
+        sqlstate = getattr(candidate, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES):
+            return True
+    return False
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether an exception (or what it was raised from) means the database is unreachable."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, _OUTAGE_ERRORS):
+            return True
+        if isinstance(current, DBAPIError) and (
+            current.connection_invalidated or _is_connection_sqlstate(current.orig)
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -144,15 +188,33 @@ class EdgeMiddleware:
                 await self._send_error(send, exc, request_id)
             status_holder[0] = 413
         except Exception as exc:  # noqa: BLE001 - the last line of defence
-            # Nothing handled it: answer a bare 500 and log the type only (its args could
-            # carry submitted data), never a traceback with locals.
-            log.error("unhandled_exception", request_id=request_id, error_type=type(exc).__name__)
-            if not started_response[0]:
-                await self._send_error(send, None, request_id)
-            status_holder[0] = 500
+            if is_database_outage(exc):
+                # The database went away under the request: a retryable 503, as /health
+                # says, rather than a 500 that reads as a bug.
+                log.warning(
+                    "database_unavailable", request_id=request_id, error_type=type(exc).__name__
+                )
+                if not started_response[0]:
+                    await self._send_error(send, ServiceUnavailable(), request_id)
+                status_holder[0] = 503
+            else:
+                # Nothing handled it: answer a bare 500 and log the type only (its args
+                # could carry submitted data), never a traceback with locals.
+                log.error(
+                    "unhandled_exception", request_id=request_id, error_type=type(exc).__name__
+                )
+                if not started_response[0]:
+                    accept = _header(scope, b"accept") or ""
+                    if not is_api and "text/html" in accept:
+                        await self._send_html_500(send, request_id)
+                    else:
+                        await self._send_error(send, None, request_id)
+                status_holder[0] = 500
         self._finish(scope, status_holder[0], started, request_id)
 
-    async def _send_error(self, send: Send, error: PayloadTooLarge | None, request_id: str) -> None:
+    async def _send_error(
+        self, send: Send, error: HealthformsError | None, request_id: str
+    ) -> None:
         import json
 
         from healthforms.errors import INTERNAL_ERROR_BODY
@@ -164,9 +226,28 @@ class EdgeMiddleware:
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", request_id.encode()),
             (b"cache-control", b"no-store"),
+            *[
+                (k.lower().encode(), v.encode())
+                for k, v in (error.headers if error else {}).items()
+            ],
             *self.security_headers,
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _send_html_500(self, send: Send, request_id: str) -> None:
+        """Browsers on pages get the site's 500 page (no internals), like every other error."""
+        from healthforms.web.pages import static_error_html
+
+        body = static_error_html(500).encode()
+        headers = [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()),
+            (b"cache-control", b"no-store"),
+            *self.security_headers,
+        ]
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     def _finish(self, scope: Scope, status: int, started: float, request_id: str) -> None:

@@ -28,6 +28,7 @@ from healthforms.identity.models import Role, User
 from healthforms.identity.oidc import OidcRejected, oidc_verifier, verified_email
 from healthforms.identity.passwords import hash_password_async, needs_rehash, verify_password
 from healthforms.identity.schemas import (
+    ChangePasswordBody,
     CreateUserBody,
     LoginBody,
     TotpConfirmBody,
@@ -61,6 +62,7 @@ LOGIN_FAILURE_KEY = "loginfail:{{{account}}}"
 AUTH_ACCOUNT_LOCKED = "auth.account_locked"
 USER_UPDATED = "user.updated"
 TOTP_ENABLED = "auth.totp_enabled"
+PASSWORD_CHANGED = "auth.password_changed"  # noqa: S105 - an audit action name
 
 FAILURE_SCRIPT = LuaScript.beside(__file__, "login_failure.lua")
 _SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -402,6 +404,48 @@ async def csrf_diagnostics(
         "tokenValid": valid,
         "ttlSeconds": (ttl_ms + 999) // 1000 if valid else 0,
     }
+
+
+@router.post("/api/auth/password")
+async def change_password(
+    body: ChangePasswordBody,
+    principal: CurrentPrincipal,
+    state: StateDep,
+    db: DbSessionDep,
+    auditor: AuditorDep,
+    context: RequestContextDep,
+) -> JSONResponse:
+    """Change one's own password: every session ends; this browser gets a fresh one."""
+    user = await _current_user(db, principal)
+    if not await verify_password(user.password_hash, body.current_password):
+        raise await _login_failed(auditor, user, "wrong current password")
+    user.password_hash = await hash_password_async(body.new_password)
+    await service.revoke_all_sessions_in_db(db, user)
+    try:
+        await _store(state).end_all(user.id)
+        cookie_value, cookie, info = await _store(state).create(
+            user_id=user.id,
+            organization_id=user.organization_id,
+            role=Role(user.role),
+            auth_method=principal.auth_method,
+            mfa=principal.mfa,
+            ip=context.ip,
+            user_agent=context.user_agent,
+        )
+        token = await _tokens(state).issue(user.id, cookie.session_hash)
+    except RedisUnavailable:
+        raise ServiceUnavailable() from None
+    await auditor.record(PASSWORD_CHANGED, resource_type="user", resource_id=user.id)
+    await auditor.record(events.SESSION_REVOKED, resource_type="user", resource_id=user.id)
+    response = JSONResponse(
+        {
+            "user": user_json(user),
+            "csrfToken": token,
+            "expiresAt": rfc3339(info.expires_at(info.created_ms)),
+        }
+    )
+    _set_session_cookie(response, state, cookie_value)
+    return response
 
 
 # TOTP enrolment (the signed-in user) -------------------------------------------------

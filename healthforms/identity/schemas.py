@@ -76,3 +76,10 @@ class TotpConfirmBody(_Body):
 def check_email(value: str) -> str:
     """Validate and normalise an email (the CLI shares the API's rule)."""
     return _check_email(value)
+
+
+class ChangePasswordBody(_Body):
+    current_password: str = Field(alias="currentPassword", max_length=MAX_PASSWORD_LENGTH)
+    new_password: str = Field(
+        alias="newPassword", min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH
+    )

@@ -66,7 +66,7 @@ class OrgScope:
         return row
 
 
-def get_org_scope(db: DbSessionDep, principal: CurrentPrincipal) -> OrgScope:
+async def get_org_scope(db: DbSessionDep, principal: CurrentPrincipal) -> OrgScope:
     return OrgScope(db, principal)
 
 

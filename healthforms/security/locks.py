@@ -23,6 +23,8 @@ Guarantees (DESIGN.md "Algorithms", "When Redis is unavailable"):
   in the database moves back to Redis on its next renewal. An instance that never
   saw the outage does not check, so a short overlap is possible there: the fencing
   check is what keeps the data safe in that window.
+- An exhausted Redis pool is not an outage: Redis may hold the lock, so no fallback
+  decides; `acquire`, `renew`, `holder` and `pttl` raise LockUnavailable (503).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import contextlib
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -62,8 +65,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.db.base import UTCDateTime, utcnow
 from healthforms.db.engine import Database
+from healthforms.errors import ServiceUnavailable
 from healthforms.health.metrics import Metrics
-from healthforms.redis.client import RedisService, RedisUnavailable
+from healthforms.redis.client import PoolExhausted, RedisService, RedisUnavailable
 from healthforms.redis.scripts import LuaScript
 from healthforms.security.fencing import LockFence, LockLease
 
@@ -122,10 +126,31 @@ class LockBusy(Exception):
         self.key = key
 
 
+class LockUnavailable(ServiceUnavailable):
+    """No Redis connection became free in time (pool exhausted): answer 503, never guess.
+
+    Redis itself may be fine and hold the lock, so the database fallback, which cannot
+    see Redis leases, must not decide here.
+    """
+
+    message = "Locks are temporarily unavailable; try again shortly."
+
+
 @dataclass(frozen=True, slots=True)
 class _Attempt:
     lock: HeldLock | None
     holder: str | None
+    exhausted: bool = False  # the pool had no free connection: nothing was decided
+
+
+class _Line:
+    """Waiters of one key in this process; the first one polls Redis for all of them."""
+
+    __slots__ = ("released", "waiters")
+
+    def __init__(self) -> None:
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.released = asyncio.Event()  # set by a release in this process
 
 
 def new_token() -> str:
@@ -164,9 +189,8 @@ class LockService:
         # Tokens of Redis locks whose lease moved to the database during an outage:
         # their next Redis renewal may take the free Redis key back.
         self._moved: set[str] = set()
-        # Per key: an event set on release in this process, so local waiters need
-        # not wait for their next poll, and how many local waiters share it.
-        self._wakeups: dict[str, tuple[asyncio.Event, int]] = {}
+        # Per key: the tasks of this process waiting for it, in arrival order.
+        self._lines: dict[str, _Line] = {}
 
     # ----------------------------------------------------------------- public API
 
@@ -183,9 +207,12 @@ class LockService:
 
         With `token` given (e.g. a user id), the same token re-enters: its lease is
         renewed and the lock returned with the fencing number it already had. With
-        `wait_ms`, wait up to that long in the fair queue.
+        `wait_ms`, wait up to that long in the fair queue. Raises LockUnavailable (503)
+        when no Redis connection became free in time.
         """
-        attempt = await self._acquire(key, ttl_ms, token or new_token(), wait_ms)
+        attempt = await self._acquire(
+            key, ttl_ms, token or new_token(), wait_ms, may_reenter=token is not None
+        )
         if attempt.lock is None:
             self._metrics.lock_conflicts.labels(kind=kind).inc()
         return attempt.lock
@@ -204,6 +231,8 @@ class LockService:
                     idempotent=True,
                 )
             )
+        except PoolExhausted as exc:
+            raise LockUnavailable() from exc
         except RedisUnavailable:
             self._note_outage(ttl)
             if lock.backend == BACKEND_DATABASE:
@@ -240,6 +269,11 @@ class LockService:
                     idempotent=True,
                 )
             )
+        except PoolExhausted:
+            # Not released; the lease runs out by itself. The database cannot decide
+            # for a lease that is in Redis.
+            log.warning("lock_release_skipped", key=lock.key, reason="redis pool exhausted")
+            return False
         except RedisUnavailable:
             redis_failed = True
             self._note_outage(lock.ttl_ms)
@@ -255,9 +289,16 @@ class LockService:
         """The token of the current holder, None if the lock is free."""
         try:
             value = await self._redis.call(lambda r: r.get(self._redis.key(key)), idempotent=True)
+        except PoolExhausted as exc:
+            raise LockUnavailable() from exc
         except RedisUnavailable:
             self._note_outage(0)
             self._degraded("read", "database")
+            lease = await self._db_lease(key)
+            return lease[0] if lease else None
+        if value is None and self._recently_degraded():
+            # A lease taken or moved to the database during the outage is still the
+            # lock until its holder's next renewal brings it back to Redis.
             lease = await self._db_lease(key)
             return lease[0] if lease else None
         return _decode(value) if value is not None else None
@@ -268,9 +309,14 @@ class LockService:
             ms = int(
                 await self._redis.call(lambda r: r.pttl(self._redis.key(key)), idempotent=True)
             )
+        except PoolExhausted as exc:
+            raise LockUnavailable() from exc
         except RedisUnavailable:
             self._note_outage(0)
             self._degraded("read", "database")
+            lease = await self._db_lease(key)
+            return lease[1] if lease else None
+        if ms < 0 and self._recently_degraded():
             lease = await self._db_lease(key)
             return lease[1] if lease else None
         # -2: no such key; -1 (no TTL) cannot happen for our keys, and is no lease.
@@ -312,32 +358,75 @@ class LockService:
         full = self._redis.key(key)
         return [full, self._redis.key(fence_key(key)), full + ":queue", full + ":alive"]
 
-    async def _acquire(self, key: str, ttl_ms: int, token: str, wait_ms: int) -> _Attempt:
+    async def _acquire(
+        self, key: str, ttl_ms: int, token: str, wait_ms: int, *, may_reenter: bool
+    ) -> _Attempt:
+        """One attempt, then (with wait_ms) a wait in line: FIFO in this process, then FIFO
+        in Redis among processes. Only the head of this process's line polls Redis, so
+        many local waiters cost one poll loop, not a thundering herd on every release."""
         _check(key, ttl_ms)
-        attempt = await self._try_acquire(key, ttl_ms, token, queue=wait_ms > 0)
-        if attempt.lock is not None or wait_ms <= 0:
-            return attempt
+        # A fresh random token that would only queue behind local waiters skips the
+        # attempt (it would be refused: their head is in the shared queue). A given
+        # token always tries first: a holder re-entering must not queue behind the
+        # tasks that wait for it. queue=False: only a line's head joins the shared
+        # queue (and keeps polling); while it is queued, Redis refuses newcomers.
+        if wait_ms <= 0 or may_reenter or key not in self._lines:
+            attempt = await self._try_acquire(key, ttl_ms, token, queue=False)
+            if attempt.exhausted and wait_ms <= 0:
+                raise LockUnavailable()
+            if attempt.lock is not None or wait_ms <= 0:
+                return attempt
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_ms / 1000
-        self._add_waiter(key)
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = _Line()
+        turn: asyncio.Future[None] = loop.create_future()
+        line.waiters.append(turn)
+        if line.waiters[0] is turn:
+            turn.set_result(None)
+        attempt = _Attempt(None, None)
+        queued = False
         try:
-            while attempt.lock is None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await turn
+            except TimeoutError:
+                return attempt
+            while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    break
+                    return attempt
+                # The lock was just seen held: wait before polling. A release in this
+                # process wakes the head at once; one elsewhere is seen at the next poll.
                 poll_s = WAITER_POLL_S if self._redis.available else DB_POLL_S
-                await self._sleep_until_release(
-                    key,
-                    min(poll_s * (0.5 + random.random()), remaining),  # noqa: S311 - jitter
-                )
+                jittered = poll_s * (0.5 + random.random())  # noqa: S311 - jitter, not secrets
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(jittered, remaining)):
+                        await line.released.wait()
+                line.released.clear()
+                queued = True
                 attempt = await self._try_acquire(key, ttl_ms, token, queue=True)
+                if attempt.lock is not None:
+                    return attempt
         finally:
-            self._remove_waiter(key)
-            if attempt.lock is None:
-                # Gave up (or cancelled): leave the queue now rather than holding up
-                # the others until the waiter lease runs out.
+            self._leave_line(key, line, turn)
+            if queued and attempt.lock is None:
+                # Gave up (or cancelled): leave the shared queue now rather than holding
+                # up the others until the waiter lease runs out.
                 await asyncio.shield(self._leave_queue(key, token))
-        return attempt
+
+    def _leave_line(self, key: str, line: _Line, turn: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            line.waiters.remove(turn)
+        if not turn.done():
+            turn.cancel()
+        if line.waiters:
+            head = line.waiters[0]
+            if not head.done():
+                head.set_result(None)
+        elif self._lines.get(key) is line:
+            del self._lines[key]
 
     async def _try_acquire(self, key: str, ttl_ms: int, token: str, *, queue: bool) -> _Attempt:
         keys = self._redis_keys(key)
@@ -345,6 +434,8 @@ class LockService:
         try:
             # Not idempotent (it hands out a fencing number): never replayed.
             reply = await self._redis.call(lambda r: ACQUIRE_SCRIPT(r, keys=keys, args=args))
+        except PoolExhausted:
+            return _Attempt(None, None, exhausted=True)
         except RedisUnavailable:
             self._note_outage(ttl_ms)
             attempt = await self._db_claim(key, token, ttl_ms, None)
@@ -382,37 +473,10 @@ class LockService:
                 idempotent=True,
             )
 
-    # ---------------------------------------------------------- local wake-ups
-
-    def _add_waiter(self, key: str) -> None:
-        event, count = self._wakeups.get(key, (asyncio.Event(), 0))
-        self._wakeups[key] = (event, count + 1)
-
-    def _remove_waiter(self, key: str) -> None:
-        entry = self._wakeups.get(key)
-        if entry is None:
-            return
-        event, count = entry
-        if count <= 1:
-            del self._wakeups[key]
-        else:
-            self._wakeups[key] = (event, count - 1)
-
-    async def _sleep_until_release(self, key: str, timeout_s: float) -> None:
-        entry = self._wakeups.get(key)
-        if entry is None:
-            await asyncio.sleep(timeout_s)
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await entry[0].wait()
-
     def _wake(self, key: str) -> None:
-        entry = self._wakeups.get(key)
-        if entry is not None:
-            entry[0].set()
-            # Later sleepers wait on a fresh event.
-            self._wakeups[key] = (asyncio.Event(), entry[1])
+        line = self._lines.get(key)
+        if line is not None:
+            line.released.set()
 
     # ------------------------------------------------------------- hold()
 
@@ -420,7 +484,7 @@ class LockService:
     async def _hold(
         self, key: str, ttl_ms: int, kind: str, wait_ms: int
     ) -> AsyncIterator[HeldLock]:
-        attempt = await self._acquire(key, ttl_ms, new_token(), wait_ms)
+        attempt = await self._acquire(key, ttl_ms, new_token(), wait_ms, may_reenter=False)
         if attempt.lock is None:
             self._metrics.lock_conflicts.labels(kind=kind).inc()
             raise LockBusy(attempt.holder, key)
@@ -438,14 +502,19 @@ class LockService:
                 await asyncio.shield(self._release_quietly(lock))
 
     async def _keep_renewed(self, lock: HeldLock) -> None:
+        loop = asyncio.get_running_loop()
         interval_s = lock.ttl_ms / 3000
+        next_at = loop.time() + interval_s
         while True:
-            await asyncio.sleep(interval_s)
+            # A fixed cadence from the previous start: a slow round trip does not push
+            # the following renewal later as well.
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = loop.time() + interval_s
             try:
                 if not await self.renew(lock):
                     log.warning("lock_lost", key=lock.key, fence=lock.fence)
                     return
-            except (RedisError, SQLAlchemyError, OSError) as exc:
+            except (RedisError, SQLAlchemyError, OSError, LockUnavailable) as exc:
                 # Try again next round; the lease still has two thirds left.
                 log.warning("lock_renew_failed", key=lock.key, error_type=type(exc).__name__)
 

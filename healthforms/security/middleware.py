@@ -13,8 +13,9 @@ dependency answers 401 (never 500).
 
 Redis down: a cookie whose HMAC holds is accepted up to its absolute lifetime (and
 refused if the user was disabled or signed out everywhere since, per the database), and
-CSRF tokens are checked by HMAC alone, unless HEALTHFORMS_SESSION_FALLBACK=deny. Every
-such decision is counted in healthforms_degraded_decisions_total and logged (no token).
+CSRF tokens are checked by HMAC alone, unless HEALTHFORMS_SESSION_FALLBACK=deny, and the
+`api` bucket is kept per process by the shared RateLimiter (same GCRA). Every such
+decision is counted in healthforms_degraded_decisions_total and logged (no token).
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from healthforms.redis.scripts import LuaScript
 from healthforms.security import csrf
 from healthforms.security.principal import Principal
 from healthforms.security.ratelimit import (
-    RateDecision,
+    DECISIONS_STATE,
     RateLimiter,
     RateVerdict,
     bucket_key,
     decision_from_reply,
-    rate_limit_headers,
+    emission_us,
+    rate_limit_headers_for,
     remember_decisions,
     script_args,
 )
@@ -60,8 +62,10 @@ CHECK_SCRIPT = LuaScript.beside(__file__, "gcra.lua", "session_check.lua")
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOGIN_PATH = "/api/auth/session-login"
-# Static assets and probes never need a session: no round trip for them.
-_SKIP_PREFIXES = ("/static/", "/favicon.ico", "/health", "/metrics")
+# Static assets and probes never need a session: no round trip for them. The public
+# form endpoints and pages are for patients and protected by their nonce, not a session:
+# a staff member's cookie (previewing their own form) must neither help nor hinder there.
+_SKIP_PREFIXES = ("/static/", "/favicon.ico", "/health", "/metrics", "/api/public/", "/f/")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _DEGRADED_CACHE_S = 5.0
 _MAX_COOKIE_HEADER = 8192
@@ -129,6 +133,7 @@ class SessionMiddleware:
         self.cookie_name = settings.session_cookie_name
         self.api_spec = settings.rate("api")
         self.api_args = script_args(self.api_spec)
+        self.api_emission_us = emission_us(self.api_spec)
         self.idle_ms = settings.session_idle_timeout * 1000
         self.max_age_ms = settings.session_max_age * 1000
         self.public_origin = (
@@ -190,25 +195,26 @@ class SessionMiddleware:
                 lambda r: self._check(r, state.redis.prefix, cookie, checked, is_api)
             )
         except RedisUnavailable:
-            await self._degraded(scope, receive, send, state, cookie, checked, is_api)
+            await self._degraded(scope, receive, send, state, cookie, checked)
             return
 
         status = int(reply[0])
         if status == 0:
             await self.app(scope, receive, send)
             return
-        decision: RateDecision | None = None
+        scope_state = scope.setdefault("state", {})
         if is_api:
             decision = decision_from_reply("api", self.api_spec, reply[5:9], cookie.user_id)
-        if status == 2:
-            assert decision is not None
-            await self._refuse_rate(scope, send, state, cookie, RateVerdict((decision,), False))
-            return
+            verdict = RateVerdict((decision,), decision.allowed)
+            # The rate-limit middleware (outside this one) renders them as headers.
+            remember_decisions(scope_state, verdict)
+            if status == 2:
+                await self._refuse_rate(scope, send, verdict, cookie)
+                return
         if status == 3:
             await self._reject_csrf(scope, send, csrf.REASON_NOT_LIVE, cookie)
             return
 
-        scope_state = scope.setdefault("state", {})
         scope_state["principal"] = _principal(cookie, degraded=False)
         scope_state["session"] = SessionInfo(
             id=cookie.session_hash,
@@ -219,31 +225,30 @@ class SessionMiddleware:
             auth_method=cookie.auth_method,
             expires_in_ms=int(reply[9]),
         )
-        if decision is not None:
-            # The RateLimitMiddleware (outside this one) renders the RateLimit headers of
-            # every policy the request went through (api, and pdf on generate-pdf).
-            remember_decisions(scope_state, RateVerdict((decision,), True))
         await self.app(scope, receive, send)
 
     async def _refuse_rate(
-        self, scope: Scope, send: Send, state: Any, cookie: SessionCookie, verdict: RateVerdict
+        self, scope: Scope, send: Send, verdict: RateVerdict, cookie: SessionCookie
     ) -> None:
-        """429 for the user's `api` bucket: counted, logged, audited once per window."""
-        request_state = scope.setdefault("state", {})
-        remember_decisions(request_state, verdict)
-        limiter: RateLimiter = state.services["ratelimiter"]
-        ua = _header(scope, b"user-agent")
-        await limiter.record_exceeded(
-            verdict,
-            RequestContext(
-                ip=request_state.get("client_ip"),
-                user_agent=ua[:256] if ua else None,
-                request_id=request_state.get("request_id"),
-            ),
-            actor_id=cookie.user_id,
-            organization_id=cookie.organization_id,
-        )
-        await send_error(send, RateLimited(), rate_limit_headers(verdict.decisions[0]))
+        """429 with Retry-After; counted, logged and audited by the shared limiter."""
+        scope_state = scope.get("state", {})
+        limiter = _limiter(scope)
+        if limiter is not None:
+            ua = _header(scope, b"user-agent")
+            await limiter.record_exceeded(
+                verdict,
+                RequestContext(
+                    ip=scope_state.get("client_ip"),
+                    user_agent=ua[:256] if ua else None,
+                    request_id=scope_state.get("request_id"),
+                ),
+                actor_id=cookie.user_id,
+                organization_id=cookie.organization_id,
+            )
+        else:  # pragma: no cover - the limiter registers itself at start-up
+            self.metrics.ratelimit_rejections.labels("api").inc()
+        decisions = scope_state.get(DECISIONS_STATE) or list(verdict.decisions)
+        await send_error(send, RateLimited(), rate_limit_headers_for(decisions))
 
     def _check(
         self,
@@ -279,7 +284,6 @@ class SessionMiddleware:
         state: Any,
         cookie: SessionCookie,
         checked: csrf.CheckedToken | None,
-        is_api: bool,
     ) -> None:
         """Redis is unavailable: judge the signed cookie on its own, or refuse."""
         decision = "allow"
@@ -314,15 +318,21 @@ class SessionMiddleware:
                 auth_method=cookie.auth_method,
                 expires_in_ms=max(0, cookie.issued_ms + self.max_age_ms - now),
             )
-            if is_api:
-                # The same GCRA on this process's own bucket for the user, until Redis
-                # is back (then the shared bucket applies again).
-                limiter: RateLimiter = state.services["ratelimiter"]
-                verdict = limiter.check_local("api", cookie.user_id)
-                if not verdict.allowed:
-                    await self._refuse_rate(scope, send, state, cookie, verdict)
+        if decision == "allow" and scope.get("path", "").startswith("/api/"):
+            # The api bucket of this process alone, same algorithm (the shared one is in
+            # Redis, which is down).
+            limiter = _limiter(scope)
+            if limiter is not None:
+                key = bucket_key(state.redis.prefix, cookie.user_id, "api")
+                reply = limiter.take_local(
+                    ((key, self.api_emission_us, self.api_spec.capacity, 1),)
+                )
+                rate = decision_from_reply("api", self.api_spec, reply, cookie.user_id)
+                verdict = RateVerdict((rate,), rate.allowed, degraded=True)
+                remember_decisions(scope.setdefault("state", {}), verdict)
+                if not rate.allowed:
+                    await self._refuse_rate(scope, send, verdict, cookie)
                     return
-                remember_decisions(scope_state, verdict)
         await self.app(scope, receive, send)
 
     async def _user_still_valid(self, state: Any, cookie: SessionCookie) -> bool:
@@ -397,6 +407,11 @@ class SessionMiddleware:
             )
         except Exception as exc:  # noqa: BLE001 - the answer is sent; an audit gap is logged
             log.error("audit_failed", action=CSRF_REJECTED, error_type=type(exc).__name__)
+
+
+def _limiter(scope: Scope) -> RateLimiter | None:
+    limiter = scope["app"].state.hf.services.get("ratelimiter")
+    return limiter if isinstance(limiter, RateLimiter) else None
 
 
 def _principal(cookie: SessionCookie, *, degraded: bool) -> Principal:

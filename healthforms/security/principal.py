@@ -8,7 +8,7 @@ for organisation data filters on `principal.organization_id`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -56,6 +56,21 @@ def require_roles(*roles: Role) -> Callable[[Request], Principal]:
     return dependency
 
 
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
-EditorPrincipal = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.EDITOR))]
-AdminPrincipal = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+# The dependencies are `async def`: FastAPI runs a plain `def` dependency in a worker
+# thread, a thread hop on every authenticated request.
+async def _current_principal(request: Request) -> Principal:
+    return get_principal(request)
+
+
+def _roles_dependency(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
+    check = require_roles(*roles)
+
+    async def dependency(request: Request) -> Principal:
+        return check(request)
+
+    return dependency
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_current_principal)]
+EditorPrincipal = Annotated[Principal, Depends(_roles_dependency(Role.ADMIN, Role.EDITOR))]
+AdminPrincipal = Annotated[Principal, Depends(_roles_dependency(Role.ADMIN))]

@@ -4,6 +4,8 @@
 -- ARGV[1]  session hash, ARGV[2] ip, ARGV[3] user agent (short), ARGV[4] method flags
 -- ARGV[5]  idle timeout ms, ARGV[6] absolute lifetime ms, ARGV[7] most sessions per user
 -- ARGV[8]  key prefix of a session record: "<prefix>session:{<user_id>}:"
+-- ARGV[9]  key prefix of a CSRF token: "<prefix>csrf:{<user_id>}:"
+-- ARGV[10] key prefix of a session's token index: "<prefix>csrfs:{<user_id>}:"
 -- returns  {created_ms, expires_in_ms}
 -- Every key gets a TTL: the record its idle timeout, the index the latest absolute end.
 -- Each field stays far under 64 bytes so the hash keeps its compact listpack encoding.
@@ -26,8 +28,14 @@ local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
 if extra > 0 then
   local oldest = redis.call('ZPOPMIN', KEYS[2], extra)
   for i = 1, #oldest, 2 do
-    -- Same {<user_id>} slot as KEYS[1].
-    redis.call('DEL', ARGV[8] .. oldest[i])
+    -- Same {<user_id>} slot as KEYS[1]: the evicted session and its CSRF tokens.
+    local hash = oldest[i]
+    redis.call('DEL', ARGV[8] .. hash)
+    local ids = redis.call('ZRANGE', ARGV[10] .. hash, 0, -1)
+    for j = 1, #ids do
+      redis.call('DEL', ARGV[9] .. ids[j])
+    end
+    redis.call('DEL', ARGV[10] .. hash)
   end
 end
 local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')

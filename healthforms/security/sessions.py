@@ -20,7 +20,7 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,10 +78,10 @@ class SessionCookie:
     role: Role
     auth_method: str
     mfa: bool
+    session_hash: str = field(init=False, repr=False)  # what Redis knows the session by
 
-    @property
-    def session_hash(self) -> str:
-        return hash_session_id(self.session_id)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "session_hash", hash_session_id(self.session_id))
 
     def payload(self) -> str:
         flags = _ROLE_FLAG[self.role] + _METHOD_FLAG[self.auth_method] + ("1" if self.mfa else "0")
@@ -272,7 +272,7 @@ class SessionStore:
                     self.idle_ms,
                     self.max_age_ms,
                     MAX_SESSIONS_PER_USER,
-                    prefixes[0],
+                    *prefixes,
                 ],
             )
         )
@@ -290,7 +290,9 @@ class SessionStore:
 
     async def end(self, user_id: str, session_hash: str) -> bool:
         """End one session of this user (and its CSRF tokens); return whether it was live."""
-        return bool(await self._end(user_id, session_hash)) if session_hash != "*" else False
+        if session_hash == "*":  # the script's "every session" marker is not an id
+            return False
+        return bool(await self._end(user_id, session_hash))
 
     async def end_all(self, user_id: str) -> int:
         """End every session of this user at once; return how many were live."""

@@ -20,7 +20,7 @@ async def test_never_more_connections_than_the_bound(redis_url: str) -> None:
     client = Redis(connection_pool=pool)
     try:
         # 30 concurrent blocking calls on 3 connections: all complete, queued in turn.
-        results = await asyncio.gather(*(client.execute_command("ECHO", str(i)) for i in range(30)))
+        results = await asyncio.gather(*(client.execute_command("ECHO", str(i)) for i in range(30)))  # type: ignore[no-untyped-call]
         assert [int(r) for r in results] == list(range(30))
         stats = pool.stats()
         assert stats["total_connections"] <= 3
@@ -38,7 +38,7 @@ async def test_a_caller_gives_up_after_the_wait_and_is_counted(
     holder = Redis(connection_pool=pool)
     try:
         # A blocking pop on an empty list holds the only connection for a second.
-        slow = asyncio.create_task(holder.execute_command("BLPOP", "empty-list", "1"))
+        slow = asyncio.create_task(holder.execute_command("BLPOP", "empty-list", "1"))  # type: ignore[no-untyped-call]
         await asyncio.sleep(0.1)
         with pytest.raises(PoolExhausted):
             await holder.ping()

@@ -135,6 +135,9 @@ async def test_database_fallback_keeps_mutual_exclusion_then_redis_resumes(
     private_redis.restart()
     await wait_for_redis(a, b)
     assert await b.locks.acquire(key, 5_000, token="user-2") is None
+    assert await b.locks.holder(key) == "user-1"  # read from its database lease
+    remaining = await b.locks.pttl(key)
+    assert remaining is not None and remaining > 0
     # The holder's next renewal moves its lease back to Redis.
     assert await a.locks.renew(mine, 5_000) is True
     assert await b.locks.holder(key) == "user-1"

@@ -172,8 +172,11 @@ async def test_without_a_cookie_me_is_401_and_no_redis_key_is_created(
         assert response.status_code in (200, 401)
         if path.startswith("/api/"):
             assert response.json()["code"] == "unauthenticated"
-    assert (await client.post("/api/auth/logout")).status_code == 401
     assert await _keys(redis_client, redis_prefix) == []
+    # An unsafe auth request without a session only meets the per-IP auth limit.
+    assert (await client.post("/api/auth/logout")).status_code == 401
+    keys = await _keys(redis_client, redis_prefix)
+    assert [k.decode()[len(redis_prefix) :] for k in keys] == ["ratelimit:{203.0.113.10}:auth"]
 
 
 async def test_session_id_never_appears_in_redis_and_every_key_has_a_ttl(
@@ -219,17 +222,17 @@ async def test_idle_timeout_ends_a_session_and_requests_keep_it_alive(
         redis_url=redis_url,
         redis_prefix=redis_prefix,
         data_dir=tmp_path / "data",
-        session_idle_timeout=2,
+        session_idle_timeout=3,
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         staff = await create_staff(application)
         async with new_client(application) as http:
             await login(http, staff)
-            for _ in range(4):  # 4 x 0.8 s > 2 s idle: alive only because each request touches it
+            for _ in range(5):  # 5 x 0.8 s > 3 s idle: alive only because each request touches it
                 await asyncio.sleep(0.8)
                 assert (await http.get("/api/auth/me")).status_code == 200
-            await asyncio.sleep(2.3)
+            await asyncio.sleep(3.3)
             response = await http.get("/api/auth/me")
             assert response.status_code == 401
 
@@ -242,22 +245,28 @@ async def test_absolute_lifetime_ends_a_busy_session(
         redis_url=redis_url,
         redis_prefix=redis_prefix,
         data_dir=tmp_path / "data",
-        session_max_age=2,
+        session_max_age=3,
         session_idle_timeout=60,
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         staff = await create_staff(application)
         async with new_client(application) as http:
-            await login(http, staff)
-            me = (await http.get("/api/auth/me")).json()
-            assert me["session"]["expiresAt"] <= me["session"]["createdAt"][:-1] + "Z" or True
-            statuses = []
-            for _ in range(6):
-                await asyncio.sleep(0.5)
-                statuses.append((await http.get("/api/auth/me")).status_code)
-            assert statuses[0] == 200
-            assert statuses[-1] == 401
+            signed = await login(http, staff)
+            started = asyncio.get_running_loop().time()
+            http.cookies.clear()
+            # Sent by hand: the client would drop the cookie itself at its Max-Age, and the
+            # point is that the server refuses it even when it is replayed.
+            cookie = {"Cookie": f"session={signed.cookie}"}
+            first = await http.get("/api/auth/me", headers=cookie)
+            assert first.status_code == 200
+            assert first.json()["session"]["expiresAt"] <= signed.body["expiresAt"]
+            # Busy: a request every 0.4 s keeps the idle timer far away, yet the session
+            # ends at its absolute lifetime.
+            while asyncio.get_running_loop().time() - started < 3.6:
+                await asyncio.sleep(0.4)
+                last = await http.get("/api/auth/me", headers=cookie)
+            assert last.status_code == 401
 
 
 async def test_logout_ends_the_session_clears_the_cookie_and_deletes_its_tokens(
@@ -376,3 +385,25 @@ async def test_api_bucket_limits_a_user_with_429_and_retry_after(
             assert 1 <= int(refused.headers["retry-after"]) <= 20
             assert refused.headers["ratelimit-remaining"] == "0"
         assert await redis_client.pttl(f"{redis_prefix}ratelimit:{{{staff.id}}}:api") > 0
+
+
+async def test_a_login_loop_cannot_grow_one_users_sessions_without_bound(
+    app: FastAPI, redis_client: Redis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from healthforms.security import sessions
+
+    monkeypatch.setattr(sessions, "MAX_SESSIONS_PER_USER", 3)
+    staff = await create_staff(app)
+    browsers = []
+    for _ in range(5):
+        http = new_client(app)
+        browsers.append((http, await login(http, staff)))
+    try:
+        assert len(await _keys(redis_client, f"{redis_prefix}session:")) == 3
+        assert len(await _keys(redis_client, f"{redis_prefix}csrf:")) == 3
+        assert len(await _keys(redis_client, f"{redis_prefix}csrfs:")) == 3
+        statuses = [(await http.get("/api/auth/me")).status_code for http, _ in browsers]
+        assert statuses == [401, 401, 200, 200, 200]  # the oldest were evicted
+    finally:
+        for http, _ in browsers:
+            await http.aclose()

@@ -42,18 +42,23 @@ class ServerProcess:
 
 
 def start_server(
-    env: Mapping[str, str],
+    env: Mapping[str, str | None],
     log_dir: Path,
     *,
     port: int | None = None,
     workers: int = 1,
     ready_timeout_s: float = 30.0,
 ) -> ServerProcess:
-    """Start `python -m healthforms serve` from this checkout and wait for /health."""
+    """Start `python -m healthforms serve` from this checkout and wait for /health.
+
+    `env` is laid over this process's environment; a value of None removes the variable
+    (e.g. REDIS_URL, to run on the embedded default).
+    """
     port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"server-{port}.log"
-    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
+    merged: dict[str, str | None] = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
+    full_env = {name: value for name, value in merged.items() if value is not None}
     handle = log_path.open("wb")
     process = subprocess.Popen(
         [
@@ -89,7 +94,7 @@ def start_server(
 
 @contextmanager
 def running_servers(
-    count: int, env: Mapping[str, str], log_dir: Path, **kwargs: object
+    count: int, env: Mapping[str, str | None], log_dir: Path, **kwargs: object
 ) -> Iterator[list[ServerProcess]]:
     servers: list[ServerProcess] = []
     try:
@@ -99,3 +104,30 @@ def running_servers(
     finally:
         for server in servers:
             server.stop()
+
+
+def child_pids(pid: int) -> dict[int, str]:
+    """Live (non-zombie) children of `pid` and their command names, from /proc."""
+    children: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            children[int(entry.name)] = comm
+    return children
+
+
+def is_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting to be reaped counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"

@@ -1,0 +1,277 @@
+"""What every HTTP benchmark needs: pinned server processes, wrk runs, Redis counters.
+
+The app under test runs on core 0 (`taskset -c 0`) and the load generator plus Redis on
+core 1, so the figures are those of one app core. Every load run is bounded by time
+(wrk -d) and every server is stopped at the end. Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
+APP_CORE = os.environ.get("BENCH_APP_CORE", "0")
+LOAD_CORE = os.environ.get("BENCH_LOAD_CORE", "1")
+
+
+def pinned(core: str, argv: Sequence[str]) -> list[str]:
+    """argv run on one core when taskset exists and the machine has that core."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", core, *argv]
+    return list(argv)
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def launch(
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    log_dir: Path,
+    *,
+    port: int,
+    ready_path: str = "/health",
+    timeout_s: float = 30.0,
+) -> Server:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            pinned(APP_CORE, argv),
+            cwd=str(REPO_ROOT),
+            env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(name=name, process=process, port=port, log_path=log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited early:\n{log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(server.url + ready_path, timeout=1.0).status_code < 500:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"{name} not ready in {timeout_s}s:\n{log_path.read_text()[-2000:]}")
+
+
+def uvicorn_argv(factory: str, port: int) -> list[str]:
+    """The same server settings `healthforms serve` uses (uvloop, httptools, no access log)."""
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", factory,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-server-header",
+        "--log-level", "warning",
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    errors: dict[str, int]
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "rps": round(self.rps, 1),
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+            "errors": self.errors,
+        }
+
+
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    script: str = "request.lua",
+    env: Mapping[str, str] | None = None,
+) -> LoadResult:
+    """One bounded wrk run (one thread, on the load core); figures from the script's done()."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "wrk.json"
+        argv = pinned(
+            LOAD_CORE,
+            [
+                "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+                "--timeout", "10s", "-s", str(WRK_DIR / script), url,
+            ],
+        )  # fmt: skip
+        subprocess.run(
+            argv,
+            env={**os.environ, **(env or {}), "WRK_OUT": str(out)},
+            capture_output=True,
+            timeout=seconds + 30,
+            check=True,
+        )
+        data = json.loads(out.read_text())
+    lat = data["latency_us"]
+    return LoadResult(
+        requests=int(data["requests"]),
+        seconds=data["duration_us"] / 1e6,
+        errors={k: int(v) for k, v in data["errors"].items() if v},
+        p50_ms=round(lat["p50"] / 1000, 2),
+        p90_ms=round(lat["p90"] / 1000, 2),
+        p99_ms=round(lat["p99"] / 1000, 2),
+        max_ms=round(lat["max"] / 1000, 2),
+    )
+
+
+def request_env(
+    method: str = "GET",
+    path: str = "/",
+    *,
+    body: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    return {
+        "WRK_METHOD": method,
+        "WRK_PATH": path,
+        "WRK_BODY": body,
+        "WRK_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items()),
+    }
+
+
+def commandstats(redis_url: str) -> dict[str, int]:
+    """calls per command from INFO commandstats (a private server: nothing else counts)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        info = client.info("commandstats")
+    finally:
+        client.close()
+    return {
+        name.removeprefix("cmdstat_"): int(stats["calls"])
+        for name, stats in info.items()
+        if isinstance(stats, dict)
+    }
+
+
+def per_request(
+    before: Mapping[str, int], after: Mapping[str, int], requests: int
+) -> dict[str, float]:
+    """Commands per request, ignoring the INFO calls the benchmark itself makes."""
+    if requests <= 0:
+        return {}
+    out: dict[str, float] = {}
+    for name, calls in after.items():
+        delta = calls - before.get(name, 0)
+        if name == "info":
+            delta -= 1
+        if delta > 0:
+            out[name] = round(delta / requests, 3)
+    return out
+
+
+def round_trips(redis_url: str, fire: Callable[[], object], count: int) -> dict[str, float]:
+    """Redis round trips per request, from MONITOR: top-level commands vs those run
+    inside scripts (MONITOR marks them `[N lua]`), while `fire()` runs `count` times."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(redis_url)
+    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 5)
+    sock.sendall(b"MONITOR\r\n")
+    buffer = bytearray()
+    stop = threading.Event()
+
+    def read() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buffer.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.2)
+    for _ in range(count):
+        fire()
+    time.sleep(0.3)
+    stop.set()
+    reader.join(timeout=2)
+    sock.close()
+    top: Counter[str] = Counter()
+    inner: Counter[str] = Counter()
+    for line in bytes(buffer).decode(errors="replace").splitlines():
+        if not line.startswith("+") or line == "+OK":
+            continue
+        _, _, rest = line.partition(" [")
+        where, _, command = rest.partition("] ")
+        name = command.split(" ", 1)[0].strip('"').lower()
+        (inner if "lua" in where else top)[name] += 1
+    return {
+        "round_trips": round(sum(top.values()) / count, 2),
+        "inside_scripts": round(sum(inner.values()) / count, 2),
+        **{f"top:{k}": round(v / count, 2) for k, v in top.most_common()},
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks

@@ -1,0 +1,170 @@
+"""HTTP API of forms (API.md "Forms"): parse, call FormService, render the Form JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Query, Response
+
+from healthforms.audit.events import (
+    FORM_CREATED,
+    FORM_PUBLISHED,
+    FORM_UPDATED,
+    LOCK_CONFLICT,
+    Outcome,
+)
+from healthforms.audit.recorder import Auditor, AuditorDep
+from healthforms.errors import ValidationFailed
+from healthforms.forms.edit_lock import FormEditLocks, FormLocked, lock_json
+from healthforms.forms.service import FormService, StaleLock, form_json
+from healthforms.forms.validation import validate_description, validate_fields, validate_title
+from healthforms.security.locks import LockServiceDep
+from healthforms.security.principal import CurrentPrincipal, EditorPrincipal
+from healthforms.state import DbSessionDep
+
+router = APIRouter(prefix="/api/forms", tags=["forms"])
+
+JsonObject = dict[str, Any]
+
+
+def _revision(body: JsonObject) -> int | None:
+    revision = body.get("revision")
+    if revision is None:
+        return None
+    if isinstance(revision, bool) or not isinstance(revision, int):
+        raise ValidationFailed({"revision": "revision must be an integer"})
+    return revision
+
+
+async def _conflict(auditor: Auditor, form_id: str, error: FormLocked) -> FormLocked:
+    await auditor.record(
+        LOCK_CONFLICT, outcome=Outcome.DENIED, resource_type="form", resource_id=form_id
+    )
+    return error
+
+
+@router.get("")
+async def list_forms(
+    principal: CurrentPrincipal,
+    session: DbSessionDep,
+    status: str | None = Query(default=None, max_length=16),
+) -> JsonObject:
+    forms = await FormService(session, principal).list_forms(status)
+    return {"forms": [form_json(form) for form in forms]}
+
+
+@router.post("", status_code=201)
+async def create_form(
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    auditor: AuditorDep,
+    body: JsonObject = Body(...),  # noqa: B008
+) -> JsonObject:
+    title = validate_title(body.get("title"))
+    description = validate_description(body.get("description"))
+    fields = validate_fields(body.get("fields") or [])
+    form = await FormService(session, principal).create(
+        title=title, description=description, fields=fields
+    )
+    await auditor.record(FORM_CREATED, resource_type="form", resource_id=form.id)
+    return form_json(form)
+
+
+@router.get("/{form_id}")
+async def get_form(form_id: str, principal: CurrentPrincipal, session: DbSessionDep) -> JsonObject:
+    return form_json(await FormService(session, principal).get(form_id))
+
+
+@router.put("/{form_id}")
+async def update_form(
+    form_id: str,
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    auditor: AuditorDep,
+    locks: LockServiceDep,
+    body: JsonObject = Body(...),  # noqa: B008
+) -> JsonObject:
+    service = FormService(session, principal)
+    await service.get(form_id)  # 404 before any validation detail leaks
+    try:
+        guard = await FormEditLocks(locks, session, principal).guard_save(form_id)
+    except FormLocked as error:
+        raise await _conflict(auditor, form_id, error) from None
+    title = validate_title(body["title"]) if "title" in body else None
+    description = validate_description(body["description"]) if "description" in body else None
+    fields = validate_fields(body["fields"]) if "fields" in body else None
+    edit_locks = FormEditLocks(locks, session, principal)
+    try:
+        form = await service.update(
+            form_id,
+            title=title,
+            description=description,
+            fields=fields,
+            revision=_revision(body),
+            fence=guard.fence,
+            fence_check=guard.check,
+        )
+    except StaleLock:
+        # Our lease lapsed and a newer holder saved: say who holds the form now.
+        raise await _conflict(auditor, form_id, await edit_locks.locked_error(form_id)) from None
+    await auditor.record(FORM_UPDATED, resource_type="form", resource_id=form.id)
+    return form_json(form)
+
+
+@router.delete("/{form_id}", status_code=204)
+async def archive_form(
+    form_id: str, principal: EditorPrincipal, session: DbSessionDep, auditor: AuditorDep
+) -> Response:
+    form = await FormService(session, principal).archive(form_id)
+    await auditor.record(FORM_UPDATED, resource_type="form", resource_id=form.id)
+    return Response(status_code=204)
+
+
+@router.post("/{form_id}/publish")
+async def publish_form(
+    form_id: str, principal: EditorPrincipal, session: DbSessionDep, auditor: AuditorDep
+) -> JsonObject:
+    form = await FormService(session, principal).publish(form_id)
+    await auditor.record(FORM_PUBLISHED, resource_type="form", resource_id=form.id)
+    return form_json(form)
+
+
+@router.post("/{form_id}/unpublish")
+async def unpublish_form(
+    form_id: str, principal: EditorPrincipal, session: DbSessionDep, auditor: AuditorDep
+) -> JsonObject:
+    form = await FormService(session, principal).unpublish(form_id)
+    await auditor.record(FORM_UPDATED, resource_type="form", resource_id=form.id)
+    return form_json(form)
+
+
+@router.post("/{form_id}/lock")
+async def lock_form(
+    form_id: str,
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    auditor: AuditorDep,
+    locks: LockServiceDep,
+) -> JsonObject:
+    await FormService(session, principal).get(form_id)
+    try:
+        owner, expires_at = await FormEditLocks(locks, session, principal).acquire(form_id)
+    except FormLocked as error:
+        raise await _conflict(auditor, form_id, error) from None
+    return lock_json(owner, expires_at)
+
+
+@router.delete("/{form_id}/lock", status_code=204)
+async def unlock_form(
+    form_id: str,
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    auditor: AuditorDep,
+    locks: LockServiceDep,
+) -> Response:
+    await FormService(session, principal).get(form_id)
+    try:
+        await FormEditLocks(locks, session, principal).release(form_id)
+    except FormLocked as error:
+        raise await _conflict(auditor, form_id, error) from None
+    return Response(status_code=204)

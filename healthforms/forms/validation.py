@@ -1,0 +1,160 @@
+"""Validation of a form definition itself: what an editor may save.
+
+Answers are checked against a definition in submissions/validation.py; this module
+makes sure every definition those checks run against is sound: unique field ids,
+options where a choice needs them, sane bounds, patterns that compile in a
+linear-time engine, and `showWhen` conditions that only look backwards (so a
+condition can never form a cycle and the form renders top to bottom).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import re2
+from pydantic import ValidationError
+
+from healthforms.errors import ValidationFailed
+from healthforms.forms.schema import (
+    MAX_FIELDS,
+    MAX_OPTION_LEN,
+    FieldDef,
+    FieldType,
+)
+
+MAX_TITLE = 200
+MAX_DESCRIPTION = 5000
+# Text answers without an explicit `max` are still bounded.
+DEFAULT_TEXT_MAX = 1000
+DEFAULT_TEXTAREA_MAX = 10_000
+# Bound RE2's memory per pattern; with a bounded length this bounds compile time too.
+_RE2_MAX_MEM = 1 << 20
+
+OPTION_TYPES = frozenset({FieldType.SELECT, FieldType.RADIO, FieldType.CHECKBOX})
+PATTERN_TYPES = frozenset({FieldType.TEXT, FieldType.TEXTAREA, FieldType.EMAIL, FieldType.PHONE})
+BOUND_TYPES = frozenset({FieldType.NUMBER, FieldType.TEXT, FieldType.TEXTAREA})
+
+
+class UnsafePattern(ValueError):
+    """The pattern does not compile in RE2 (e.g. backreferences) or is too large."""
+
+
+@lru_cache(maxsize=512)
+def compile_pattern(pattern: str) -> Any:
+    """Compile with RE2: matching is linear in the input, so no pattern can hang a worker.
+
+    Python's `re` backtracks: `(a+)+$` against a long line of "a"s followed by "b" runs
+    for minutes (ReDoS). RE2 refuses the constructs that need backtracking instead.
+    """
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = _RE2_MAX_MEM
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        raise UnsafePattern("pattern is not a supported regular expression") from exc
+
+
+def _field_key(raw: object, index: int) -> str:
+    if isinstance(raw, dict):
+        field_id = raw.get("id")
+        if isinstance(field_id, str) and field_id:
+            return field_id[:64]
+    return f"fields[{index}]"
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    message = str(err.get("msg", "invalid"))
+    return f"{loc}: {message}" if loc else message
+
+
+def _check_field(field: FieldDef, earlier: dict[str, FieldDef]) -> str | None:
+    """The first problem with one field (given the fields before it), or None."""
+    if field.id in earlier:
+        return "duplicate field id"
+    if field.type in OPTION_TYPES:
+        if field.options is not None or field.type is not FieldType.CHECKBOX:
+            options = field.options or []
+            if not options:
+                return "options are required for this field type"
+            if any(not option.strip() or len(option) > MAX_OPTION_LEN for option in options):
+                return "options must be non-empty text"
+            if len(set(options)) != len(options):
+                return "options must be unique"
+    elif field.options is not None:
+        return "options are only allowed for select, radio and checkbox fields"
+    if field.min is not None or field.max is not None:
+        if field.type not in BOUND_TYPES:
+            return "min and max are only allowed for number, text and textarea fields"
+        if field.min is not None and field.max is not None and field.min > field.max:
+            return "min must not be greater than max"
+        if field.type is not FieldType.NUMBER:
+            for bound in (field.min, field.max):
+                if bound is not None and (bound < 0 or bound != int(bound)):
+                    return "length bounds must be whole numbers of at least 0"
+    if field.pattern is not None:
+        if field.type not in PATTERN_TYPES:
+            return "pattern is only allowed for text, textarea, email and phone fields"
+        try:
+            compile_pattern(field.pattern)
+        except UnsafePattern as exc:
+            return str(exc)
+    condition = field.show_when
+    if condition is not None:
+        given = condition.model_fields_set & {"equals", "not_equals", "contains"}
+        if len(given) != 1:
+            return "showWhen needs exactly one of equals, notEquals or contains"
+        if condition.field == field.id:
+            return "showWhen cannot refer to the field itself"
+        if condition.field not in earlier:
+            return "showWhen must refer to an earlier field"
+    return None
+
+
+def validate_fields(raw_fields: object) -> list[FieldDef]:
+    """Parse and check a list of Field objects; raise ValidationFailed keyed by field id."""
+    if not isinstance(raw_fields, list):
+        raise ValidationFailed({"fields": "fields must be a list"})
+    if len(raw_fields) > MAX_FIELDS:
+        raise ValidationFailed({"fields": f"at most {MAX_FIELDS} fields"})
+    errors: dict[str, str] = {}
+    earlier: dict[str, FieldDef] = {}
+    parsed: list[FieldDef] = []
+    for index, raw in enumerate(raw_fields):
+        key = _field_key(raw, index)
+        try:
+            field = FieldDef.model_validate(raw)
+        except ValidationError as exc:
+            errors.setdefault(key, _first_error(exc))
+            continue
+        problem = _check_field(field, earlier)
+        if problem is not None:
+            errors.setdefault(key, problem)
+            if problem == "duplicate field id":
+                continue
+        earlier[field.id] = field
+        parsed.append(field)
+    if errors:
+        raise ValidationFailed(errors)
+    return parsed
+
+
+def validate_title(title: object) -> str:
+    if not isinstance(title, str) or not title.strip():
+        raise ValidationFailed({"title": "title is required"})
+    if len(title) > MAX_TITLE:
+        raise ValidationFailed({"title": f"at most {MAX_TITLE} characters"})
+    return title.strip()
+
+
+def validate_description(description: object) -> str:
+    if description is None:
+        return ""
+    if not isinstance(description, str):
+        raise ValidationFailed({"description": "description must be text"})
+    if len(description) > MAX_DESCRIPTION:
+        raise ValidationFailed({"description": f"at most {MAX_DESCRIPTION} characters"})
+    return description

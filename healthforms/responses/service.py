@@ -1,0 +1,136 @@
+"""Reading and deleting responses, always inside the caller's organisation.
+
+Answers are decrypted only here (and for the PDF), never logged, and a ciphertext that
+fails to open (altered, moved onto another row, or its master key missing) becomes a
+clear 409 `response_unreadable` instead of a 500.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from healthforms.errors import HealthformsError, NotFound
+from healthforms.forms.models import Form, FormVersion
+from healthforms.responses.encryption import DecryptionFailed, Sealed, open_json, response_aad
+from healthforms.responses.models import ResponsePdf, ResponseRow
+from healthforms.security.keys import KeyRing
+
+log = structlog.get_logger("healthforms.responses")
+
+RESPONSE_DELETED = "response.deleted"
+RESOURCE_TYPE = "response"
+
+
+class ResponseUnreadable(HealthformsError):
+    status_code, code = 409, "response_unreadable"
+    message = (
+        "This stored record cannot be decrypted: it was altered, "
+        "or the key that encrypted it is not configured."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseContent:
+    """The decrypted payload: answers by field id, and signature evidence by field id."""
+
+    answers: dict[str, Any]
+    signatures: dict[str, Any]
+
+
+def rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def response_json(row: ResponseRow, content: ResponseContent | None = None) -> dict[str, Any]:
+    """API.md's Response; without `content` the list shape (no answers)."""
+    body: dict[str, Any] = {
+        "id": row.id,
+        "formId": row.form_id,
+        "formVersion": row.form_version,
+        "submittedAt": rfc3339(row.submitted_at),
+    }
+    if content is not None:
+        body["answers"] = content.answers
+    return body
+
+
+async def get_form(session: AsyncSession, organization_id: str, form_id: str) -> Form:
+    form = (
+        await session.execute(
+            select(Form).where(Form.id == form_id, Form.organization_id == organization_id)
+        )
+    ).scalar_one_or_none()
+    if form is None:
+        raise NotFound()
+    return form
+
+
+async def list_form_responses(
+    session: AsyncSession, organization_id: str, form_id: str
+) -> list[ResponseRow]:
+    """A form's responses, newest first; another organisation's form is 404."""
+    await get_form(session, organization_id, form_id)
+    rows = await session.execute(
+        select(ResponseRow)
+        .where(ResponseRow.form_id == form_id, ResponseRow.organization_id == organization_id)
+        .order_by(ResponseRow.submitted_at.desc(), ResponseRow.id)
+    )
+    return list(rows.scalars())
+
+
+async def get_response(
+    session: AsyncSession, organization_id: str, response_id: str
+) -> ResponseRow:
+    row = (
+        await session.execute(
+            select(ResponseRow).where(
+                ResponseRow.id == response_id, ResponseRow.organization_id == organization_id
+            )
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound()
+    return row
+
+
+async def get_version(session: AsyncSession, row: ResponseRow) -> FormVersion:
+    """The form version this response answered (its labels render the response)."""
+    version = await session.get(FormVersion, row.form_version_id)
+    if version is None:  # pragma: no cover - the foreign key forbids it
+        raise NotFound()
+    return version
+
+
+def open_response(keys: KeyRing, row: ResponseRow) -> ResponseContent:
+    """Decrypt a response; raise ResponseUnreadable (never a 500) when it will not open."""
+    sealed = Sealed(ciphertext=row.ciphertext, wrapped_key=row.wrapped_key, key_id=row.key_id)
+    try:
+        payload = open_json(keys, sealed, response_aad(row.id, row.form_id))
+    except (DecryptionFailed, UnicodeDecodeError, ValueError) as exc:
+        # The reason names the failure class only; the payload is never logged.
+        log.error("response_decrypt_failed", response_id=row.id, reason=type(exc).__name__)
+        raise ResponseUnreadable() from None
+    if not isinstance(payload, dict):
+        log.error("response_decrypt_failed", response_id=row.id, reason="not an object")
+        raise ResponseUnreadable()
+    answers = payload.get("answers")
+    signatures = payload.get("signatures")
+    return ResponseContent(
+        answers=answers if isinstance(answers, dict) else {},
+        signatures=signatures if isinstance(signatures, dict) else {},
+    )
+
+
+async def delete_response(session: AsyncSession, organization_id: str, response_id: str) -> None:
+    """Delete a response and its PDF (in one transaction)."""
+    row = await get_response(session, organization_id, response_id)
+    # Explicit, not left to ON DELETE CASCADE: SQLite enforces it only with the pragma on.
+    await session.execute(delete(ResponsePdf).where(ResponsePdf.response_id == row.id))
+    await session.delete(row)
+    await session.flush()

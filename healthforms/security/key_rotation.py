@@ -1,0 +1,168 @@
+"""`healthforms keys rotate`: re-wrap every data key under the current master key.
+
+Only the small wrapped data keys change; the records themselves (answers, PDFs, TOTP
+secrets) are not re-encrypted, so a rotation is quick and reads never stop: the old
+master key stays configured in HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS while the rows
+move over, and every row decrypts with whichever key its `key_id` names. Work goes in
+short batches, each its own transaction, and every update is conditional on the row
+still carrying the key id it was read with, so a row rewritten meanwhile is left
+alone. Running it again is safe: rows already under the current key are skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from healthforms.db.engine import Database
+from healthforms.identity.models import User
+from healthforms.responses.encryption import DecryptionFailed, rewrap
+from healthforms.responses.models import ResponsePdf, ResponseRow
+from healthforms.security.keys import KeyRing
+
+log = structlog.get_logger("healthforms.keys")
+
+DEFAULT_BATCH = 500
+
+
+@dataclass(slots=True)
+class RotationCount:
+    """What happened to one kind of record."""
+
+    name: str
+    rewrapped: int = 0
+    current: int = 0  # already under the current key
+    failed: int = 0  # its key is not configured, or it does not unwrap
+    changed: int = 0  # rewritten by someone else between read and update
+
+    def line(self) -> str:
+        text = (
+            f"{self.name}: {self.rewrapped} re-wrapped, {self.current} already current, "
+            f"{self.failed} failed"
+        )
+        return text + (f", {self.changed} changed meanwhile" if self.changed else "")
+
+
+async def _rotate_columns(
+    db: Database, keys: KeyRing, model: type[ResponseRow] | type[ResponsePdf], batch: int
+) -> RotationCount:
+    """Rows with their own `wrapped_key` and `key_id` columns (responses, PDFs)."""
+    pk = model.id if model is ResponseRow else ResponsePdf.response_id
+    count = RotationCount(model.__tablename__)
+    last = ""
+    while True:
+        async with db.sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(pk, model.wrapped_key, model.key_id)
+                    .where(pk > last)
+                    .order_by(pk)
+                    .limit(batch)
+                )
+            ).all()
+            if not rows:
+                return count
+            for row_id, wrapped, key_id in rows:
+                if key_id == keys.current_id:
+                    count.current += 1
+                    continue
+                try:
+                    new_wrapped, new_id = rewrap(keys, wrapped, key_id)
+                except DecryptionFailed as exc:
+                    count.failed += 1
+                    log.error("rewrap_failed", table=count.name, id=row_id, reason=str(exc))
+                    continue
+                result = await session.execute(
+                    update(model)
+                    .where(pk == row_id, model.key_id == key_id)
+                    .values(wrapped_key=new_wrapped, key_id=new_id)
+                    .execution_options(synchronize_session=False)
+                )
+                if _rowcount(result) == 1:
+                    count.rewrapped += 1
+                else:
+                    count.changed += 1
+            last = rows[-1][0]
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _rewrap_totp_blob(keys: KeyRing, blob: bytes) -> bytes | None:
+    """Re-wrap identity's sealed TOTP secret (JSON {"k","w","c"}); None if current."""
+    try:
+        data = json.loads(blob)
+        key_id = str(data["k"])
+        wrapped = base64.b64decode(data["w"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise DecryptionFailed("not a sealed TOTP secret") from exc
+    if key_id == keys.current_id:
+        return None
+    new_wrapped, new_id = rewrap(keys, wrapped, key_id)
+    return json.dumps(
+        {"k": new_id, "w": base64.b64encode(new_wrapped).decode(), "c": data["c"]}
+    ).encode()
+
+
+async def _rotate_totp(db: Database, keys: KeyRing, batch: int) -> RotationCount:
+    count = RotationCount("users.totp_secret_encrypted")
+    last = ""
+    while True:
+        async with db.sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(User.id, User.totp_secret_encrypted)
+                    .where(User.id > last, User.totp_secret_encrypted.is_not(None))
+                    .order_by(User.id)
+                    .limit(batch)
+                )
+            ).all()
+            if not rows:
+                return count
+            for user_id, blob in rows:
+                if blob is not None:
+                    await _rotate_one_totp(session, keys, count, user_id, blob)
+            last = rows[-1][0]
+
+
+async def _rotate_one_totp(
+    session: AsyncSession, keys: KeyRing, count: RotationCount, user_id: str, blob: bytes
+) -> None:
+    try:
+        new_blob = _rewrap_totp_blob(keys, blob)
+    except DecryptionFailed as exc:
+        count.failed += 1
+        log.error("rewrap_failed", table=count.name, id=user_id, reason=str(exc))
+        return
+    if new_blob is None:
+        count.current += 1
+        return
+    result = await session.execute(
+        update(User)
+        .where(User.id == user_id, User.totp_secret_encrypted == blob)
+        .values(totp_secret_encrypted=new_blob)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(result) == 1:
+        count.rewrapped += 1
+    else:
+        count.changed += 1
+
+
+async def rotate_keys(
+    db: Database, keys: KeyRing, *, batch: int = DEFAULT_BATCH
+) -> list[RotationCount]:
+    """Re-wrap responses, PDFs and TOTP secrets under `keys.current`; return the counts."""
+    return [
+        await _rotate_columns(db, keys, ResponseRow, batch),
+        await _rotate_columns(db, keys, ResponsePdf, batch),
+        await _rotate_totp(db, keys, batch),
+    ]

@@ -1,0 +1,59 @@
+"""Public forms (API.md "Public forms"): no session; the nonce protects the POST.
+
+Rate limiting of /api/public/* is applied by path in the rate-limit middleware.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body
+from fastapi.responses import JSONResponse
+
+from healthforms.audit.events import RESPONSE_SUBMITTED
+from healthforms.audit.recorder import AuditorDep
+from healthforms.state import DbSessionDep, RequestContextDep, StateDep
+from healthforms.submissions.service import SubmissionService, load_published, rfc3339
+
+router = APIRouter(prefix="/api/public/forms", tags=["public"])
+
+# Each GET hands out a fresh single-use nonce: no cache may keep or share it.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.get("/{public_id}")
+async def get_public_form(public_id: str, state: StateDep, session: DbSessionDep) -> JSONResponse:
+    form = await load_published(session, public_id)
+    await session.close()  # release the connection before the Redis round trip
+    issued = await SubmissionService(state).issue_nonce(form)
+    body = {
+        "form": form.public_json(),
+        "nonce": issued.token,
+        "nonceExpiresAt": rfc3339(issued.expires_at),
+    }
+    return JSONResponse(body, headers=NO_STORE)
+
+
+@router.post("/{public_id}/responses")
+async def submit_response(
+    public_id: str,
+    state: StateDep,
+    session: DbSessionDep,
+    context: RequestContextDep,
+    auditor: AuditorDep,
+    body: Any = Body(None),  # noqa: B008
+) -> JSONResponse:
+    form = await load_published(session, public_id)
+    result = await SubmissionService(state).submit(session, form, body, context)
+    if result.created:
+        await auditor.record(
+            RESPONSE_SUBMITTED,
+            resource_type="response",
+            resource_id=result.response_id,
+            organization_id=form.organization_id,
+        )
+    return JSONResponse(
+        {"confirmation": result.confirmation},
+        status_code=201 if result.created else 200,
+        headers=NO_STORE,
+    )

@@ -1,0 +1,296 @@
+"""Public forms: serve the published version with a nonce; store each submission once.
+
+Posting makes at most two Redis round trips (claim, then confirm after the commit).
+Whatever Redis says, the UNIQUE nonce id of the response row is the last word: a
+second copy that reaches the database anyway (Redis flushed, unreachable, or a claim
+lapsed) fails the constraint and is answered like a resend or a reuse by comparing
+the answers' digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from healthforms.audit.events import RequestContext
+from healthforms.db.base import new_id, utcnow
+from healthforms.errors import Conflict, HealthformsError, NotFound
+from healthforms.forms.models import Form, FormVersion
+from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
+from healthforms.redis.client import RedisUnavailable
+from healthforms.responses.encryption import response_aad, seal_json
+from healthforms.responses.models import ResponseRow
+from healthforms.state import AppState
+from healthforms.submissions import nonces
+from healthforms.submissions.nonces import ClaimState, Nonce, NonceStore
+from healthforms.submissions.validation import validate_answers
+
+log = structlog.get_logger("healthforms.submissions")
+
+# No 0/O or 1/I/L: a patient reads the code out over the phone.
+CONFIRMATION_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CONFIRMATION_LENGTH = 10
+
+
+class NonceInvalid(HealthformsError):
+    status_code, code = 400, "nonce_invalid"
+    message = "This form link has expired. Reload the page and submit again."
+
+
+class NonceUsed(Conflict):
+    code = "nonce_used"
+    message = "This form was already submitted with different answers."
+
+
+class SubmissionInProgress(Conflict):
+    code = "submission_in_progress"
+    message = "This submission is being stored. Wait a moment and try again."
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedForm:
+    form_id: str
+    organization_id: str
+    public_id: str
+    version_id: str
+    version: int
+    title: str
+    description: str
+    raw_fields: list[dict[str, Any]]
+    fields: list[FieldDef]
+
+    def public_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "description": self.description,
+            "fields": self.raw_fields,
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedNonce:
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionResult:
+    confirmation: str
+    response_id: str | None  # known when stored now or looked up in the database
+    created: bool  # True: stored now (201); False: a resend of a stored one (200)
+
+
+def rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def new_confirmation() -> str:
+    return "".join(secrets.choice(CONFIRMATION_ALPHABET) for _ in range(CONFIRMATION_LENGTH))
+
+
+async def load_published(session: AsyncSession, public_id: str) -> PublishedForm:
+    """The currently published version behind a public link, or 404."""
+    if not public_id or len(public_id) > 64:
+        raise NotFound()
+    query = (
+        select(Form, FormVersion)
+        .join(
+            FormVersion,
+            (FormVersion.form_id == Form.id) & (FormVersion.version == Form.version),
+        )
+        .where(Form.public_id == public_id, Form.status == "published")
+    )
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise NotFound()
+    form, version = row
+    return PublishedForm(
+        form_id=form.id,
+        organization_id=form.organization_id,
+        public_id=public_id,
+        version_id=version.id,
+        version=version.version,
+        title=version.title,
+        description=version.description,
+        raw_fields=list(version.fields),
+        fields=fields_from_json(version.fields),
+    )
+
+
+class SubmissionService:
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.nonces = NonceStore(state.redis)
+
+    def _degraded(self, decision: str) -> None:
+        self.state.metrics.degraded_decisions.labels(feature="nonces", decision=decision).inc()
+        log.warning("nonce_fallback", decision=decision)
+
+    async def issue_nonce(self, form: PublishedForm) -> IssuedNonce:
+        token, nonce = nonces.mint(self.state.keys, form.public_id)
+        try:
+            await self.nonces.issue(nonce)
+        except RedisUnavailable:
+            # The MAC and expiry still hold; the UNIQUE nonce id keeps exactly-once.
+            self._degraded("issue_without_redis")
+        return IssuedNonce(token, datetime.fromtimestamp(nonce.expires_at, UTC))
+
+    def answers_digest(self, answers: dict[str, Any]) -> str:
+        """HMAC of the canonical answers: tells a resend from a reuse without storing PHI."""
+        key = self.state.keys.hmac_key("answers")
+        return hmac.new(key, canonical_json(answers), hashlib.sha256).hexdigest()
+
+    async def submit(
+        self,
+        session: AsyncSession,
+        form: PublishedForm,
+        body: object,
+        context: RequestContext,
+    ) -> SubmissionResult:
+        if not isinstance(body, dict):
+            raise NonceInvalid()
+        nonce = nonces.verify(self.state.keys, form.public_id, body.get("nonce"))
+        if nonce is None:
+            raise NonceInvalid()
+        # Validation first: a 422 leaves the nonce untouched, so the patient can resend.
+        answers = validate_answers(form.fields, body.get("answers"))
+        digest = self.answers_digest(answers)
+        if nonce.is_expired():
+            # Only a late resend of a stored submission still gets its confirmation.
+            existing = await self._stored(session, nonce)
+            if existing is None:
+                raise NonceInvalid()
+            return self._resend(existing, digest)
+
+        try:
+            state = await self.nonces.claim(nonce, digest)
+        except RedisUnavailable:
+            self._degraded("claim_without_redis")
+            state = ClaimState(nonces.MISSING)
+            redis_up = False
+        else:
+            redis_up = True
+        if state.kind == "claiming":
+            raise SubmissionInProgress()
+        if state.kind == "used":
+            if hmac.compare_digest(state.digest, digest):
+                return SubmissionResult(state.confirmation, None, created=False)
+            raise NonceUsed()
+        if state.kind == nonces.MISSING and redis_up:
+            # Flushed, evicted or lapsed: the database decides below.
+            self._degraded("claim_key_missing")
+        return await self._store(session, form, nonce, answers, digest, context, redis_up)
+
+    async def _stored(self, session: AsyncSession, nonce: Nonce) -> ResponseRow | None:
+        query = select(ResponseRow).where(ResponseRow.nonce_id == nonce.nonce_id)
+        return (await session.execute(query)).scalar_one_or_none()
+
+    def _resend(self, row: ResponseRow, digest: str) -> SubmissionResult:
+        if hmac.compare_digest(row.answers_digest, digest):
+            return SubmissionResult(row.confirmation, row.id, created=False)
+        raise NonceUsed()
+
+    def _evidence(
+        self, form: PublishedForm, answers: dict[str, Any], context: RequestContext, at: datetime
+    ) -> dict[str, Any]:
+        signature_ids = [
+            f.id for f in form.fields if f.type is FieldType.SIGNATURE and f.id in answers
+        ]
+        if not signature_ids:
+            return {}
+        version_hash = hashlib.sha256(
+            canonical_json(
+                {
+                    "formId": form.form_id,
+                    "version": form.version,
+                    "title": form.title,
+                    "description": form.description,
+                    "fields": form.raw_fields,
+                }
+            )
+        ).hexdigest()
+        others = {k: v for k, v in answers.items() if k not in signature_ids}
+        answers_hash = hashlib.sha256(canonical_json(others)).hexdigest()
+        return {
+            field_id: {
+                "versionHash": version_hash,
+                "answersHash": answers_hash,
+                "signedAt": rfc3339(at),
+                "ip": context.ip,
+                "userAgent": context.user_agent,
+            }
+            for field_id in signature_ids
+        }
+
+    async def _store(
+        self,
+        session: AsyncSession,
+        form: PublishedForm,
+        nonce: Nonce,
+        answers: dict[str, Any],
+        digest: str,
+        context: RequestContext,
+        redis_up: bool,
+    ) -> SubmissionResult:
+        now = utcnow()
+        response_id = new_id("rsp_")
+        payload = {"answers": answers, "signatures": self._evidence(form, answers, context, now)}
+        sealed = seal_json(self.state.keys, payload, response_aad(response_id, form.form_id))
+        row = ResponseRow(
+            id=response_id,
+            organization_id=form.organization_id,
+            form_id=form.form_id,
+            form_version_id=form.version_id,
+            form_version=form.version,
+            nonce_id=nonce.nonce_id,
+            answers_digest=digest,
+            confirmation=new_confirmation(),
+            ciphertext=sealed.ciphertext,
+            wrapped_key=sealed.wrapped_key,
+            key_id=sealed.key_id,
+            submitted_at=now,
+        )
+        session.add(row)
+        try:
+            await session.commit()
+        except IntegrityError:
+            # Another copy got there first (the nonce id is UNIQUE): answer as a resend.
+            await session.rollback()
+            existing = await self._stored(session, nonce)
+            if existing is None:
+                raise
+            await self._confirm(nonce, existing.answers_digest, existing.confirmation, redis_up)
+            return self._resend(existing, digest)
+        except BaseException:
+            await session.rollback()
+            if redis_up:
+                try:
+                    await self.nonces.release(nonce, digest)
+                except RedisUnavailable:
+                    pass  # the claim lapses after its lease
+            raise
+        await self._confirm(nonce, digest, row.confirmation, redis_up)
+        return SubmissionResult(row.confirmation, row.id, created=True)
+
+    async def _confirm(self, nonce: Nonce, digest: str, confirmation: str, redis_up: bool) -> None:
+        if not redis_up and not self.state.redis.available:
+            return
+        try:
+            await self.nonces.confirm(nonce, digest, confirmation)
+        except RedisUnavailable:
+            self._degraded("confirm_without_redis")

@@ -1,0 +1,253 @@
+"""Answers checked against the published version a patient saw.
+
+Returns only what may be stored: answers of fields that were shown (showWhen holds),
+normalised. Hidden fields are neither required nor stored, whatever the client sent
+for them. Error messages name the rule, never echo the value (it may be PHI).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from healthforms.errors import ValidationFailed
+from healthforms.forms.schema import FieldDef, FieldType, ShowWhen
+from healthforms.forms.validation import (
+    DEFAULT_TEXT_MAX,
+    DEFAULT_TEXTAREA_MAX,
+    UnsafePattern,
+    compile_pattern,
+)
+
+SIGNATURE_PREFIX = "data:image/png;base64,"
+MAX_SIGNATURE_CHARS = 256 * 1024
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_EMAIL = 254
+# One @, no spaces, a dot in the domain: deliverability is the clinic's business.
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+_PHONE_RE = re.compile(r"^\+?[0-9 ().-]{7,25}$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NUMBER_RE = re.compile(r"^-?\d{1,15}(\.\d{1,10})?$")
+MAX_UNKNOWN_REPORTED = 20
+
+Answer = str | int | float | bool | list[str]
+
+
+def _is_blank(value: object) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or value == []
+
+
+def condition_holds(condition: ShowWhen, answers: Mapping[str, object]) -> bool:
+    """Evaluate a declarative showWhen against the answers of visible fields."""
+    other = answers.get(condition.field)
+    if "equals" in condition.model_fields_set:
+        return other is not None and _same(other, condition.equals)
+    if "not_equals" in condition.model_fields_set:
+        return other is None or not _same(other, condition.not_equals)
+    if "contains" in condition.model_fields_set:
+        needle = condition.contains
+        if isinstance(other, list):
+            return needle in other
+        if isinstance(other, str) and isinstance(needle, str):
+            return needle in other
+    return False
+
+
+def _same(answer: object, expected: object) -> bool:
+    if isinstance(answer, bool) or isinstance(expected, bool):
+        return answer is expected
+    if isinstance(answer, int | float) and isinstance(expected, int | float):
+        return float(answer) == float(expected)
+    return answer == expected
+
+
+def visible_fields(fields: list[FieldDef], answers: Mapping[str, object]) -> list[FieldDef]:
+    """The fields a patient saw, given the answers (conditions only look backwards)."""
+    shown: list[FieldDef] = []
+    seen: dict[str, object] = {}
+    for field in fields:
+        if field.show_when is None or condition_holds(field.show_when, seen):
+            shown.append(field)
+            value = answers.get(field.id)
+            if not _is_blank(value):
+                seen[field.id] = value
+    return shown
+
+
+def _text(field: FieldDef, value: object, default_max: int) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be text")
+    limit = int(field.max) if field.max is not None else default_max
+    if len(value) > limit:
+        raise ValueError(f"must be at most {limit} characters")
+    if field.min is not None and len(value.strip()) < int(field.min):
+        raise ValueError(f"must be at least {int(field.min)} characters")
+    _check_pattern(field, value)
+    return value
+
+
+def _check_pattern(field: FieldDef, value: str) -> None:
+    if field.pattern is None:
+        return
+    try:
+        compiled = compile_pattern(field.pattern)
+    except UnsafePattern as exc:  # a definition that predates the rule: refuse, never hang
+        raise ValueError("cannot be checked") from exc
+    if compiled.fullmatch(value) is None:
+        raise ValueError("does not have the expected format")
+
+
+def _email(field: FieldDef, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be an email address")
+    value = value.strip()
+    if len(value) > MAX_EMAIL or not _EMAIL_RE.match(value):
+        raise ValueError("must be an email address")
+    _check_pattern(field, value)
+    return value
+
+
+def _phone(field: FieldDef, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a phone number")
+    value = value.strip()
+    digits = sum(ch.isdigit() for ch in value)
+    if not _PHONE_RE.match(value) or not 7 <= digits <= 15:
+        raise ValueError("must be a phone number")
+    _check_pattern(field, value)
+    return value
+
+
+def _number(field: FieldDef, value: object) -> int | float:
+    number: int | float
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    if isinstance(value, int | float):
+        number = value
+    elif isinstance(value, str) and _NUMBER_RE.match(value.strip()):
+        text = value.strip()
+        number = float(text) if "." in text else int(text)
+    else:
+        raise ValueError("must be a number")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError("must be a number")
+    if abs(number) > 1e15:
+        raise ValueError("is out of range")
+    if field.min is not None and number < field.min:
+        raise ValueError(f"must be at least {field.min:g}")
+    if field.max is not None and number > field.max:
+        raise ValueError(f"must be at most {field.max:g}")
+    return number
+
+
+def _date(value: object) -> str:
+    if not isinstance(value, str) or not _DATE_RE.match(value):
+        raise ValueError("must be a date (yyyy-mm-dd)")
+    try:
+        date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError("must be a date (yyyy-mm-dd)") from exc
+    return value
+
+
+def _choice(field: FieldDef, value: object) -> str:
+    if not isinstance(value, str) or value not in (field.options or []):
+        raise ValueError("must be one of the options")
+    return value
+
+
+def _checkbox(field: FieldDef, value: object) -> bool | list[str]:
+    if field.options is None:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("must be a list of options")
+    allowed = set(field.options)
+    if any(item not in allowed for item in value):
+        raise ValueError("must only contain the options")
+    if len(set(value)) != len(value):
+        raise ValueError("must not repeat an option")
+    # Keep the form's order so equal choices always store (and hash) the same.
+    return [option for option in field.options if option in set(value)]
+
+
+def _signature(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith(SIGNATURE_PREFIX):
+        raise ValueError("must be a PNG image")
+    if len(value) > MAX_SIGNATURE_CHARS:
+        raise ValueError("is too large (at most 256 KiB)")
+    try:
+        decoded = base64.b64decode(value[len(SIGNATURE_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be a PNG image") from exc
+    if not decoded.startswith(PNG_MAGIC):
+        raise ValueError("must be a PNG image")
+    return value
+
+
+def _validate_one(field: FieldDef, value: object) -> Answer:
+    kind = field.type
+    if kind is FieldType.TEXT:
+        return _text(field, value, DEFAULT_TEXT_MAX)
+    if kind is FieldType.TEXTAREA:
+        return _text(field, value, DEFAULT_TEXTAREA_MAX)
+    if kind is FieldType.EMAIL:
+        return _email(field, value)
+    if kind is FieldType.PHONE:
+        return _phone(field, value)
+    if kind is FieldType.NUMBER:
+        return _number(field, value)
+    if kind is FieldType.DATE:
+        return _date(value)
+    if kind in (FieldType.SELECT, FieldType.RADIO):
+        return _choice(field, value)
+    if kind is FieldType.CHECKBOX:
+        return _checkbox(field, value)
+    if kind is FieldType.SIGNATURE:
+        return _signature(value)
+    raise ValueError("unsupported field type")  # pragma: no cover - FieldType is closed
+
+
+def validate_answers(fields: list[FieldDef], raw: object) -> dict[str, Any]:
+    """The answers to store, or ValidationFailed keyed by field id.
+
+    One pass in form order: a field's condition is evaluated on the already
+    normalised answers of the visible fields before it, exactly as the stored
+    answers will be evaluated again when they are shown (visible_fields).
+    """
+    if not isinstance(raw, dict):
+        raise ValidationFailed({"answers": "answers must be an object"})
+    known = {field.id for field in fields}
+    errors: dict[str, str] = {}
+    for key in raw:
+        if key not in known and len(errors) < MAX_UNKNOWN_REPORTED:
+            errors[str(key)[:64]] = "unknown field"
+    cleaned: dict[str, Any] = {}
+    for field in fields:
+        if field.show_when is not None and not condition_holds(field.show_when, cleaned):
+            continue  # hidden: neither required nor stored
+        value = raw.get(field.id)
+        consent_unticked = (
+            field.type is FieldType.CHECKBOX and field.options is None and value is False
+        )
+        if _is_blank(value) or consent_unticked:
+            if field.required:
+                errors[field.id] = "is required"
+            elif consent_unticked:
+                cleaned[field.id] = False
+            continue
+        try:
+            cleaned[field.id] = _validate_one(field, value)
+        except ValueError as exc:
+            errors[field.id] = str(exc)
+    if errors:
+        raise ValidationFailed(errors)
+    return cleaned

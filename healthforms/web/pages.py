@@ -1,0 +1,159 @@
+"""Rendering of the server-side pages: one Jinja2 environment, assets, safe `next` paths."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+TEMPLATES_DIR = HERE / "templates"
+
+# Pages never cache: staff pages show PHI, and a cached page would survive sign-out.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@cache
+def asset_version(relative: str) -> str:
+    """A short content hash, so a new deploy never serves a stale script from a cache."""
+    path = (STATIC_DIR / relative).resolve()
+    if not path.is_relative_to(STATIC_DIR) or not path.is_file():
+        return "0"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+
+
+def asset_url(relative: str) -> str:
+    return f"/static/{relative}?v={asset_version(relative)}"
+
+
+@cache
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["asset"] = asset_url
+    return env
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    html = environment().get_template(template).render(request=request, **context)
+    return HTMLResponse(html, status_code=status_code, headers={**NO_STORE, **(headers or {})})
+
+
+def safe_next(value: str | None, default: str = "/forms") -> str:
+    """Return `value` when it is a path on this site, else `default`.
+
+    Refuses open redirects: absolute URLs, scheme-relative `//host`, backslash tricks
+    browsers read as `//`, and control characters.
+    """
+    if not value or len(value) > 2000 or not value.startswith("/"):
+        return default
+    if value.startswith(("//", "/\\")) or any(ord(c) < 0x20 or c == "\\" for c in value):
+        return default
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return default
+    if value.startswith("/login"):
+        return default
+    return value
+
+
+def login_url(request: Request) -> str:
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    return "/login?next=" + quote(target, safe="/")
+
+
+def wants_html(request: Request) -> bool:
+    """Browsers on page paths get HTML errors; /api and non-browser clients keep JSON."""
+    path = request.url.path
+    if path.startswith("/api/") or path == "/api":
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+ERROR_TITLES = {
+    400: "Something was wrong with that request",
+    401: "Please sign in",
+    403: "You do not have access to this page",
+    404: "Page not found",
+    405: "That action is not available here",
+    409: "That conflicts with a recent change",
+    413: "That upload is too large",
+    429: "Too many requests",
+    500: "Something went wrong on our side",
+    503: "The service is temporarily unavailable",
+}
+
+
+def retry_after_seconds(headers: dict[str, str]) -> int | None:
+    for key, value in headers.items():
+        if key.lower() == "retry-after":
+            try:
+                return max(1, int(value))
+            except ValueError:
+                return None
+    return None
+
+
+def error_page(
+    request: Request, status_code: int, headers: dict[str, str], *, message: str | None = None
+) -> HTMLResponse:
+    """The HTML error page in the site's style; never shows internals."""
+    retry_after = retry_after_seconds(headers) if status_code == 429 else None
+    template = {404: "errors/404.html", 429: "errors/429.html"}.get(
+        status_code, "errors/error.html"
+    )
+    title = ERROR_TITLES.get(status_code, "Something went wrong")
+    try:
+        return render(
+            request,
+            template,
+            status_code=status_code,
+            headers=headers,
+            title=title,
+            status=status_code,
+            retry_after=retry_after,
+            message=message,
+        )
+    except Exception:  # noqa: BLE001 - an error page must never fail into a traceback
+        return HTMLResponse(
+            f"<!doctype html><html lang=en><title>{status_code}</title><p>{status_code}",
+            status_code=status_code,
+            headers={**NO_STORE, **headers},
+        )
+
+
+def static_error_html(status_code: int) -> str:
+    """The error page without a request (the edge middleware's last line of defence)."""
+    try:
+        return (
+            environment()
+            .get_template("errors/error.html")
+            .render(
+                title=ERROR_TITLES.get(status_code, "Something went wrong"),
+                status=status_code,
+                retry_after=None,
+                message=None,
+            )
+        )
+    except Exception:  # noqa: BLE001 - never fail while reporting a failure
+        return f"<!doctype html><html lang=en><title>{status_code}</title><p>{status_code}"

@@ -1,0 +1,190 @@
+// The patient form: client-side hints, server-side truth. The nonce (an idempotency key)
+// is kept in sessionStorage until the submission is confirmed and afterwards with its
+// confirmation, so a double click, a retry or going back and sending again never stores a
+// second response: the server answers the same nonce with the same confirmation.
+import { api, ApiError, el } from "./api.js";
+import {
+  applyShowWhen, clientErrors, collectAnswers, firstControl, initSignaturePads, showFieldErrors,
+} from "./fields.js";
+
+const publicId = document.body.dataset.publicId;
+const KEY = `healthforms:submission:${publicId}`;
+const form = document.getElementById("patient-form");
+const submitBtn = document.getElementById("submit-btn");
+const summary = document.getElementById("error-summary");
+const formSection = document.getElementById("form-section");
+const confirmation = document.getElementById("confirmation");
+const alreadySent = document.getElementById("already-sent");
+
+function load() {
+  try { return JSON.parse(sessionStorage.getItem(KEY)) || {}; } catch { return {}; }
+}
+function save(state) {
+  try { sessionStorage.setItem(KEY, JSON.stringify(state)); } catch { /* private mode: memory only */ }
+  memory = state;
+}
+let memory = load();
+const state = () => memory;
+
+async function fetchNonce() {
+  const { data } = await api(`/api/public/forms/${encodeURIComponent(publicId)}`, { credentials: "omit", auth401: false });
+  save({ ...state(), nonce: data.nonce, expiresAt: data.nonceExpiresAt });
+  return data.nonce;
+}
+
+async function currentNonce() {
+  const s = state();
+  const expires = s.expiresAt ? Date.parse(s.expiresAt) : 0;
+  if (s.nonce && (s.confirmation || expires - Date.now() > 30_000)) return s.nonce;
+  return fetchNonce();
+}
+
+function showSummary(errors, message) {
+  const list = summary.querySelector("ul");
+  list.replaceChildren();
+  const labels = new Map();
+  for (const wrap of form.querySelectorAll(".q[data-field-id]")) {
+    const label = wrap.querySelector("legend, label");
+    labels.set(wrap.dataset.fieldId, { wrap, text: label ? label.textContent.replace(/\s*\*.*$/, "").trim() : wrap.dataset.fieldId });
+  }
+  for (const [id, msg] of Object.entries(errors)) {
+    const known = labels.get(id);
+    if (known) {
+      const link = el("a", { href: `#${known.wrap.id}`, text: `${known.text}: ${msg}` });
+      link.addEventListener("click", (e) => {
+        e.preventDefault();
+        const c = firstControl(known.wrap);
+        known.wrap.scrollIntoView({ block: "center" });
+        if (c) c.focus();
+      });
+      list.append(el("li", {}, link));
+    } else {
+      list.append(el("li", { text: msg }));
+    }
+  }
+  if (message) list.append(el("li", { text: message }));
+  summary.hidden = false;
+  summary.focus();
+}
+
+function clearSummary() {
+  summary.hidden = true;
+  summary.querySelector("ul").replaceChildren();
+}
+
+function showConfirmation(code, push) {
+  document.getElementById("confirmation-code").textContent = code;
+  formSection.hidden = true;
+  confirmation.hidden = false;
+  confirmation.focus();
+  window.scrollTo(0, 0);
+  if (push && location.hash !== "#confirmation") {
+    history.pushState({ confirmed: true }, "", `${location.pathname}#confirmation`);
+  }
+}
+
+function showForm() {
+  confirmation.hidden = true;
+  formSection.hidden = false;
+  const s = state();
+  if (s.confirmation) {
+    document.getElementById("already-code").textContent = s.confirmation;
+    alreadySent.hidden = false;
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function post(answers) {
+  let nonce = await currentNonce();
+  let refreshed = false;
+  for (let attempt = 0; attempt < 8; attempt += 1) {
+    const { status, data, headers } = await api(`/api/public/forms/${encodeURIComponent(publicId)}/responses`, {
+      method: "POST", csrf: false, credentials: "omit", auth401: false,
+      body: { nonce, answers }, expect: [400, 404, 409, 422, 429],
+    });
+    const code = data && data.code;
+    if (status === 200 || status === 201) return { ok: true, confirmation: data.confirmation };
+    if (status === 409 && code === "submission_in_progress") { await sleep(500 + attempt * 250); continue; }
+    if (status === 400 && code === "nonce_invalid" && !state().confirmation && !refreshed) {
+      refreshed = true;
+      nonce = await fetchNonce();
+      continue;
+    }
+    return { ok: false, status, code, data, retryAfter: headers.get("retry-after") };
+  }
+  return { ok: false, status: 409, code: "submission_in_progress" };
+}
+
+let sending = false;
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (sending) return;
+  applyShowWhen(form);
+  const hints = clientErrors(form);
+  showFieldErrors(form, hints);
+  if (Object.keys(hints).length) { showSummary(hints); return; }
+  clearSummary();
+  sending = true;
+  submitBtn.disabled = true;
+  submitBtn.setAttribute("aria-busy", "true");
+  submitBtn.textContent = "Sending…";
+  try {
+    const result = await post(collectAnswers(form));
+    if (result.ok) {
+      save({ ...state(), confirmation: result.confirmation });
+      showFieldErrors(form, {});
+      alreadySent.hidden = true;
+      showConfirmation(result.confirmation, true);
+      return;
+    }
+    if (result.status === 422) {
+      const fields = (result.data && result.data.fields) || {};
+      showFieldErrors(form, fields);
+      showSummary(fields, Object.keys(fields).length ? null : (result.data && result.data.error) || "Some answers are not valid.");
+    } else if (result.code === "nonce_used" || (result.code === "nonce_invalid" && state().confirmation)) {
+      if (state().confirmation) showConfirmation(state().confirmation, true);
+      else showSummary({}, "This form was already sent from this page. Reload the page to send a new response.");
+    } else if (result.status === 429) {
+      const wait = Number(result.retryAfter) || 60;
+      showSummary({}, `Too many attempts from this connection. Please wait ${wait} second${wait === 1 ? "" : "s"} and send again; your answers are kept.`);
+    } else if (result.status === 404) {
+      showSummary({}, "This form is no longer accepting responses. Please contact the clinic.");
+    } else {
+      showSummary({}, (result.data && result.data.error) || "The form could not be sent. Please try again.");
+    }
+  } catch (err) {
+    const message = err instanceof ApiError && err.status === 0
+      ? "Could not reach the clinic's server. Your answers are kept; check your connection and press Send again."
+      : "The form could not be sent. Your answers are kept; please press Send again.";
+    showSummary({}, message);
+  } finally {
+    sending = false;
+    submitBtn.disabled = false;
+    submitBtn.removeAttribute("aria-busy");
+    submitBtn.textContent = "Send";
+  }
+});
+
+form.addEventListener("input", () => applyShowWhen(form));
+form.addEventListener("change", () => applyShowWhen(form));
+document.getElementById("start-over").addEventListener("click", async () => {
+  save({});
+  alreadySent.hidden = true;
+  form.reset();
+  for (const pad of form.querySelectorAll(".sigpad-clear")) pad.click();
+  applyShowWhen(form);
+  try { await fetchNonce(); } catch { /* fetched again on send */ }
+  firstControl(form) && firstControl(form).focus();
+});
+window.addEventListener("popstate", () => {
+  if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);
+  else showForm();
+});
+
+initSignaturePads(form, () => applyShowWhen(form));
+applyShowWhen(form);
+if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);
+else showForm();
+// Fetch the nonce early so sending is one request; failures are retried on send.
+currentNonce().catch(() => {});

@@ -1,0 +1,2 @@
+import { initStaffPage } from "./api.js";
+initStaffPage();

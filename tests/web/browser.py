@@ -1,0 +1,71 @@
+"""Helpers for page tests: collect console errors and CSP violations, check the basics
+(lang, title, labels, alt text, no inline code, no sideways scroll), save screenshots."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Error, Page
+
+from tests.web.conftest import SCREENSHOTS
+
+CSP_LISTENER = """
+document.addEventListener('securitypolicyviolation', (e) => {
+  (window.__cspViolations = window.__cspViolations || []).push(
+    e.violatedDirective + ' ' + e.blockedURI + ' ' + (e.sourceFile || '') + ':' + e.lineNumber);
+});
+"""
+
+BASICS = (Path(__file__).parent / "page_checks.js").read_text()
+
+_STATUS_RE = re.compile(r"status of (\d{3})")
+
+
+@dataclass
+class Watch:
+    """Console errors and page errors of every page in one context."""
+
+    errors: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+    def unexpected(self, *allowed_statuses: int) -> list[str]:
+        """Errors, except failed loads with a status the test provoked on purpose."""
+        left = []
+        for text in self.errors:
+            match = _STATUS_RE.search(text)
+            if match and int(match.group(1)) in allowed_statuses:
+                continue
+            left.append(text)
+        return left
+
+
+def new_context(browser: Browser, watch: Watch, **options: Any) -> BrowserContext:
+    context = browser.new_context(**options)
+    context.add_init_script(CSP_LISTENER)
+    context.on("page", watch.attach)
+    return context
+
+
+def check_page(page: Page, name: str | None = None, *, full_page: bool = True) -> None:
+    """Assert the basics and no CSP violation; save a screenshot when named."""
+    page.wait_for_load_state("load")
+    problems = page.evaluate(BASICS)
+    assert problems == [], f"{page.url}: {problems}"
+    try:
+        violations = page.evaluate("window.__cspViolations || []")
+    except Error:
+        violations = []
+    assert violations == [], f"{page.url}: CSP violations {violations}"
+    if name:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)

@@ -15,8 +15,16 @@ def parse_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
 
 @lru_cache(maxsize=4096)
 def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = value.strip()
+    # Some proxies append the port: "198.51.100.7:443", "[2001:db8::1]:443". Dropping
+    # it matters: an unparsable entry would fall back to the proxy's own address and
+    # put every client behind it into one bucket.
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
     try:
-        ip = ipaddress.ip_address(value.strip().strip("[]"))
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:

@@ -71,7 +71,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if not path.startswith("/api/") and path != "/login":
+        if not path.startswith("/api/") and path.rstrip("/") != "/login":
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})

@@ -49,6 +49,12 @@ def test_short_or_garbage_forwarded_for_falls_back_to_the_peer() -> None:
     assert client_ip("10.0.0.2", " , ", TRUSTED) == "10.0.0.2"
 
 
+def test_forwarded_entries_with_a_port_keep_the_client_address() -> None:
+    assert client_ip("10.0.0.2", "1.1.1.1, 198.51.100.7:52311", TRUSTED) == "198.51.100.7"
+    assert client_ip("10.0.0.2", "[2001:db8::5]:443", TRUSTED) == "2001:db8::5"
+    assert client_ip("10.0.0.2", "[2001:db8::5]", TRUSTED) == "2001:db8::5"
+
+
 def test_ipv6_proxy_and_mapped_addresses() -> None:
     assert client_ip("fd00::1", "2001:db8::5", TRUSTED) == "2001:db8::5"
     assert client_ip("::ffff:10.0.0.2", "198.51.100.7", TRUSTED) == "198.51.100.7"

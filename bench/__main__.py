@@ -1,15 +1,17 @@
 """`python -m bench [module ...]`: run every benchmark module, print one summary, write JSON.
 
 Each module bench/<name>.py exposes `def run() -> dict` (see bench/README.md): it prints
-its own table and returns its figures. A module with only `main()` is called the same
-way; one with neither runs as `python -m bench.<name>`. A module that fails is reported
-and the others still run. The summary (ratios ours / peer and ours / floor) goes to
-bench/results/summary-<UTC timestamp>.json and bench/results/latest.json.
+its own table and returns its figures. A module without it runs as `python -m
+bench.<name>` (its main()), and a JSON object on its last stdout line becomes its
+figures. A module that fails is reported and the others still run. The summary
+(ratios ours / peer and ours / floor) goes to bench/results/summary-<UTC timestamp>.json
+and bench/results/latest.json.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -45,10 +47,10 @@ def run_module(name: str) -> dict[str, Any]:
     print(f"\n######## bench.{name}", flush=True)
     try:
         module = importlib.import_module(f"bench.{name}")
-        entry: Callable[[], Any] | None = getattr(module, "run", None) or getattr(
-            module, "main", None
-        )
-        if entry is not None:
+        entry: Callable[[], Any] | None = getattr(module, "run", None)
+        # Only a synchronous run() is called in this process; anything else (a main()
+        # that reads sys.argv or is a coroutine) runs as its own `python -m bench.<name>`.
+        if entry is not None and not inspect.iscoroutinefunction(entry):
             figures = entry()
             result = figures if isinstance(figures, dict) else {"returned": repr(figures)[:200]}
         else:

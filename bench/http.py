@@ -216,7 +216,10 @@ def profile(server: Server, url: str, env: dict[str, str], seconds: float) -> di
             return {"skipped": "py-spy overran"}
         if spy_process.returncode != 0 or not out.exists():
             return {"skipped": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
-        return summarise_profile(out.read_text())
+        raw = out.read_text()
+        # The collapsed stacks, for flame graphs or grep (kept out of git).
+        (Path(__file__).resolve().parent / "results" / "profile-auth-get.collapsed").write_text(raw)
+        return summarise_profile(raw)
 
 
 # (d) HTTP ---------------------------------------------------------------------------------

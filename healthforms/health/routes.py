@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from importlib import metadata
 from typing import Any
 
@@ -105,11 +106,21 @@ async def health(state: StateDep) -> JSONResponse:
     return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
 
 
+# A successful database ping is trusted for this long, so /health under load does not
+# cost a query per request; a failure is never cached, so an outage shows at once.
+DB_PING_CACHE_S = 1.0
+
+
 async def _database_health(state: StateDep) -> dict[str, Any]:
-    try:
-        await state.db.ping(timeout_s=2.0)
-    except DatabaseUnavailable:
-        return {"status": "unavailable", "backend": state.db.backend}
+    now = time.monotonic()
+    last_ok = state.services.get("health_db_ok_at", -DB_PING_CACHE_S)
+    if now - last_ok >= DB_PING_CACHE_S:
+        try:
+            await state.db.ping(timeout_s=2.0)
+        except DatabaseUnavailable:
+            state.services.pop("health_db_ok_at", None)
+            return {"status": "unavailable", "backend": state.db.backend}
+        state.services["health_db_ok_at"] = time.monotonic()
     return {"status": "connected", "backend": state.db.backend}
 
 

@@ -127,6 +127,6 @@ async def download_pdf(
         principal = get_principal(request)
     except Unauthenticated:
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
-    await _take_pdf_token(request, principal, get_ratelimiter(request))
+    await _take_pdf_token(request, principal, await get_ratelimiter(request))
     pdf = await PdfService(state, locks).deliver(principal, response_id, auditor)
     return _pdf_response(pdf)

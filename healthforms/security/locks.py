@@ -651,7 +651,7 @@ class LockService:
         return str(token), max(remaining, 0)
 
 
-def get_lock_service(request: Request) -> LockService:
+async def get_lock_service(request: Request) -> LockService:
     service: LockService = request.app.state.hf.services["locks"]
     return service
 

@@ -539,7 +539,7 @@ async def install_ratelimiter(state: Any) -> None:
 # FastAPI dependencies ---------------------------------------------------------------------
 
 
-def get_ratelimiter(request: Request) -> RateLimiter:
+async def get_ratelimiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.hf.services["ratelimiter"]
     return limiter
 

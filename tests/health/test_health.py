@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from healthforms.config import Settings
-from healthforms.health.routes import package_version
+from healthforms.health.routes import DB_PING_CACHE_S, package_version
 from healthforms.redis.embedded import EmbeddedRedis
 from tests.conftest import make_settings
 from tests.support import legs
@@ -235,6 +235,8 @@ async def test_sqlite_file_removed_while_running_answers_503(
         for path in folder.iterdir():
             path.unlink()
         folder.rmdir()
+        # A good ping is trusted for DB_PING_CACHE_S; the next check after it must see the loss.
+        await asyncio.sleep(DB_PING_CACHE_S + 0.05)
         response = await http.get("/health")
     assert response.status_code == 503
     assert response.json()["database"]["status"] == "unavailable"

@@ -67,6 +67,30 @@ local function gcra_uncharged(d)
   return d
 end
 
+-- gcra_take1: gcra_peek + gcra_commit for a single bucket, with no table per decision:
+-- the common case (one policy) costs the server a third of the general path.
+-- Returns the ratelimit.lua reply for one policy: allowed, remaining, retry_after_ms
+-- (-1 never), reset_after_ms.
+local function gcra_take1(key, emission_us, capacity, cost, now_us)
+  local tat = tonumber(redis.call('GET', key))
+  if not tat or tat < now_us then
+    tat = now_us
+  end
+  local level_us = emission_us * capacity - (tat - now_us)
+  if cost > capacity then
+    return {0, math.floor(level_us / emission_us), -1, math.ceil((tat - now_us) / 1000)}
+  end
+  local slack = level_us - emission_us * cost
+  if slack < 0 then
+    return {0, math.floor(level_us / emission_us), math.ceil(-slack / 1000),
+      math.ceil((tat - now_us) / 1000)}
+  end
+  local new_tat = tat + emission_us * cost
+  local reset_ms = math.ceil((new_tat - now_us) / 1000)
+  redis.call('SET', key, string.format('%d', new_tat), 'PX', reset_ms)
+  return {1, math.floor(slack / emission_us), 0, reset_ms}
+end
+
 local function gcra_commit(key, decision)
   local ttl_ms = math.ceil(decision.reset_us / 1000)
   if ttl_ms > 0 then

@@ -14,6 +14,9 @@
 
 local n = #KEYS
 local now_us = tonumber(ARGV[3 * n + 1]) or gcra_now_us()
+if n == 1 then
+  return gcra_take1(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), now_us)
+end
 local decisions = {}
 local all_allowed = true
 for i = 1, n do

@@ -199,14 +199,14 @@ async def _user_create(
     from healthforms.audit.events import USER_CREATED, AuditEvent
     from healthforms.audit.store import append_event
     from healthforms.db.engine import Database
-    from healthforms.db.migrate import upgrade
+    from healthforms.db.migrate import upgrade_in_thread
     from healthforms.identity.models import Role
     from healthforms.identity.service import EmailTaken, create_user, get_or_create_organization
 
     assert isinstance(role, Role)
     db_url = settings.resolved_database_url()
     if settings.database_url is None:
-        upgrade(db_url)  # the embedded default: make sure the schema exists
+        upgrade_in_thread(db_url)  # the embedded default: make sure the schema exists
     db = Database.connect(db_url)
     try:
         async with db.sessions() as session:

@@ -291,3 +291,20 @@ async def test_changing_ones_own_password_ends_every_other_session(
             json={"email": staff.email, "password": "another new password"},
         )
         assert relogin.status_code == 200
+
+
+def test_cli_user_create_on_the_embedded_default_migrates_and_creates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The README's first-admin step: no DATABASE_URL, nothing migrated yet.
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("HEALTHFORMS_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(
+        cli_app,
+        [
+            "user", "create", "--email", "first@clinic.test", "--password", "first password 1",
+            "--name", "First Admin", "--role", "admin", "--organization", "Fresh Clinic",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "healthforms.db").exists()

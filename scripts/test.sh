@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-PYTEST=("$PY" -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile -p no:randomly "$@")
+PYTEST=("$PY" -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile -p no:randomly -rs "$@")
 
 export HEALTHFORMS_REDIS_URL_B=${HEALTHFORMS_REDIS_URL_B:-redis://127.0.0.1:6379/0}
 export HEALTHFORMS_DATABASE_URL_B=${HEALTHFORMS_DATABASE_URL_B:-postgresql+asyncpg://postgres@127.0.0.1:5432/postgres}

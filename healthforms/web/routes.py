@@ -20,6 +20,7 @@ from healthforms.errors import Forbidden, NotFound
 from healthforms.forms.models import Form, FormVersion
 from healthforms.identity.models import Role, User
 from healthforms.responses.models import ResponseRow
+from healthforms.responses.service import get_form, get_response, get_version
 from healthforms.security.principal import Principal
 from healthforms.state import DbSessionDep, StateDep
 from healthforms.web.pages import STATIC_DIR, login_url, render, safe_next
@@ -144,10 +145,8 @@ async def new_form_page(request: Request, state: StateDep, db: DbSessionDep) -> 
 
 
 async def _org_form(db: DbSessionDep, principal: Principal, form_id: str) -> Form:
-    form = await db.get(Form, form_id)
-    if form is None or form.organization_id != principal.organization_id:
-        raise NotFound()
-    return form
+    # The same organisation-scoped lookup the responses API uses (404 for other clinics).
+    return await get_form(db, principal.organization_id, form_id)
 
 
 @router.get("/forms/{form_id}")
@@ -196,20 +195,18 @@ async def response_page(
     if isinstance(staff, Response):
         return staff
     principal = staff[0]
-    row = await db.get(ResponseRow, response_id)
-    if row is None or row.organization_id != principal.organization_id:
-        raise NotFound()
+    row = await get_response(db, principal.organization_id, response_id)
     form = await _org_form(db, principal, row.form_id)
-    version = await db.get(FormVersion, row.form_version_id)
-    fields = list(version.fields) if version is not None else []
+    version = await get_version(db, row)
+    fields = list(version.fields)
     return render(
         request,
         "response.html",
-        title=f"Response to {version.title if version else form.title}",
+        title=f"Response to {version.title}",
         nav="forms",
         response_id=row.id,
         form_id=form.id,
-        form_title=version.title if version else form.title,
+        form_title=version.title,
         form_version=row.form_version,
         submitted_at=row.submitted_at,
         fields=fields,

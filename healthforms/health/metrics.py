@@ -5,20 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+# Redis up, pool figures, pipelined-connection figures.
+RedisFigures = tuple[bool, dict[str, int], dict[str, int]]
+
+
 class _RedisCollector(Collector):
     """Reads Redis up/pool figures at scrape time instead of updating gauges per request."""
 
-    def __init__(self, read: Callable[[], tuple[bool, dict[str, int]]]) -> None:
+    def __init__(self, read: Callable[[], RedisFigures]) -> None:
         self._read = read
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        up, pool = self._read()
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        up, pool, pipeline = self._read()
         yield GaugeMetricFamily(
             "healthforms_redis_up", "1 while Redis answers, 0 while degraded", value=int(up)
         )
@@ -33,6 +37,18 @@ class _RedisCollector(Collector):
             ["in_use"], pool.get("total_connections", 0) - pool.get("idle_connections", 0)
         )
         yield family
+        # The scripts' pipelined connection: commands per write tells how much batching
+        # the load gives (1.0 when idle; more under concurrency).
+        yield CounterMetricFamily(
+            "healthforms_redis_pipeline_commands",
+            "Commands sent on the pipelined script connection",
+            value=pipeline.get("commands", 0),
+        )
+        yield CounterMetricFamily(
+            "healthforms_redis_pipeline_writes",
+            "Socket writes on the pipelined script connection (round trips)",
+            value=pipeline.get("writes", 0),
+        )
 
 
 class Metrics:
@@ -70,5 +86,5 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_redis(self, read: Callable[[], tuple[bool, dict[str, int]]]) -> None:
+    def watch_redis(self, read: Callable[[], RedisFigures]) -> None:
         self.registry.register(_RedisCollector(read))

@@ -59,7 +59,7 @@ async def redis_health(redis: RedisService, timeout_s: float = 0.8) -> dict[str,
         return {"status": "unavailable", "error": "timeout"}
     except RedisUnavailable as exc:
         return {"status": "unavailable", "error": (str(exc) or "unavailable")[:120]}
-    pool = redis.pool.stats()
+    pool = redis.pool_stats()
     lookups = pool["hits"] + pool["misses"]
     hit_ratio = pool["hits"] / lookups if lookups else 1.0
     used = int(info.get("used_memory", 0))

@@ -40,6 +40,7 @@ from healthforms.identity.service import OrgScopeDep
 from healthforms.redis.client import RedisUnavailable
 from healthforms.redis.scripts import LuaScript
 from healthforms.security.csrf import CsrfTokens, check_token
+from healthforms.security.hot_routes import HotRequest, from_request, hot_route
 from healthforms.security.principal import AdminPrincipal, CurrentPrincipal, Principal
 from healthforms.security.sessions import (
     SessionInfo,
@@ -128,7 +129,7 @@ async def _is_locked(state: AppState, tag: str) -> bool:
 async def _count_failure(state: AppState, auditor: Auditor, tag: str, user: User | None) -> None:
     key = state.redis.key(LOGIN_FAILURE_KEY.format(account=tag))
     try:
-        reply = await state.redis.call(
+        reply = await state.redis.pipelined(
             lambda r: FAILURE_SCRIPT(
                 r,
                 keys=[key],
@@ -329,17 +330,22 @@ async def _current_user(db: Any, principal: Principal) -> User:
     return user
 
 
+@hot_route("GET", "/api/auth/me")
+async def me_hot(hot: HotRequest) -> dict[str, Any]:
+    async with hot.state.db.sessions() as db:
+        user = await _current_user(db, hot.principal)
+        return {"user": user_json(user), "session": _session_json(hot.session, now_ms())}
+
+
 @router.get("/api/auth/me")
-async def me(request: Request, principal: CurrentPrincipal, db: DbSessionDep) -> dict[str, Any]:
-    user = await _current_user(db, principal)
-    info = request.scope.get("state", {}).get("session")
-    assert isinstance(info, SessionInfo)
-    return {"user": user_json(user), "session": _session_json(info, now_ms())}
+async def me(request: Request, principal: CurrentPrincipal, state: StateDep) -> dict[str, Any]:
+    return await me_hot(from_request(request.scope, state, principal))
 
 
-@router.get("/api/auth/csrf-token")
-async def csrf_token(principal: CurrentPrincipal, state: StateDep) -> dict[str, str]:
-    tokens = _tokens(state)
+@hot_route("GET", "/api/auth/csrf-token")
+async def csrf_token_hot(hot: HotRequest) -> dict[str, str]:
+    tokens = _tokens(hot.state)
+    principal = hot.principal
     if principal.degraded:
         return {"csrfToken": tokens.issue_offline(principal.session_id)}
     try:
@@ -349,6 +355,13 @@ async def csrf_token(principal: CurrentPrincipal, state: StateDep) -> dict[str, 
     if token is None:
         raise Unauthenticated()
     return {"csrfToken": token}
+
+
+@router.get("/api/auth/csrf-token")
+async def csrf_token(
+    request: Request, principal: CurrentPrincipal, state: StateDep
+) -> dict[str, str]:
+    return await csrf_token_hot(from_request(request.scope, state, principal))
 
 
 @router.get("/api/auth/sessions")
@@ -381,11 +394,10 @@ async def revoke_session(
     return response
 
 
-@router.get("/api/csrf/diagnostics")
-async def csrf_diagnostics(
-    request: Request, principal: CurrentPrincipal, state: StateDep
-) -> dict[str, Any]:
-    sent = request.headers.get("x-csrf-token")
+@hot_route("GET", "/api/csrf/diagnostics")
+async def csrf_diagnostics_hot(hot: HotRequest) -> dict[str, Any]:
+    state, principal = hot.state, hot.principal
+    sent = hot.header(b"x-csrf-token")
     checked = check_token(state.keys.hmac_key("csrf"), principal.session_id, sent)
     ttl_ms = 0
     if checked is not None:
@@ -404,6 +416,13 @@ async def csrf_diagnostics(
         "tokenValid": valid,
         "ttlSeconds": (ttl_ms + 999) // 1000 if valid else 0,
     }
+
+
+@router.get("/api/csrf/diagnostics")
+async def csrf_diagnostics(
+    request: Request, principal: CurrentPrincipal, state: StateDep
+) -> dict[str, Any]:
+    return await csrf_diagnostics_hot(from_request(request.scope, state, principal))
 
 
 @router.post("/api/auth/password")

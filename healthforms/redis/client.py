@@ -18,7 +18,7 @@ import contextlib
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,9 @@ from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+
+from healthforms.redis.multiplex import Multiplexer, spec_from_pool
+from healthforms.redis.scripts import ArgT, KeyT, LuaScript
 
 log = structlog.get_logger("healthforms.redis")
 
@@ -316,6 +319,12 @@ class RedisService:
     def __init__(self, pool: CountingBlockingPool, target: RedisTarget, prefix: str = "") -> None:
         self.pool = pool
         self.client = Redis(connection_pool=pool, decode_responses=False)
+        timeout = float(pool.connection_kwargs.get("socket_timeout") or 0.5)
+        # Lua scripts (every one-round-trip operation) share one pipelined connection.
+        self.mux = Multiplexer(
+            spec_from_pool(pool.connection_class, pool.connection_kwargs, timeout),
+            timeout_s=timeout,
+        )
         self.target = target
         self.prefix = prefix
         self.breaker = CircuitBreaker()
@@ -333,12 +342,32 @@ class RedisService:
 
     async def call(self, fn: Callable[[Redis], Awaitable[T]], *, idempotent: bool = False) -> T:
         """Run one Redis operation through the breaker; raise RedisUnavailable to degrade."""
+        return await self._guarded(fn, self.client, idempotent)
+
+    async def script(
+        self,
+        script: LuaScript,
+        keys: Sequence[KeyT] = (),
+        args: Sequence[ArgT] = (),
+        *,
+        idempotent: bool = False,
+    ) -> Any:
+        """Run a Lua script on the shared pipelined connection, through the breaker."""
+        return await self._guarded(lambda m: script(m, keys, args), self.mux, idempotent)
+
+    async def pipelined(
+        self, fn: Callable[[Multiplexer], Awaitable[T]], *, idempotent: bool = False
+    ) -> T:
+        """Like call(), on the shared pipelined connection (single request/reply commands)."""
+        return await self._guarded(fn, self.mux, idempotent)
+
+    async def _guarded(self, fn: Callable[[Any], Awaitable[T]], client: Any, idempotent: bool) -> T:
         # Written for the hot path: every authenticated request and rate check passes here.
         breaker = self.breaker
         if breaker.is_open and not breaker.allows_call():
             raise RedisUnavailable(breaker.last_error or "redis unavailable")
         try:
-            result = await fn(self.client)
+            result = await fn(client)
         except PoolExhausted:
             raise
         except TRANSPORT_ERRORS as exc:
@@ -349,18 +378,18 @@ class RedisService:
                 isinstance(exc, RedisTimeoutError | TimeoutError)
             )
             if idempotent and retryable and not breaker.is_open:
-                return await self._retry_once(fn)
+                return await self._retry_once(fn, client)
             breaker.record_failure(exc)
             raise RedisUnavailable(breaker.last_error) from exc
         if breaker.is_open:
             breaker.record_success()
         return result
 
-    async def _retry_once(self, fn: Callable[[Redis], Awaitable[T]]) -> T:
+    async def _retry_once(self, fn: Callable[[Any], Awaitable[T]], client: Any) -> T:
         """The single retry of an idempotent call, after a short pause."""
         await asyncio.sleep(0.01)
         try:
-            result = await fn(self.client)
+            result = await fn(client)
         except PoolExhausted:
             raise
         except TRANSPORT_ERRORS as exc:
@@ -423,8 +452,21 @@ class RedisService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
             self._probe_task = None
+        await self.mux.close()
         await self.client.aclose()
         await self.pool.disconnect()
+
+    def pool_stats(self) -> dict[str, int]:
+        """The pool's figures for /health, the pipelined connection counted in."""
+        stats = self.pool.stats()
+        mux = self.mux.counters
+        connected = 1 if self.mux.is_connected else 0
+        stats["hits"] += max(0, mux.commands - mux.connects)
+        stats["misses"] += mux.connects
+        stats["timeouts"] += mux.overloaded
+        stats["total_connections"] += connected
+        stats["stale_connections"] += mux.dropped + mux.timeouts
+        return stats
 
 
 __all__ = [

@@ -10,8 +10,14 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from healthforms.redis.multiplex import Multiplexer
+
 KeyT = str | bytes
 ArgT = str | bytes | int | float
+
+
+# What runs a script: redis-py's client, or the shared pipelined connection.
+ScriptClient = Redis | Multiplexer
 
 
 class LuaScript:
@@ -36,7 +42,7 @@ class LuaScript:
         return cls(*(folder / name for name in names))
 
     async def __call__(
-        self, redis: Redis, keys: Sequence[KeyT] = (), args: Sequence[ArgT] = ()
+        self, redis: ScriptClient, keys: Sequence[KeyT] = (), args: Sequence[ArgT] = ()
     ) -> Any:
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)

@@ -97,7 +97,7 @@ class CsrfTokens:
         """A valid token for this session (None when the session is not live)."""
         token_id = b64url(secrets.token_bytes(16))
         session_key = self.redis.key(SESSION_KEY.format(user_id=user_id, session_hash=session_hash))
-        reply = await self.redis.call(
+        reply = await self.redis.pipelined(
             lambda r: ISSUE_SCRIPT(
                 r,
                 keys=[

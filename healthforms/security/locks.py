@@ -224,7 +224,7 @@ class LockService:
         take_back = lock.backend == BACKEND_DATABASE or lock.token in self._moved
         try:
             result = int(
-                await self._redis.call(
+                await self._redis.pipelined(
                     lambda r: RENEW_SCRIPT(
                         r, keys=[self._redis.key(lock.key)], args=[lock.token, ttl, int(take_back)]
                     ),
@@ -262,7 +262,7 @@ class LockService:
             # Compare and delete in one script: a holder whose lease expired must not
             # delete the lock that a newer holder has taken since.
             released = bool(
-                await self._redis.call(
+                await self._redis.pipelined(
                     lambda r: RELEASE_SCRIPT(
                         r, keys=[self._redis.key(lock.key)], args=[lock.token]
                     ),
@@ -433,7 +433,7 @@ class LockService:
         args: list[str | int] = [token, ttl_ms, FENCE_TTL_MS, int(queue), WAITER_LEASE_MS]
         try:
             # Not idempotent (it hands out a fencing number): never replayed.
-            reply = await self._redis.call(lambda r: ACQUIRE_SCRIPT(r, keys=keys, args=args))
+            reply = await self._redis.pipelined(lambda r: ACQUIRE_SCRIPT(r, keys=keys, args=args))
         except PoolExhausted:
             return _Attempt(None, None, exhausted=True)
         except RedisUnavailable:
@@ -468,7 +468,7 @@ class LockService:
 
     async def _redis_release_quietly(self, lock: HeldLock) -> None:
         with contextlib.suppress(RedisUnavailable, RedisError):
-            await self._redis.call(
+            await self._redis.pipelined(
                 lambda r: RELEASE_SCRIPT(r, keys=[self._redis.key(lock.key)], args=[lock.token]),
                 idempotent=True,
             )

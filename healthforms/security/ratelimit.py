@@ -361,13 +361,13 @@ class RateLimiter:
         try:
             try:
                 # EVALSHA straight on the client: one coroutine less than RATELIMIT_SCRIPT().
-                reply = await self.redis.call(
+                reply = await self.redis.pipelined(
                     lambda r: r.evalsha(_SHA, 1, key, *args), idempotent=False
                 )
             except NoScriptError:
                 # Redis restarted or SCRIPT FLUSH: the script never ran, so loading it and
                 # running it now is no retry.
-                reply = await self.redis.call(
+                reply = await self.redis.pipelined(
                     lambda r: RATELIMIT_SCRIPT(r, (key,), args), idempotent=False
                 )
         except (RedisUnavailable, RedisError):
@@ -412,7 +412,7 @@ class RateLimiter:
             args.extend(p.args(cost))
             local_requests.append((key, p.emission_us, p.capacity, cost))
         try:
-            reply = await self.redis.call(
+            reply = await self.redis.pipelined(
                 lambda r: RATELIMIT_SCRIPT(r, keys, args), idempotent=False
             )
         except (RedisUnavailable, RedisError):

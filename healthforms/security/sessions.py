@@ -260,7 +260,7 @@ class SessionStore:
         ua = short_user_agent(user_agent)
         method = _METHOD_FLAG[auth_method] + ("m" if mfa else "")
         prefixes = self._prefixes(user_id)
-        reply = await self.redis.call(
+        reply = await self.redis.pipelined(
             lambda r: CREATE_SCRIPT(
                 r,
                 keys=[self.session_key(user_id, session_hash), self.index_key(user_id)],
@@ -300,14 +300,14 @@ class SessionStore:
 
     async def _end(self, user_id: str, which: str) -> int:
         prefixes = self._prefixes(user_id)
-        reply = await self.redis.call(
+        reply = await self.redis.pipelined(
             lambda r: END_SCRIPT(r, keys=[self.index_key(user_id)], args=[*prefixes, which]),
             idempotent=True,
         )
         return int(reply)
 
     async def list(self, user_id: str) -> list[SessionInfo]:
-        reply = await self.redis.call(
+        reply = await self.redis.pipelined(
             lambda r: LIST_SCRIPT(
                 r,
                 keys=[self.index_key(user_id)],

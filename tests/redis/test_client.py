@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from healthforms.config import Settings
 from healthforms.redis.client import (
@@ -464,6 +465,8 @@ async def test_tls_connects_with_the_right_ca(tls_server: TlsServer) -> None:
     try:
         assert await service.call(lambda r: r.ping(), idempotent=True)
         assert await service.call(lambda r: r.set("hft:tls", "1", ex=10))
+        # The scripts' pipelined connection uses the same TLS settings.
+        assert await service.pipelined(lambda m: m.execute("GET", "hft:tls")) == b"1"
     finally:
         await service.close()
 
@@ -475,6 +478,9 @@ async def test_tls_refuses_a_server_signed_by_another_ca(tls_server: TlsServer) 
         with pytest.raises(RedisUnavailable):
             await service.call(lambda r: r.ping(), idempotent=True)
         assert not service.available
+        with pytest.raises(RedisConnectionError):
+            await service.mux.execute("PING")
+        assert not service.mux.is_connected
     finally:
         await service.close()
 
@@ -489,6 +495,8 @@ async def test_tls_verifies_the_host_name(tls_server_for_another_name: TlsServer
         assert "hostname" in service.breaker.last_error.lower() or "match" in (
             service.breaker.last_error.lower()
         )
+        with pytest.raises(RedisConnectionError):
+            await service.mux.execute("PING")
     finally:
         await service.close()
 

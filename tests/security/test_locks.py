@@ -359,16 +359,19 @@ async def test_an_exhausted_pool_refuses_instead_of_falling_back(
         holder = await service.acquire(key, 5_000)
         assert holder is not None
 
-        # The only connection sits in a blocking call for a while.
+        # The only pooled connection sits in a blocking call for a while, and the scripts'
+        # pipelined connection has no room for another command.
         async def block() -> None:
             await redis.client.blpop([redis_prefix + "idle"], timeout=0.3)
 
         blocker = asyncio.create_task(block())
         await asyncio.sleep(0.05)
+        redis.mux.max_in_flight = 0
         with pytest.raises(LockUnavailable):
             await service.acquire(key, 5_000)
         with pytest.raises(LockUnavailable):
             await service.renew(holder)
+        redis.mux.max_in_flight = 5000
         with pytest.raises(LockUnavailable):
             await service.holder(key)
         await blocker

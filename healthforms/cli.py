@@ -60,7 +60,7 @@ def serve(
             upgrade(settings.resolved_database_url())
         KeyRing.from_settings(settings)  # create the embedded key file once, before workers
         uvicorn.run(
-            "healthforms.app:create_app",
+            "healthforms.app:create_served_app",
             factory=True,
             host=host,
             port=port,

@@ -151,18 +151,24 @@ async def _handle_http(request: Request, exc: Exception) -> Response:
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:
-    # No internals in the body; the log line names the exception type, never its args,
-    # which could carry submitted data.
-    log.error(
-        "unhandled_exception",
-        error_type=type(exc).__name__,
-        path=request.scope.get("route_path") or "",
-    )
+    """What nothing else handled: 503 for a lost database (clients retry), else 500.
+
+    No internals in the body. The edge middleware, which the exception reaches next,
+    logs it once with the request id (the type only, never its args, which could
+    carry submitted data).
+    """
+    from healthforms.http.middleware import is_database_outage
     from healthforms.web.pages import error_page, wants_html
 
-    if wants_html(request):
-        return error_page(request, 500, {})
-    return JSONResponse(INTERNAL_ERROR_BODY, status_code=500)
+    response: Response
+    if is_database_outage(exc):
+        response = _render(request, ServiceUnavailable())
+    elif wants_html(request):
+        response = error_page(request, 500, {})
+    else:
+        response = JSONResponse(INTERNAL_ERROR_BODY, status_code=500)
+    response.headers["cache-control"] = "no-store"
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -32,6 +32,13 @@ def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
     return ip
 
 
+@lru_cache(maxsize=4096)
+def _canonical(value: str) -> str | None:
+    """The address in its canonical text form (cached: every request resolves one)."""
+    ip = _parse_ip(value)
+    return str(ip) if ip is not None else None
+
+
 def _is_trusted(ip: str, trusted: tuple[IPNetwork, ...]) -> bool:
     parsed = _parse_ip(ip)
     return parsed is not None and any(parsed in net for net in trusted)
@@ -49,15 +56,13 @@ def client_ip(
     only `hops` entries from the right: each trusted proxy appends the address it saw,
     so anything further left was written by the client and may be forged.
     """
-    peer_ip = _parse_ip(peer) if peer else None
-    peer_text = str(peer_ip) if peer_ip is not None else (peer or "unknown")
+    peer_text = (_canonical(peer) or peer) if peer else "unknown"
     if not forwarded_for or not trusted or not _is_trusted(peer_text, trusted):
         return peer_text
     chain = [part.strip() for part in forwarded_for.split(",") if part.strip()]
     if len(chain) < hops:
         return peer_text
-    candidate = _parse_ip(chain[-hops])
-    return str(candidate) if candidate is not None else peer_text
+    return _canonical(chain[-hops]) or peer_text
 
 
 def rate_identifier(ip: str) -> str:

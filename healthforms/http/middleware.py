@@ -112,6 +112,7 @@ class EdgeMiddleware:
         if production:
             base.append((b"strict-transport-security", HSTS.encode()))
         self.security_headers = base
+        self._metric_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -255,9 +256,19 @@ class EdgeMiddleware:
         route: Any = scope.get("route")
         template = getattr(route, "path", None) or "<unmatched>"
         method = scope.get("method", "")
-        labels = (method, template, str(status))
-        self.metrics.http_requests.labels(*labels).inc()
-        self.metrics.http_duration.labels(*labels).observe(elapsed)
+        labels = (method, template, status)
+        children = self._metric_children.get(labels)
+        if children is None:
+            # labels() takes a lock and builds the key every time: keep the children.
+            # Bounded: route templates (not paths) x methods x statuses.
+            text_labels = (method, template, str(status))
+            children = (
+                self.metrics.http_requests.labels(*text_labels),
+                self.metrics.http_duration.labels(*text_labels),
+            )
+            self._metric_children[labels] = children
+        children[0].inc()
+        children[1].observe(elapsed)
         log.info(
             "request",
             request_id=request_id,

@@ -36,6 +36,7 @@ from healthforms.health.metrics import Metrics
 from healthforms.redis.client import RedisUnavailable
 from healthforms.redis.scripts import LuaScript
 from healthforms.security import csrf
+from healthforms.security.hot_routes import HOT_ROUTES, HotRequest, HotRoute, render_json
 from healthforms.security.principal import Principal
 from healthforms.security.ratelimit import (
     DECISIONS_STATE,
@@ -69,6 +70,7 @@ _SKIP_PREFIXES = ("/static/", "/favicon.ico", "/health", "/metrics", "/api/publi
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _DEGRADED_CACHE_S = 5.0
 _MAX_COOKIE_HEADER = 8192
+_VERIFIED_COOKIES_MAX = 10_000
 
 
 async def send_error(
@@ -140,6 +142,7 @@ class SessionMiddleware:
             csrf.normalise_origin(settings.public_url) if settings.public_url else None
         )
         self.deny_when_degraded = settings.session_fallback is SessionFallback.DENY
+        self._verified: dict[str, tuple[bytes, SessionCookie]] = {}
         # user id -> (checked at, refuse cookies issued before this ms or None, disabled)
         self._degraded_users: dict[str, tuple[float, int | None, bool]] = {}
 
@@ -173,7 +176,7 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state.hf
-        cookie = decode_cookie(state.keys.hmac_key("session"), raw_cookie)
+        cookie = self._decode(state.keys.hmac_key("session"), raw_cookie)
         if cookie is None:
             await self.app(scope, receive, send)
             return
@@ -191,7 +194,7 @@ class SessionMiddleware:
 
         is_api = path.startswith("/api/")
         try:
-            reply = await state.redis.call(
+            reply = await state.redis.pipelined(
                 lambda r: self._check(r, state.redis.prefix, cookie, checked, is_api)
             )
         except RedisUnavailable:
@@ -215,8 +218,8 @@ class SessionMiddleware:
             await self._reject_csrf(scope, send, csrf.REASON_NOT_LIVE, cookie)
             return
 
-        scope_state["principal"] = _principal(cookie, degraded=False)
-        scope_state["session"] = SessionInfo(
+        principal = scope_state["principal"] = _principal(cookie, degraded=False)
+        session = scope_state["session"] = SessionInfo(
             id=cookie.session_hash,
             created_ms=int(reply[1]),
             last_seen_ms=int(reply[2]),
@@ -225,7 +228,26 @@ class SessionMiddleware:
             auth_method=cookie.auth_method,
             expires_in_ms=int(reply[9]),
         )
+        hot = HOT_ROUTES.get(method, path)
+        if hot is not None:
+            await _answer_hot(scope, send, hot, HotRequest(scope, state, principal, session))
+            return
         await self.app(scope, receive, send)
+
+    def _decode(self, key: bytes, raw_cookie: str) -> SessionCookie | None:
+        """decode_cookie, remembering cookies whose HMAC already held (a browser sends the
+        same cookie with every request). Only verified cookies are kept, under the key
+        that verified them, so the cache cannot admit anything decode_cookie would not;
+        whether the session still lives is asked of Redis every time."""
+        cached = self._verified.get(raw_cookie)
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        cookie = decode_cookie(key, raw_cookie)
+        if cookie is not None:
+            if len(self._verified) >= _VERIFIED_COOKIES_MAX:
+                self._verified.clear()
+            self._verified[raw_cookie] = (key, cookie)
+        return cookie
 
     async def _refuse_rate(
         self, scope: Scope, send: Send, verdict: RateVerdict, cookie: SessionCookie
@@ -407,6 +429,27 @@ class SessionMiddleware:
             )
         except Exception as exc:  # noqa: BLE001 - the answer is sent; an audit gap is logged
             log.error("audit_failed", action=CSRF_REJECTED, error_type=type(exc).__name__)
+
+
+async def _answer_hot(scope: Scope, send: Send, hot: HotRoute, request: HotRequest) -> None:
+    """Answer a hot route from here (security/hot_routes.py), as FastAPI would have."""
+    scope["route"] = hot.label
+    try:
+        body = render_json(await hot.handler(request))
+    except HealthformsError as error:
+        await send_error(send, error)
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-length", str(len(body)).encode()),
+                (b"content-type", b"application/json"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _limiter(scope: Scope) -> RateLimiter | None:

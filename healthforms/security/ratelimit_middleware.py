@@ -6,7 +6,12 @@
   an OIDC callback) joins that set. Endpoints that need a session are not limited
   here: without one they answer 401 and keep no state (the session's `api` bucket
   applies once signed in).
-- `public` (per client IP, IPv6 per /64): everything under /api/public/.
+- `public` (per client IP, IPv6 per /64): everything under /api/public/. A form
+  submission's token is deferred: the route takes it together with the nonce claim
+  (two scripts in one write: one round trip, DESIGN.md), and if the route answers
+  without taking it (a 400, a 422, a 404), it is taken here before that answer
+  leaves. Either way no response leaves without it, and over the limit the answer is
+  429, whatever the route had to say.
 - Every response of an /api/ request that went through a limiter (these two, the
   session hot path's `api` token, a route's `PdfRateLimit`) gets the RateLimit
   headers of API.md, rendered from scope["state"]["rate_decisions"].
@@ -17,7 +22,10 @@ forged X-Forwarded-For never opens a new bucket.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +43,8 @@ from healthforms.security.ratelimit import (
 
 AUTH_POLICY_PATHS = frozenset({"/api/auth/session-login", "/login"})
 PUBLIC_PREFIX = "/api/public/"
+_SUBMISSION_PATH_RE = re.compile(r"^/api/public/forms/[^/]+/responses/?$")
+DEFERRED_STATE = "deferred_rate_check"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _RATE_LIMITED_BODY = json.dumps(RateLimited().body()).encode()
 
@@ -44,6 +54,37 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+class DeferredRateCheck:
+    """One request's `public` token, taken once: by the route or, failing that, by us."""
+
+    __slots__ = ("_identifier", "_limiter", "_pending", "_state")
+
+    def __init__(self, limiter: RateLimiter, identifier: str, state: dict[str, Any]) -> None:
+        self._limiter = limiter
+        self._identifier = identifier
+        self._state = state
+        self._pending: asyncio.Future[RateVerdict] | None = None
+
+    def take(self) -> Awaitable[RateVerdict]:
+        """The verdict; the check runs at most once, however often this is called.
+
+        It starts as a task, so a caller that gathers it with another script (the nonce
+        claim) sends both in the same event-loop turn: one write, one round trip.
+        """
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._check())
+        return self._pending
+
+    @property
+    def taken(self) -> bool:
+        return self._pending is not None
+
+    async def _check(self) -> RateVerdict:
+        verdict = await self._limiter.check_one("public", self._identifier)
+        remember_decisions(self._state, verdict)
+        return verdict
 
 
 class RateLimitMiddleware:
@@ -80,6 +121,15 @@ class RateLimitMiddleware:
             peer = scope.get("client")
             ip = state.get("client_ip") or (peer[0] if peer else "unknown")
             limiter = self.limiter(scope)
+            if (
+                policy == "public"
+                and scope.get("method") == "POST"
+                and _SUBMISSION_PATH_RE.match(path)
+            ):
+                deferred = DeferredRateCheck(limiter, rate_identifier(ip), state)
+                state[DEFERRED_STATE] = deferred
+                await self._call_deferred(scope, receive, send, deferred, limiter, ip)
+                return
             verdict = await limiter.check_one(policy, rate_identifier(ip))
             remember_decisions(state, verdict)
             if not verdict.allowed:
@@ -99,6 +149,40 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    async def _call_deferred(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        deferred: DeferredRateCheck,
+        limiter: RateLimiter,
+        ip: str,
+    ) -> None:
+        """Run the route; before its answer leaves, make sure the token was taken."""
+        refused = False
+
+        async def send_checked(message: Message) -> None:
+            nonlocal refused
+            if refused:
+                return  # the route's answer was replaced by the 429
+            if message["type"] == "http.response.start":
+                verdict = await deferred.take()
+                if not verdict.allowed:
+                    refused = True
+                    await self._refuse(scope, send, limiter, verdict, ip)
+                    return
+                headers = list(message.get("headers", ()))
+                present = {k.lower() for k, _ in headers}
+                headers.extend(
+                    h
+                    for h in rate_limit_headers_for(scope["state"][DECISIONS_STATE])
+                    if h[0] not in present
+                )
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_checked)
 
     async def _refuse(
         self, scope: Scope, send: Send, limiter: RateLimiter, verdict: RateVerdict, ip: str

@@ -3,17 +3,15 @@
 -- ARGV[1]  HMAC digest of the answers being submitted (hex; never the answers)
 -- ARGV[2]  claim lease in ms (a crashed instance's claim lapses and the database decides)
 -- returns  the state before the call:
---          "issued"   -> now "claiming:<digest>"; the caller stores the response
---          "missing"  -> now "claiming:<digest>"; key gone (flushed, evicted, expired):
---                        the caller stores, the UNIQUE nonce id in the database decides
+--          "issued"   -> now "claiming:<digest>"; the caller stores the response. No key
+--                        means issued: the caller checked the nonce's MAC and expiry, and
+--                        a key flushed or evicted after use leaves the database's UNIQUE
+--                        nonce id to refuse a second copy.
 --          "claiming:<digest>"               another copy is being stored
 --          "used:<digest>:<confirmation>"    already stored
 local state = redis.call('GET', KEYS[1])
 if state == false or state == 'issued' then
   redis.call('SET', KEYS[1], 'claiming:' .. ARGV[1], 'PX', ARGV[2])
-  if state == false then
-    return 'missing'
-  end
   return 'issued'
 end
 return state

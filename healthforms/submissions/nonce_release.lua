@@ -1,10 +1,9 @@
--- Give a claimed nonce back (the storage failed): claiming:<digest> -> issued.
+-- Give a claimed nonce back (the storage failed): claiming:<digest> -> issued (no key).
 -- KEYS[1]  nonce:{<form_public_id>}:<nonce_id>
 -- ARGV[1]  HMAC digest the claim was taken with
--- ARGV[2]  TTL in ms for the issued state (the nonce's remaining life)
 -- returns  1 if released, 0 if the key was not this claim (compare-then-act)
 if redis.call('GET', KEYS[1]) == 'claiming:' .. ARGV[1] then
-  redis.call('SET', KEYS[1], 'issued', 'PX', ARGV[2])
+  redis.call('DEL', KEYS[1])
   return 1
 end
 return 0

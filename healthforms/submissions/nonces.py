@@ -2,9 +2,13 @@
 
 A nonce is `<id>.<expiry>.<mac>`, the MAC binding id and expiry to one form's public
 id with a purpose-bound key. Redis holds the id's state under
-`nonce:{<form_public_id>}:<nonce_id>`:
+`nonce:{<form_public_id>}:<nonce_id>` once it is submitted:
 
-    issued  --claim-->  claiming:<digest>  --confirm-->  used:<digest>:<confirmation>
+    (no key) issued  --claim-->  claiming:<digest>  --confirm-->  used:<digest>:<confirmation>
+
+Issuing writes nothing: a nonce whose MAC and expiry hold and that has no key is
+issued. So fetching a form costs no round trip and no key (a flood of page views
+cannot fill Redis with nonces), and a flushed Redis changes nothing for unused nonces.
 
 Redis only makes the common cases fast and precise (in-progress, resend, reuse).
 Exactly-once storage rests on the database: the response row's nonce id is UNIQUE,
@@ -132,17 +136,11 @@ class NonceStore:
     def key(self, nonce: Nonce) -> str:
         return self.redis.key(NONCE_KEY.format(public_id=nonce.public_id, nonce_id=nonce.nonce_id))
 
-    async def issue(self, nonce: Nonce) -> None:
-        """Record `issued` for a new nonce (raises RedisUnavailable; callers degrade)."""
-        key = self.key(nonce)
-        ttl_ms = max(1000, nonce.remaining_ms())
-        await self.redis.call(lambda r: r.set(key, ISSUED, px=ttl_ms, nx=True), idempotent=True)
-
     async def claim(self, nonce: Nonce, digest: str) -> ClaimState:
-        """Atomically take the nonce for storing (issued/missing -> claiming)."""
+        """Atomically take the nonce for storing (issued -> claiming)."""
         key = self.key(nonce)
         # Not idempotent: a replayed claim would find its own claim and report "busy".
-        reply = await self.redis.call(
+        reply = await self.redis.pipelined(
             lambda r: CLAIM_SCRIPT(r, keys=[key], args=[digest, CLAIM_LEASE_MS])
         )
         return parse_state(reply)
@@ -152,12 +150,13 @@ class NonceStore:
         key = self.key(nonce)
         ttl_ms = nonce.remaining_ms() + USED_GRACE_MS
         value = f"{USED}{digest}:{confirmation}"
-        await self.redis.call(lambda r: r.set(key, value, px=ttl_ms), idempotent=True)
+        await self.redis.pipelined(
+            lambda r: r.execute("SET", key, value, "PX", ttl_ms), idempotent=True
+        )
 
     async def release(self, nonce: Nonce, digest: str) -> None:
         """Give the claim back after a failed store, so the patient can retry."""
         key = self.key(nonce)
-        ttl_ms = max(1000, nonce.remaining_ms())
-        await self.redis.call(
-            lambda r: RELEASE_SCRIPT(r, keys=[key], args=[digest, ttl_ms]), idempotent=True
+        await self.redis.pipelined(
+            lambda r: RELEASE_SCRIPT(r, keys=[key], args=[digest]), idempotent=True
         )

@@ -1,17 +1,19 @@
 """Public forms (API.md "Public forms"): no session; the nonce protects the POST.
 
-Rate limiting of /api/public/* is applied by path in the rate-limit middleware.
+Rate limiting of /api/public/* is applied by path in the rate-limit middleware; a
+submission's token is taken together with its nonce claim (see the service).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
 from healthforms.audit.events import RESPONSE_SUBMITTED
 from healthforms.audit.recorder import AuditorDep
+from healthforms.security.ratelimit_middleware import DEFERRED_STATE, DeferredRateCheck
 from healthforms.state import DbSessionDep, RequestContextDep, StateDep
 from healthforms.submissions.service import SubmissionService, load_published, rfc3339
 
@@ -24,8 +26,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 @router.get("/{public_id}")
 async def get_public_form(public_id: str, state: StateDep, session: DbSessionDep) -> JSONResponse:
     form = await load_published(session, public_id)
-    await session.close()  # release the connection before the Redis round trip
-    issued = await SubmissionService(state).issue_nonce(form)
+    issued = SubmissionService(state).issue_nonce(form)
     body = {
         "form": form.public_json(),
         "nonce": issued.token,
@@ -37,6 +38,7 @@ async def get_public_form(public_id: str, state: StateDep, session: DbSessionDep
 @router.post("/{public_id}/responses")
 async def submit_response(
     public_id: str,
+    request: Request,
     state: StateDep,
     session: DbSessionDep,
     context: RequestContextDep,
@@ -44,7 +46,9 @@ async def submit_response(
     body: Any = Body(None),  # noqa: B008
 ) -> JSONResponse:
     form = await load_published(session, public_id)
-    result = await SubmissionService(state).submit(session, form, body, context)
+    deferred = request.scope.get("state", {}).get(DEFERRED_STATE)
+    rate_check = deferred.take if isinstance(deferred, DeferredRateCheck) else None
+    result = await SubmissionService(state).submit(session, form, body, context, rate_check)
     if result.created:
         await auditor.record(
             RESPONSE_SUBMITTED,

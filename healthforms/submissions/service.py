@@ -1,6 +1,8 @@
 """Public forms: serve the published version with a nonce; store each submission once.
 
-Posting makes at most two Redis round trips (claim, then confirm after the commit).
+Fetching makes no Redis round trip of its own (issuing a nonce writes nothing).
+Posting makes two: the claim, sent in one write with the client's rate-limit token,
+then the confirmation after the commit.
 Whatever Redis says, the UNIQUE nonce id of the response row is the last word: a
 second copy that reaches the database anyway (Redis flushed, unreachable, or a claim
 lapsed) fails the constraint and is answered like a resend or a reuse by comparing
@@ -9,10 +11,13 @@ the answers' digest.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,12 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.audit.events import RequestContext
 from healthforms.db.base import new_id, utcnow
-from healthforms.errors import Conflict, HealthformsError, NotFound
+from healthforms.errors import Conflict, HealthformsError, NotFound, RateLimited
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
 from healthforms.redis.client import RedisUnavailable
 from healthforms.responses.encryption import response_aad, seal_json
 from healthforms.responses.models import ResponseRow
+from healthforms.security.ratelimit import RateVerdict
 from healthforms.state import AppState
 from healthforms.submissions import nonces
 from healthforms.submissions.nonces import ClaimState, Nonce, NonceStore
@@ -141,13 +147,9 @@ class SubmissionService:
         self.state.metrics.degraded_decisions.labels(feature="nonces", decision=decision).inc()
         log.warning("nonce_fallback", decision=decision)
 
-    async def issue_nonce(self, form: PublishedForm) -> IssuedNonce:
+    def issue_nonce(self, form: PublishedForm) -> IssuedNonce:
+        # Nothing to store: a nonce with a valid MAC and no key in Redis is issued.
         token, nonce = nonces.mint(self.state.keys, form.public_id)
-        try:
-            await self.nonces.issue(nonce)
-        except RedisUnavailable:
-            # The MAC and expiry still hold; the UNIQUE nonce id keeps exactly-once.
-            self._degraded("issue_without_redis")
         return IssuedNonce(token, datetime.fromtimestamp(nonce.expires_at, UTC))
 
     def answers_digest(self, answers: dict[str, Any]) -> str:
@@ -161,7 +163,10 @@ class SubmissionService:
         form: PublishedForm,
         body: object,
         context: RequestContext,
+        rate_check: Callable[[], Awaitable[RateVerdict]] | None = None,
     ) -> SubmissionResult:
+        """Store one submission once. `rate_check` takes the client's `public` token; it
+        is run together with the nonce claim (security/ratelimit_middleware.py)."""
         if not isinstance(body, dict):
             raise NonceInvalid()
         nonce = nonces.verify(self.state.keys, form.public_id, body.get("nonce"))
@@ -177,24 +182,33 @@ class SubmissionService:
                 raise NonceInvalid()
             return self._resend(existing, digest)
 
-        try:
-            state = await self.nonces.claim(nonce, digest)
-        except RedisUnavailable:
-            self._degraded("claim_without_redis")
-            state = ClaimState(nonces.MISSING)
-            redis_up = False
+        if rate_check is None:
+            state, redis_up = await self._claim(nonce, digest)
         else:
-            redis_up = True
+            # The rate token and the claim leave in one write: one round trip for both.
+            verdict, (state, redis_up) = await asyncio.gather(
+                rate_check(), self._claim(nonce, digest)
+            )
+            if not verdict.allowed:
+                if state.claimed and redis_up:
+                    with contextlib.suppress(RedisUnavailable):
+                        await self.nonces.release(nonce, digest)
+                raise RateLimited()
         if state.kind == "claiming":
             raise SubmissionInProgress()
         if state.kind == "used":
             if hmac.compare_digest(state.digest, digest):
                 return SubmissionResult(state.confirmation, None, created=False)
             raise NonceUsed()
-        if state.kind == nonces.MISSING and redis_up:
-            # Flushed, evicted or lapsed: the database decides below.
-            self._degraded("claim_key_missing")
         return await self._store(session, form, nonce, answers, digest, context, redis_up)
+
+    async def _claim(self, nonce: Nonce, digest: str) -> tuple[ClaimState, bool]:
+        """The claim's outcome and whether Redis answered it."""
+        try:
+            return await self.nonces.claim(nonce, digest), True
+        except RedisUnavailable:
+            self._degraded("claim_without_redis")
+            return ClaimState(nonces.MISSING), False
 
     async def _stored(self, session: AsyncSession, nonce: Nonce) -> ResponseRow | None:
         query = select(ResponseRow).where(ResponseRow.nonce_id == nonce.nonce_id)

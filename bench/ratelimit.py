@@ -15,6 +15,8 @@ bench/results/ratelimit.json.
 
 - ours:      RateLimiter.check_one (RedisService.call -> EVALSHA of gcra.lua + ratelimit.lua)
 - floor:     the same EVALSHA, same script, keys and args, straight on the same client
+             (the pipelined connection every script uses, healthforms/redis/multiplex.py);
+             redis-py's pooled client doing the same is shown as a row too
 - limits:    MovingWindowRateLimiter and FixedWindowRateLimiter, async Redis storage
              (its default coredis client, and redis-py)
 - fastapi-limiter: its RateLimiter dependency called with a request (pyrate Redis bucket)
@@ -114,6 +116,9 @@ def summarise(name: str, concurrency: int, slices: list[Slice]) -> Result:
     )
 
 
+POOLED = "redis-py EVALSHA (pooled, no limiter)"
+
+
 async def build_checks(url: str, prefix: str, pool_size: int) -> tuple[dict[str, Check], list[Any]]:
     """Every implementation's "take one token for this identifier", plus things to close."""
     closers: list[Any] = []
@@ -130,14 +135,21 @@ async def build_checks(url: str, prefix: str, pool_size: int) -> tuple[dict[str,
     limiter = RateLimiter(service, settings, metrics)
     await service.client.script_load(RATELIMIT_SCRIPT.source)
 
-    # The floor: the same command on the same client, without our wrapper around it.
+    # The floor: the same command on the same client (the scripts' pipelined connection),
+    # without our wrapper around it. redis-py's pooled client is shown beside it.
     policy_args = limiter.policies["api"].args(1)
     sha = RATELIMIT_SCRIPT.sha
+    mux = service.mux
     client = service.client
     floor_prefix = prefix + "floor:ratelimit:{"
+    pooled_prefix = prefix + "pooled:ratelimit:{"
 
     async def floor(ident: str) -> bool:
-        reply = await client.evalsha(sha, 1, floor_prefix + ident + "}:api", *policy_args)
+        reply = await mux.evalsha(sha, 1, floor_prefix + ident + "}:api", *policy_args)
+        return bool(reply[0] == 1)
+
+    async def pooled(ident: str) -> bool:
+        reply = await client.evalsha(sha, 1, pooled_prefix + ident + "}:api", *policy_args)
         return bool(reply[0] == 1)
 
     async def ours(ident: str) -> bool:
@@ -147,7 +159,11 @@ async def build_checks(url: str, prefix: str, pool_size: int) -> tuple[dict[str,
             raise RuntimeError("the limiter fell back to local buckets during the bench")
         return verdict.allowed
 
-    checks: dict[str, Check] = {"ours": ours, "floor (bare EVALSHA)": floor}
+    checks: dict[str, Check] = {
+        "ours": ours,
+        "floor (bare EVALSHA)": floor,
+        POOLED: pooled,
+    }
 
     from limits import RateLimitItemPerSecond
     from limits.aio.storage import RedisStorage
@@ -327,7 +343,7 @@ async def main(argv: list[str] | None = None) -> None:
     summary: dict[str, Any] = {}
     for concurrency, by_name in results.items():
         ours = by_name["ours"].checks_per_s
-        peers = {n: r.checks_per_s for n, r in by_name.items() if n not in ("ours",)}
+        peers = {n: r.checks_per_s for n, r in by_name.items() if n not in ("ours", POOLED)}
         floor = peers.pop("floor (bare EVALSHA)")
         best_peer = max(peers, key=lambda n: peers[n])
         summary[str(concurrency)] = {

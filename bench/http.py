@@ -93,6 +93,12 @@ async def _floor(url: str, ops: int) -> dict[str, Any]:
             lambda: service.call(lambda r: r.evalsha(sha, 0)),
             in_flight,
         )
+        # What the scripts use: the shared pipelined connection (redis/multiplex.py).
+        await measure(
+            "RedisService pipelined EVALSHA",
+            lambda: service.pipelined(lambda m: m.evalsha(sha, 0)),
+            in_flight,
+        )
     await plain.delete("bench:floor")
     await plain.aclose()
     await service.close()

@@ -31,7 +31,7 @@ from healthforms.audit.events import RATELIMIT_EXCEEDED, Outcome, RequestContext
 from healthforms.config import RateSpec, Settings
 from healthforms.errors import RateLimited
 from healthforms.health.metrics import Metrics
-from healthforms.redis.client import RedisService, RedisUnavailable
+from healthforms.redis.client import TRANSPORT_ERRORS, RedisService, RedisUnavailable
 from healthforms.redis.scripts import LuaScript
 from healthforms.security.principal import CurrentPrincipal
 from healthforms.state import request_context
@@ -358,18 +358,21 @@ class RateLimiter:
         else:
             raise ValueError("cost must be at least 1")
         key = self._key_head + identifier + p.key_tail
+        redis = self.redis
         try:
             try:
-                # EVALSHA straight on the client: one coroutine less than RATELIMIT_SCRIPT().
-                reply = await self.redis.pipelined(
-                    lambda r: r.evalsha(_SHA, 1, key, *args), idempotent=False
-                )
+                # Straight on the pipelined connection: no wrapper coroutine per check.
+                reply = await redis.evalsha(_SHA, 1, key, *args)
             except NoScriptError:
                 # Redis restarted or SCRIPT FLUSH: the script never ran, so loading it and
                 # running it now is no retry.
-                reply = await self.redis.pipelined(
-                    lambda r: RATELIMIT_SCRIPT(r, (key,), args), idempotent=False
-                )
+                reply = await redis.script(RATELIMIT_SCRIPT, (key,), args)
+            else:
+                redis.succeeded()
+        except TRANSPORT_ERRORS as exc:
+            redis.failed(exc)
+            reply = self.take_local(((key, p.emission_us, p.capacity, cost),))
+            return self._verdict_local(((p, identifier),), reply)
         except (RedisUnavailable, RedisError):
             reply = self.take_local(((key, p.emission_us, p.capacity, cost),))
             return self._verdict_local(((p, identifier),), reply)

@@ -109,17 +109,15 @@ class FormEditLocks:
     async def guard_save(self, form_id: str) -> SaveGuard:
         """Refuse a save while another user holds the lock; fence the holder's own save."""
         key = lock_key(form_id)
-        holder = await self.locks.holder(key)
+        # One round trip: renew our own lock (same fence) or learn who holds it.
+        held, holder = await self.locks.reenter(
+            key, FORM_EDIT_LOCK_TTL_MS, self.principal.user_id, kind=LOCK_KIND
+        )
+        if held is not None:
+            return fenced(self.locks, held)
         if holder is None:
             return SaveGuard(fence=None, check=None)
-        if holder != self.principal.user_id:
-            raise await self._locked(holder)
-        held = await self.locks.acquire(
-            key, FORM_EDIT_LOCK_TTL_MS, token=self.principal.user_id, kind=LOCK_KIND
-        )
-        if held is None:
-            raise await self._locked(await self.locks.holder(key))
-        return fenced(self.locks, held)
+        raise await self._locked(holder)
 
 
 def fenced(locks: LockService, held: HeldLock) -> SaveGuard:

@@ -10,6 +10,8 @@
 -- ARGV[3]  TTL in ms of the fencing counter (refreshed on every use)
 -- ARGV[4]  1 = join the queue when the lock is not free, 0 = do not
 -- ARGV[5]  waiter lease in ms: a waiter that stops polling for this long loses its place
+-- ARGV[6]  1 = re-enter only: renew the token's own lock, never take a free one
+--          (a save checking "is it mine?" in the same round trip); absent or 0 = acquire
 -- returns  {1, fence, '', lease_ms}    acquired: a new fencing number
 --          {2, fence, '', lease_ms}    this token already held it: lease renewed, same fence
 --          {0, 0, holder, pttl_ms}     busy (holder '' and pttl 0 when waiters come first)
@@ -42,6 +44,13 @@ if current == token then
     fence = issue_fence()
   end
   return {2, fence, '', lease}
+end
+
+if ARGV[6] == '1' then
+  if current then
+    return {0, 0, current, redis.call('PTTL', KEYS[1])}
+  end
+  return {0, 0, '', 0}
 end
 
 if not current then

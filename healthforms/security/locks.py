@@ -217,6 +217,37 @@ class LockService:
             self._metrics.lock_conflicts.labels(kind=kind).inc()
         return attempt.lock
 
+    async def reenter(
+        self, key: str, ttl_ms: int, token: str, *, kind: str = "generic"
+    ) -> tuple[HeldLock | None, str | None]:
+        """(the lock, holder): re-enter a lock `token` holds (lease renewed, same fence);
+        never take a free one. (None, None) when free, (None, other) when held by another.
+
+        One round trip where holder() + acquire(token=...) take two. During and shortly
+        after a Redis outage it is exactly those two (they consult the database leases).
+        """
+        _check(key, ttl_ms)
+        if not self._recently_degraded() and self._redis.available:
+            keys = self._redis_keys(key)
+            args: list[str | int] = [token, ttl_ms, FENCE_TTL_MS, 0, WAITER_LEASE_MS, 1]
+            try:
+                reply = await self._redis.pipelined(
+                    lambda r: ACQUIRE_SCRIPT(r, keys=keys, args=args)
+                )
+            except PoolExhausted as exc:
+                raise LockUnavailable() from exc
+            except RedisUnavailable:
+                self._note_outage(ttl_ms)
+            else:
+                if int(reply[0]) == 0:
+                    return None, _decode(reply[2]) or None
+                fence = int(reply[1])
+                return HeldLock(key, token, fence, ttl_ms, backend="redis"), token
+        holder = await self.holder(key)
+        if holder != token:
+            return None, holder
+        return await self.acquire(key, ttl_ms, token=token, kind=kind), token
+
     async def renew(self, lock: HeldLock, ttl_ms: int | None = None) -> bool:
         """Extend the lease to `ttl_ms` (default: the lock's own); False if it is not ours now."""
         ttl = ttl_ms if ttl_ms is not None else lock.ttl_ms

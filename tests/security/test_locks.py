@@ -54,6 +54,26 @@ async def test_acquire_gives_one_holder_until_release(locks: LockService) -> Non
     assert second is not None and second.token != first.token
 
 
+async def test_reenter_renews_only_its_own_lock_in_one_round_trip(
+    locks: LockService, redis_service: RedisService
+) -> None:
+    key = new_key("form-edit")
+    await redis_service.pipelined(lambda m: m.execute("PING"))  # connected already
+    writes = redis_service.mux.counters.writes
+    assert await locks.reenter(key, 5_000, "usr_me") == (None, None)
+    assert redis_service.mux.counters.writes == writes + 1
+    assert await locks.holder(key) is None  # a free lock is not taken
+    mine = await locks.acquire(key, 300, token="usr_me")
+    assert mine is not None
+    held, holder = await locks.reenter(key, 5_000, "usr_me")
+    assert holder == "usr_me" and held is not None
+    assert held.fence == mine.fence  # re-entered: the same fencing number
+    remaining = await locks.pttl(key)
+    assert remaining is not None and remaining > 300  # the lease was renewed
+    assert await locks.reenter(key, 5_000, "usr_other") == (None, "usr_me")
+    assert await locks.release(held) is True
+
+
 async def test_expired_holder_cannot_release_or_renew_newer_lock(
     locks: LockService, redis_client: Redis, redis_prefix: str
 ) -> None:

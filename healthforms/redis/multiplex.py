@@ -318,13 +318,18 @@ class Multiplexer:
                     self.counters.timeouts += 1
                 else:
                     self.counters.dropped += 1
-            self._connecting = asyncio.ensure_future(self._open())
-        connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done() and self._connecting is connecting:
-                self._connecting = None
+            connecting = asyncio.ensure_future(self._open())
+            self._connecting = connecting
+            # Cleared when the attempt ends, even if every caller waiting on it was
+            # cancelled meanwhile: the next call then tries afresh.
+            connecting.add_done_callback(self._connect_done)
+        return await asyncio.shield(self._connecting)
+
+    def _connect_done(self, attempt: asyncio.Future[_Protocol]) -> None:
+        if self._connecting is attempt:
+            self._connecting = None
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved: a failure nobody awaited is not logged
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()

@@ -269,3 +269,22 @@ async def test_health_pool_figures_count_the_pipelined_connection(redis_url: str
         assert after["total_connections"] == before["total_connections"] + 1
     finally:
         await service.close()
+
+
+async def test_a_connection_attempt_whose_callers_all_left_does_not_poison_the_next(
+    private_redis: EmbeddedRedis,
+) -> None:
+    mux = mux_for(private_redis.url, timeout_s=0.3)
+    pid = private_redis.process.pid
+    try:
+        os.kill(pid, signal.SIGSTOP)  # TCP connects, the handshake gets no answer
+        try:
+            caller = asyncio.ensure_future(mux.execute("PING"))
+            await asyncio.sleep(0.05)
+            caller.cancel()
+            await asyncio.sleep(0.5)  # the abandoned attempt times out meanwhile
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert await mux.execute("PING") == b"PONG"
+    finally:
+        await mux.close()

@@ -230,6 +230,24 @@ def pipeline_counters(server_url: str) -> tuple[float, float]:
     return figures["commands"], figures["writes"]
 
 
+def wait_until_quiet(redis_url: str, timeout_s: float = 60.0) -> None:
+    """Return once Redis has seen no command but ours for half a second (bounded)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        last = int(client.info("stats")["total_commands_processed"])
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = int(client.info("stats")["total_commands_processed"])
+            if now - last <= 1:  # only our own INFO
+                return
+            last = now
+    finally:
+        client.close()
+
+
 def round_trips(
     redis_url: str, fire: Callable[[], object], count: int, server_url: str | None = None
 ) -> dict[str, float]:
@@ -243,9 +261,10 @@ def round_trips(
     import threading
     from urllib.parse import urlsplit
 
-    # Requests still in flight from the load run before would be counted too (a slow
-    # endpoint at 50 connections finishes its backlog after wrk stops).
-    time.sleep(1.5)
+    # Requests still in flight from the load run before would be counted too: a slow
+    # endpoint at 50 connections (PUT on SQLite) drains its backlog for seconds after
+    # wrk stops.
+    wait_until_quiet(redis_url)
     parts = urlsplit(redis_url)
     sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 5)
     sock.sendall(b"MONITOR\r\n")

@@ -582,6 +582,10 @@ def _ratios(
     by_name = {row["name"]: row for row in rows}
     ratios: list[dict[str, Any]] = []
     for connections in CONNECTIONS:
+        # DESIGN.md states its targets for wrk at 50 connections. At 1 connection every
+        # request waits for its Redis round trip in full (FastAPI + one Redis GET is
+        # itself about 0.5 x /ping there): shown, not judged.
+        judged = connections == 50
         ours = by_name.get(f"{AUTH_GET} @{connections}")
         bare = by_name.get(f"bare FastAPI /ping @{connections}")
         peer = by_name.get(f"peer stack GET /api/me @{connections}")
@@ -591,7 +595,7 @@ def _ratios(
                 "name": f"auth GET / bare FastAPI @{connections}",
                 "value": value,
                 "target": f">= {TARGET_AUTH_VS_BARE} (aim {AIM_AUTH_VS_BARE})",
-                "ok": value >= TARGET_AUTH_VS_BARE,
+                "ok": value >= TARGET_AUTH_VS_BARE if judged else None,
             })  # fmt: skip
         if ours and bare and ours.get("cpu_us_per_req") and bare.get("cpu_us_per_req"):
             value = round(bare["cpu_us_per_req"] / ours["cpu_us_per_req"], 2)
@@ -599,7 +603,7 @@ def _ratios(
                 "name": f"auth GET / bare FastAPI, by CPU per request @{connections}",
                 "value": value,
                 "target": f">= {TARGET_AUTH_VS_BARE} (aim {AIM_AUTH_VS_BARE})",
-                "ok": value >= TARGET_AUTH_VS_BARE,
+                "ok": value >= TARGET_AUTH_VS_BARE if judged else None,
             })  # fmt: skip
         if ours and peer and ours.get("cpu_us_per_req") and peer.get("cpu_us_per_req"):
             value = round(peer["cpu_us_per_req"] / ours["cpu_us_per_req"], 2)
@@ -607,7 +611,7 @@ def _ratios(
                 "name": f"auth GET / peer stack, by CPU per request @{connections}",
                 "value": value,
                 "target": f">= {TARGET_AUTH_VS_PEER}",
-                "ok": value >= TARGET_AUTH_VS_PEER,
+                "ok": value >= TARGET_AUTH_VS_PEER if judged else None,
             })  # fmt: skip
         if ours and peer and peer["ops_per_s"]:
             value = round(ours["ops_per_s"] / peer["ops_per_s"], 2)
@@ -615,7 +619,7 @@ def _ratios(
                 "name": f"auth GET / peer stack @{connections}",
                 "value": value,
                 "target": f">= {TARGET_AUTH_VS_PEER}",
-                "ok": value >= TARGET_AUTH_VS_PEER,
+                "ok": value >= TARGET_AUTH_VS_PEER if judged else None,
             })  # fmt: skip
             if peer.get("p99_ms"):
                 p99 = round(ours["p99_ms"] / peer["p99_ms"], 2)
@@ -623,7 +627,7 @@ def _ratios(
                     "name": f"auth GET p99 / peer p99 @{connections}",
                     "value": p99,
                     "target": "<= 0.5",
-                    "ok": p99 <= 0.5,
+                    "ok": p99 <= 0.5 if judged else None,
                 })  # fmt: skip
     if memory.get("bytes_per_session") is not None:
         value = memory["bytes_per_session"]

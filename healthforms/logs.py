@@ -6,8 +6,10 @@ JSON line per event on stdout, so a log shipper never meets a plain-text line.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from datetime import UTC, datetime
 
 import structlog
 
@@ -56,3 +58,36 @@ def configure_logging(level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     _configured_level = numeric
+
+
+def _utc_timestamp() -> str:
+    # The same text as structlog's TimeStamper(fmt="iso", utc=True).
+    return datetime.now(UTC).replace(tzinfo=None).isoformat() + "Z"
+
+
+def write_request_line(
+    request_id: str, method: str, route: str, status: int, duration_ms: float
+) -> None:
+    """The per-request line, in exactly the shape structlog writes, without its chain.
+
+    Every request logs one line; through structlog (bound logger, processors, JSON
+    renderer, print) it cost ~10 µs of the authenticated hot path's ~70, a quarter of
+    what our layers spend (bench/http.py). The fields are ids and outcomes only.
+    """
+    if _configured_level is None or _configured_level > logging.INFO:
+        return
+    line = json.dumps(
+        {
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "event": "request",
+            "level": "info",
+            "timestamp": _utc_timestamp(),
+        }
+    )
+    stream = sys.stdout
+    stream.write(line + "\n")
+    stream.flush()

@@ -22,6 +22,7 @@ from healthforms.db.engine import DatabaseUnavailable
 from healthforms.errors import HealthformsError, PayloadTooLarge, ServiceUnavailable
 from healthforms.health.metrics import Metrics
 from healthforms.http.client_ip import IPNetwork, client_ip
+from healthforms.logs import write_request_line
 
 log = structlog.get_logger("healthforms.http")
 
@@ -174,10 +175,10 @@ class EdgeMiddleware:
                 started_response[0] = True
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                headers.extend(self.security_headers)
                 if is_api and not any(k == b"cache-control" for k, _ in headers):
                     headers.append((b"cache-control", b"no-store"))
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.extend(self.security_headers)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -269,11 +270,4 @@ class EdgeMiddleware:
             self._metric_children[labels] = children
         children[0].inc()
         children[1].observe(elapsed)
-        log.info(
-            "request",
-            request_id=request_id,
-            method=method,
-            route=template,
-            status=status,
-            duration_ms=round(elapsed * 1000, 2),
-        )
+        write_request_line(request_id, method, template, status, round(elapsed * 1000, 2))

@@ -14,6 +14,7 @@ Routes that need a policy of their own add a dependency, e.g. `PdfRateLimit` on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -152,8 +153,25 @@ def rate_limit_headers(decision: RateDecision) -> list[tuple[bytes, bytes]]:
     return rate_limit_headers_for((decision,))
 
 
+@functools.lru_cache(maxsize=64)
+def _policy_header(policy: str, limit: int, window_s: float) -> bytes:
+    """RateLimit-Policy for one policy: the same for every request under it."""
+    return f'"{policy}";q={limit};w={int(window_s)}'.encode()
+
+
 def rate_limit_headers_for(decisions: Sequence[RateDecision]) -> list[tuple[bytes, bytes]]:
     """Headers for every policy a request went through (api + pdf gives two list items)."""
+    if len(decisions) == 1 and decisions[0].allowed:
+        # Every allowed request with one policy (most of them) comes here.
+        d = decisions[0]
+        reset = d.reset_s
+        return [
+            (b"ratelimit-limit", b"%d" % d.limit),
+            (b"ratelimit-remaining", b"%d" % d.remaining),
+            (b"ratelimit-reset", b"%d" % reset),
+            (b"ratelimit-policy", _policy_header(d.policy, d.limit, d.window_s)),
+            (b"ratelimit", b'"%s";r=%d;t=%d' % (d.policy.encode(), d.remaining, reset)),
+        ]
     main = headline(decisions)
     policy_items = ", ".join(f'"{d.policy}";q={d.limit};w={int(d.window_s)}' for d in decisions)
     state_items = ", ".join(f'"{d.policy}";r={d.remaining};t={d.reset_s}' for d in decisions)

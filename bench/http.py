@@ -250,6 +250,8 @@ class Bench:
             def fire() -> None:
                 http.request(method, url, **kwargs)
 
+            # Steady state: a script's first use on this server costs a NOSCRIPT reload.
+            fire()
             self.trips[name] = harness.round_trips(redis_url, fire, count, self.server_url)
         print(f"  {name:<44} Redis per request: {self.trips[name]}", flush=True)
 

@@ -54,7 +54,30 @@ def start_server(
     `env` is laid over this process's environment; a value of None removes the variable
     (e.g. REDIS_URL, to run on the embedded default).
     """
-    port = port or free_port()
+    if port is not None:
+        return _start_server_once(env, log_dir, port, workers, ready_timeout_s)
+    for attempt in range(3):
+        try:
+            return _start_server_once(env, log_dir, free_port(), workers, ready_timeout_s)
+        except PortTaken:
+            # free_port() closes its probe socket, and under load another test's
+            # outgoing connection can take that ephemeral port before uvicorn binds it.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    """The chosen port was taken between picking it and binding it."""
+
+
+def _start_server_once(
+    env: Mapping[str, str | None],
+    log_dir: Path,
+    port: int,
+    workers: int,
+    ready_timeout_s: float,
+) -> ServerProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"server-{port}.log"
     merged: dict[str, str | None] = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
@@ -81,7 +104,10 @@ def start_server(
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{server.log_text()[-3000:]}")
+            text = server.log_text()
+            if "address already in use" in text:
+                raise PortTaken(f"port {port} taken:\n{text[-1000:]}")
+            raise RuntimeError(f"server exited early:\n{text[-3000:]}")
         try:
             if httpx.get(f"{server.base_url}/health", timeout=1.0).status_code in (200, 503):
                 return server

@@ -24,21 +24,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from healthforms.config import Settings
 from healthforms.redis.client import (
     PoolExhausted,
-    RedisService,
-    RedisTarget,
     RedisUnavailable,
-    build_pool,
     redact_url,
 )
 from healthforms.redis.embedded import EmbeddedRedis, free_port
 from tests.conftest import make_settings
+from tests.redis.helpers import service_for
 from tests.support import legs
 from tests.support.apps import asgi_client, running_app
-
-
-def service_for(url: str, **pool_args: object) -> RedisService:
-    pool = build_pool(url, **pool_args)  # type: ignore[arg-type]
-    return RedisService(pool, RedisTarget(url=redact_url(url), tls=False, embedded=False))
 
 
 async def test_pool_figures_move_with_requests(client: httpx.AsyncClient) -> None:

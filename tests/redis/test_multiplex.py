@@ -24,23 +24,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from healthforms.redis.client import (
     PoolExhausted,
-    RedisService,
-    RedisTarget,
     RedisUnavailable,
     build_pool,
-    redact_url,
 )
 from healthforms.redis.embedded import EmbeddedRedis, free_port
 from healthforms.redis.multiplex import Multiplexer, spec_from_pool
 from healthforms.redis.scripts import LuaScript
+from tests.redis.helpers import service_for
 from tests.support import legs
 
 ECHO = "return {KEYS[1], ARGV[1]}"
-
-
-def service_for(url: str, **pool_args: object) -> RedisService:
-    pool = build_pool(url, **pool_args)  # type: ignore[arg-type]
-    return RedisService(pool, RedisTarget(url=redact_url(url), tls=False, embedded=False))
 
 
 def mux_for(url: str, timeout_s: float = 0.5, **kwargs: int) -> Multiplexer:

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = structlog.get_logger("healthforms.errors")
 
 
 class HealthformsError(Exception):

@@ -77,9 +77,6 @@ class HotRoutes:
     def get(self, method: str, path: str) -> HotRoute | None:
         return self._routes.get((method, path))
 
-    def __len__(self) -> int:
-        return len(self._routes)
-
 
 HOT_ROUTES = HotRoutes()
 

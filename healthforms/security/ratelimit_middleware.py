@@ -77,10 +77,6 @@ class DeferredRateCheck:
             self._pending = asyncio.ensure_future(self._check())
         return self._pending
 
-    @property
-    def taken(self) -> bool:
-        return self._pending is not None
-
     async def _check(self) -> RateVerdict:
         verdict = await self._limiter.check_one("public", self._identifier)
         remember_decisions(self._state, verdict)

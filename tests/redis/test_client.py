@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +30,7 @@ from tests.conftest import make_settings
 from tests.redis.helpers import service_for
 from tests.support import legs
 from tests.support.apps import asgi_client, running_app
+from tests.support.servers import hung
 
 
 async def test_pool_figures_move_with_requests(client: httpx.AsyncClient) -> None:
@@ -122,12 +121,8 @@ async def test_timeouts_are_never_replayed(private_redis: EmbeddedRedis, idempot
 
     try:
         await service.call(lambda r: r.ping())
-        os.kill(private_redis.process.pid, signal.SIGSTOP)
-        try:
-            with pytest.raises(RedisUnavailable):
-                await service.call(counted, idempotent=idempotent)
-        finally:
-            os.kill(private_redis.process.pid, signal.SIGCONT)
+        with hung(private_redis), pytest.raises(RedisUnavailable):
+            await service.call(counted, idempotent=idempotent)
         assert calls == 1
         assert not service.available
         await asyncio.sleep(0.2)

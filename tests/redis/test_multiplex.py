@@ -7,8 +7,6 @@ replies, cancelled callers, a hung server, a restarted one, a flushed script cac
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from healthforms.redis.multiplex import Multiplexer, spec_from_pool
 from healthforms.redis.scripts import LuaScript
 from tests.redis.helpers import service_for
 from tests.support import legs
+from tests.support.servers import hung
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 
@@ -140,18 +139,14 @@ async def test_a_hung_server_times_out_every_caller_then_recovers(
     private_redis: EmbeddedRedis,
 ) -> None:
     mux = mux_for(private_redis.url, timeout_s=0.3)
-    pid = private_redis.process.pid
     try:
         await mux.execute("PING")
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with hung(private_redis):
             began = time.monotonic()
             results = await asyncio.gather(
                 *(mux.execute("ECHO", str(i)) for i in range(20)), return_exceptions=True
             )
             waited = time.monotonic() - began
-        finally:
-            os.kill(pid, signal.SIGCONT)
         assert all(isinstance(result, RedisTimeoutError) for result in results)
         assert waited < 2.0
         assert await mux.execute("ECHO", "back") == b"back"
@@ -268,16 +263,12 @@ async def test_a_connection_attempt_whose_callers_all_left_does_not_poison_the_n
     private_redis: EmbeddedRedis,
 ) -> None:
     mux = mux_for(private_redis.url, timeout_s=0.3)
-    pid = private_redis.process.pid
     try:
-        os.kill(pid, signal.SIGSTOP)  # TCP connects, the handshake gets no answer
-        try:
+        with hung(private_redis):  # TCP connects, the handshake gets no answer
             caller = asyncio.ensure_future(mux.execute("PING"))
             await asyncio.sleep(0.05)
             caller.cancel()
             await asyncio.sleep(0.5)  # the abandoned attempt times out meanwhile
-        finally:
-            os.kill(pid, signal.SIGCONT)
         assert await mux.execute("PING") == b"PONG"
     finally:
         await mux.close()

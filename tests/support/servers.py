@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from healthforms.redis.embedded import free_port
+from healthforms.redis.embedded import EmbeddedRedis, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,3 +158,13 @@ def is_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
+@contextmanager
+def hung(server: EmbeddedRedis) -> Iterator[None]:
+    """The Redis server stops answering (SIGSTOP) but keeps its sockets, until the end."""
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)

@@ -22,7 +22,10 @@ from typing import Any
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The server process type, its stop() and the repo root are the tests' (tests/support).
+from tests.support.servers import REPO_ROOT as REPO_ROOT
+from tests.support.servers import ServerProcess
+
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 APP_CORE = os.environ.get("BENCH_APP_CORE", "0")
 LOAD_CORE = os.environ.get("BENCH_LOAD_CORE", "1")
@@ -36,24 +39,14 @@ def pinned(core: str, argv: Sequence[str]) -> list[str]:
 
 
 @dataclass
-class Server:
+class Server(ServerProcess):
+    """A server process of the tests' kind (stop(), log_text()), named for its log."""
+
     name: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        return self.base_url
 
 
 def launch(
@@ -80,7 +73,7 @@ def launch(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited early:\n{log_path.read_text()[-2000:]}")
+            raise RuntimeError(f"{name} exited early:\n{server.log_text()[-2000:]}")
         try:
             if httpx.get(server.url + ready_path, timeout=1.0).status_code < 500:
                 return server
@@ -88,7 +81,7 @@ def launch(
             pass
         time.sleep(0.1)
     server.stop()
-    raise RuntimeError(f"{name} not ready in {timeout_s}s:\n{log_path.read_text()[-2000:]}")
+    raise RuntimeError(f"{name} not ready in {timeout_s}s:\n{server.log_text()[-2000:]}")
 
 
 def uvicorn_argv(factory: str, port: int) -> list[str]:

@@ -161,7 +161,7 @@ _PROFILE_BUCKETS = {
     "redis-py": ("redis/",),
     "hiredis/asyncio streams": ("asyncio/streams", "hiredis"),
     "BlockingConnectionPool": ("redis/asyncio/connection.py:get_connection",),
-    "healthforms edge middleware": ("healthforms/http/middleware.py",),
+    "healthforms http layers": ("healthforms/http/",),
     "healthforms security": ("healthforms/security/", "healthforms/identity/"),
     "fastapi dependencies/routing": ("fastapi/",),
     "starlette": ("starlette/",),

@@ -39,7 +39,7 @@ from redis.asyncio.lock import Lock as RedisPyLock
 
 from healthforms.db.engine import Database
 from healthforms.db.migrate import upgrade
-from healthforms.health.metrics import Metrics
+from healthforms.metrics import Metrics
 from healthforms.redis.client import RedisService, RedisTarget, build_pool
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.locks import LockService

@@ -40,9 +40,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from healthforms.app import build_redis
 from healthforms.config import Settings
-from healthforms.health.metrics import Metrics
+from healthforms.metrics import Metrics
+from healthforms.redis.client import build_redis
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.ratelimit import RATELIMIT_SCRIPT, RateLimiter
 

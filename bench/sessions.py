@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from healthforms.security.principal import CurrentPrincipal
+from healthforms.security.context import CurrentPrincipal
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench password 123"
@@ -63,8 +63,8 @@ def _free_port() -> int:
 
 async def _create_user(database_url: str, email: str) -> None:
     from healthforms.db.engine import Database
-    from healthforms.identity.models import Role
     from healthforms.identity.service import create_user, get_or_create_organization
+    from healthforms.security.principal import Role
 
     db = Database.connect(database_url)
     try:
@@ -151,8 +151,8 @@ async def _memory(redis: Any, key: str) -> int:
 async def _memory_per_session(redis_url: str, prefix: str, users: int) -> dict[str, Any]:
     """Create sessions with the real store and read MEMORY USAGE of what they cost."""
     from healthforms.config import Settings
-    from healthforms.identity.models import Role
     from healthforms.redis.client import RedisService, RedisTarget, build_pool
+    from healthforms.security.principal import Role
     from healthforms.security.sessions import SessionStore
 
     settings = Settings(redis_prefix=prefix)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
+from functools import partial
 
 import structlog
 from fastapi import FastAPI
@@ -13,78 +13,55 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from healthforms.audit.routes import router as audit_router
 from healthforms.config import Settings, load_settings
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
-from healthforms.errors import install_error_handlers
+from healthforms.db.migrate import upgrade_in_thread
+from healthforms.errors import ServiceUnavailable
 from healthforms.forms.routes import router as forms_router
-from healthforms.health.metrics import Metrics
 from healthforms.health.routes import package_version
 from healthforms.health.routes import router as health_router
-from healthforms.http.client_ip import parse_networks
-from healthforms.http.middleware import EdgeMiddleware
+from healthforms.http.answers import send_error
+from healthforms.http.errors import install_error_handlers
+from healthforms.http.pipeline import build_pipeline
 from healthforms.identity.routes import router as identity_router
+from healthforms.identity.service import user_standing
 from healthforms.logs import configure_logging
-from healthforms.redis.client import RedisService, RedisTarget, build_pool, redact_url
-from healthforms.redis.embedded import EmbeddedRedis
+from healthforms.metrics import Metrics
+from healthforms.pdf.routes import router as pdf_router
+from healthforms.redis.client import build_redis
+from healthforms.redis.embedded import EmbeddedRedis, start_embedded_redis
 from healthforms.responses.routes import router as responses_router
-from healthforms.security.keys import KeyRing
-from healthforms.security.locks import register_lock_service
-from healthforms.security.middleware import SessionMiddleware
-from healthforms.security.ratelimit import install_ratelimiter
-from healthforms.security.ratelimit_middleware import RateLimitMiddleware
-from healthforms.state import AppState
+from healthforms.state import STATE_ATTRIBUTE, AppState
 from healthforms.submissions.routes import router as public_forms_router
+from healthforms.web.pages import error_page, static_error_html
 from healthforms.web.routes import router as web_router
 
 log = structlog.get_logger("healthforms.app")
 
-EMBEDDED_WARNING = (
-    "EMBEDDED MODE: running a private Valkey/Redis child process and SQLite under %s. "
-    "This is for ONE machine only (a laptop or a single-clinic box); for several "
-    "instances configure REDIS_URL and DATABASE_URL (PostgreSQL)."
-)
-
-
-def build_redis(settings: Settings, url: str, *, embedded: bool) -> RedisService:
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    pool = build_pool(
-        url,
-        password=password,
-        username=settings.redis_username,
-        ca_file=settings.redis_ca_file,
-        max_connections=settings.redis_pool_size,
-        timeout_s=settings.redis_timeout_s,
-    )
-    target = RedisTarget(url=redact_url(url), tls=url.startswith("rediss://"), embedded=embedded)
-    return RedisService(pool, target, prefix=settings.redis_prefix)
-
-
-def start_embedded_redis(settings: Settings) -> EmbeddedRedis:
-    log.warning("embedded_mode", message=EMBEDDED_WARNING % settings.data_dir.resolve())
-    return EmbeddedRedis.start(
-        Path(settings.data_dir) / "redis",
-        binary=settings.redis_server_bin,
-        use_unix_socket=True,
-    )
-
 
 class HealthformsApp(FastAPI):
-    """FastAPI behind our own ASGI layers: edge -> rate limits -> session -> FastAPI.
+    """FastAPI behind our own ASGI layers (http/pipeline.py): edge -> rate limits ->
+    sessions -> FastAPI.
 
     add_middleware() would put them inside FastAPI's own stack (error, telemetry and
     body-limit middlewares, then the app), which every request would cross first.
-    In front, a request the session layer answers itself (security/hot_routes.py)
-    never enters the framework. Exceptions that escape a route reach FastAPI's
+    In front, a request the session layer answers itself (http/hot_routes.py) never
+    enters the framework. Exceptions that escape a route reach FastAPI's
     ServerErrorMiddleware first (our Exception handler answers, 503 for a lost
-    database), then the edge layer, which logs them once.
+    database), then the edge layer, which logs them once. The pipeline is built in the
+    lifespan, with the AppState it serves; until then HTTP requests are refused.
     """
 
     front: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.front is None or scope["type"] != "http":
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        scope["app"] = self  # what Starlette sets; our layers read app.state.hf
+        if self.front is None:  # not started (or already stopped)
+            await send_error(send, ServiceUnavailable())
+            return
+        scope["app"] = self  # what Starlette sets; FastAPI's dependencies read it
         await self.front(scope, receive, send)
 
     async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -101,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert isinstance(app, HealthformsApp)
         embedded: EmbeddedRedis | None = None
         url = settings.explicit_redis_url()
         if url is None:
@@ -108,24 +86,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             url = embedded.url
         db_url = settings.resolved_database_url()
         if settings.database_url is None:
-            from healthforms.db.migrate import upgrade_in_thread
-
             upgrade_in_thread(db_url)
         db = Database.connect(db_url)
         redis = build_redis(settings, url, embedded=embedded is not None)
-        state = AppState(
+        state = AppState.build(
             settings=settings,
             db=db,
             redis=redis,
             metrics=metrics,
             keys=KeyRing.from_settings(settings),
+            user_standing=partial(user_standing, db),
         )
         metrics.watch_redis(lambda: (redis.available, redis.pool_stats(), redis.mux.stats()))
-        app.state.hf = state
+        setattr(app.state, STATE_ATTRIBUTE, state)
         await redis.ping()
         redis.start_probe()
-        for hook in app.state.startup_hooks:
-            await hook(state)
+        await state.limiter.load_script()
+        app.front = build_pipeline(app.framework, state, html_error_page=static_error_html)
         if app.state.freeze_gc:
             # Everything built so far (modules, routes, pools: about a million objects)
             # lives as long as the process: move it out of the collector's sight.
@@ -136,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.front = None
             await redis.close()
             await db.dispose()
             if embedded is not None:
@@ -152,28 +130,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # (about 8% of the authenticated hot path in bench/http.py's profile).
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.startup_hooks = []
     app.state.freeze_gc = False
-    app.state.startup_hooks.append(register_lock_service)
-    install_error_handlers(app)
-    app.state.startup_hooks.append(install_ratelimiter)
+    install_error_handlers(app, html_page=error_page)
     app.include_router(health_router)
     app.include_router(identity_router)
     app.include_router(audit_router)
     app.include_router(forms_router)
     app.include_router(public_forms_router)
     app.include_router(responses_router)
+    app.include_router(pdf_router)
     app.include_router(web_router)
-
-    # Outermost first: the edge resolves the request id and client IP the others need.
-    app.front = EdgeMiddleware(
-        RateLimitMiddleware(SessionMiddleware(app.framework, settings=settings, metrics=metrics)),
-        metrics=metrics,
-        max_body_bytes=settings.max_body_bytes,
-        trusted_proxies=parse_networks(settings.trusted_proxies),
-        proxy_hops=settings.trusted_proxy_hops,
-        production=settings.is_production,
-    )
     return app
 
 

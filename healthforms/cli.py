@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
+import uvicorn
 
+from healthforms.audit.events import USER_CREATED, AuditEvent
+from healthforms.audit.store import (
+    ChainBreak,
+    append_event,
+    export_events,
+    export_json,
+    verify_chain,
+)
+from healthforms.clock import parse_rfc3339
 from healthforms.config import ConfigError, Settings, load_settings
-
-if TYPE_CHECKING:
-    from healthforms.audit.store import ChainBreak
+from healthforms.crypto.keys import KeyRing, generate_key
+from healthforms.db.engine import Database, DatabaseUnavailable
+from healthforms.db.migrate import current_revision, head_revision, upgrade, upgrade_in_thread
+from healthforms.errors import ValidationFailed
+from healthforms.health.routes import eviction_warnings
+from healthforms.identity.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from healthforms.identity.schemas import check_email
+from healthforms.identity.service import EmailTaken, create_user, get_or_create_organization
+from healthforms.logs import configure_logging
+from healthforms.redis.client import build_redis
+from healthforms.redis.embedded import start_embedded_redis
+from healthforms.redis.errors import RedisUnavailable
+from healthforms.responses.key_rotation import rotate_keys
+from healthforms.security.principal import Role
 
 app = typer.Typer(
     help="healthforms: HIPAA-minded forms platform for clinics.", no_args_is_help=True
@@ -41,12 +63,6 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
 ) -> None:
     """Run the service (embedded Valkey + SQLite when nothing is configured)."""
-    import uvicorn
-
-    from healthforms.app import start_embedded_redis
-    from healthforms.db.migrate import upgrade
-    from healthforms.logs import configure_logging
-    from healthforms.security.keys import KeyRing
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -81,7 +97,6 @@ def serve(
 @app.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
-    from healthforms.db.migrate import head_revision, upgrade
 
     settings = _settings()
     upgrade(settings.resolved_database_url())
@@ -91,7 +106,6 @@ def migrate() -> None:
 @app.command()
 def check() -> None:
     """Connect to Redis and the database; print what was found; exit 0 only if both answer."""
-    from healthforms.logs import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -100,11 +114,6 @@ def check() -> None:
 
 
 async def _check(settings: Settings) -> bool:
-    from healthforms.app import build_redis, start_embedded_redis
-    from healthforms.db.engine import Database, DatabaseUnavailable
-    from healthforms.db.migrate import current_revision, head_revision
-    from healthforms.health.routes import eviction_warnings
-    from healthforms.redis.client import RedisUnavailable
 
     ok = True
     embedded = None
@@ -157,7 +166,6 @@ async def _check(settings: Settings) -> bool:
 @keys_app.command("generate")
 def keys_generate() -> None:
     """Print a new master encryption key (32 random bytes, base64)."""
-    from healthforms.security.keys import generate_key
 
     typer.echo(generate_key())
 
@@ -171,9 +179,6 @@ def user_create(
     role: Annotated[str, typer.Option(help="admin | editor | viewer.")] = "viewer",
 ) -> None:
     """Create a staff user (and the organisation, if it does not exist yet)."""
-    from healthforms.identity.models import Role
-    from healthforms.identity.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-    from healthforms.identity.schemas import check_email
 
     try:
         checked_email = check_email(email)
@@ -194,16 +199,9 @@ def user_create(
 
 
 async def _user_create(
-    settings: Settings, email: str, password: str, name: str, organization: str, role: object
+    settings: Settings, email: str, password: str, name: str, organization: str, role: Role
 ) -> int:
-    from healthforms.audit.events import USER_CREATED, AuditEvent
-    from healthforms.audit.store import append_event
-    from healthforms.db.engine import Database
-    from healthforms.db.migrate import upgrade_in_thread
-    from healthforms.identity.models import Role
-    from healthforms.identity.service import EmailTaken, create_user, get_or_create_organization
 
-    assert isinstance(role, Role)
     db_url = settings.resolved_database_url()
     if settings.database_url is None:
         upgrade_in_thread(db_url)  # the embedded default: make sure the schema exists
@@ -255,8 +253,6 @@ def audit_verify() -> None:
 
 
 async def _audit_verify(settings: Settings) -> tuple[int, ChainBreak | None]:
-    from healthforms.audit.store import verify_chain
-    from healthforms.db.engine import Database
 
     db = Database.connect(settings.resolved_database_url())
     try:
@@ -272,8 +268,6 @@ def audit_export(
     ] = None,
 ) -> None:
     """Print events as JSON lines, oldest first (every organisation)."""
-    from healthforms.audit.routes import parse_rfc3339
-    from healthforms.errors import ValidationFailed
 
     settings = _settings()
     try:
@@ -285,10 +279,6 @@ def audit_export(
 
 
 async def _audit_export(settings: Settings, since: datetime | None) -> None:
-    import json
-
-    from healthforms.audit.store import export_events, export_json
-    from healthforms.db.engine import Database
 
     db = Database.connect(settings.resolved_database_url())
     try:
@@ -315,9 +305,6 @@ def keys_rotate(
 
 
 async def _keys_rotate(settings: Settings, batch_size: int) -> bool:
-    from healthforms.db.engine import Database
-    from healthforms.security.key_rotation import rotate_keys
-    from healthforms.security.keys import KeyRing
 
     keys = KeyRing.from_settings(settings)
     typer.echo(f"current key: {keys.current_id}")

@@ -1,40 +1,84 @@
-"""What one running app holds, and the FastAPI dependencies that hand it to routes."""
+"""What one running app holds, built in one place, and the dependencies that hand it to routes.
+
+`AppState.build` is called once, in the lifespan (app.py): every long-lived service is a
+typed field here, made there, and nowhere else. Routes reach it through `StateDep`;
+the ASGI layers (http/) are handed it when the lifespan builds them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from healthforms.audit.events import RequestContext
 from healthforms.config import Settings
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
-from healthforms.health.metrics import Metrics
+from healthforms.metrics import Metrics
 from healthforms.redis.client import RedisService
-from healthforms.security.keys import KeyRing
+from healthforms.security.csrf import CsrfTokens
+from healthforms.security.locks import LockService
+from healthforms.security.oidc import OidcVerifier, build_oidc_verifier
+from healthforms.security.ratelimit import RateLimiter
+from healthforms.security.sessions import SessionStore, UserStandingLookup
 
 
-@dataclass
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AppState:
     settings: Settings
     db: Database
     redis: RedisService
     metrics: Metrics
     keys: KeyRing
-    # Feature services register themselves here at start-up (name -> object).
-    services: dict[str, Any] = field(default_factory=dict)
+    sessions: SessionStore
+    csrf: CsrfTokens
+    limiter: RateLimiter
+    locks: LockService
+    oidc: OidcVerifier | None  # None: no OIDC issuer configured
+    # The database's word on a user while Redis is down (identity/ provides it).
+    user_standing: UserStandingLookup
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        settings: Settings,
+        db: Database,
+        redis: RedisService,
+        metrics: Metrics,
+        keys: KeyRing,
+        user_standing: UserStandingLookup,
+    ) -> AppState:
+        return cls(
+            settings=settings,
+            db=db,
+            redis=redis,
+            metrics=metrics,
+            keys=keys,
+            sessions=SessionStore(redis, settings, keys.hmac_key("session")),
+            csrf=CsrfTokens(redis, keys.hmac_key("csrf")),
+            limiter=RateLimiter(redis, settings, metrics, log_key=keys.hmac_key("ratelimit-log")),
+            locks=LockService(redis, db, metrics),
+            oidc=build_oidc_verifier(settings),
+            user_standing=user_standing,
+        )
+
+
+STATE_ATTRIBUTE = "hf"  # app.state.hf
 
 
 def get_state(request: Request) -> AppState:
-    state: AppState = request.app.state.hf
+    state = getattr(request.app.state, STATE_ATTRIBUTE, None)
+    if not isinstance(state, AppState):  # pragma: no cover - a request before start-up
+        raise RuntimeError("the app has not started (no AppState)")
     return state
 
 
+# async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
 async def _state_dependency(request: Request) -> AppState:
-    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
     return get_state(request)
 
 
@@ -47,21 +91,3 @@ async def get_db_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 
 
 DbSessionDep = Annotated[AsyncSession, Depends(get_db_session)]
-
-
-def request_context(request: Request) -> RequestContext:
-    """IP (proxy-aware, from the edge middleware), user agent and request id."""
-    scope_state = request.scope.get("state", {})
-    user_agent = request.headers.get("user-agent")
-    return RequestContext(
-        ip=scope_state.get("client_ip"),
-        user_agent=user_agent[:256] if user_agent else None,
-        request_id=scope_state.get("request_id"),
-    )
-
-
-async def _request_context_dependency(request: Request) -> RequestContext:
-    return request_context(request)
-
-
-RequestContextDep = Annotated[RequestContext, Depends(_request_context_dependency)]

@@ -6,6 +6,7 @@ import base64
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -89,13 +90,30 @@ def make_settings(
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
-    return make_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-    )
+def settings_overrides() -> dict[str, Any]:
+    """What a directory or module changes in its `settings`: override this fixture there
+    (returning its overrides), never `settings` itself. Any Settings field, the store
+    URLs included, may be overridden."""
+    return {}
+
+
+@pytest.fixture
+def settings(
+    database_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+    settings_overrides: dict[str, Any],
+) -> Settings:
+    """The app's settings: this test's stores and data dir, plus `settings_overrides`."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "redis_prefix": redis_prefix,
+        "data_dir": tmp_path / "data",
+        **settings_overrides,
+    }
+    return make_settings(**values)
 
 
 @pytest.fixture

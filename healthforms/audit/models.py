@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from healthforms.db.base import Base, UTCDateTime, utcnow
+from healthforms.clock import utcnow
+from healthforms.db.base import Base, UTCDateTime
 
 
 class AuditEventRow(Base):

@@ -7,10 +7,11 @@ from typing import Annotated
 import structlog
 from fastapi import Depends, Request
 
-from healthforms.audit.events import AuditEvent, Outcome, RequestContext
+from healthforms.audit.events import AuditEvent, Outcome
 from healthforms.audit.store import append_event
 from healthforms.db.engine import Database
-from healthforms.state import get_state, request_context
+from healthforms.security.context import RequestContext, request_state
+from healthforms.state import get_state
 
 log = structlog.get_logger("healthforms.audit")
 
@@ -65,18 +66,15 @@ class Auditor:
 
 
 def get_auditor(request: Request) -> Auditor:
-    from healthforms.security.principal import Principal
-
-    state = get_state(request)
-    principal = request.scope.get("state", {}).get("principal")
-    if isinstance(principal, Principal):
-        return Auditor(
-            state.db,
-            request_context(request),
-            actor_id=principal.user_id,
-            organization_id=principal.organization_id,
-        )
-    return Auditor(state.db, request_context(request))
+    """An Auditor with this request's context and, once signed in, its actor."""
+    current = request_state(request.scope)
+    principal = current.principal
+    return Auditor(
+        get_state(request).db,
+        current.context,
+        actor_id=principal.user_id if principal else None,
+        organization_id=principal.organization_id if principal else None,
+    )
 
 
 async def _auditor_dependency(request: Request) -> Auditor:

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from healthforms.audit.store import event_json, iter_events
-from healthforms.errors import ValidationFailed
-from healthforms.security.principal import AdminPrincipal
+from healthforms.clock import parse_rfc3339
+from healthforms.security.context import AdminPrincipal
 from healthforms.state import StateDep
 
 router = APIRouter(tags=["audit"])
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
-
-
-def parse_rfc3339(value: str, field: str) -> datetime:
-    """An RFC 3339 time with an offset (or Z), as UTC; a 422 naming `field` otherwise."""
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValidationFailed(
-            {field: "must be an RFC 3339 time, e.g. 2026-11-25T19:54:37Z"}
-        ) from None
-    if parsed.tzinfo is None:
-        raise ValidationFailed({field: "must carry a time zone offset or Z"})
-    return parsed.astimezone(UTC)
 
 
 @router.get("/api/audit")

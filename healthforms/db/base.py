@@ -43,10 +43,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def new_id(prefix: str = "") -> str:
     """An opaque, unguessable id (128 bits, URL-safe)."""
     return prefix + secrets.token_urlsafe(16)

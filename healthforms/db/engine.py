@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,7 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     url: str
+    _answered_at: float = field(default=float("-inf"), repr=False)  # last good ping
 
     @classmethod
     def connect(cls, url: str) -> Database:
@@ -87,8 +90,6 @@ class Database:
 
     async def ping(self, timeout_s: float = 2.0) -> str:
         """Return the server version; raise DatabaseUnavailable if it does not answer."""
-        import asyncio
-
         if self.is_sqlite:
             # An open pooled connection keeps answering after its file was deleted or
             # its directory removed; the data is gone all the same.
@@ -102,8 +103,21 @@ class Database:
                 else:
                     version = (await conn.execute(text("show server_version"))).scalar_one()
         except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
+            self._answered_at = float("-inf")
             raise DatabaseUnavailable(type(exc).__name__) from exc
+        self._answered_at = time.monotonic()
         return str(version)
+
+    async def answers(self, *, trust_s: float, timeout_s: float = 2.0) -> bool:
+        """Whether the database answers; a good ping is trusted for `trust_s` seconds
+        (so a probe under load costs no query per call), a failure never is."""
+        if time.monotonic() - self._answered_at < trust_s:
+            return True
+        try:
+            await self.ping(timeout_s=timeout_s)
+        except DatabaseUnavailable:
+            return False
+        return True
 
     async def dispose(self) -> None:
         await self.engine.dispose()

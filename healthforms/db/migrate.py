@@ -11,7 +11,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+from healthforms.db.engine import create_engine
+
+# The Alembic scripts sit at the top of the package (they import every feature's models).
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:
@@ -42,8 +45,6 @@ def head_revision() -> str:
 
 async def current_revision(url: str) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
-    from healthforms.db.engine import create_engine
-
     engine = create_engine(url)
 
     def _read(conn: Connection) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from healthforms.db.base import utcnow
+from healthforms.clock import rfc3339, utcnow
 from healthforms.errors import Conflict
 from healthforms.forms.service import FenceCheck
 from healthforms.identity.models import User
@@ -128,6 +128,4 @@ def fenced(locks: LockService, held: HeldLock) -> SaveGuard:
 
 
 def lock_json(owner: LockOwner, expires_at: datetime) -> dict[str, Any]:
-    from healthforms.forms.service import rfc3339
-
     return {"lockedBy": owner.json(), "expiresAt": rfc3339(expires_at)}

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from healthforms.db.base import Base, UTCDateTime, new_id, utcnow
+from healthforms.clock import utcnow
+from healthforms.db.base import Base, UTCDateTime, new_id
 
 
 class Form(Base):

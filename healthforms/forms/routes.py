@@ -18,9 +18,8 @@ from healthforms.errors import ValidationFailed
 from healthforms.forms.edit_lock import FormEditLocks, FormLocked, lock_json
 from healthforms.forms.service import FormService, StaleLock, form_json
 from healthforms.forms.validation import validate_description, validate_fields, validate_title
-from healthforms.security.locks import LockServiceDep
-from healthforms.security.principal import CurrentPrincipal, EditorPrincipal
-from healthforms.state import DbSessionDep
+from healthforms.security.context import CurrentPrincipal, EditorPrincipal
+from healthforms.state import DbSessionDep, StateDep
 
 router = APIRouter(prefix="/api/forms", tags=["forms"])
 
@@ -81,19 +80,19 @@ async def update_form(
     principal: EditorPrincipal,
     session: DbSessionDep,
     auditor: AuditorDep,
-    locks: LockServiceDep,
+    state: StateDep,
     body: JsonObject = Body(...),  # noqa: B008
 ) -> JsonObject:
     service = FormService(session, principal)
     await service.get(form_id)  # 404 before any validation detail leaks
     try:
-        guard = await FormEditLocks(locks, session, principal).guard_save(form_id)
+        guard = await FormEditLocks(state.locks, session, principal).guard_save(form_id)
     except FormLocked as error:
         raise await _conflict(auditor, form_id, error) from None
     title = validate_title(body["title"]) if "title" in body else None
     description = validate_description(body["description"]) if "description" in body else None
     fields = validate_fields(body["fields"]) if "fields" in body else None
-    edit_locks = FormEditLocks(locks, session, principal)
+    edit_locks = FormEditLocks(state.locks, session, principal)
     try:
         form = await service.update(
             form_id,
@@ -144,11 +143,11 @@ async def lock_form(
     principal: EditorPrincipal,
     session: DbSessionDep,
     auditor: AuditorDep,
-    locks: LockServiceDep,
+    state: StateDep,
 ) -> JsonObject:
     await FormService(session, principal).get(form_id)
     try:
-        owner, expires_at = await FormEditLocks(locks, session, principal).acquire(form_id)
+        owner, expires_at = await FormEditLocks(state.locks, session, principal).acquire(form_id)
     except FormLocked as error:
         raise await _conflict(auditor, form_id, error) from None
     return lock_json(owner, expires_at)
@@ -160,11 +159,11 @@ async def unlock_form(
     principal: EditorPrincipal,
     session: DbSessionDep,
     auditor: AuditorDep,
-    locks: LockServiceDep,
+    state: StateDep,
 ) -> Response:
     await FormService(session, principal).get(form_id)
     try:
-        await FormEditLocks(locks, session, principal).release(form_id)
+        await FormEditLocks(state.locks, session, principal).release(form_id)
     except FormLocked as error:
         raise await _conflict(auditor, form_id, error) from None
     return Response(status_code=204)

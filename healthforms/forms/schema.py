@@ -33,9 +33,6 @@ class FieldType(StrEnum):
     SIGNATURE = "signature"
 
 
-CHOICE_TYPES = frozenset({FieldType.SELECT, FieldType.RADIO})
-
-
 class ShowWhen(BaseModel):
     """Declarative condition: show the field only while another field's answer matches."""
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from healthforms.db.base import utcnow
+from healthforms.clock import rfc3339, utcnow
 from healthforms.errors import Conflict, NotFound
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, fields_to_json
@@ -44,10 +43,6 @@ class FormArchived(Conflict):
 class StaleLock(Conflict):
     code = "locked"
     message = "Your edit lock expired and another editor has saved since."
-
-
-def rfc3339(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def form_json(form: Form) -> dict[str, Any]:

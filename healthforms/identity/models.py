@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import Boolean, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from healthforms.db.base import Base, UTCDateTime, new_id, utcnow
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    EDITOR = "editor"
-    VIEWER = "viewer"
+from healthforms.clock import utcnow
+from healthforms.db.base import Base, UTCDateTime, new_id
+from healthforms.security.principal import Role
 
 
 class Organization(Base):

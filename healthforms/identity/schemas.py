@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from healthforms.identity.models import Role, User
+from healthforms.identity.models import User
 from healthforms.identity.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-
-
-def rfc3339(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from healthforms.security.principal import Role
 
 
 def user_json(user: User) -> dict[str, Any]:

@@ -20,12 +20,15 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from healthforms.db.base import utcnow
-from healthforms.errors import Conflict, NotFound
-from healthforms.identity.models import Organization, Role, User
+from healthforms.clock import utcnow
+from healthforms.db.engine import Database
+from healthforms.errors import Conflict, NotFound, Unauthenticated
+from healthforms.identity.models import Organization, User
 from healthforms.identity.passwords import hash_password_async
 from healthforms.identity.schemas import normalise_email
-from healthforms.security.principal import CurrentPrincipal, Principal
+from healthforms.security.context import CurrentPrincipal
+from healthforms.security.principal import Principal, Role
+from healthforms.security.sessions import UserStanding
 from healthforms.state import DbSessionDep
 
 M = TypeVar("M")
@@ -89,6 +92,14 @@ async def find_user_by_email(db: AsyncSession, email: str) -> User | None:
 
 async def get_user(db: AsyncSession, user_id: str) -> User | None:
     return await db.get(User, user_id)
+
+
+async def current_user(db: AsyncSession, principal: Principal) -> User:
+    """The signed-in user's row; 401 once they are disabled or moved to another clinic."""
+    user = await get_user(db, principal.user_id)
+    if user is None or user.disabled or user.organization_id != principal.organization_id:
+        raise Unauthenticated()
+    return user
 
 
 async def list_users(scope: OrgScope) -> Sequence[User]:
@@ -190,3 +201,23 @@ async def get_or_create_organization(db: AsyncSession, name: str) -> tuple[Organ
         org = (await db.execute(select(Organization).where(Organization.name == name))).scalar_one()
         return org, False
     return org, True
+
+
+async def user_standing(db: Database, user_id: str) -> UserStanding | None:
+    """The database's word on a user (disabled? sessions void before when?), for the
+    session layer while Redis is down; None when there is no such user."""
+    async with db.sessions() as session:
+        row = (
+            await session.execute(
+                select(User.disabled, User.sessions_valid_after).where(User.id == user_id)
+            )
+        ).first()
+    if row is None:
+        return None
+    disabled, valid_after = row
+    return UserStanding(
+        disabled=bool(disabled),
+        sessions_valid_after_ms=(
+            int(valid_after.timestamp() * 1000) if valid_after is not None else None
+        ),
+    )

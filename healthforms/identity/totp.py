@@ -14,10 +14,10 @@ import time
 
 import pyotp
 
+from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_sealed, seal
+from healthforms.crypto.keys import KeyRing
 from healthforms.identity.models import User
 from healthforms.redis.client import RedisService
-from healthforms.responses.encryption import DecryptionFailed, Sealed, open_sealed, seal
-from healthforms.security.keys import KeyRing
 
 ISSUER_NAME = "healthforms"
 VALID_WINDOW = 1  # one 30 s step either side, for clock drift

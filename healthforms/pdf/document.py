@@ -59,16 +59,6 @@ class PdfItem:
     signature_unreadable: bool = False
     evidence: SignatureEvidence | None = None
 
-    @property
-    def is_answered(self) -> bool:
-        if self.kind is FieldType.SIGNATURE:
-            return self.signature_png is not None or self.signature_unreadable
-        if self.choices:
-            return any(ticked for _, ticked in self.choices)
-        if self.checked is not None:
-            return True
-        return self.text is not None
-
 
 @dataclass(frozen=True, slots=True)
 class PdfDocument:

@@ -23,13 +23,13 @@ from sqlalchemy.exc import IntegrityError
 
 from healthforms.audit.events import LOCK_CONFLICT, PDF_GENERATED, PDF_SERVED, Outcome
 from healthforms.audit.recorder import Auditor
+from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_sealed, pdf_aad, seal
 from healthforms.errors import Conflict
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
 from healthforms.pdf.document import PdfDocument, build_document
 from healthforms.pdf.gotenberg import GotenbergRenderer
 from healthforms.pdf.render import render_pdf
-from healthforms.responses.encryption import DecryptionFailed, Sealed, open_sealed, pdf_aad, seal
 from healthforms.responses.models import ResponsePdf, ResponseRow
 from healthforms.responses.service import (
     RESOURCE_TYPE,
@@ -38,7 +38,7 @@ from healthforms.responses.service import (
     get_version,
     open_response,
 )
-from healthforms.security.locks import PDF_LOCK_KEY, PDF_LOCK_TTL_MS, LockBusy, LockService
+from healthforms.security.locks import PDF_LOCK_KEY, PDF_LOCK_TTL_MS, LockBusy
 from healthforms.security.principal import Principal
 from healthforms.state import AppState
 
@@ -99,9 +99,9 @@ def version_field(raw: Any) -> FieldDef:
 
 
 class PdfService:
-    def __init__(self, state: AppState, locks: LockService) -> None:
+    def __init__(self, state: AppState) -> None:
         self.state = state
-        self.locks = locks
+        self.locks = state.locks
 
     async def _render(self, doc: PdfDocument) -> bytes:
         url = self.state.settings.gotenberg_url

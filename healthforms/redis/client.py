@@ -28,34 +28,19 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.connection import ConnectionPool, SSLConnection
 from redis.backoff import NoBackoff
-from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from healthforms.config import Settings
+from healthforms.redis.errors import TRANSPORT_ERRORS, PoolExhausted, RedisUnavailable
 from healthforms.redis.multiplex import Multiplexer, spec_from_pool
 from healthforms.redis.scripts import ArgT, KeyT, LuaScript
 
 log = structlog.get_logger("healthforms.redis")
 
 T = TypeVar("T")
-
-# Errors that mean "the server is not answering", as opposed to a bad command.
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    OSError,
-    asyncio.TimeoutError,
-)
-
-
-class RedisUnavailable(Exception):
-    """Redis cannot be used right now (breaker open or the call failed); degrade."""
-
-
-class PoolExhausted(RedisUnavailable):
-    """No pooled connection became free in time; Redis itself may be fine."""
 
 
 @dataclass(slots=True)
@@ -492,12 +477,16 @@ class RedisService:
         return stats
 
 
-__all__ = [
-    "NoScriptError",
-    "PoolExhausted",
-    "RedisService",
-    "RedisTarget",
-    "RedisUnavailable",
-    "build_pool",
-    "redact_url",
-]
+def build_redis(settings: Settings, url: str, *, embedded: bool) -> RedisService:
+    """The app's Redis service for `url`, with the pool settings of `settings`."""
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    pool = build_pool(
+        url,
+        password=password,
+        username=settings.redis_username,
+        ca_file=settings.redis_ca_file,
+        max_connections=settings.redis_pool_size,
+        timeout_s=settings.redis_timeout_s,
+    )
+    target = RedisTarget(url=redact_url(url), tls=url.startswith("rediss://"), embedded=embedded)
+    return RedisService(pool, target, prefix=settings.redis_prefix)

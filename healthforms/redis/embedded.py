@@ -18,12 +18,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 import structlog
+
+from healthforms.config import Settings
 
 log = structlog.get_logger("healthforms.redis.embedded")
 
@@ -253,10 +255,18 @@ class EmbeddedRedis:
         self.stop()
 
 
-@contextlib.contextmanager
-def embedded_redis(data_dir: Path, **kwargs: object) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis.start(data_dir, **kwargs)  # type: ignore[arg-type]
-    try:
-        yield server
-    finally:
-        server.stop()
+EMBEDDED_WARNING = (
+    "EMBEDDED MODE: running a private Valkey/Redis child process and SQLite under %s. "
+    "This is for ONE machine only (a laptop or a single-clinic box); for several "
+    "instances configure REDIS_URL and DATABASE_URL (PostgreSQL)."
+)
+
+
+def start_embedded_redis(settings: Settings) -> EmbeddedRedis:
+    """The embedded default's server, under the data dir, on a unix socket."""
+    log.warning("embedded_mode", message=EMBEDDED_WARNING % settings.data_dir.resolve())
+    return EmbeddedRedis.start(
+        Path(settings.data_dir) / "redis",
+        binary=settings.redis_server_bin,
+        use_unix_socket=True,
+    )

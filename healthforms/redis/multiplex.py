@@ -51,6 +51,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from healthforms.redis.errors import PoolExhausted
+
 Arg = str | bytes | int | float
 # hiredis' stub types the argument as a one-element tuple; it takes any length.
 _pack = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
@@ -293,8 +295,6 @@ class Multiplexer:
 
     def _send(self, protocol: _Protocol, packed: bytes) -> asyncio.Future[Any]:
         if protocol.in_flight >= self.max_in_flight:
-            from healthforms.redis.client import PoolExhausted
-
             self.counters.overloaded += 1
             refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             refused.set_exception(

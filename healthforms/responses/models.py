@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from healthforms.db.base import Base, UTCDateTime, new_id, utcnow
+from healthforms.clock import utcnow
+from healthforms.db.base import Base, UTCDateTime, new_id
 
 
 class ResponseRow(Base):

@@ -8,22 +8,22 @@ clear 409 `response_unreadable` instead of a 500.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from healthforms.clock import rfc3339
+from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_json, response_aad
+from healthforms.crypto.keys import KeyRing
 from healthforms.errors import HealthformsError, NotFound
 from healthforms.forms.models import Form, FormVersion
-from healthforms.responses.encryption import DecryptionFailed, Sealed, open_json, response_aad
+from healthforms.forms.service import STATUS_ARCHIVED
 from healthforms.responses.models import ResponsePdf, ResponseRow
-from healthforms.security.keys import KeyRing
 
 log = structlog.get_logger("healthforms.responses")
 
-RESPONSE_DELETED = "response.deleted"
 RESOURCE_TYPE = "response"
 
 
@@ -41,10 +41,6 @@ class ResponseContent:
 
     answers: dict[str, Any]
     signatures: dict[str, Any]
-
-
-def rfc3339(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def response_json(row: ResponseRow, content: ResponseContent | None = None) -> dict[str, Any]:
@@ -69,6 +65,27 @@ async def get_form(session: AsyncSession, organization_id: str, form_id: str) ->
     if form is None:
         raise NotFound()
     return form
+
+
+async def forms_with_response_counts(
+    session: AsyncSession, organization_id: str
+) -> list[tuple[Form, int]]:
+    """The organisation's forms that are not archived, each with how many responses it
+    holds, most recently updated first (the staff forms list)."""
+    counts = (
+        select(ResponseRow.form_id, func.count().label("n"))
+        .where(ResponseRow.organization_id == organization_id)
+        .group_by(ResponseRow.form_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Form, func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.form_id == Form.id)
+        .where(Form.organization_id == organization_id)
+        .where(Form.status != STATUS_ARCHIVED)
+        .order_by(Form.updated_at.desc())
+    )
+    return [(form, int(count)) for form, count in rows]
 
 
 async def list_form_responses(

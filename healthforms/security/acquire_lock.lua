@@ -12,9 +12,13 @@
 -- ARGV[5]  waiter lease in ms: a waiter that stops polling for this long loses its place
 -- ARGV[6]  1 = re-enter only: renew the token's own lock, never take a free one
 --          (a save checking "is it mine?" in the same round trip); absent or 0 = acquire
--- returns  {1, fence, '', lease_ms}    acquired: a new fencing number
+-- returns  {status, fence, holder, ttl_ms} (security/locks.py LockAcquire):
+--          {1, fence, '', lease_ms}    acquired: a new fencing number
 --          {2, fence, '', lease_ms}    this token already held it: lease renewed, same fence
---          {0, 0, holder, pttl_ms}     busy (holder '' and pttl 0 when waiters come first)
+--                                      (a new one only if the fencing counter was lost)
+--          {0, 0, holder, pttl_ms}     not taken: another token holds it
+--          {0, 0, '', 0}               not taken although free: waiters come first, or
+--                                      ARGV[6] = 1 (re-enter only)
 -- Fencing numbers are max(counter + 1, Redis time in µs): they keep growing even
 -- after a FLUSH, a restart without persistence or a spell on the database fallback.
 local token = ARGV[1]

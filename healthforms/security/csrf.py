@@ -19,7 +19,9 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from healthforms.redis.client import RedisService
@@ -52,6 +54,28 @@ class CheckedToken:
 
     token_id: str
     expires_s: int
+
+
+# Statuses of csrf_issue.lua.
+ISSUE_NO_SESSION, ISSUE_NEW, ISSUE_AGAIN = 0, 1, 2
+
+
+class CsrfIssue(NamedTuple):
+    """The reply of csrf_issue.lua, by name."""
+
+    status: int  # ISSUE_NEW, ISSUE_AGAIN (the cap is reached) or ISSUE_NO_SESSION
+    token_id: str = ""  # ISSUE_AGAIN: the newest live token's id, handed out again
+    expires_ms: int = 0  # the token's expiry (unix ms, whole seconds); 0: no session
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any]) -> CsrfIssue:
+        status = int(reply[0])
+        if status == ISSUE_NO_SESSION:
+            return cls(ISSUE_NO_SESSION)
+        if status == ISSUE_AGAIN:
+            token_id = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+            return cls(status=ISSUE_AGAIN, token_id=token_id, expires_ms=int(reply[2]))
+        return cls(status=status, expires_ms=int(reply[1]))
 
 
 def _mac(key: bytes, session_hash: str, token_id: str, expires_s: int) -> str:
@@ -108,15 +132,12 @@ class CsrfTokens:
                 args=[session_hash, token_id, TOKEN_LIFETIME_S * 1000, MAX_TOKENS_PER_SESSION],
             )
         )
-        status = int(reply[0])
-        if status == 0:
+        issued = CsrfIssue.from_reply(reply)
+        if issued.status == ISSUE_NO_SESSION:
             return None
-        if status == 2:
-            token_id = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
-            expires_ms = int(reply[2])
-        else:
-            expires_ms = int(reply[1])
-        return make_token(self.hmac_key, session_hash, token_id, expires_ms // 1000)
+        if issued.status == ISSUE_AGAIN:
+            token_id = issued.token_id
+        return make_token(self.hmac_key, session_hash, token_id, issued.expires_ms // 1000)
 
     def issue_offline(self, session_hash: str) -> str:
         """A token checked by HMAC alone, for degraded mode (Redis down)."""

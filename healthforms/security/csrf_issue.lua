@@ -7,6 +7,7 @@
 -- returns  {0} no live session; {1, expiry_ms} the new token was stored;
 --          {2, token_id, expiry_ms} the cap is reached: the newest live token is
 --          handed out again instead (nothing is revoked, Redis cannot grow).
+--          (security/csrf.py CsrfIssue)
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0}

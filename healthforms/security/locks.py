@@ -35,14 +35,13 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import structlog
-from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import (
@@ -63,16 +62,15 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from healthforms.db.base import UTCDateTime, utcnow
+from healthforms.clock import utcnow
+from healthforms.db.base import UTCDateTime
 from healthforms.db.engine import Database
 from healthforms.errors import ServiceUnavailable
-from healthforms.health.metrics import Metrics
-from healthforms.redis.client import PoolExhausted, RedisService, RedisUnavailable
+from healthforms.metrics import Metrics
+from healthforms.redis.client import RedisService
+from healthforms.redis.errors import PoolExhausted, RedisUnavailable
 from healthforms.redis.scripts import LuaScript
 from healthforms.security.fencing import LockFence, LockLease
-
-if TYPE_CHECKING:
-    from healthforms.state import AppState
 
 log = structlog.get_logger("healthforms.security.locks")
 
@@ -104,8 +102,8 @@ RENEW_SCRIPT = LuaScript.beside(__file__, "renew_lock.lua")
 _FENCES = cast(Table, LockFence.__table__)
 _LEASES = cast(Table, LockLease.__table__)
 
-BACKEND_REDIS = "redis"
-BACKEND_DATABASE = "database"
+# Where a lock was acquired: Redis, or the lock_leases table while Redis was down.
+LockBackend = Literal["redis", "database"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +112,7 @@ class HeldLock:
     token: str
     fence: int  # fencing number of this acquisition (monotonic per resource)
     ttl_ms: int
-    backend: str  # "redis" | "database": where it was acquired
+    backend: LockBackend
 
 
 class LockBusy(Exception):
@@ -169,6 +167,55 @@ def _clock_fence() -> int:
 
 def _decode(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# Statuses of acquire_lock.lua.
+ACQUIRE_BUSY, ACQUIRE_NEW, ACQUIRE_REENTERED = 0, 1, 2
+# Statuses of renew_lock.lua.
+RENEW_LOST, RENEW_RENEWED, RENEW_TAKEN_BACK = 0, 1, 2
+
+
+class LockAcquire(NamedTuple):
+    """The reply of acquire_lock.lua, by name."""
+
+    status: int  # ACQUIRE_NEW, ACQUIRE_REENTERED or ACQUIRE_BUSY
+    fence: int  # the fencing number of this holding; 0 when busy
+    holder: str  # busy: the holder's token ('' when none holds it); '' otherwise
+    ttl_ms: int  # held: the lease just set; busy: the holder's remaining lease (0 if none)
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any]) -> LockAcquire:
+        return cls(
+            status=int(reply[0]),
+            fence=int(reply[1]),
+            holder=_decode(reply[2]),
+            ttl_ms=int(reply[3]),
+        )
+
+
+class LockRenew(NamedTuple):
+    """The reply of renew_lock.lua, by name."""
+
+    status: int  # RENEW_RENEWED, RENEW_TAKEN_BACK or RENEW_LOST
+
+    @classmethod
+    def from_reply(cls, reply: Any) -> LockRenew:
+        return cls(int(reply))
+
+    @property
+    def held(self) -> bool:
+        """The token holds the Redis lock now (renewed or taken back)."""
+        return self.status != RENEW_LOST
+
+
+class LockRelease(NamedTuple):
+    """The reply of release_lock.lua, by name."""
+
+    released: bool  # False: not held by this token (lapsed, or a newer holder has it)
+
+    @classmethod
+    def from_reply(cls, reply: Any) -> LockRelease:
+        return cls(bool(reply))
 
 
 def _check(key: str, ttl_ms: int) -> None:
@@ -239,10 +286,10 @@ class LockService:
             except RedisUnavailable:
                 self._note_outage(ttl_ms)
             else:
-                if int(reply[0]) == 0:
-                    return None, _decode(reply[2]) or None
-                fence = int(reply[1])
-                return HeldLock(key, token, fence, ttl_ms, backend="redis"), token
+                acquired = LockAcquire.from_reply(reply)
+                if acquired.status == ACQUIRE_BUSY:
+                    return None, acquired.holder or None
+                return HeldLock(key, token, acquired.fence, ttl_ms, backend="redis"), token
         holder = await self.holder(key)
         if holder != token:
             return None, holder
@@ -252,21 +299,21 @@ class LockService:
         """Extend the lease to `ttl_ms` (default: the lock's own); False if it is not ours now."""
         ttl = ttl_ms if ttl_ms is not None else lock.ttl_ms
         _check(lock.key, ttl)
-        take_back = lock.backend == BACKEND_DATABASE or lock.token in self._moved
+        take_back = lock.backend == "database" or lock.token in self._moved
         try:
-            result = int(
+            renewed_here = LockRenew.from_reply(
                 await self._redis.pipelined(
                     lambda r: RENEW_SCRIPT(
                         r, keys=[self._redis.key(lock.key)], args=[lock.token, ttl, int(take_back)]
                     ),
                     idempotent=True,
                 )
-            )
+            ).held
         except PoolExhausted as exc:
             raise LockUnavailable() from exc
         except RedisUnavailable:
             self._note_outage(ttl)
-            if lock.backend == BACKEND_DATABASE:
+            if lock.backend == "database":
                 renewed = await self._db_renew(lock, ttl)
             else:
                 # Keep the guarantee through the outage: the lease moves to the database
@@ -277,13 +324,13 @@ class LockService:
                     self._moved.add(lock.token)
             self._degraded("renew", "renewed" if renewed else "lost")
             return renewed
-        if result and lock.backend == BACKEND_DATABASE:
+        if renewed_here and lock.backend == "database":
             # Back on Redis; keep the row live too for instances still on the fallback.
             with contextlib.suppress(SQLAlchemyError):
                 await self._db_renew(lock, ttl)
-        if result:
+        if renewed_here:
             self._moved.discard(lock.token)
-        return bool(result)
+        return renewed_here
 
     async def release(self, lock: HeldLock) -> bool:
         """Release the lock if this holder still owns it; return whether it did."""
@@ -292,14 +339,14 @@ class LockService:
         try:
             # Compare and delete in one script: a holder whose lease expired must not
             # delete the lock that a newer holder has taken since.
-            released = bool(
+            released = LockRelease.from_reply(
                 await self._redis.pipelined(
                     lambda r: RELEASE_SCRIPT(
                         r, keys=[self._redis.key(lock.key)], args=[lock.token]
                     ),
                     idempotent=True,
                 )
-            )
+            ).released
         except PoolExhausted:
             # Not released; the lease runs out by itself. The database cannot decide
             # for a lease that is in Redis.
@@ -308,7 +355,7 @@ class LockService:
         except RedisUnavailable:
             redis_failed = True
             self._note_outage(lock.ttl_ms)
-        if redis_failed or lock.backend == BACKEND_DATABASE or lock.token in self._moved:
+        if redis_failed or lock.backend == "database" or lock.token in self._moved:
             released = await self._db_release(lock) or released
             if redis_failed:
                 self._degraded("release", "released" if released else "not_held")
@@ -472,12 +519,11 @@ class LockService:
             attempt = await self._db_claim(key, token, ttl_ms, None)
             self._degraded("acquire", "acquired" if attempt.lock else "busy")
             return attempt
-        status = int(reply[0])
-        if status == 0:
-            holder = _decode(reply[2])
-            return _Attempt(None, holder or None)
-        lock = HeldLock(key=key, token=token, fence=int(reply[1]), ttl_ms=ttl_ms, backend="redis")
-        if status == 1 and self._recently_degraded():
+        acquired = LockAcquire.from_reply(reply)
+        if acquired.status == ACQUIRE_BUSY:
+            return _Attempt(None, acquired.holder or None)
+        lock = HeldLock(key=key, token=token, fence=acquired.fence, ttl_ms=ttl_ms, backend="redis")
+        if acquired.status == ACQUIRE_NEW and self._recently_degraded():
             lease = await self._db_lease(key)
             if lease is not None and lease[0] != token:
                 # Taken in the database during the outage and still live: not ours.
@@ -680,16 +726,3 @@ class LockService:
         token, expires_at, now = row
         remaining = int((expires_at - now).total_seconds() * 1000)
         return str(token), max(remaining, 0)
-
-
-async def get_lock_service(request: Request) -> LockService:
-    service: LockService = request.app.state.hf.services["locks"]
-    return service
-
-
-LockServiceDep = Annotated[LockService, Depends(get_lock_service)]
-
-
-async def register_lock_service(state: AppState) -> None:
-    """Start-up hook: one LockService per app, as state.services["locks"]."""
-    state.services["locks"] = LockService(state.redis, state.db, state.metrics)

@@ -10,6 +10,7 @@
 -- returns      flat array, 4 integers per policy, in KEYS order:
 --              allowed 0|1, remaining, retry_after_ms (0 when it had room, -1 never),
 --              reset_after_ms (retry and reset rounded up to whole milliseconds)
+--              (security/ratelimit.py GcraReply)
 -- Uses the Redis clock (TIME) so app hosts cannot skew the buckets.
 
 local n = #KEYS

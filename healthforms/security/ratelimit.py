@@ -3,13 +3,12 @@
 One EVALSHA takes tokens from every bucket a request needs (all or none). While Redis
 is unavailable the same algorithm runs per process in memory (LocalBuckets), each
 such decision counted in /metrics; when Redis answers again the shared buckets are
-used again. The session hot path takes the `api` token inside its own script with
-the same gcra.lua library, turns the reply into a RateDecision with
-`decision_from_reply`, and uses `RateLimiter.take_local` / `record_exceeded` /
-`remember_decisions` like the path middleware does.
+used again. The session layer takes the `api` token inside its own script with the
+same gcra.lua library, turns the reply into a RateDecision with `decision_from_reply`,
+and uses `RateLimiter.take_local` / `record_exceeded` like the path layer does.
 
-Routes that need a policy of their own add a dependency, e.g. `PdfRateLimit` on
-`POST /api/responses/{id}/generate-pdf`.
+The HTTP side (which paths take which policy, the RateLimit headers, the 429 and its
+audit event) is http/ratelimits.py.
 """
 
 from __future__ import annotations
@@ -20,22 +19,18 @@ import hmac
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, NamedTuple
+from typing import NamedTuple
 
 import structlog
-from fastapi import Depends, Request
 from redis.exceptions import NoScriptError, RedisError
 
-from healthforms.audit.events import RATELIMIT_EXCEEDED, Outcome, RequestContext
 from healthforms.config import RateSpec, Settings
-from healthforms.errors import RateLimited
-from healthforms.health.metrics import Metrics
-from healthforms.redis.client import TRANSPORT_ERRORS, RedisService, RedisUnavailable
+from healthforms.metrics import Metrics
+from healthforms.redis.client import RedisService
+from healthforms.redis.errors import TRANSPORT_ERRORS, RedisUnavailable
 from healthforms.redis.scripts import LuaScript
-from healthforms.security.principal import CurrentPrincipal
-from healthforms.state import request_context
 
 log = structlog.get_logger("healthforms.security")
 
@@ -43,9 +38,6 @@ POLICIES = ("auth", "api", "pdf", "public")
 RATELIMIT_KEY = "ratelimit:{{{identifier}}}:{policy}"  # braces: a Cluster hash tag
 # Marks "this identifier's flood was already audited in this window" (same slot).
 AUDITED_KEY = "ratelimit:{{{identifier}}}:{policy}:audited"
-# scope["state"] entry where every layer leaves the decisions of the current request;
-# the RateLimitMiddleware turns them into the response headers.
-DECISIONS_STATE = "rate_decisions"
 EXCEEDED_LOG_EVENT = "SECURITY: Rate limit exceeded"
 
 RATELIMIT_SCRIPT = LuaScript.beside(__file__, "gcra.lua", "ratelimit.lua")
@@ -91,13 +83,29 @@ class RateVerdict(NamedTuple):
     allowed: bool
     degraded: bool = False  # decided by this process alone (Redis unavailable)
 
-    @property
-    def headline(self) -> RateDecision:
-        return headline(self.decisions)
 
-    @property
-    def retry_after_s(self) -> int:
-        return max(d.retry_after_s for d in self.decisions if not d.allowed)
+class GcraReply(NamedTuple):
+    """One bucket's 4 integers in a GCRA reply, by name: ratelimit.lua replies with one
+    group per policy (KEYS order), LocalBuckets.take likewise, session_check.lua with
+    one for the `api` bucket."""
+
+    allowed: int  # 1 taken, 0 refused (or not charged: another bucket refused)
+    remaining: int  # tokens left after this request (refused: left now)
+    retry_after_ms: int  # 0 when this bucket had room; -1: the cost never passes
+    reset_after_ms: int  # until the bucket is full again
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[int], at: int = 0) -> GcraReply:
+        """The group that starts at `at` of a flat reply."""
+        return _tuple_new(cls, (reply[at], reply[at + 1], reply[at + 2], reply[at + 3]))
+
+    @classmethod
+    def each(cls, reply: Sequence[int]) -> list[GcraReply]:
+        """Every group of a flat reply, in KEYS order."""
+        return [
+            _tuple_new(cls, (reply[at], reply[at + 1], reply[at + 2], reply[at + 3]))
+            for at in range(0, len(reply), 4)
+        ]
 
 
 def headline(decisions: Sequence[RateDecision]) -> RateDecision:
@@ -131,15 +139,19 @@ def script_args(spec: RateSpec, cost: int = 1) -> list[int]:
 def decision_from_reply(
     policy: str, spec: RateSpec, reply: Sequence[int], identifier: str = ""
 ) -> RateDecision:
-    """Turn 4 integers of a GCRA script reply into a decision."""
-    allowed, remaining, retry_ms, reset_ms = reply[0], reply[1], reply[2], reply[3]
+    """Turn one bucket's 4 integers of a GCRA script reply (a GcraReply, or the same 4
+    integers as they came: session_check.lua's `api` group, LocalBuckets.take for one
+    bucket) into a decision."""
+    # Unpacked into GcraReply's fields by name: this runs for every request on the
+    # session path, where building a GcraReply first would be one more tuple each time.
+    allowed, remaining, retry_after_ms, reset_after_ms = reply
     return RateDecision(
         policy,
         allowed == 1,
         spec.capacity,
         remaining if remaining > 0 else 0,
-        int(retry_ms),
-        reset_ms if reset_ms > 0 else 0,
+        int(retry_after_ms),
+        reset_after_ms if reset_after_ms > 0 else 0,
         spec.period_s,
         identifier,
     )
@@ -148,19 +160,15 @@ def decision_from_reply(
 # Response headers -------------------------------------------------------------------------
 
 
-def rate_limit_headers(decision: RateDecision) -> list[tuple[bytes, bytes]]:
-    """RateLimit-* headers of API.md (legacy trio plus the IETF draft's two fields)."""
-    return rate_limit_headers_for((decision,))
-
-
 @functools.lru_cache(maxsize=64)
 def _policy_header(policy: str, limit: int, window_s: float) -> bytes:
     """RateLimit-Policy for one policy: the same for every request under it."""
     return f'"{policy}";q={limit};w={int(window_s)}'.encode()
 
 
-def rate_limit_headers_for(decisions: Sequence[RateDecision]) -> list[tuple[bytes, bytes]]:
-    """Headers for every policy a request went through (api + pdf gives two list items)."""
+def rate_limit_headers(decisions: Sequence[RateDecision]) -> list[tuple[bytes, bytes]]:
+    """RateLimit-* headers of API.md (the legacy trio plus the IETF draft's two fields) for
+    every policy a request went through (api + pdf gives two list items)."""
     if len(decisions) == 1 and decisions[0].allowed:
         # Every allowed request with one policy (most of them) comes here.
         d = decisions[0]
@@ -186,15 +194,6 @@ def rate_limit_headers_for(decisions: Sequence[RateDecision]) -> list[tuple[byte
         retry = max(d.retry_after_s for d in decisions if not d.allowed)
         headers.append((b"retry-after", str(retry).encode()))
     return headers
-
-
-def remember_decisions(scope_state: MutableMapping[str, Any], verdict: RateVerdict) -> None:
-    """Leave a verdict's decisions for the RateLimitMiddleware to render as headers."""
-    existing = scope_state.get(DECISIONS_STATE)
-    if existing is None:
-        scope_state[DECISIONS_STATE] = list(verdict.decisions)
-    else:
-        existing.extend(verdict.decisions)
 
 
 # The per-process fallback -----------------------------------------------------------------
@@ -330,13 +329,11 @@ class RateLimiter:
         settings: Settings,
         metrics: Metrics,
         *,
-        db: Any = None,
         log_key: bytes = b"",
         local: LocalBuckets | None = None,
     ) -> None:
         self.redis = redis
         self.metrics = metrics
-        self.db = db  # healthforms.db.engine.Database, for audit events
         self.local = local or LocalBuckets()
         self._audited_local = LocalBuckets(max_keys=50_000)
         self._log_key = log_key
@@ -348,19 +345,6 @@ class RateLimiter:
         self._rejections = {
             name: metrics.ratelimit_rejections.labels(name) for name in self.policies
         }
-
-    @classmethod
-    def from_state(cls, state: Any) -> RateLimiter:
-        return cls(
-            state.redis,
-            state.settings,
-            state.metrics,
-            db=state.db,
-            log_key=state.keys.hmac_key("ratelimit-log"),
-        )
-
-    def spec(self, policy: str) -> RateSpec:
-        return self.policies[policy].spec
 
     def key(self, policy: str, identifier: str) -> str:
         return self._prefix + "ratelimit:{" + identifier + "}:" + policy
@@ -394,8 +378,10 @@ class RateLimiter:
         except (RedisUnavailable, RedisError):
             reply = self.take_local(((key, p.emission_us, p.capacity, cost),))
             return self._verdict_local(((p, identifier),), reply)
-        allowed = reply[0] == 1
-        remaining, reset_ms = reply[1], reply[3]
+        # One GcraReply, unpacked into its fields by name: no tuple of its own on every
+        # check (and one UNPACK_SEQUENCE is no slower than the four subscripts it replaces).
+        allowed_flag, remaining, retry_after_ms, reset_after_ms = reply
+        allowed = allowed_flag == 1
         # tuple.__new__ skips the generated NamedTuple __new__: the hot path of every check.
         decision = _tuple_new(
             RateDecision,
@@ -404,8 +390,8 @@ class RateLimiter:
                 allowed,
                 p.capacity,
                 remaining if remaining > 0 else 0,
-                reply[2],
-                reset_ms if reset_ms > 0 else 0,
+                retry_after_ms,
+                reset_after_ms if reset_after_ms > 0 else 0,
                 p.period_s,
                 identifier,
             ),
@@ -440,14 +426,6 @@ class RateLimiter:
             return self._verdict_local(used, self.take_local(local_requests))
         return self._verdict(used, reply, degraded=False)
 
-    def check_local(self, policy: str, identifier: str, cost: int = 1) -> RateVerdict:
-        """check_one on this process's buckets alone: for a caller that already knows
-        Redis is unavailable (the session hot path in degraded mode). Counted."""
-        p = self.policies[policy]
-        key = self._key_head + identifier + p.key_tail
-        reply = self.take_local(((key, p.emission_us, p.capacity, cost),))
-        return self._verdict_local(((p, identifier),), reply)
-
     def take_local(self, requests: Sequence[tuple[str, int, int, int]]) -> list[int]:
         """The per-process fallback (Redis unavailable); counted in /metrics.
 
@@ -455,7 +433,7 @@ class RateLimiter:
         (key, emission_us, capacity, cost) tuples, get the same reply as ratelimit.lua.
         """
         reply = self.local.take(requests)
-        if all(reply[i] == 1 for i in range(0, len(reply), 4)):
+        if all(bucket.allowed == 1 for bucket in GcraReply.each(reply)):
             self._degraded_allowed.inc()
         else:
             self._degraded_refused.inc()
@@ -470,8 +448,8 @@ class RateLimiter:
         self, used: Sequence[tuple[_Policy, str]], reply: Sequence[int], *, degraded: bool
     ) -> RateVerdict:
         decisions = tuple(
-            decision_from_reply(p.name, p.spec, reply[4 * i : 4 * i + 4], identifier)
-            for i, (p, identifier) in enumerate(used)
+            decision_from_reply(p.name, p.spec, bucket, identifier)
+            for (p, identifier), bucket in zip(used, GcraReply.each(reply), strict=True)
         )
         return RateVerdict(decisions, all(d.allowed for d in decisions), degraded)
 
@@ -483,14 +461,11 @@ class RateLimiter:
         return digest.hexdigest()[:16]
 
     async def record_exceeded(
-        self,
-        verdict: RateVerdict,
-        context: RequestContext,
-        *,
-        actor_id: str | None = None,
-        organization_id: str | None = None,
-    ) -> None:
-        """Log, count and (once per identifier per window) audit a refused request."""
+        self, verdict: RateVerdict, request_id: str | None
+    ) -> list[RateDecision]:
+        """Log and count a refused request; return the refusals to audit (the first of
+        each identifier and policy in a window, across every instance)."""
+        to_audit: list[RateDecision] = []
         for decision in verdict.decisions:
             if not decision.refused_here:
                 continue
@@ -502,10 +477,11 @@ class RateLimiter:
                 identifier_hash=hashed,
                 retry_after_s=decision.retry_after_s,
                 degraded=verdict.degraded,
-                request_id=context.request_id,
+                request_id=request_id,
             )
-            if self.db is not None and await self._first_in_window(decision):
-                await self._audit(decision, context, actor_id, organization_id)
+            if await self._first_in_window(decision):
+                to_audit.append(decision)
+        return to_audit
 
     async def _first_in_window(self, decision: RateDecision) -> bool:
         """Whether no refusal of this identifier and policy was audited in this window."""
@@ -525,73 +501,9 @@ class RateLimiter:
         except (RedisUnavailable, RedisError):
             return True
 
-    async def _audit(
-        self,
-        decision: RateDecision,
-        context: RequestContext,
-        actor_id: str | None,
-        organization_id: str | None,
-    ) -> None:
-        from healthforms.audit.recorder import Auditor
-
-        auditor = Auditor(self.db, context, actor_id=actor_id, organization_id=organization_id)
+    async def load_script(self) -> None:
+        """Load the script at start-up, so the first request is a plain EVALSHA."""
         try:
-            await auditor.record(
-                RATELIMIT_EXCEEDED,
-                outcome=Outcome.DENIED,
-                resource_type="ratelimit",
-                resource_id=decision.policy,
-            )
-        except Exception as exc:  # noqa: BLE001 - the 429 must not turn into a 500
-            log.warning("ratelimit_audit_failed", error_type=type(exc).__name__)
-
-
-async def install_ratelimiter(state: Any) -> None:
-    """Start-up hook: register the limiter as state.services["ratelimiter"]."""
-    limiter = RateLimiter.from_state(state)
-    state.services["ratelimiter"] = limiter
-    try:
-        # Load the script now so the first request is a plain EVALSHA.
-        await state.redis.call(lambda r: r.script_load(RATELIMIT_SCRIPT.source), idempotent=True)
-    except (RedisUnavailable, RedisError):
-        log.warning("ratelimit_script_not_loaded", reason="redis unavailable")
-
-
-# FastAPI dependencies ---------------------------------------------------------------------
-
-
-async def get_ratelimiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter = request.app.state.hf.services["ratelimiter"]
-    return limiter
-
-
-RateLimiterDep = Annotated[RateLimiter, Depends(get_ratelimiter)]
-
-
-def policy_dependency(policy: str) -> Callable[..., Any]:
-    """A dependency taking one token of `policy` for the signed-in user (429 when empty)."""
-
-    async def take_token(
-        request: Request, principal: CurrentPrincipal, limiter: RateLimiterDep
-    ) -> RateDecision:
-        verdict = await limiter.check_one(policy, principal.user_id)
-        remember_decisions(request.scope.setdefault("state", {}), verdict)
-        if not verdict.allowed:
-            await limiter.record_exceeded(
-                verdict,
-                request_context(request),
-                actor_id=principal.user_id,
-                organization_id=principal.organization_id,
-            )
-            # Retry-After and the RateLimit fields come from the middleware, which
-            # renders every decision this request collected.
-            raise RateLimited()
-        return verdict.decisions[0]
-
-    take_token.__name__ = f"take_{policy}_token"
-    return take_token
-
-
-# Put on POST /api/responses/{id}/generate-pdf (in addition to the api policy of the
-# session hot path): `_: PdfRateLimit` as a parameter, or dependencies=[...].
-PdfRateLimit = Annotated[RateDecision, Depends(policy_dependency("pdf"))]
+            await self.redis.call(lambda r: r.script_load(RATELIMIT_SCRIPT.source), idempotent=True)
+        except (RedisUnavailable, RedisError):
+            log.warning("ratelimit_script_not_loaded", reason="redis unavailable")

@@ -5,6 +5,7 @@
 -- ARGV[3]  1 = take the lock back if it is free (a lease coming back from the
 --          database fallback after an outage), 0 = renew only
 -- returns  1 renewed, 2 taken back, 0 another holder has it or the lease lapsed
+--          (security/locks.py LockRenew)
 -- Taking a free lock back is safe: anyone who held it in between has a higher
 -- fencing number, so a stale write of ours is refused by the database.
 local current = redis.call('GET', KEYS[1])

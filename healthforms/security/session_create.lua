@@ -6,7 +6,7 @@
 -- ARGV[8]  key prefix of a session record: "<prefix>session:{<user_id>}:"
 -- ARGV[9]  key prefix of a CSRF token: "<prefix>csrf:{<user_id>}:"
 -- ARGV[10] key prefix of a session's token index: "<prefix>csrfs:{<user_id>}:"
--- returns  {created_ms, expires_in_ms}
+-- returns  {created_ms, expires_in_ms}  (security/sessions.py SessionCreate)
 -- Every key gets a TTL: the record its idle timeout, the index the latest absolute end.
 -- Each field stays far under 64 bytes so the hash keeps its compact listpack encoding.
 

@@ -4,7 +4,7 @@
 -- ARGV[2]  key prefix of a CSRF token:      "<prefix>csrf:{<user_id>}:"
 -- ARGV[3]  key prefix of a session's token index: "<prefix>csrfs:{<user_id>}:"
 -- ARGV[4]  "*" for every session of the user, else one session hash
--- returns  number of live sessions ended
+-- returns  number of live sessions ended  (security/sessions.py SessionEnd)
 -- Every key touched carries the {<user_id>} tag of KEYS[1], so all share one slot.
 
 local function end_one(hash)

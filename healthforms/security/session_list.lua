@@ -1,8 +1,8 @@
 -- List the live sessions of one user, pruning index entries whose record is gone.
 -- KEYS[1]  sessions:{<user_id>}
 -- ARGV[1]  key prefix of a session record: "<prefix>session:{<user_id>}:"
--- ARGV[2]  absolute lifetime ms
--- returns  flat array, 7 values per live session:
+-- ARGV[2]  absolute lifetime ms (unused: a record's TTL never outlasts it)
+-- returns  flat array, 7 values per live session (security/sessions.py ListedSession):
 --          hash, created_ms, last_seen_ms, ip, user_agent, method, expires_in_ms
 
 local out = {}

@@ -19,15 +19,17 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
+from healthforms.clock import ms_to_datetime, now_ms, rfc3339
 from healthforms.config import Settings
-from healthforms.identity.models import Role
 from healthforms.redis.client import RedisService
 from healthforms.redis.scripts import LuaScript
+from healthforms.security.principal import Role
+from healthforms.security.ratelimit import bucket_key
 
 SESSION_KEY = "session:{{{user_id}}}:{session_hash}"
 SESSION_INDEX_KEY = "sessions:{{{user_id}}}"
@@ -35,6 +37,7 @@ MAX_SESSIONS_PER_USER = 50
 MAX_COOKIE_LENGTH = 400
 UA_LIMIT = 48  # keeps the record's fields short (listpack) and the record under 300 B
 
+CHECK_SCRIPT = LuaScript.beside(__file__, "gcra.lua", "session_check.lua")
 CREATE_SCRIPT = LuaScript.beside(__file__, "session_create.lua")
 END_SCRIPT = LuaScript.beside(__file__, "session_end.lua")
 LIST_SCRIPT = LuaScript.beside(__file__, "session_list.lua")
@@ -57,14 +60,6 @@ def b64url(raw: bytes) -> str:
 def hash_session_id(session_id: str) -> str:
     """What Redis stores instead of the id: 128 bits of SHA-256, base64url (22 chars)."""
     return b64url(hashlib.sha256(session_id.encode("ascii")).digest()[:16])
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def ms_to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +161,25 @@ def short_user_agent(user_agent: str | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class UserStanding:
+    """The database's word on a user, for judging a cookie while Redis is down."""
+
+    disabled: bool
+    sessions_valid_after_ms: int | None  # cookies issued before this are void
+
+    def accepts(self, cookie: SessionCookie) -> bool:
+        if self.disabled:
+            return False
+        valid_after = self.sessions_valid_after_ms
+        return valid_after is None or cookie.issued_ms >= valid_after
+
+
+# user id -> their standing, or None when no such user exists. identity/ implements it
+# over its own table; the session layer only calls it (it never reads identity's models).
+UserStandingLookup = Callable[[str], Awaitable[UserStanding | None]]
+
+
+@dataclass(frozen=True, slots=True)
 class SessionInfo:
     """One live session as the API shows it (no secret in here)."""
 
@@ -181,8 +195,6 @@ class SessionInfo:
         return ms_to_datetime(at_ms + self.expires_in_ms)
 
     def to_json(self, *, current_hash: str | None = None) -> dict[str, Any]:
-        from healthforms.identity.schemas import rfc3339
-
         body: dict[str, Any] = {
             "id": self.id,
             "createdAt": rfc3339(ms_to_datetime(self.created_ms)),
@@ -201,6 +213,112 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+class SessionCheck(NamedTuple):
+    """The reply of session_check.lua, by name."""
+
+    status: int  # CHECK_OK, CHECK_NO_SESSION, CHECK_RATE_LIMITED or CHECK_CSRF_NOT_LIVE
+    created_ms: int = 0
+    last_seen_ms: int = 0
+    ip: str = ""
+    user_agent: str = ""
+    api_bucket: tuple[int, int, int, int] = (1, 0, 0, 0)  # gcra: allowed, remaining, retry, reset
+    expires_in_ms: int = 0
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any]) -> SessionCheck:
+        if int(reply[0]) == CHECK_NO_SESSION:
+            return cls(CHECK_NO_SESSION)
+        return cls(
+            status=int(reply[0]),
+            created_ms=int(reply[1]),
+            last_seen_ms=int(reply[2]),
+            ip=_text(reply[3]),
+            user_agent=_text(reply[4]),
+            api_bucket=(int(reply[5]), int(reply[6]), int(reply[7]), int(reply[8])),
+            expires_in_ms=int(reply[9]),
+        )
+
+    def info(self, cookie: SessionCookie) -> SessionInfo:
+        return SessionInfo(
+            id=cookie.session_hash,
+            created_ms=self.created_ms,
+            last_seen_ms=self.last_seen_ms,
+            ip=self.ip,
+            user_agent=self.user_agent,
+            auth_method=cookie.auth_method,
+            expires_in_ms=self.expires_in_ms,
+        )
+
+
+CHECK_NO_SESSION, CHECK_OK, CHECK_RATE_LIMITED, CHECK_CSRF_NOT_LIVE = 0, 1, 2, 3
+
+
+class SessionCreate(NamedTuple):
+    """The reply of session_create.lua, by name."""
+
+    created_ms: int  # the Redis clock when the record was written
+    expires_in_ms: int  # the record's TTL: idle timeout, capped by the absolute lifetime
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any]) -> SessionCreate:
+        return cls(created_ms=int(reply[0]), expires_in_ms=int(reply[1]))
+
+
+class SessionEnd(NamedTuple):
+    """The reply of session_end.lua, by name."""
+
+    ended: int  # how many live sessions were ended
+
+    @classmethod
+    def from_reply(cls, reply: Any) -> SessionEnd:
+        return cls(int(reply))
+
+
+class ListedSession(NamedTuple):
+    """One live session in the reply of session_list.lua (7 values each), by name."""
+
+    session_hash: str
+    created_ms: int
+    last_seen_ms: int
+    ip: str
+    user_agent: str
+    method: str  # method flags: "p" password or "o" OIDC, then "m" with MFA
+    expires_in_ms: int  # the record's remaining TTL
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any], at: int = 0) -> ListedSession:
+        """The session whose values start at `at` of the flat reply."""
+        return cls(
+            session_hash=_text(reply[at]),
+            created_ms=int(reply[at + 1]),
+            last_seen_ms=int(reply[at + 2]),
+            ip=_text(reply[at + 3]),
+            user_agent=_text(reply[at + 4]),
+            method=_text(reply[at + 5]),
+            expires_in_ms=int(reply[at + 6]),
+        )
+
+    @classmethod
+    def each(cls, reply: Sequence[Any]) -> Iterator[ListedSession]:
+        """Every session of the flat reply, in its order."""
+        for at in range(0, len(reply), LISTED_SESSION_WIDTH):
+            yield cls.from_reply(reply, at)
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            id=self.session_hash,
+            created_ms=self.created_ms,
+            last_seen_ms=self.last_seen_ms,
+            ip=self.ip,
+            user_agent=self.user_agent,
+            auth_method=_FLAG_METHOD.get(self.method[:1], "password"),
+            expires_in_ms=self.expires_in_ms,
+        )
+
+
+LISTED_SESSION_WIDTH = len(ListedSession._fields)  # values per session in the reply
+
+
 class SessionStore:
     """Create, list and end sessions. Every call is one script, one round trip."""
 
@@ -208,6 +326,8 @@ class SessionStore:
         self.redis = redis
         self.settings = settings
         self.hmac_key = hmac_key
+        self.idle_ms = settings.session_idle_timeout * 1000
+        self.max_age_ms = settings.session_max_age * 1000
 
     # Keys -------------------------------------------------------------------------------
 
@@ -225,15 +345,38 @@ class SessionStore:
             self.redis.key(f"csrfs:{tag}:"),
         ]
 
-    @property
-    def idle_ms(self) -> int:
-        return self.settings.session_idle_timeout * 1000
-
-    @property
-    def max_age_ms(self) -> int:
-        return self.settings.session_max_age * 1000
-
     # Operations -------------------------------------------------------------------------
+
+    def check(
+        self,
+        cookie: SessionCookie,
+        *,
+        csrf_key: str | None,
+        take_api_token: bool,
+        api_args: Sequence[int],
+    ) -> Awaitable[Any]:
+        """Check and touch the session, take an `api` token (take_api_token) and check
+        that a CSRF token is live for it (csrf_key given): ONE round trip.
+
+        Returns the pipelined call; read its reply with `SessionCheck.from_reply`.
+        """
+        user_id = cookie.user_id
+        prefix = self.redis.prefix
+        keys = [
+            prefix + SESSION_KEY.format(user_id=user_id, session_hash=cookie.session_hash),
+            bucket_key(prefix, user_id, "api"),
+        ]
+        if csrf_key is not None:
+            keys.append(csrf_key)
+        args = [
+            self.idle_ms,
+            self.max_age_ms,
+            cookie.session_hash,
+            1 if take_api_token else 0,
+            *api_args,
+            1 if csrf_key is not None else 0,
+        ]
+        return self.redis.pipelined(lambda r: CHECK_SCRIPT(r, keys=keys, args=args))
 
     async def create(
         self,
@@ -276,15 +419,15 @@ class SessionStore:
                 ],
             )
         )
-        created_ms, expires_in_ms = int(reply[0]), int(reply[1])
+        created = SessionCreate.from_reply(reply)
         info = SessionInfo(
             id=session_hash,
-            created_ms=created_ms,
-            last_seen_ms=created_ms,
+            created_ms=created.created_ms,
+            last_seen_ms=created.created_ms,
             ip=(ip or "")[:45],
             user_agent=ua,
             auth_method=auth_method,
-            expires_in_ms=expires_in_ms,
+            expires_in_ms=created.expires_in_ms,
         )
         return encode_cookie(self.hmac_key, cookie), cookie, info
 
@@ -304,7 +447,7 @@ class SessionStore:
             lambda r: END_SCRIPT(r, keys=[self.index_key(user_id)], args=[*prefixes, which]),
             idempotent=True,
         )
-        return int(reply)
+        return SessionEnd.from_reply(reply).ended
 
     async def list(self, user_id: str) -> list[SessionInfo]:
         reply = await self.redis.pipelined(
@@ -315,29 +458,6 @@ class SessionStore:
             ),
             idempotent=True,
         )
-        sessions = []
-        for i in range(0, len(reply), 7):
-            method = _text(reply[i + 5])
-            sessions.append(
-                SessionInfo(
-                    id=_text(reply[i]),
-                    created_ms=int(reply[i + 1]),
-                    last_seen_ms=int(reply[i + 2]),
-                    ip=_text(reply[i + 3]),
-                    user_agent=_text(reply[i + 4]),
-                    auth_method=_FLAG_METHOD.get(method[:1], "password"),
-                    expires_in_ms=int(reply[i + 6]),
-                )
-            )
+        sessions = [listed.info() for listed in ListedSession.each(reply)]
         sessions.sort(key=lambda s: s.created_ms, reverse=True)
         return sessions
-
-
-def session_store(state: Any) -> SessionStore:
-    """The store of a running app (cheap to build; kept in state.services)."""
-    store = state.services.get("sessions")
-    if store is None:
-        store = SessionStore(state.redis, state.settings, state.keys.hmac_key("session"))
-        state.services["sessions"] = store
-    assert isinstance(store, SessionStore)
-    return store

@@ -2,7 +2,7 @@
 -- KEYS[1]  nonce:{<form_public_id>}:<nonce_id>
 -- ARGV[1]  HMAC digest of the answers being submitted (hex; never the answers)
 -- ARGV[2]  claim lease in ms (a crashed instance's claim lapses and the database decides)
--- returns  the state before the call:
+-- returns  the state before the call (submissions/nonces.py ClaimState):
 --          "issued"   -> now "claiming:<digest>"; the caller stores the response. No key
 --                        means issued: the caller checked the nonce's MAC and expiry, and
 --                        a key flushed or evicted after use leaves the database's UNIQUE

@@ -25,10 +25,11 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
+from healthforms.crypto.keys import KeyRing
 from healthforms.redis.client import RedisService
 from healthforms.redis.scripts import LuaScript
-from healthforms.security.keys import KeyRing
 
 NONCE_KEY = "nonce:{{{public_id}}}:{nonce_id}"  # braces: a Cluster hash tag
 NONCE_TTL_S = 30 * 60
@@ -64,18 +65,42 @@ class Nonce:
         return (now or time.time()) >= self.expires_at
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimState:
-    """The state a claim found: what the submission must do next."""
+class ClaimState(NamedTuple):
+    """The reply of nonce_claim.lua, by name: the state the claim found, so what the
+    submission must do next."""
 
-    kind: str  # issued | missing | claiming | used
-    digest: str = ""
-    confirmation: str = ""
+    kind: str  # issued | claiming | used; missing: Redis did not answer (set by the caller)
+    digest: str = ""  # claiming, used: the digest of the answers the nonce was taken with
+    confirmation: str = ""  # used: the stored response's confirmation code
+
+    @classmethod
+    def from_reply(cls, reply: bytes | str | None) -> ClaimState:
+        if reply is None:
+            return cls(MISSING)
+        text = reply.decode("ascii", "replace") if isinstance(reply, bytes) else reply
+        if text in (ISSUED, MISSING):
+            return cls(text)
+        if text.startswith(CLAIMING):
+            return cls("claiming", digest=text[len(CLAIMING) :])
+        if text.startswith(USED):
+            digest, _, confirmation = text[len(USED) :].partition(":")
+            return cls("used", digest=digest, confirmation=confirmation)
+        return cls("claiming")  # unknown state: treat as busy, never as free
 
     @property
     def claimed(self) -> bool:
         """True when this caller now holds the claim and must store the response."""
         return self.kind in (ISSUED, MISSING)
+
+
+class NonceRelease(NamedTuple):
+    """The reply of nonce_release.lua, by name."""
+
+    released: bool  # False: the key held no claim of this digest (lapsed, used, another's)
+
+    @classmethod
+    def from_reply(cls, reply: Any) -> NonceRelease:
+        return cls(bool(reply))
 
 
 def _mac(keys: KeyRing, public_id: str, nonce_id: str, expires_at: int) -> str:
@@ -113,20 +138,6 @@ def verify(keys: KeyRing, public_id: str, token: object) -> Nonce | None:
     return Nonce(public_id, nonce_id, expires_at)
 
 
-def parse_state(raw: bytes | str | None) -> ClaimState:
-    if raw is None:
-        return ClaimState(MISSING)
-    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
-    if text in (ISSUED, MISSING):
-        return ClaimState(text)
-    if text.startswith(CLAIMING):
-        return ClaimState("claiming", digest=text[len(CLAIMING) :])
-    if text.startswith(USED):
-        digest, _, confirmation = text[len(USED) :].partition(":")
-        return ClaimState("used", digest=digest, confirmation=confirmation)
-    return ClaimState("claiming")  # unknown state: treat as busy, never as free
-
-
 class NonceStore:
     """The Redis side of nonces. Every call is one round trip; every key has a TTL."""
 
@@ -143,7 +154,7 @@ class NonceStore:
         reply = await self.redis.pipelined(
             lambda r: CLAIM_SCRIPT(r, keys=[key], args=[digest, CLAIM_LEASE_MS])
         )
-        return parse_state(reply)
+        return ClaimState.from_reply(reply)
 
     async def confirm(self, nonce: Nonce, digest: str, confirmation: str) -> None:
         """Mark the nonce used after the database commit (a plain SET: the row decides)."""
@@ -154,9 +165,13 @@ class NonceStore:
             lambda r: r.execute("SET", key, value, "PX", ttl_ms), idempotent=True
         )
 
-    async def release(self, nonce: Nonce, digest: str) -> None:
-        """Give the claim back after a failed store, so the patient can retry."""
+    async def release(self, nonce: Nonce, digest: str) -> bool:
+        """Give the claim back after a failed store, so the patient can retry.
+
+        False when the key held no claim of this digest (it lapsed, or was used).
+        """
         key = self.key(nonce)
-        await self.redis.pipelined(
+        reply = await self.redis.pipelined(
             lambda r: RELEASE_SCRIPT(r, keys=[key], args=[digest]), idempotent=True
         )
+        return NonceRelease.from_reply(reply).released

@@ -1,21 +1,23 @@
 """Public forms (API.md "Public forms"): no session; the nonce protects the POST.
 
-Rate limiting of /api/public/* is applied by path in the rate-limit middleware; a
-submission's token is taken together with its nonce claim (see the service).
+Rate limiting of /api/public/* is applied by path in the rate-limit layer
+(http/ratelimits.py); a submission's `public` token is taken together with its nonce
+claim (see the service), through the request's RequestState.public_token.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
 from healthforms.audit.events import RESPONSE_SUBMITTED
 from healthforms.audit.recorder import AuditorDep
-from healthforms.security.ratelimit_middleware import DEFERRED_STATE, DeferredRateCheck
-from healthforms.state import DbSessionDep, RequestContextDep, StateDep
-from healthforms.submissions.service import SubmissionService, load_published, rfc3339
+from healthforms.clock import rfc3339
+from healthforms.security.context import RequestStateDep
+from healthforms.state import DbSessionDep, StateDep
+from healthforms.submissions.service import SubmissionService, load_published
 
 router = APIRouter(prefix="/api/public/forms", tags=["public"])
 
@@ -38,17 +40,16 @@ async def get_public_form(public_id: str, state: StateDep, session: DbSessionDep
 @router.post("/{public_id}/responses")
 async def submit_response(
     public_id: str,
-    request: Request,
+    current: RequestStateDep,
     state: StateDep,
     session: DbSessionDep,
-    context: RequestContextDep,
     auditor: AuditorDep,
     body: Any = Body(None),  # noqa: B008
 ) -> JSONResponse:
     form = await load_published(session, public_id)
-    deferred = request.scope.get("state", {}).get(DEFERRED_STATE)
-    rate_check = deferred.take if isinstance(deferred, DeferredRateCheck) else None
-    result = await SubmissionService(state).submit(session, form, body, context, rate_check)
+    result = await SubmissionService(state).submit(
+        session, form, body, current.context, current.public_token
+    )
     if result.created:
         await auditor.record(
             RESPONSE_SUBMITTED,

@@ -27,14 +27,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from healthforms.audit.events import RequestContext
-from healthforms.db.base import new_id, utcnow
+from healthforms.clock import rfc3339, utcnow
+from healthforms.crypto.envelope import response_aad, seal_json
+from healthforms.db.base import new_id
 from healthforms.errors import Conflict, HealthformsError, NotFound, RateLimited
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
-from healthforms.redis.client import RedisUnavailable
-from healthforms.responses.encryption import response_aad, seal_json
+from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.models import ResponseRow
+from healthforms.security.context import RequestContext
 from healthforms.security.ratelimit import RateVerdict
 from healthforms.state import AppState
 from healthforms.submissions import nonces
@@ -95,10 +96,6 @@ class SubmissionResult:
     confirmation: str
     response_id: str | None  # known when stored now or looked up in the database
     created: bool  # True: stored now (201); False: a resend of a stored one (200)
-
-
-def rfc3339(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def canonical_json(value: object) -> bytes:
@@ -166,7 +163,7 @@ class SubmissionService:
         rate_check: Callable[[], Awaitable[RateVerdict]] | None = None,
     ) -> SubmissionResult:
         """Store one submission once. `rate_check` takes the client's `public` token; it
-        is run together with the nonce claim (security/ratelimit_middleware.py)."""
+        is run together with the nonce claim (http/ratelimits.py)."""
         if not isinstance(body, dict):
             raise NonceInvalid()
         nonce = nonces.verify(self.state.keys, form.public_id, body.get("nonce"))

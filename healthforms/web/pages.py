@@ -82,14 +82,6 @@ def login_url(request: Request) -> str:
     return "/login?next=" + quote(target, safe="/")
 
 
-def wants_html(request: Request) -> bool:
-    """Browsers on page paths get HTML errors; /api and non-browser clients keep JSON."""
-    path = request.url.path
-    if path.startswith("/api/") or path == "/api":
-        return False
-    return "text/html" in request.headers.get("accept", "")
-
-
 ERROR_TITLES = {
     400: "Something was wrong with that request",
     401: "Please sign in",
@@ -115,7 +107,7 @@ def retry_after_seconds(headers: dict[str, str]) -> int | None:
 
 
 def error_page(
-    request: Request, status_code: int, headers: dict[str, str], *, message: str | None = None
+    request: Request, status_code: int, headers: dict[str, str], message: str | None = None
 ) -> HTMLResponse:
     """The HTML error page in the site's style; never shows internals."""
     retry_after = retry_after_seconds(headers) if status_code == 429 else None

@@ -2,30 +2,66 @@
 patient form at /f/{publicId}; static assets and the favicon.
 
 Pages are server-rendered shells; their data comes from the same JSON API (and the same
-session cookie and CSRF rules) as any other client, through static/js/api.js. A page reads
-the database itself only for what the API does not offer a page: response counts for the
-list, a response's frozen version labels, and the published form a patient fills in.
+session cookie and CSRF rules) as any other client, through static/js/api.js. What the
+API does not offer a page (response counts for the list, a response's frozen version
+labels, the users with their `disabled` flag, the published form a patient fills in) a
+page reads through the owning feature's service: this module runs no SQL of its own.
+
+Staff pages take their signed-in member through ONE dependency, `StaffPage` (or
+`EditorPage`, `AdminPage`): someone not signed in, or whose account was disabled or
+moved to another clinic, is sent to the sign-in page (303, with `next`), which the
+routes' own class (`PageRoute`) answers; a role that may not see a page gets 403.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
-from sqlalchemy import func, select
+from fastapi.routing import APIRoute
 from starlette.staticfiles import StaticFiles
 
-from healthforms.errors import Forbidden, NotFound
-from healthforms.forms.models import Form, FormVersion
-from healthforms.identity.models import Role, User
-from healthforms.responses.models import ResponseRow
-from healthforms.responses.service import get_form, get_response, get_version
-from healthforms.security.principal import Principal
+from healthforms.errors import Forbidden, NotFound, Unauthenticated
+from healthforms.identity.service import OrgScope, current_user, list_users
+from healthforms.responses.service import (
+    forms_with_response_counts,
+    get_form,
+    get_response,
+    get_version,
+)
+from healthforms.security.context import request_state
+from healthforms.security.principal import Principal, Role
 from healthforms.state import DbSessionDep, StateDep
+from healthforms.submissions.service import load_published
 from healthforms.web.pages import STATIC_DIR, login_url, render, safe_next
 
-router = APIRouter(include_in_schema=False, tags=["web"])
+INVALID_LINK = "This form link is not valid."
+
+
+class SignInRequired(Exception):
+    """A staff page asked for by someone who must sign in first (answered by PageRoute)."""
+
+
+class PageRoute(APIRoute):
+    """A page route: `SignInRequired`, from its dependencies or the page itself, becomes
+    a 303 to the sign-in page that comes back here afterwards."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInRequired:
+                return RedirectResponse(login_url(request), status_code=303)
+
+        return page
+
+
+router = APIRouter(include_in_schema=False, tags=["web"], route_class=PageRoute)
 
 _static = StaticFiles(directory=str(STATIC_DIR))
 
@@ -49,27 +85,64 @@ async def favicon() -> FileResponse:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Staff:
+    """The signed-in staff member a page is drawn for: their principal and what the
+    pages show of their user row."""
+
+    principal: Principal
+    user_id: str
+    name: str
+    email: str
+    totp_enabled: bool
+
+
 def _principal(request: Request) -> Principal | None:
-    principal = request.scope.get("state", {}).get("principal")
-    return principal if isinstance(principal, Principal) else None
+    return request_state(request.scope).principal
 
 
-async def _staff(request: Request, db: DbSessionDep) -> tuple[Principal, User] | Response:
-    """The signed-in staff member and their user row, or a 303 to the sign-in page."""
+async def _staff_page(request: Request, db: DbSessionDep) -> Staff:
+    """The signed-in staff member and their user row, or SignInRequired."""
     principal = _principal(request)
     if principal is None:
-        return RedirectResponse(login_url(request), status_code=303)
-    user = await db.get(User, principal.user_id)
-    if user is None or user.disabled or user.organization_id != principal.organization_id:
-        return RedirectResponse(login_url(request), status_code=303)
-    return principal, user
+        raise SignInRequired()
+    try:
+        user = await current_user(db, principal)
+    except Unauthenticated:  # disabled, deleted, or moved to another clinic
+        raise SignInRequired() from None
+    return Staff(
+        principal=principal,
+        user_id=user.id,
+        name=user.name,
+        email=user.email,
+        totp_enabled=user.totp_enabled,
+    )
 
 
-def _staff_context(state: StateDep, principal: Principal, user: User) -> dict[str, Any]:
+StaffPage = Annotated[Staff, Depends(_staff_page)]
+
+
+async def _editor_page(staff: StaffPage) -> Staff:
+    if not staff.principal.can_edit:
+        raise Forbidden()
+    return staff
+
+
+async def _admin_page(staff: StaffPage) -> Staff:
+    if not staff.principal.is_admin:
+        raise Forbidden()
+    return staff
+
+
+EditorPage = Annotated[Staff, Depends(_editor_page)]
+AdminPage = Annotated[Staff, Depends(_admin_page)]
+
+
+def _staff_context(state: StateDep, staff: Staff) -> dict[str, Any]:
     return {
-        "me": {"id": user.id, "name": user.name, "role": principal.role.value},
-        "is_admin": principal.role is Role.ADMIN,
-        "can_edit": principal.can_edit,
+        "me": {"id": staff.user_id, "name": staff.name, "role": staff.principal.role.value},
+        "is_admin": staff.principal.role is Role.ADMIN,
+        "can_edit": staff.principal.can_edit,
         "idle_timeout": state.settings.session_idle_timeout,
     }
 
@@ -89,26 +162,10 @@ async def login_page(request: Request, next: str | None = None) -> Response:
 
 
 @router.get("/forms")
-async def forms_page(request: Request, state: StateDep, db: DbSessionDep) -> Response:
-    staff = await _staff(request, db)
-    if isinstance(staff, Response):
-        return staff
-    principal, user = staff
-    counts = (
-        select(ResponseRow.form_id, func.count().label("n"))
-        .where(ResponseRow.organization_id == principal.organization_id)
-        .group_by(ResponseRow.form_id)
-        .subquery()
-    )
-    rows = (
-        await db.execute(
-            select(Form, func.coalesce(counts.c.n, 0))
-            .outerjoin(counts, counts.c.form_id == Form.id)
-            .where(Form.organization_id == principal.organization_id)
-            .where(Form.status != "archived")
-            .order_by(Form.updated_at.desc())
-        )
-    ).all()
+async def forms_page(
+    request: Request, staff: StaffPage, state: StateDep, db: DbSessionDep
+) -> Response:
+    rows = await forms_with_response_counts(db, staff.principal.organization_id)
     forms = [
         {
             "id": form.id,
@@ -116,7 +173,7 @@ async def forms_page(request: Request, state: StateDep, db: DbSessionDep) -> Res
             "status": form.status,
             "version": form.version,
             "has_changes": form.has_unpublished_changes and form.status == "published",
-            "responses": int(count),
+            "responses": count,
             "updated_at": form.updated_at,
         }
         for form, count in rows
@@ -127,36 +184,23 @@ async def forms_page(request: Request, state: StateDep, db: DbSessionDep) -> Res
         title="Forms",
         nav="forms",
         forms=forms,
-        **_staff_context(state, principal, user),
+        **_staff_context(state, staff),
     )
 
 
 @router.get("/forms/new")
-async def new_form_page(request: Request, state: StateDep, db: DbSessionDep) -> Response:
-    staff = await _staff(request, db)
-    if isinstance(staff, Response):
-        return staff
-    principal, user = staff
-    if not principal.can_edit:
-        raise Forbidden()
+async def new_form_page(request: Request, staff: EditorPage, state: StateDep) -> Response:
     return render(
-        request, "form_new.html", title="New form", nav="forms", **_staff_context(state, *staff)
+        request, "form_new.html", title="New form", nav="forms", **_staff_context(state, staff)
     )
-
-
-async def _org_form(db: DbSessionDep, principal: Principal, form_id: str) -> Form:
-    # The same organisation-scoped lookup the responses API uses (404 for other clinics).
-    return await get_form(db, principal.organization_id, form_id)
 
 
 @router.get("/forms/{form_id}")
 async def builder_page(
-    form_id: str, request: Request, state: StateDep, db: DbSessionDep
+    form_id: str, request: Request, staff: StaffPage, state: StateDep, db: DbSessionDep
 ) -> Response:
-    staff = await _staff(request, db)
-    if isinstance(staff, Response):
-        return staff
-    form = await _org_form(db, staff[0], form_id)
+    # The same organisation-scoped lookup the responses API uses (404 for other clinics).
+    form = await get_form(db, staff.principal.organization_id, form_id)
     return render(
         request,
         "builder.html",
@@ -164,18 +208,15 @@ async def builder_page(
         nav="forms",
         form_id=form.id,
         form_title=form.title,
-        **_staff_context(state, *staff),
+        **_staff_context(state, staff),
     )
 
 
 @router.get("/forms/{form_id}/responses")
 async def responses_page(
-    form_id: str, request: Request, state: StateDep, db: DbSessionDep
+    form_id: str, request: Request, staff: StaffPage, state: StateDep, db: DbSessionDep
 ) -> Response:
-    staff = await _staff(request, db)
-    if isinstance(staff, Response):
-        return staff
-    form = await _org_form(db, staff[0], form_id)
+    form = await get_form(db, staff.principal.organization_id, form_id)
     return render(
         request,
         "responses_list.html",
@@ -183,22 +224,18 @@ async def responses_page(
         nav="forms",
         form_id=form.id,
         form_title=form.title,
-        **_staff_context(state, *staff),
+        **_staff_context(state, staff),
     )
 
 
 @router.get("/responses/{response_id}")
 async def response_page(
-    response_id: str, request: Request, state: StateDep, db: DbSessionDep
+    response_id: str, request: Request, staff: StaffPage, state: StateDep, db: DbSessionDep
 ) -> Response:
-    staff = await _staff(request, db)
-    if isinstance(staff, Response):
-        return staff
-    principal = staff[0]
-    row = await get_response(db, principal.organization_id, response_id)
-    form = await _org_form(db, principal, row.form_id)
+    organization_id = staff.principal.organization_id
+    row = await get_response(db, organization_id, response_id)
+    form = await get_form(db, organization_id, row.form_id)
     version = await get_version(db, row)
-    fields = list(version.fields)
     return render(
         request,
         "response.html",
@@ -209,100 +246,62 @@ async def response_page(
         form_title=version.title,
         form_version=row.form_version,
         submitted_at=row.submitted_at,
-        fields=fields,
-        **_staff_context(state, *staff),
+        fields=list(version.fields),
+        **_staff_context(state, staff),
     )
 
 
 @router.get("/account")
-async def account_page(request: Request, state: StateDep, db: DbSessionDep) -> Response:
-    staff = await _staff(request, db)
-    if isinstance(staff, Response):
-        return staff
-    principal, user = staff
+async def account_page(request: Request, staff: StaffPage, state: StateDep) -> Response:
     return render(
         request,
         "account.html",
         title="My account",
         nav="account",
-        email=user.email,
-        totp_enabled=user.totp_enabled,
-        **_staff_context(state, principal, user),
+        email=staff.email,
+        totp_enabled=staff.totp_enabled,
+        **_staff_context(state, staff),
     )
-
-
-async def _admin(request: Request, db: DbSessionDep) -> tuple[Principal, User] | Response:
-    staff = await _staff(request, db)
-    if not isinstance(staff, Response) and not staff[0].is_admin:
-        raise Forbidden()
-    return staff
 
 
 @router.get("/admin/users")
-async def users_page(request: Request, state: StateDep, db: DbSessionDep) -> Response:
-    staff = await _admin(request, db)
-    if isinstance(staff, Response):
-        return staff
+async def users_page(
+    request: Request, staff: AdminPage, state: StateDep, db: DbSessionDep
+) -> Response:
     # Rendered here because the API's User carries no `disabled` flag to show.
-    users = (
-        (
-            await db.execute(
-                select(User)
-                .where(User.organization_id == staff[0].organization_id)
-                .order_by(User.created_at, User.id)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    users = await list_users(OrgScope(db, staff.principal))
     return render(
         request,
         "admin_users.html",
         title="Users",
         nav="users",
         users=users,
-        **_staff_context(state, *staff),
+        **_staff_context(state, staff),
     )
 
 
 @router.get("/admin/audit")
-async def audit_page(request: Request, state: StateDep, db: DbSessionDep) -> Response:
-    staff = await _admin(request, db)
-    if isinstance(staff, Response):
-        return staff
+async def audit_page(request: Request, staff: AdminPage, state: StateDep) -> Response:
     return render(
-        request, "admin_audit.html", title="Audit log", nav="audit", **_staff_context(state, *staff)
+        request, "admin_audit.html", title="Audit log", nav="audit", **_staff_context(state, staff)
     )
 
 
 @router.get("/f/{public_id}")
 async def public_form_page(public_id: str, request: Request, db: DbSessionDep) -> Response:
     """The published version of a form, rendered for a patient's phone."""
-    if len(public_id) > 64:
-        raise NotFound("This form link is not valid.")
-    form = (
-        await db.execute(
-            select(Form).where(Form.public_id == public_id).where(Form.status == "published")
-        )
-    ).scalar_one_or_none()
-    version = None
-    if form is not None:
-        version = (
-            await db.execute(
-                select(FormVersion)
-                .where(FormVersion.form_id == form.id)
-                .where(FormVersion.version == form.version)
-            )
-        ).scalar_one_or_none()
-    if form is None or version is None:
-        raise NotFound("This form link is not valid.")
+    try:
+        # The public API's own lookup: the page and the API agree on what is published.
+        form = await load_published(db, public_id)
+    except NotFound:
+        raise NotFound(INVALID_LINK) from None
     return render(
         request,
         "public_form.html",
-        title=version.title,
+        title=form.title,
         public_id=public_id,
-        form_title=version.title,
-        description=version.description,
-        fields=version.fields,
-        version=version.version,
+        form_title=form.title,
+        description=form.description,
+        fields=form.raw_fields,
+        version=form.version,
     )

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from healthforms.audit.events import AuditEvent, Outcome
 from healthforms.audit.store import append_event
-from healthforms.identity.models import Role
+from healthforms.security.principal import Role
 from tests.support.apps import asgi_client, running_app
 from tests.support.identity import Staff, create_staff, identity_settings, login, new_client
 

@@ -51,9 +51,9 @@ pytestmark = [
 async def _mint_users_and_sessions(cluster: Cluster, count: int) -> list[dict[str, str]]:
     """`count` users in the admin's organisation, each with a live session (real code)."""
     try:
-        from healthforms.identity.models import Role, User
+        from healthforms.identity.models import User
         from healthforms.identity.passwords import hash_password
-        from healthforms.security.sessions import session_store
+        from healthforms.security.principal import Role
     except ImportError as exc:
         raise workflow.FeatureMissing(f"identity session store ({exc.name})") from exc
     from sqlalchemy import select
@@ -73,7 +73,7 @@ async def _mint_users_and_sessions(cluster: Cluster, count: int) -> list[dict[st
     cookies: list[dict[str, str]] = []
     async with app.router.lifespan_context(app):
         state = app.state.hf
-        store = session_store(state)
+        store = state.sessions
         # One hash for all: each argon2 hash carries its own salt, and these accounts
         # only need to exist; the sign-in path is exercised by the HTTP logins.
         password_hash = hash_password(workflow.PASSWORD)

@@ -17,7 +17,7 @@ import httpx
 from fastapi import FastAPI
 
 from healthforms.config import Settings
-from healthforms.identity.models import Role
+from healthforms.security.principal import Role
 from tests.support import identity
 
 # Tests make many requests per user and per address: keep the limiters out of the way

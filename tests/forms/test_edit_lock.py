@@ -14,9 +14,8 @@ from sqlalchemy import select
 from healthforms.audit.models import AuditEventRow
 from healthforms.forms.edit_lock import fenced, lock_key
 from healthforms.forms.service import FormService, StaleLock
-from healthforms.identity.models import Role
 from healthforms.security.locks import LockService
-from healthforms.security.principal import Principal
+from healthforms.security.principal import Principal, Role
 from healthforms.state import AppState
 from tests.forms.helpers import Staff, StaffDirectory, signed_in
 
@@ -120,7 +119,7 @@ async def test_holder_whose_lock_lapsed_cannot_save_over_a_newer_holder(
     form_id = await new_form(editor_http)
     newer = await staff_directory.user(Role.EDITOR)
     state: AppState = app.state.hf
-    locks: LockService = state.services["locks"]
+    locks: LockService = state.locks
     # The first editor's lease lapses (a stalled request) ...
     stale = await locks.acquire(lock_key(form_id), 50, token=editor.user_id, kind="form-edit")
     assert stale is not None

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from healthforms.audit.models import AuditEventRow
 from healthforms.forms.models import FormVersion
-from healthforms.identity.models import Role
+from healthforms.security.principal import Role
 from healthforms.state import AppState
 from tests.forms.helpers import StaffDirectory, signed_in, text_field
 

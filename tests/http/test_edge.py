@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from healthforms.app import create_app
 from healthforms.config import Settings
-from healthforms.http.middleware import CSP
+from healthforms.http.edge import CSP
 from healthforms.redis.embedded import EmbeddedRedis
 from tests.conftest import TEST_ENCRYPTION_KEY, make_settings
 from tests.support import legs

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from healthforms.db.engine import DatabaseUnavailable
-from healthforms.http.middleware import is_database_outage
+from healthforms.db.outage import is_database_outage
 
 
 class _Driver(Exception):

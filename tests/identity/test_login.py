@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,21 +13,15 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from healthforms.audit.models import AuditEventRow
-from healthforms.config import Settings
 from healthforms.identity import passwords
+from healthforms.identity.login import LOGIN_FAILURE_LIMIT
 from healthforms.identity.models import User
-from healthforms.identity.routes import LOGIN_FAILURE_LIMIT
-from tests.support.identity import Staff, create_staff, identity_settings, login, new_client
+from tests.support.identity import GENEROUS_AUTH_RATE, Staff, create_staff, login, new_client
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
-    return identity_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-    )
+def settings_overrides() -> dict[str, Any]:
+    return {"rate_limit_auth": GENEROUS_AUTH_RATE}
 
 
 async def _attempt(client: httpx.AsyncClient, **body: Any) -> httpx.Response:

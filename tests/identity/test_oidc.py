@@ -21,7 +21,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from redis.asyncio import Redis
 
 from healthforms.app import create_app
-from healthforms.identity.oidc import OidcVerifier
+from healthforms.security.oidc import OidcVerifier
 from tests.support.identity import create_staff, identity_settings
 
 ISSUER = "https://issuer.example.test/realms/clinic"
@@ -226,7 +226,7 @@ async def test_jwks_is_cached_and_refreshed_for_an_unknown_kid(
     for _ in range(3):
         assert (await _login(http, _sign(rsa_key, _claims(staff.email)))).status_code == 200
     assert jwks.hits == 1  # cached
-    verifier = oidc_app.state.hf.services["oidc"]
+    verifier = oidc_app.state.hf.oidc
     assert isinstance(verifier, OidcVerifier)
     verifier.jwks.min_refresh_s = 0.0  # the key rotation below happens "later"
     rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -6,6 +6,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,28 +17,22 @@ from typer.testing import CliRunner
 
 from healthforms.audit.models import AuditEventRow
 from healthforms.cli import app as cli_app
-from healthforms.config import Settings
 from healthforms.db.engine import Database
 from healthforms.identity.models import Organization, User
 from healthforms.identity.passwords import verify_password_sync
 from tests.support.identity import (
     DEFAULT_PASSWORD,
+    GENEROUS_AUTH_RATE,
     SignedIn,
     create_staff,
-    identity_settings,
     login,
     new_client,
 )
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
-    return identity_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-    )
+def settings_overrides() -> dict[str, Any]:
+    return {"rate_limit_auth": GENEROUS_AUTH_RATE}
 
 
 @pytest.fixture

@@ -1,5 +1,13 @@
 """A clinic with a published form, and signed-in staff of each role (tests/support)."""
 
-from tests.support.response_fixtures import StaffFactory, admin, clinic, db, keys, settings, staff
+from tests.support.response_fixtures import (
+    StaffFactory,
+    admin,
+    clinic,
+    db,
+    keys,
+    settings_overrides,
+    staff,
+)
 
-__all__ = ["StaffFactory", "admin", "clinic", "db", "keys", "settings", "staff"]
+__all__ = ["StaffFactory", "admin", "clinic", "db", "keys", "settings_overrides", "staff"]

@@ -16,13 +16,13 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select, update
 
 from healthforms.audit.models import AuditEventRow
+from healthforms.crypto.envelope import Sealed, open_sealed, pdf_aad
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
-from healthforms.identity.models import Role
-from healthforms.responses.encryption import Sealed, open_sealed, pdf_aad
 from healthforms.responses.models import ResponsePdf
 from healthforms.security.fencing import LockFence
-from healthforms.security.keys import KeyRing
 from healthforms.security.locks import PDF_LOCK_KEY
+from healthforms.security.principal import Role
 from tests.support.apps import running_app
 from tests.support.identity import identity_settings
 from tests.support.response_factory import (

@@ -22,13 +22,13 @@ from sqlalchemy import func, select
 
 from healthforms.app import create_app
 from healthforms.audit.models import AuditEventRow
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.errors import UpstreamFailed
 from healthforms.forms.schema import FieldDef
 from healthforms.pdf.document import PdfDocument, build_document
 from healthforms.pdf.gotenberg import CONVERT_PATH, GotenbergRenderer, render_html
 from healthforms.responses.models import ResponsePdf
-from healthforms.security.keys import KeyRing
 from tests.support.identity import identity_settings
 from tests.support.response_factory import (
     INTAKE_FIELDS,

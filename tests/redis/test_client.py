@@ -20,12 +20,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from healthforms.config import Settings
-from healthforms.redis.client import (
-    PoolExhausted,
-    RedisUnavailable,
-    redact_url,
-)
+from healthforms.redis.client import redact_url
 from healthforms.redis.embedded import EmbeddedRedis, free_port
+from healthforms.redis.errors import PoolExhausted, RedisUnavailable
 from tests.conftest import make_settings
 from tests.redis.helpers import service_for
 from tests.support import legs

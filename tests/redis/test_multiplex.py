@@ -20,12 +20,9 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from healthforms.redis.client import (
-    PoolExhausted,
-    RedisUnavailable,
-    build_pool,
-)
+from healthforms.redis.client import build_pool
 from healthforms.redis.embedded import EmbeddedRedis, free_port
+from healthforms.redis.errors import PoolExhausted, RedisUnavailable
 from healthforms.redis.multiplex import Multiplexer, spec_from_pool
 from healthforms.redis.scripts import LuaScript
 from tests.redis.helpers import service_for

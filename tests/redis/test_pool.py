@@ -7,8 +7,9 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from healthforms.redis.client import CountingBlockingPool, PoolExhausted, build_pool
+from healthforms.redis.client import CountingBlockingPool, build_pool
 from healthforms.redis.embedded import EmbeddedRedis
+from healthforms.redis.errors import PoolExhausted
 
 
 def small_pool(url: str, size: int, wait_s: float) -> CountingBlockingPool:

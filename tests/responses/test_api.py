@@ -10,10 +10,10 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from healthforms.audit.models import AuditEventRow
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
-from healthforms.identity.models import Role
 from healthforms.responses.models import ResponsePdf, ResponseRow
-from healthforms.security.keys import KeyRing
+from healthforms.security.principal import Role
 from tests.support.response_factory import (
     UNICODE_NAME,
     PublishedForm,

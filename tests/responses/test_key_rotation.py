@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select
 
+from healthforms.crypto.envelope import Sealed, open_sealed, pdf_aad, seal
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.identity.models import User
 from healthforms.identity.totp import open_secret, seal_secret
-from healthforms.responses.encryption import Sealed, open_sealed, pdf_aad, seal
+from healthforms.responses.key_rotation import rotate_keys
 from healthforms.responses.models import ResponsePdf, ResponseRow
 from healthforms.responses.service import open_response
-from healthforms.security.key_rotation import rotate_keys
-from healthforms.security.keys import KeyRing
 from tests.support.response_factory import (
     PublishedForm,
     create_form,

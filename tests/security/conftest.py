@@ -12,11 +12,11 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from healthforms.app import build_redis, create_app
+from healthforms.app import create_app
 from healthforms.config import Settings
 from healthforms.db.engine import Database
-from healthforms.health.metrics import Metrics
-from healthforms.redis.client import RedisService
+from healthforms.metrics import Metrics
+from healthforms.redis.client import RedisService, build_redis
 from healthforms.security.locks import LockService
 from tests.conftest import make_settings
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from healthforms.db.engine import Database
-from healthforms.health.metrics import Metrics
+from healthforms.metrics import Metrics
 from healthforms.redis.client import RedisService, RedisTarget, build_pool
 from healthforms.security.locks import LockService
 

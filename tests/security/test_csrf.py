@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -12,20 +13,21 @@ from sqlalchemy import select
 
 from healthforms.app import create_app
 from healthforms.audit.models import AuditEventRow
-from healthforms.config import Settings
+from healthforms.security.context import CurrentPrincipal, request_state
 from healthforms.security.csrf import MAX_TOKENS_PER_SESSION
-from healthforms.security.principal import CurrentPrincipal
-from tests.support.identity import SignedIn, create_staff, identity_settings, login, new_client
+from tests.support.identity import (
+    GENEROUS_AUTH_RATE,
+    SignedIn,
+    create_staff,
+    identity_settings,
+    login,
+    new_client,
+)
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
-    return identity_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-    )
+def settings_overrides() -> dict[str, Any]:
+    return {"rate_limit_auth": GENEROUS_AUTH_RATE}
 
 
 async def _rename(
@@ -252,7 +254,7 @@ async def test_public_endpoints_ignore_a_staff_session_cookie(
 ) -> None:
     @app.post("/api/public/test-echo")
     async def public_echo(request: Request) -> dict[str, bool]:
-        return {"principal": "principal" in request.scope.get("state", {})}
+        return {"principal": request_state(request.scope).principal is not None}
 
     await login(client, await create_staff(app))
     # No CSRF token: a patient form posted from a signed-in staff browser still goes through.

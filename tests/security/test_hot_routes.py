@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from healthforms.security import hot_routes
+from healthforms.http import hot_routes
 from tests.support.identity import create_staff, login
 
 # Headers that differ between any two requests.

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from redis.asyncio import Redis
 
 from healthforms.db.engine import Database
-from healthforms.health.metrics import Metrics
+from healthforms.metrics import Metrics
 from healthforms.redis.client import RedisService, RedisTarget, build_pool
 from healthforms.security.locks import (
     ACQUIRE_SCRIPT,
@@ -23,10 +23,10 @@ from healthforms.security.locks import (
     WAITER_LEASE_MS,
     LockBusy,
     LockService,
-    LockServiceDep,
     LockUnavailable,
     fence_key,
 )
+from healthforms.state import StateDep
 
 
 def new_key(kind: str = "test") -> str:
@@ -177,7 +177,7 @@ async def test_fencing_refuses_a_stale_holder_after_a_newer_write(
 async def test_fencing_numbers_keep_growing_after_redis_loses_its_data(
     private_redis: object, settings: object, database: Database, metrics: Metrics
 ) -> None:
-    from healthforms.app import build_redis
+    from healthforms.redis.client import build_redis
     from healthforms.redis.embedded import EmbeddedRedis
 
     assert isinstance(private_redis, EmbeddedRedis)
@@ -346,7 +346,7 @@ async def test_waiter_gives_up_after_wait_and_leaves_the_queue(
 
 
 async def test_app_registers_the_lock_service(app: FastAPI, client: httpx.AsyncClient) -> None:
-    service = app.state.hf.services["locks"]
+    service = app.state.hf.locks
     assert isinstance(service, LockService)
     lock = await service.acquire(new_key(), 1_000)
     assert lock is not None
@@ -357,8 +357,8 @@ async def test_lock_service_dependency_resolves(app: FastAPI) -> None:
     router = APIRouter()
 
     @router.get("/_test/locks")
-    async def probe(locks: LockServiceDep) -> dict[str, bool]:
-        return {"same": locks is app.state.hf.services["locks"]}
+    async def probe(state: StateDep) -> dict[str, bool]:
+        return {"same": state.locks is app.state.hf.locks}
 
     app.include_router(router)
     transport = httpx.ASGITransport(app=app)

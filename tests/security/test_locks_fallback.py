@@ -11,7 +11,7 @@ import pytest
 
 from healthforms.config import Settings
 from healthforms.db.engine import Database
-from healthforms.health.metrics import Metrics
+from healthforms.metrics import Metrics
 from healthforms.redis.client import RedisService, RedisTarget, build_pool
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.locks import LockService

@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from healthforms.db.engine import Database
-from healthforms.health.metrics import Metrics
+from healthforms.metrics import Metrics
 from healthforms.redis.client import RedisService, RedisTarget, build_pool
 from healthforms.redis.embedded import free_port
 from healthforms.security.locks import LockService

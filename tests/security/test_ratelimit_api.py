@@ -12,8 +12,8 @@ import httpx
 from fastapi import FastAPI
 
 from healthforms.app import create_app
+from healthforms.http.ratelimits import PdfRateLimit
 from healthforms.redis.embedded import EmbeddedRedis
-from healthforms.security.ratelimit import PdfRateLimit
 from tests.support.identity import create_staff, identity_settings, login, new_client
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
+from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -24,8 +25,8 @@ from healthforms.security.ratelimit import (
 from tests.security.conftest import AppFactory
 
 
-def _limiter(app: object) -> RateLimiter:
-    limiter: RateLimiter = app.state.hf.services["ratelimiter"]  # type: ignore[attr-defined]
+def _limiter(app: FastAPI) -> RateLimiter:
+    limiter: RateLimiter = app.state.hf.limiter
     return limiter
 
 

@@ -16,7 +16,7 @@ from healthforms.security.ratelimit import (
     RateDecision,
     emission_us,
     headline,
-    rate_limit_headers_for,
+    rate_limit_headers,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def _decision(
 
 
 def test_headers_carry_the_legacy_trio_and_the_draft_fields() -> None:
-    headers = dict(rate_limit_headers_for([_decision("auth", True, 6, 0, 12_000)]))
+    headers = dict(rate_limit_headers([_decision("auth", True, 6, 0, 12_000)]))
     assert headers[b"ratelimit-limit"] == b"7"
     assert headers[b"ratelimit-remaining"] == b"6"
     assert headers[b"ratelimit-reset"] == b"12"
@@ -140,7 +140,7 @@ def test_retry_after_is_whole_seconds_rounded_up_and_at_least_one() -> None:
     assert _decision("auth", False, 0, 1, 84_000).retry_after_s == 1
     assert _decision("auth", False, 0, 11_001, 84_000).retry_after_s == 12
     assert _decision("auth", False, 0, 12_000, 84_000).retry_after_s == 12
-    headers = dict(rate_limit_headers_for([_decision("auth", False, 0, 11_001, 84_000)]))
+    headers = dict(rate_limit_headers([_decision("auth", False, 0, 11_001, 84_000)]))
     assert headers[b"retry-after"] == b"12"
 
 
@@ -148,7 +148,7 @@ def test_several_policies_are_listed_and_the_refusing_one_leads() -> None:
     api = _decision("api", False, 90, 0, 5_000)  # had room, not charged
     pdf = _decision("pdf", False, 0, 4_500, 70_000)
     assert headline([api, pdf]) is pdf
-    headers = dict(rate_limit_headers_for([api, pdf]))
+    headers = dict(rate_limit_headers([api, pdf]))
     assert headers[b"ratelimit-policy"] == b'"api";q=7;w=60, "pdf";q=7;w=60'
     assert headers[b"ratelimit-remaining"] == b"0"
     assert headers[b"retry-after"] == b"5"

@@ -13,9 +13,9 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from healthforms.app import create_app
-from healthforms.config import Settings
 from healthforms.security.sessions import hash_session_id
 from tests.support.identity import (
+    GENEROUS_AUTH_RATE,
     SignedIn,
     create_staff,
     identity_settings,
@@ -25,13 +25,8 @@ from tests.support.identity import (
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
-    return identity_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-    )
+def settings_overrides() -> dict[str, Any]:
+    return {"rate_limit_auth": GENEROUS_AUTH_RATE}
 
 
 async def _keys(redis: Redis, prefix: str) -> list[bytes]:

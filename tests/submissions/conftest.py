@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from healthforms.config import Settings
-from healthforms.identity.models import Role
-from tests.forms.helpers import Staff, StaffDirectory, feature_settings, signed_in
+from healthforms.security.principal import Role
+from tests.forms.helpers import GENEROUS_RATE, Staff, StaffDirectory, signed_in
+from tests.support.identity import GENEROUS_AUTH_RATE
 
 
 @pytest.fixture
@@ -31,10 +31,10 @@ async def editor_http(
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
-    return feature_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-    )
+def settings_overrides() -> dict[str, Any]:
+    """feature_settings' overrides: the limiters out of the way of these tests."""
+    return {
+        "rate_limit_auth": GENEROUS_AUTH_RATE,
+        "rate_limit_api": GENEROUS_RATE,
+        "rate_limit_public": GENEROUS_RATE,
+    }

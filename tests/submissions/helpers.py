@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from healthforms.responses.encryption import Sealed, open_json, response_aad
+from healthforms.crypto.envelope import Sealed, open_json, response_aad
 from healthforms.responses.models import ResponseRow
 from healthforms.state import AppState
 
@@ -114,8 +114,8 @@ async def publish_direct(database_url: str, fields: list[dict[str, Any]]) -> tup
     from healthforms.db.engine import Database
     from healthforms.forms.schema import fields_from_json
     from healthforms.forms.service import FormService
-    from healthforms.identity.models import Organization, Role, User
-    from healthforms.security.principal import Principal
+    from healthforms.identity.models import Organization, User
+    from healthforms.security.principal import Principal, Role
 
     db = Database.connect(database_url)
     try:

@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 
 from healthforms.app import create_app
-from healthforms.identity.models import Role
 from healthforms.redis.embedded import EmbeddedRedis
+from healthforms.security.principal import Role
 from healthforms.state import AppState
 from tests.forms.helpers import StaffDirectory, feature_settings, signed_in
 from tests.submissions.helpers import (

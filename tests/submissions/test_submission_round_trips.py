@@ -9,7 +9,6 @@ gives its claim back.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,10 +16,8 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from healthforms.config import Settings
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.state import AppState
-from tests.forms.helpers import feature_settings
 from tests.submissions.helpers import count_rows, fetch_nonce, good_answers, publish, submit
 from tests.support.identity import new_client
 
@@ -28,18 +25,13 @@ LIMITED = "1/min+2"  # a bucket of 3 per client IP
 
 
 @pytest.fixture
-def settings(
-    database_url: str, private_redis: EmbeddedRedis, redis_prefix: str, tmp_path: Path
-) -> Settings:
+def settings_overrides(
+    settings_overrides: dict[str, Any], private_redis: EmbeddedRedis
+) -> dict[str, Any]:
+    """tests/submissions' overrides, plus the tight `public` limit and a private Redis."""
     # A Redis of this test alone: another test's SCRIPT FLUSH on the shared server would
     # add NOSCRIPT reloads to the writes counted here.
-    return feature_settings(
-        database_url=database_url,
-        redis_url=private_redis.url,
-        redis_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-        rate_limit_public=LIMITED,
-    )
+    return {**settings_overrides, "redis_url": private_redis.url, "rate_limit_public": LIMITED}
 
 
 def _writes(app: FastAPI) -> int:

@@ -16,8 +16,8 @@ import httpx
 from fastapi import FastAPI
 
 from healthforms.config import Settings
-from healthforms.identity.models import Role
 from healthforms.identity.service import create_user, get_or_create_organization
+from healthforms.security.principal import Role
 
 DEFAULT_PASSWORD = "correct horse battery staple"
 # Tests sign in many times from one address: keep the per-IP auth policy out of the way.

@@ -17,13 +17,13 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from healthforms.crypto.envelope import response_aad, seal_json
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.base import new_id
 from healthforms.db.engine import Database
 from healthforms.forms.models import Form, FormVersion
 from healthforms.identity.models import Organization
-from healthforms.responses.encryption import response_aad, seal_json
 from healthforms.responses.models import ResponseRow
-from healthforms.security.keys import KeyRing
 
 UNICODE_NAME = "Zoë Ångström-Łukasiewicz"
 

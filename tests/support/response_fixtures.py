@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from healthforms.config import Settings
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
-from healthforms.identity.models import Role
-from healthforms.security.keys import KeyRing
-from tests.support.identity import identity_settings
+from healthforms.security.principal import Role
+from tests.support.identity import GENEROUS_AUTH_RATE
 from tests.support.response_factory import PublishedForm, create_form, create_organization
 from tests.support.staff import signed_in_client
 
@@ -22,14 +21,9 @@ StaffFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
+def settings_overrides() -> dict[str, Any]:
     """The default test settings, with room for several sign-ins from one address."""
-    return identity_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-    )
+    return {"rate_limit_auth": GENEROUS_AUTH_RATE}
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from healthforms.identity.models import Organization, Role
+from healthforms.identity.models import Organization
+from healthforms.security.principal import Role
 from tests.support.identity import Staff, create_staff, login, new_client
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from healthforms.db.engine import Database
 from healthforms.forms.models import Form, FormVersion
 from healthforms.identity import service
-from healthforms.identity.models import Role
+from healthforms.security.principal import Role
 
 T = TypeVar("T")
 

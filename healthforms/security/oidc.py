@@ -19,6 +19,8 @@ import structlog
 from jwt import PyJWK, PyJWKSet
 from jwt.exceptions import PyJWKError, PyJWKSetError, PyJWTError
 
+from healthforms.config import Settings
+
 log = structlog.get_logger("healthforms.oidc")
 
 ALLOWED_ALGORITHMS = {"RS256": "RSA", "ES256": "EC"}
@@ -128,16 +130,8 @@ def verified_email(claims: dict[str, Any]) -> str | None:
     return email.strip().lower()
 
 
-def oidc_verifier(state: Any) -> OidcVerifier | None:
+def build_oidc_verifier(settings: Settings) -> OidcVerifier | None:
     """The app's verifier, or None when no issuer is configured."""
-    settings = state.settings
     if not (settings.oidc_issuer and settings.oidc_jwks_url and settings.oidc_audience):
         return None
-    verifier = state.services.get("oidc")
-    if verifier is None:
-        verifier = OidcVerifier(
-            settings.oidc_issuer, settings.oidc_jwks_url, settings.oidc_audience
-        )
-        state.services["oidc"] = verifier
-    assert isinstance(verifier, OidcVerifier)
-    return verifier
+    return OidcVerifier(settings.oidc_issuer, settings.oidc_jwks_url, settings.oidc_audience)

@@ -1,4 +1,4 @@
-"""Hot routes: session-only API endpoints answered by the session middleware itself.
+"""Hot routes: session-only API endpoints answered by the session layer itself.
 
 A request that goes through FastAPI pays for its routing (every included router is
 tried in turn), dependency solving and response validation: about two thirds of the
@@ -17,18 +17,17 @@ id, log line, metrics), labelled with the route's path like any other.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.types import Scope
 
+from healthforms.http.answers import header
+from healthforms.security.context import request_state
 from healthforms.security.principal import Principal
 from healthforms.security.sessions import SessionInfo
-
-if TYPE_CHECKING:
-    from healthforms.state import AppState
+from healthforms.state import AppState
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +40,7 @@ class HotRequest:
     session: SessionInfo
 
     def header(self, name: bytes) -> str | None:
-        for key, value in self.scope.get("headers", ()):
-            if key == name:
-                return str(value.decode("latin-1"))
-        return None
+        return header(self.scope, name)
 
 
 HotHandler = Callable[[HotRequest], Awaitable[dict[str, Any]]]
@@ -91,16 +87,9 @@ def hot_route(method: str, path: str) -> Callable[[HotHandler], HotHandler]:
     return register
 
 
-def render_json(body: dict[str, Any]) -> bytes:
-    """The bytes FastAPI's JSONResponse would send for `body`."""
-    return json.dumps(
-        body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
-
-
 def from_request(scope: Scope, state: AppState, principal: Principal) -> HotRequest:
     """The same HotRequest for the FastAPI route (a principal implies a checked session)."""
-    session = scope.get("state", {}).get("session")
-    if not isinstance(session, SessionInfo):  # pragma: no cover - set with the principal
+    session = request_state(scope).session
+    if session is None:  # pragma: no cover - set with the principal
         raise RuntimeError("a principal without its session")
     return HotRequest(scope, state, principal, session)

@@ -21,11 +21,11 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from healthforms.crypto.envelope import DecryptionFailed, rewrap
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.identity.models import User
-from healthforms.responses.encryption import DecryptionFailed, rewrap
 from healthforms.responses.models import ResponsePdf, ResponseRow
-from healthforms.security.keys import KeyRing
 
 log = structlog.get_logger("healthforms.keys")
 

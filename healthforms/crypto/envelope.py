@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from healthforms.security.keys import KeyRing
+from healthforms.crypto.keys import KeyRing
 
 _NONCE = 12
 _WRAP_AAD = b"healthforms/data-key/v1"

@@ -1,7 +1,8 @@
 """The edge of every request, as one plain ASGI middleware (no BaseHTTPMiddleware).
 
-It assigns the request id, resolves the client IP, enforces the body limit, adds the
-security headers, logs one structured line and counts the request in /metrics.
+It assigns the request id, resolves the client IP, creates the request's RequestState
+(security/context.py) that the inner layers and routes share, enforces the body limit,
+adds the security headers, logs one structured line and counts the request in /metrics.
 An error that escaped every handler answers 500, except a lost database connection,
 which answers 503 `unavailable` like /health does (DESIGN.md): clients retry those.
 """
@@ -11,18 +12,24 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
 
 import structlog
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from healthforms.db.engine import DatabaseUnavailable
+from healthforms.db.outage import is_database_outage
 from healthforms.errors import HealthformsError, PayloadTooLarge, ServiceUnavailable
-from healthforms.health.metrics import Metrics
+from healthforms.http.answers import send_body, send_error
 from healthforms.http.client_ip import IPNetwork, client_ip
 from healthforms.logs import write_request_line
+from healthforms.metrics import Metrics
+from healthforms.security.context import (
+    SCOPE_KEY,
+    USER_AGENT_LIMIT,
+    RequestContext,
+    RequestState,
+)
 
 log = structlog.get_logger("healthforms.http")
 
@@ -37,55 +44,6 @@ CSP = (
 HSTS = "max-age=63072000; includeSubDomains"
 
 
-_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    DatabaseUnavailable,
-    OperationalError,  # includes SQLite's "database is locked" after its busy timeout
-    InterfaceError,
-    PoolTimeout,
-    ConnectionError,
-    TimeoutError,
-)
-
-
-# SQLSTATE classes of a lost server: 08 connection exception, 57P01-03 admin/crash
-# shutdown and "cannot connect now" (PostgreSQL stopping or starting).
-_OUTAGE_SQLSTATES = ("08", "57P")
-
-
-def _is_connection_sqlstate(driver_error: BaseException | None) -> bool:
-    for candidate in (driver_error, getattr(driver_error, "__cause__", None)):
-        sqlstate = getattr(candidate, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES):
-            return True
-    return False
-
-
-def is_database_outage(exc: BaseException) -> bool:
-    """Whether an exception (or what it was raised from) means the database is unreachable."""
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 5:
-        if isinstance(current, _OUTAGE_ERRORS):
-            return True
-        if isinstance(current, DBAPIError) and (
-            current.connection_invalidated or _is_connection_sqlstate(current.orig)
-        ):
-            return True
-        current = current.__cause__ or current.__context__
-        seen += 1
-    return False
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            try:
-                return str(value.decode("latin-1"))
-            except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-                return None
-    return None
-
-
 class EdgeMiddleware:
     def __init__(
         self,
@@ -96,8 +54,10 @@ class EdgeMiddleware:
         trusted_proxies: tuple[IPNetwork, ...],
         proxy_hops: int,
         production: bool,
+        html_error_page: Callable[[int], str],
     ) -> None:
         self.app = app
+        self.html_error_page = html_error_page
         self.metrics = metrics
         self.max_body = max_body_bytes
         self.trusted = trusted_proxies
@@ -113,31 +73,39 @@ class EdgeMiddleware:
         if production:
             base.append((b"strict-transport-security", HSTS.encode()))
         self.security_headers = base
-        self._metric_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._metric_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        supplied = _header(scope, b"x-request-id")
+        supplied = forwarded = content_length = user_agent = accept = None
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id":
+                supplied = value.decode("latin-1")
+            elif key == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
+            elif key == b"content-length":
+                content_length = value.decode("latin-1")
+            elif key == b"user-agent":
+                user_agent = value.decode("latin-1")[:USER_AGENT_LIMIT]
+            elif key == b"accept":
+                accept = value.decode("latin-1")
         # fullmatch: `$` would also accept a trailing newline (log-line injection).
         request_id = (
             supplied if supplied and _REQUEST_ID_RE.fullmatch(supplied) else secrets.token_hex(8)
         )
         peer = scope.get("client")
-        ip = client_ip(
-            peer[0] if peer else None, _header(scope, b"x-forwarded-for"), self.trusted, self.hops
+        ip = client_ip(peer[0] if peer else None, forwarded, self.trusted, self.hops)
+        scope[SCOPE_KEY] = RequestState(
+            RequestContext(ip=ip, user_agent=user_agent or None, request_id=request_id)
         )
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        state["client_ip"] = ip
         path: str = scope.get("path", "")
         is_api = path.startswith("/api/")
         status_holder = [500]
         started_response = [False]
 
-        content_length = _header(scope, b"content-length")
         if content_length is not None:
             try:
                 too_large = int(content_length) > self.max_body
@@ -206,8 +174,7 @@ class EdgeMiddleware:
                     "unhandled_exception", request_id=request_id, error_type=type(exc).__name__
                 )
                 if not started_response[0]:
-                    accept = _header(scope, b"accept") or ""
-                    if not is_api and "text/html" in accept:
+                    if not is_api and "text/html" in (accept or ""):
                         await self._send_html_500(send, request_id)
                     else:
                         await self._send_error(send, None, request_id)
@@ -217,44 +184,24 @@ class EdgeMiddleware:
     async def _send_error(
         self, send: Send, error: HealthformsError | None, request_id: str
     ) -> None:
-        import json
-
-        from healthforms.errors import INTERNAL_ERROR_BODY
-
-        status = error.status_code if error else 500
-        body = json.dumps(error.body() if error else INTERNAL_ERROR_BODY).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode()),
-            (b"cache-control", b"no-store"),
-            *[
-                (k.lower().encode(), v.encode())
-                for k, v in (error.headers if error else {}).items()
-            ],
-            *self.security_headers,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, error, self._own_headers(request_id))
 
     async def _send_html_500(self, send: Send, request_id: str) -> None:
         """Browsers on pages get the site's 500 page (no internals), like every other error."""
-        from healthforms.web.pages import static_error_html
+        body = self.html_error_page(500).encode()
+        await send_body(send, 500, body, b"text/html; charset=utf-8", self._own_headers(request_id))
 
-        body = static_error_html(500).encode()
-        headers = [
-            (b"content-type", b"text/html; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
+    def _own_headers(self, request_id: str) -> list[tuple[bytes, bytes]]:
+        """What send_wrapper adds to every answer, for the answers this layer sends itself."""
+        return [
             (b"x-request-id", request_id.encode()),
             (b"cache-control", b"no-store"),
             *self.security_headers,
         ]
-        await send({"type": "http.response.start", "status": 500, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
     def _finish(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
-        route: Any = scope.get("route")
+        route: object = scope.get("route")
         template = getattr(route, "path", None) or "<unmatched>"
         method = scope.get("method", "")
         labels = (method, template, status)

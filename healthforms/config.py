@@ -199,6 +199,11 @@ class Settings(BaseSettings):
     def session_cookie_name(self) -> str:
         return "__Host-session" if self.secure_cookies else "session"
 
+    @property
+    def seen_cookie_name(self) -> str:
+        """The signed last-seen time of the session (idle log-off while Redis is down)."""
+        return "__Host-session-seen" if self.secure_cookies else "session-seen"
+
     def rate(self, policy: str) -> RateSpec:
         return parse_rate(getattr(self, f"rate_limit_{policy}"))
 

@@ -23,7 +23,7 @@ from healthforms.security.csrf import CsrfTokens
 from healthforms.security.locks import LockService
 from healthforms.security.oidc import OidcVerifier, build_oidc_verifier
 from healthforms.security.ratelimit import RateLimiter
-from healthforms.security.sessions import SessionStore, UserStandingLookup
+from healthforms.security.sessions import SessionStore, Standings, UserStandingLookup
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,8 +38,8 @@ class AppState:
     limiter: RateLimiter
     locks: LockService
     oidc: OidcVerifier | None  # None: no OIDC issuer configured
-    # The database's word on a user while Redis is down (identity/ provides it).
-    user_standing: UserStandingLookup
+    # The database's word on each user's sessions (identity/ provides the lookup).
+    standings: Standings
 
     @classmethod
     def build(
@@ -63,7 +63,7 @@ class AppState:
             limiter=RateLimiter(redis, settings, metrics, log_key=keys.hmac_key("ratelimit-log")),
             locks=LockService(redis, db, metrics),
             oidc=build_oidc_verifier(settings),
-            user_standing=user_standing,
+            standings=Standings(user_standing),
         )
 
 

@@ -23,7 +23,6 @@ decision is counted in healthforms_degraded_decisions_total and logged (no token
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
@@ -35,11 +34,11 @@ from healthforms.audit.events import CSRF_REJECTED, Outcome
 from healthforms.audit.recorder import Auditor
 from healthforms.clock import now_ms
 from healthforms.config import SessionFallback
-from healthforms.errors import CsrfRejected, HealthformsError
+from healthforms.errors import CsrfRejected, HealthformsError, ServiceUnavailable
 from healthforms.http.answers import render_json, send_body, send_error
 from healthforms.http.hot_routes import HOT_ROUTES, HotRequest, HotRoute
 from healthforms.http.ratelimits import refuse
-from healthforms.redis.errors import RedisUnavailable
+from healthforms.redis.errors import PoolExhausted, RedisUnavailable
 from healthforms.security import csrf
 from healthforms.security.context import RequestState, request_state
 from healthforms.security.principal import Principal
@@ -57,8 +56,10 @@ from healthforms.security.sessions import (
     SessionCheck,
     SessionCookie,
     SessionInfo,
-    UserStanding,
     decode_cookie,
+    decode_seen,
+    encode_seen,
+    seen_ms_of,
 )
 from healthforms.state import AppState
 
@@ -71,10 +72,11 @@ LOGIN_PATH = "/api/auth/session-login"
 # a staff member's cookie (previewing their own form) must neither help nor hinder there.
 _SKIP_PREFIXES = ("/static/", "/favicon.ico", "/health", "/metrics", "/api/public/", "/f/")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-_DEGRADED_CACHE_S = 5.0
+# The last-seen cookie is renewed at most this often (and at most every tenth of the
+# idle timeout): the degraded mode's idle log-off may come that much early, never late.
+SEEN_REFRESH_MS = 60_000
 _MAX_COOKIE_HEADER = 8192
 _VERIFIED_COOKIES_MAX = 10_000
-_STANDINGS_MAX = 10_000
 
 
 class _Headers:
@@ -135,8 +137,14 @@ class SessionMiddleware:
         )
         self.deny_when_degraded = settings.session_fallback is SessionFallback.DENY
         self._verified: dict[str, SessionCookie] = {}
-        # user id -> (checked at, their standing; None: no such user)
-        self._standings: dict[str, tuple[float, UserStanding | None]] = {}
+        self.standings = state.standings
+        self.idle_ms = settings.session_idle_timeout * 1000
+        self.seen_refresh_ms = min(SEEN_REFRESH_MS, self.idle_ms // 10)
+        self.seen_name = settings.seen_cookie_name
+        self.seen_key = state.keys.hmac_key("session-seen")
+        self.seen_attributes = f"; Path=/; Max-Age={settings.session_max_age}; HttpOnly; " + (
+            "SameSite=Lax; Secure" if settings.secure_cookies else "SameSite=Lax"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -196,8 +204,14 @@ class SessionMiddleware:
                 take_api_token=is_api,
                 api_args=self.api_args,
             )
+        except PoolExhausted:
+            # Load, not an outage: Redis is up and may hold this session's end, so the
+            # cookie alone must not decide. Refuse; the client retries shortly.
+            self.metrics.degraded_decisions.labels("session", "overloaded").inc()
+            await send_error(send, ServiceUnavailable(headers={"Retry-After": "1"}))
+            return
         except RedisUnavailable:
-            await self._degraded(scope, receive, send, request, cookie, checked)
+            await self._degraded(scope, receive, send, request, cookie, checked, headers)
             return
 
         check = SessionCheck.from_reply(reply)
@@ -216,9 +230,18 @@ class SessionMiddleware:
             await self._reject_csrf(scope, send, request, csrf.REASON_NOT_LIVE, cookie)
             return
 
+        if not await self._database_allows(cookie):
+            # Ended in the database (logout, revoke, password or role change, disabling)
+            # while Redis did not hear of it: end it in Redis too, then answer as for
+            # any ended session.
+            await self._end_in_redis(cookie)
+            await self.app(scope, receive, send)
+            return
+
         principal = _principal(cookie, degraded=False)
         session = check.info(cookie)
         request.sign_in(principal, session)
+        send = self._noting_seen(send, cookie, seen_ms_of(self._seen_cookie(headers)))
         hot = HOT_ROUTES.get(method, path)
         if hot is not None:
             await _answer_hot(scope, send, hot, HotRequest(scope, self.state, principal, session))
@@ -261,14 +284,22 @@ class SessionMiddleware:
         request: RequestState,
         cookie: SessionCookie,
         checked: csrf.CheckedToken | None,
+        headers: _Headers,
     ) -> None:
-        """Redis is unavailable: judge the signed cookie on its own, or refuse."""
+        """Redis is unavailable: judge the signed cookie and what the database and the
+        last-seen cookie prove, or refuse. An ended session is never accepted here."""
+        now = now_ms()
+        seen_ms = decode_seen(self.seen_key, cookie.session_hash, self._seen_cookie(headers))
+        # The last activity this client can prove: its signed last-seen time, or sign-in.
+        last_seen = max(cookie.issued_ms, seen_ms or 0)
         decision = "allow"
         if self.deny_when_degraded:
             decision = "deny"
-        elif now_ms() - cookie.issued_ms >= self.max_age_ms:
+        elif now - cookie.issued_ms >= self.max_age_ms:
             decision = "deny"
-        elif not await self._user_still_valid(cookie):
+        elif now - last_seen >= self.idle_ms:
+            decision = "deny"  # automatic log-off holds without Redis too
+        elif not await self.standings.accepts(cookie, when_unknown=False):
             decision = "deny"
         self.metrics.degraded_decisions.labels("session", decision).inc()
         if checked is not None:
@@ -283,7 +314,7 @@ class SessionMiddleware:
             request_id=request.context.request_id,
         )
         if decision == "allow":
-            now = now_ms()
+            send = self._noting_seen(send, cookie, seen_ms)
             request.sign_in(
                 _principal(cookie, degraded=True),
                 SessionInfo(
@@ -311,20 +342,46 @@ class SessionMiddleware:
                     return
         await self.app(scope, receive, send)
 
-    async def _user_still_valid(self, cookie: SessionCookie) -> bool:
-        """Disabled users and sessions revoked in the database stay refused without Redis."""
-        cached = self._standings.get(cookie.user_id)
-        now = time.monotonic()
-        if cached is None or now - cached[0] > _DEGRADED_CACHE_S:
-            try:
-                standing = await self.state.user_standing(cookie.user_id)
-            except Exception:  # noqa: BLE001 - no database either: refuse (fail closed)
-                return False
-            if len(self._standings) > _STANDINGS_MAX:
-                self._standings.clear()
-            cached = self._standings[cookie.user_id] = (now, standing)
-        standing = cached[1]
-        return standing is not None and standing.accepts(cookie)
+    async def _database_allows(self, cookie: SessionCookie) -> bool:
+        """The database's word, from memory on the hot path (asked at most every few
+        seconds per user). While it cannot be asked, Redis, which is up, decides."""
+        fresh, standing = self.standings.cached(cookie.user_id)
+        if fresh:
+            return standing is not None and standing.accepts(cookie)
+        return await self.standings.accepts(cookie, when_unknown=True)
+
+    async def _end_in_redis(self, cookie: SessionCookie) -> None:
+        try:
+            await self.sessions.end(cookie.user_id, cookie.session_hash)
+        except RedisUnavailable:
+            pass  # the database keeps refusing it; the next request tries again
+        log.warning(
+            "session_ended_from_database", user_id=cookie.user_id, session_id=cookie.session_hash
+        )
+
+    def _seen_cookie(self, headers: _Headers) -> str | None:
+        return cookie_value(headers.cookie, self.seen_name)
+
+    def _noting_seen(self, send: Send, cookie: SessionCookie, seen_ms: int | None) -> Send:
+        """`send`, adding a fresh signed last-seen cookie when the client's is missing or
+        older than its refresh interval: what the degraded mode's idle log-off relies on."""
+        now = now_ms()
+        if seen_ms is not None and 0 <= now - seen_ms < self.seen_refresh_ms:
+            return send
+        header = (
+            f"{self.seen_name}={encode_seen(self.seen_key, cookie.session_hash, now)}"
+            f"{self.seen_attributes}"
+        ).encode("latin-1")
+
+        async def send_with_seen(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (b"set-cookie", header)],
+                }
+            await send(message)
+
+        return send_with_seen
 
     async def _reject_csrf(
         self,

@@ -33,7 +33,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default=Role.VIEWER.value)
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    # TOTP secret, encrypted with the master key (see responses/encryption.py).
+    # TOTP secret, encrypted with the master key (see crypto/envelope.py).
     totp_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Sessions issued before this instant are void, also in degraded mode
@@ -41,3 +41,19 @@ class User(Base):
     sessions_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class SessionRevocation(Base):
+    """One session ended by its user or an admin (logout, revoke), kept in the database
+    as well as in Redis: the session layer refuses its cookie from this record while
+    Redis is down and after an outage that swallowed the Redis side. Pruned once the
+    session's absolute lifetime has passed (the cookie is refused anyway after that).
+    Ends of every session of a user are `User.sessions_valid_after` instead."""
+
+    __tablename__ = "session_revocations"
+
+    session_hash: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

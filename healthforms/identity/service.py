@@ -13,17 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, TypeVar
 
 from fastapi import Depends
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.clock import utcnow
 from healthforms.db.engine import Database
 from healthforms.errors import Conflict, NotFound, Unauthenticated
-from healthforms.identity.models import Organization, User
+from healthforms.identity.models import Organization, SessionRevocation, User
 from healthforms.identity.passwords import hash_password_async
 from healthforms.identity.schemas import normalise_email
 from healthforms.security.context import CurrentPrincipal
@@ -204,20 +205,53 @@ async def get_or_create_organization(db: AsyncSession, name: str) -> tuple[Organ
 
 
 async def user_standing(db: Database, user_id: str) -> UserStanding | None:
-    """The database's word on a user (disabled? sessions void before when?), for the
-    session layer while Redis is down; None when there is no such user."""
+    """The database's word on a user's sessions (disabled? every session void before
+    when? which single sessions ended?); None when there is no such user."""
     async with db.sessions() as session:
         row = (
             await session.execute(
                 select(User.disabled, User.sessions_valid_after).where(User.id == user_id)
             )
         ).first()
-    if row is None:
-        return None
-    disabled, valid_after = row
-    return UserStanding(
-        disabled=bool(disabled),
-        sessions_valid_after_ms=(
-            int(valid_after.timestamp() * 1000) if valid_after is not None else None
-        ),
-    )
+        if row is None:
+            return None
+        revoked = (
+            await session.execute(
+                select(SessionRevocation.session_hash)
+                .where(SessionRevocation.user_id == user_id)
+                .where(SessionRevocation.expires_at > utcnow())
+            )
+        ).scalars()
+        disabled, valid_after = row
+        return UserStanding(
+            disabled=bool(disabled),
+            sessions_valid_after_ms=(
+                int(valid_after.timestamp() * 1000) if valid_after is not None else None
+            ),
+            revoked=frozenset(revoked),
+        )
+
+
+async def revoke_session_in_db(
+    db: AsyncSession, user_id: str, session_hash: str, *, lifetime_s: int
+) -> None:
+    """Record that one session ended (logout, revoke), beside ending it in Redis.
+
+    Kept until the session's absolute lifetime has passed, counted from now (an upper
+    bound of its real end); expired records are pruned on the way.
+    """
+    now = utcnow()
+    await db.execute(delete(SessionRevocation).where(SessionRevocation.expires_at <= now))
+    exists = await db.get(SessionRevocation, session_hash)
+    if exists is None:
+        db.add(
+            SessionRevocation(
+                session_hash=session_hash,
+                user_id=user_id,
+                expires_at=now + timedelta(seconds=lifetime_s),
+            )
+        )
+    try:
+        await db.commit()
+    except IntegrityError:  # ended twice at once: one record is enough
+        await db.rollback()

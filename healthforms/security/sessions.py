@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -115,6 +116,29 @@ def decode_cookie(key: bytes, value: str | None) -> SessionCookie | None:
     )
 
 
+def encode_seen(key: bytes, session_hash: str, seen_ms: int) -> str:
+    """The last-seen cookie: when this session was last active, signed and bound to it."""
+    return f"{seen_ms}.{_mac(key, f'{session_hash}.{seen_ms}')[:22]}"
+
+
+def seen_ms_of(value: str | None) -> int | None:
+    """The time a last-seen cookie claims, unchecked (enough to decide a refresh)."""
+    if not value or len(value) > 40:
+        return None
+    seen, _, _ = value.partition(".")
+    return int(seen) if seen.isdigit() and len(seen) == 13 else None
+
+
+def decode_seen(key: bytes, session_hash: str, value: str | None) -> int | None:
+    """The time a last-seen cookie proves for this session, or None (never raises)."""
+    seen_ms = seen_ms_of(value)
+    if seen_ms is None or value is None:
+        return None
+    # Constant-time compare: a forger learns nothing from how fast a guess fails.
+    expected = encode_seen(key, session_hash, seen_ms)
+    return seen_ms if hmac.compare_digest(value, expected) else None
+
+
 def new_session_id() -> str:
     return b64url(secrets.token_bytes(32))
 
@@ -162,13 +186,16 @@ def short_user_agent(user_agent: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class UserStanding:
-    """The database's word on a user, for judging a cookie while Redis is down."""
+    """The database's word on a user's sessions. Every end of a session is written there
+    as well as in Redis, so a session that ended stays ended while Redis is down and
+    after an outage in which Redis never heard of the end."""
 
     disabled: bool
     sessions_valid_after_ms: int | None  # cookies issued before this are void
+    revoked: frozenset[str] = frozenset()  # hashes of single sessions that were ended
 
     def accepts(self, cookie: SessionCookie) -> bool:
-        if self.disabled:
+        if self.disabled or cookie.session_hash in self.revoked:
             return False
         valid_after = self.sessions_valid_after_ms
         return valid_after is None or cookie.issued_ms >= valid_after
@@ -177,6 +204,51 @@ class UserStanding:
 # user id -> their standing, or None when no such user exists. identity/ implements it
 # over its own table; the session layer only calls it (it never reads identity's models).
 UserStandingLookup = Callable[[str], Awaitable[UserStanding | None]]
+
+
+class Standings:
+    """Each user's standing, asked of the database at most every `ttl_s` per user and
+    process (the hot path reads it from memory; a refusal it finds is replayed into
+    Redis by the session layer). `forget` drops a user's entry at once, after this
+    process recorded an end of one of their sessions."""
+
+    def __init__(
+        self, lookup: UserStandingLookup, *, ttl_s: float = 5.0, max_users: int = 10_000
+    ) -> None:
+        self._lookup = lookup
+        self._ttl_s = ttl_s
+        self._max_users = max_users
+        self._known: dict[str, tuple[float, UserStanding | None]] = {}
+
+    def cached(self, user_id: str) -> tuple[bool, UserStanding | None]:
+        """(fresh?, the standing last read): no I/O, for the hot path."""
+        entry = self._known.get(user_id)
+        if entry is None:
+            return False, None
+        return time.monotonic() - entry[0] <= self._ttl_s, entry[1]
+
+    async def read(self, user_id: str) -> UserStanding | None:
+        """Ask the database now (raises when it does not answer) and remember it."""
+        standing = await self._lookup(user_id)
+        if len(self._known) >= self._max_users:
+            self._known.clear()
+        self._known[user_id] = (time.monotonic(), standing)
+        return standing
+
+    async def accepts(self, cookie: SessionCookie, *, when_unknown: bool) -> bool:
+        """Whether the database lets this cookie's session live. `when_unknown` answers
+        when the database cannot be asked and nothing was read before."""
+        fresh, standing = self.cached(cookie.user_id)
+        if not fresh:
+            try:
+                standing = await self.read(cookie.user_id)
+            except Exception:  # noqa: BLE001 - the database is away: the caller decides
+                if cookie.user_id not in self._known:
+                    return when_unknown
+        return standing is not None and standing.accepts(cookie)
+
+    def forget(self, user_id: str) -> None:
+        self._known.pop(user_id, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ async def change_password(
         raise await login.failed(user, "wrong current password")
     user.password_hash = await hash_password_async(body.new_password)
     await service.revoke_all_sessions_in_db(db, user)
+    state.standings.forget(user.id)
     try:
         await state.sessions.end_all(user.id)
     except RedisUnavailable:

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.audit import events
 from healthforms.audit.recorder import AuditorDep
@@ -27,7 +28,7 @@ from healthforms.redis.errors import RedisUnavailable
 from healthforms.security.context import CurrentPrincipal, RequestContextDep
 from healthforms.security.csrf import check_token
 from healthforms.security.sessions import SessionInfo
-from healthforms.state import DbSessionDep, StateDep
+from healthforms.state import AppState, DbSessionDep, StateDep
 
 log = structlog.get_logger("healthforms.identity")
 
@@ -60,12 +61,27 @@ async def session_login(
     return session_answer(state.settings, user, issued)
 
 
-@router.post("/api/auth/logout", status_code=204)
-async def logout(principal: CurrentPrincipal, state: StateDep, auditor: AuditorDep) -> Response:
+async def end_session(state: AppState, db: AsyncSession, user_id: str, session_hash: str) -> bool:
+    """End one session in Redis and record the end in the database, so it stays ended
+    while Redis is down and after an outage that swallowed the Redis side; return
+    whether Redis still had it live (False as well when Redis is down)."""
+    ended = False
     try:
-        await state.sessions.end(principal.user_id, principal.session_id)
+        ended = await state.sessions.end(user_id, session_hash)
     except RedisUnavailable:
-        log.warning("logout_degraded", session_id=principal.session_id)
+        log.warning("session_end_degraded", session_id=session_hash)
+    await service.revoke_session_in_db(
+        db, user_id, session_hash, lifetime_s=state.settings.session_max_age
+    )
+    state.standings.forget(user_id)
+    return ended
+
+
+@router.post("/api/auth/logout", status_code=204)
+async def logout(
+    principal: CurrentPrincipal, state: StateDep, db: DbSessionDep, auditor: AuditorDep
+) -> Response:
+    await end_session(state, db, principal.user_id, principal.session_id)
     await auditor.record(
         events.AUTH_LOGOUT, resource_type="session", resource_id=principal.session_id
     )
@@ -81,6 +97,7 @@ async def logout_all(
     user = await service.get_user(db, principal.user_id)
     if user is not None:
         await service.revoke_all_sessions_in_db(db, user)
+    state.standings.forget(principal.user_id)
     try:
         await state.sessions.end_all(principal.user_id)
     except RedisUnavailable:
@@ -173,7 +190,11 @@ async def list_sessions(principal: CurrentPrincipal, state: StateDep) -> dict[st
 
 @router.delete("/api/auth/sessions/{session_id}", status_code=204)
 async def revoke_session(
-    session_id: str, principal: CurrentPrincipal, state: StateDep, auditor: AuditorDep
+    session_id: str,
+    principal: CurrentPrincipal,
+    state: StateDep,
+    db: DbSessionDep,
+    auditor: AuditorDep,
 ) -> Response:
     # Sessions are addressed under the caller's own user id: another user's (or another
     # organisation's) session id is simply not found.
@@ -183,6 +204,11 @@ async def revoke_session(
         ended = await state.sessions.end(principal.user_id, session_id)
     except RedisUnavailable:
         raise ServiceUnavailable() from None
+    if ended:
+        await service.revoke_session_in_db(
+            db, principal.user_id, session_id, lifetime_s=state.settings.session_max_age
+        )
+        state.standings.forget(principal.user_id)
     if not ended:
         raise NotFound()
     await auditor.record(events.SESSION_REVOKED, resource_type="session", resource_id=session_id)

@@ -58,6 +58,7 @@ async def update_user(
         password=body.password,
     )
     if change.end_sessions:
+        state.standings.forget(change.user.id)
         try:
             ended = await state.sessions.end_all(change.user.id)
         except RedisUnavailable:

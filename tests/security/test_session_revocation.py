@@ -1,0 +1,233 @@
+"""A session that ended stays ended: while Redis is down, and after an outage that
+swallowed the Redis side of the end (issue 12, items 1 and 2).
+
+Real servers only: a private Redis of the leg's kind that is killed or frozen (SIGSTOP),
+and the leg's database. With the default HEALTHFORMS_SESSION_FALLBACK=allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from healthforms.app import create_app
+from healthforms.config import Settings
+from healthforms.redis.embedded import EmbeddedRedis
+from healthforms.security.sessions import hash_session_id
+from tests.support.identity import SignedIn, create_staff, identity_settings, login, new_client
+from tests.support.servers import hung
+
+FORM = {"title": "Intake", "fields": [{"id": "name", "type": "text", "label": "Name"}]}
+
+
+def _settings(
+    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path, **overrides: Any
+) -> Settings:
+    return identity_settings(
+        database_url=database_url,
+        redis_url=private_redis.url,
+        redis_prefix="hf:",
+        data_dir=tmp_path / "data",
+        **overrides,
+    )
+
+
+@pytest.fixture
+async def private_app(
+    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
+) -> AsyncIterator[FastAPI]:
+    application = create_app(_settings(database_url, private_redis, tmp_path))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+def _browser_with(app: FastAPI, signed: SignedIn) -> httpx.AsyncClient:
+    """Another client holding a copy of the session cookie (what a thief would keep)."""
+    http = new_client(app)
+    http.cookies.set("session", signed.cookie)
+    return http
+
+
+async def _session_key_exists(private_redis: EmbeddedRedis, signed: SignedIn) -> bool:
+    session_hash = hash_session_id(signed.cookie.split(".", 1)[0])
+    async with Redis.from_url(private_redis.url) as redis:
+        key = f"hf:session:{{{signed.staff.id}}}:{session_hash}"
+        return bool(await redis.exists(key))
+
+
+async def _counter(http: httpx.AsyncClient, feature: str, decision: str) -> float:
+    for line in (await http.get("/metrics")).text.splitlines():
+        if line.startswith("healthforms_degraded_decisions_total{") and (
+            f'feature="{feature}"' in line and f'decision="{decision}"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def _wait_until_degraded(http: httpx.AsyncClient) -> None:
+    for _ in range(50):
+        if (await http.get("/health")).json()["redis"]["status"] != "connected":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the app never noticed that Redis was gone")
+
+
+async def test_a_logged_out_cookie_stays_refused_while_redis_is_down(
+    private_app: FastAPI, private_redis: EmbeddedRedis
+) -> None:
+    staff = await create_staff(private_app)
+    async with new_client(private_app) as http:
+        signed = await login(http, staff)
+        assert (await http.post("/api/auth/logout", headers=signed.csrf_headers)).status_code == 204
+    private_redis.kill()
+    async with _browser_with(private_app, signed) as thief:
+        await _wait_until_degraded(thief)
+        assert (await thief.get("/api/auth/me")).status_code == 401
+        created = await thief.post("/api/forms", json=FORM, headers=signed.csrf_headers)
+        assert created.status_code == 401, created.text
+
+
+async def test_a_revoked_session_stays_refused_while_redis_is_down(
+    private_app: FastAPI, private_redis: EmbeddedRedis
+) -> None:
+    staff = await create_staff(private_app)
+    async with new_client(private_app) as phone, new_client(private_app) as desk:
+        lost = await login(phone, staff)
+        kept = await login(desk, staff)
+        listed = (await desk.get("/api/auth/sessions")).json()["sessions"]
+        (other,) = [s["id"] for s in listed if not s["current"]]
+        revoked = await desk.delete(f"/api/auth/sessions/{other}", headers=kept.csrf_headers)
+        assert revoked.status_code == 204
+        private_redis.kill()
+        await _wait_until_degraded(desk)
+        assert (await desk.get("/api/auth/me")).status_code == 200  # allow: staff keep working
+        async with _browser_with(private_app, lost) as thief:
+            assert (await thief.get("/api/auth/me")).status_code == 401
+
+
+async def test_logout_during_an_outage_stays_logged_out_when_redis_returns(
+    private_app: FastAPI, private_redis: EmbeddedRedis
+) -> None:
+    staff = await create_staff(private_app)
+    async with new_client(private_app) as http:
+        signed = await login(http, staff)
+        with hung(private_redis):
+            await _wait_until_degraded(http)
+            # Redis never hears of this logout; the database does.
+            ended = await http.post("/api/auth/logout", headers=signed.csrf_headers)
+            assert ended.status_code == 204
+            async with _browser_with(private_app, signed) as thief:
+                assert (await thief.get("/api/auth/me")).status_code == 401
+    # Redis is back with the session record it had before the outage.
+    assert await _session_key_exists(private_redis, signed)
+    async with _browser_with(private_app, signed) as thief:
+        for _ in range(50):
+            if (await thief.get("/health")).json()["redis"]["status"] == "connected":
+                break
+            await asyncio.sleep(0.1)
+        assert (await thief.get("/api/auth/me")).status_code == 401
+        created = await thief.post("/api/forms", json=FORM, headers=signed.csrf_headers)
+        assert created.status_code == 401
+    # ... and the end is replayed into Redis.
+    assert not await _session_key_exists(private_redis, signed)
+
+
+async def test_a_demotion_during_an_outage_holds_when_redis_returns(
+    private_app: FastAPI, private_redis: EmbeddedRedis
+) -> None:
+    admin = await create_staff(private_app)
+    other = await create_staff(private_app, organization=admin.organization_name)
+    async with new_client(private_app) as admin_http, new_client(private_app) as other_http:
+        admin_signed = await login(admin_http, admin)
+        other_signed = await login(other_http, other)
+        with hung(private_redis):
+            await _wait_until_degraded(admin_http)
+            demoted = await admin_http.patch(
+                f"/api/users/{other.id}", json={"role": "viewer"}, headers=admin_signed.csrf_headers
+            )
+            assert demoted.status_code == 200, demoted.text
+        for _ in range(50):
+            if (await other_http.get("/health")).json()["redis"]["status"] == "connected":
+                break
+            await asyncio.sleep(0.1)
+        # The old cookie says "admin"; the database says its sessions ended.
+        assert (await other_http.get("/api/auth/me")).status_code == 401
+        made = await other_http.post(
+            "/api/users",
+            json={"email": "new@clinic.example", "name": "N", "password": "a long passphrase"},
+            headers=other_signed.csrf_headers,
+        )
+        assert made.status_code == 401, made.text
+        assert (await admin_http.get("/api/auth/me")).status_code == 200
+
+
+async def test_the_idle_timeout_holds_while_redis_is_down(
+    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = _settings(database_url, private_redis, tmp_path, session_idle_timeout=2)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        staff = await create_staff(application)
+        async with new_client(application) as idle, new_client(application) as busy:
+            await login(idle, staff)
+            await login(busy, staff)
+            assert (await idle.get("/api/auth/me")).status_code == 200
+            private_redis.kill()
+            await _wait_until_degraded(busy)
+            # The busy one keeps working on the last-seen time its cookie proves ...
+            for _ in range(8):
+                assert (await busy.get("/api/auth/me")).status_code == 200
+                await asyncio.sleep(0.35)
+            # ... the idle one is signed off after 2 s, as it would be with Redis up.
+            assert (await idle.get("/api/auth/me")).status_code == 401
+
+
+async def test_a_forged_last_seen_cookie_buys_no_time(
+    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = _settings(database_url, private_redis, tmp_path, session_idle_timeout=2)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        staff = await create_staff(application)
+        async with new_client(application) as http:
+            await login(http, staff)
+            assert (await http.get("/api/auth/me")).status_code == 200
+            seen = http.cookies.get("session-seen")
+            assert seen is not None  # set by the session layer
+            private_redis.kill()
+            await _wait_until_degraded(http)
+            await asyncio.sleep(2.1)
+            stamp, mac = seen.split(".", 1)
+            http.cookies.set("session-seen", f"{int(stamp) + 60_000}.{mac}")
+            assert (await http.get("/api/auth/me")).status_code == 401
+
+
+async def test_an_overloaded_redis_is_refused_with_503_not_judged_from_the_cookie(
+    private_app: FastAPI, private_redis: EmbeddedRedis
+) -> None:
+    staff = await create_staff(private_app)
+    async with new_client(private_app) as http:
+        signed = await login(http, staff)
+        mux = private_app.state.hf.redis.mux
+        limit = mux.max_in_flight
+        # More commands in flight than the pipelined connection takes: PoolExhausted.
+        mux.max_in_flight = 0
+        try:
+            refused = await http.get("/api/auth/me")
+            posted = await http.post("/api/forms", json=FORM, headers=signed.csrf_headers)
+        finally:
+            mux.max_in_flight = limit
+        for response in (refused, posted):
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["code"] == "unavailable"
+        assert await _counter(http, "session", "overloaded") == 2
+        assert await _counter(http, "session", "allow") == 0
+        assert (await http.get("/api/auth/me")).status_code == 200

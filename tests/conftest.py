@@ -74,7 +74,12 @@ def fresh_database_url(tmp_path: Path) -> Iterator[str]:
 
 
 def make_settings(
-    *, database_url: str, redis_url: str, redis_prefix: str, data_dir: Path, **overrides: object
+    *,
+    database_url: str | None,
+    redis_url: str,
+    redis_prefix: str,
+    data_dir: Path,
+    **overrides: object,
 ) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from healthforms.config import Settings, decode_key
+from healthforms.files import private_dir
 
 KEY_FILE_NAME = "encryption.key"
 
@@ -34,7 +35,7 @@ def key_id(key: bytes) -> str:
 
 def load_or_create_key_file(data_dir: Path) -> bytes:
     """The embedded default's key: generated once, kept with 0600 rights in the data dir."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     path = data_dir / KEY_FILE_NAME
     if not path.exists():
         # Write a private temp file, then link it into place: link() fails if the key

@@ -10,8 +10,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
 
 from healthforms.db.engine import create_engine
+from healthforms.files import private_file
 
 # The Alembic scripts sit at the top of the package (they import every feature's models).
 MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
@@ -28,11 +30,11 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema at `url` up to `revision` (blocking; call from sync code)."""
     if url.startswith("sqlite"):
-        from sqlalchemy.engine import make_url
-
         database = make_url(url).database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite opens it: its -wal and -shm files take the
+            # database file's permissions.
+            private_file(Path(database))
     command.upgrade(alembic_config(url), revision)
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +35,7 @@ from healthforms.identity.schemas import LoginBody
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.redis.scripts import LuaScript
 from healthforms.security.context import RequestContext
-from healthforms.security.oidc import OidcRejected, verified_email
+from healthforms.security.oidc import LEEWAY_S, OidcRejected, verified_email
 from healthforms.security.principal import Role
 from healthforms.security.sessions import SessionInfo, b64url
 from healthforms.state import AppState
@@ -45,6 +46,7 @@ LOGIN_FAILURE_LIMIT = 10
 LOGIN_FAILURE_WINDOW_S = 15 * 60
 LOGIN_LOCKOUT_S = 15 * 60
 LOGIN_FAILURE_KEY = "loginfail:{{{account}}}"
+OIDC_SEEN_KEY = "oidc:seen:{{{token}}}"  # an accepted ID token, until it expires
 
 FAILURE_SCRIPT = LuaScript.beside(__file__, "login_failure.lua")
 
@@ -112,6 +114,18 @@ class LoginService:
         if token is None:  # pragma: no cover - the session was created one call earlier
             raise ServiceUnavailable()
         return IssuedSession(cookie_value, token, info)
+
+    async def reauthentication_failed(self, user: User) -> InvalidCredentials:
+        """A wrong current password (password change): it counts toward the account's
+        lock-out like a failed sign-in, so a held session cannot guess it at leisure."""
+        key = self._failure_key(user.email)
+        try:
+            locked = await self._is_locked(key)
+        except RedisUnavailable:
+            raise ServiceUnavailable() from None
+        if not locked:
+            await self._count_failure(key, user)
+        return await self.failed(user, "wrong current password")
 
     async def failed(self, user: User | None, reason: str) -> InvalidCredentials:
         """Log and audit a failed sign-in (or re-authentication); the error to raise."""
@@ -218,6 +232,28 @@ class LoginService:
 
     # OIDC ----------------------------------------------------------------------------
 
+    async def _first_use(self, id_token: str, claims: dict[str, Any]) -> bool:
+        """Whether this ID token signs in for the first time. Each accepted token (its
+        `jti`, or the whole token without one) is remembered until it expires, so a
+        captured token cannot be replayed. Only a keyed hash goes to Redis."""
+        jti = claims.get("jti")
+        seen = jti if isinstance(jti, str) and jti else id_token
+        digest = hmac.new(
+            self.state.keys.hmac_key("oidc-replay"), seen.encode(), hashlib.sha256
+        ).digest()
+        key = self.state.redis.key(OIDC_SEEN_KEY.format(token=b64url(digest[:16])))
+        exp = claims.get("exp")  # required and checked by the verifier
+        expires = float(exp) if isinstance(exp, int | float) else time.time()
+        ttl_ms = max(1_000, int((expires + LEEWAY_S - time.time()) * 1000))
+        try:
+            first = await self.state.redis.call(
+                lambda r: r.set(key, b"1", nx=True, px=ttl_ms), idempotent=False
+            )
+        except RedisUnavailable:
+            # No session can be created without Redis either.
+            raise ServiceUnavailable() from None
+        return bool(first)
+
     async def _oidc(self, id_token: str) -> User:
         verifier = self.state.oidc
         if verifier is None:
@@ -226,6 +262,8 @@ class LoginService:
             claims = await verifier.verify(id_token)
         except OidcRejected as exc:
             raise await self.failed(None, f"oidc: {exc}") from None
+        if not await self._first_use(id_token, claims):
+            raise await self.failed(None, "oidc: token replayed")
         email = verified_email(claims)
         user = await service.find_user_by_email(self.db, email) if email else None
         if user is None:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.clock import utcnow
 from healthforms.db.engine import Database
-from healthforms.errors import Conflict, NotFound, Unauthenticated
+from healthforms.errors import Conflict, HealthformsError, NotFound, Unauthenticated
 from healthforms.identity.models import Organization, SessionRevocation, User
 from healthforms.identity.passwords import hash_password_async
 from healthforms.identity.schemas import normalise_email
@@ -37,6 +37,11 @@ M = TypeVar("M")
 
 class EmailTaken(Conflict):
     code, message = "email_taken", "A user with this email already exists."
+
+
+class ReauthenticationRequired(HealthformsError):
+    status_code, code = 403, "reauthentication_required"
+    message = "Change your own password on your account page; it asks for the current one."
 
 
 class CannotChangeSelf(Conflict):
@@ -159,6 +164,10 @@ async def update_user(
     if is_self and (disabled is True or (role is not None and role.value != user.role)):
         # An admin locking themselves out leaves the clinic without anyone to undo it.
         raise CannotChangeSelf()
+    if is_self and password is not None:
+        # Someone holding an admin's session (an unlocked screen, a stolen cookie) must
+        # not take the account over: one's own password changes only with the old one.
+        raise ReauthenticationRequired()
     end_sessions = False
     disabled_now = False
     if role is not None and role.value != user.role:

@@ -26,6 +26,7 @@ from types import TracebackType
 import structlog
 
 from healthforms.config import Settings
+from healthforms.files import private_dir
 
 log = structlog.get_logger("healthforms.redis.embedded")
 
@@ -121,7 +122,7 @@ class EmbeddedRedis:
         startup_timeout_s: float = 10.0,
     ) -> EmbeddedRedis:
         data_dir = Path(data_dir).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(data_dir)
         server = find_server_binary(binary)
         sock_path = data_dir / "redis.sock"
         unix_socket = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -125,6 +126,7 @@ def _claims(email: str, **overrides: Any) -> dict[str, Any]:
         "exp": now + 300,
         "email": email,
         "email_verified": True,
+        "jti": secrets.token_hex(8),  # identity providers give every token its own id
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
@@ -245,3 +247,24 @@ async def test_unknown_kid_floods_do_not_hammer_the_jwks(
         token = _sign(stranger, _claims(staff.email), kid=f"made-up-{i}")
         assert (await _login(http, token)).status_code == 401
     assert jwks.hits == 1
+
+
+async def test_a_captured_id_token_cannot_be_replayed(
+    oidc_app: FastAPI, http: httpx.AsyncClient, rsa_key: rsa.RSAPrivateKey, redis_client: Redis
+) -> None:
+    staff = await create_staff(oidc_app)
+    token = _sign(rsa_key, _claims(staff.email))
+    assert (await _login(http, token)).status_code == 200
+    replayed = await _login(http, token)
+    assert replayed.status_code == 401
+    assert replayed.json()["code"] == "invalid_credentials"
+    # A token without a jti is remembered whole.
+    bare = _sign(rsa_key, _claims(staff.email, jti=None))
+    assert (await _login(http, bare)).status_code == 200
+    assert (await _login(http, bare)).status_code == 401
+    # What Redis keeps: a keyed hash, with a TTL up to the token's expiry (+ leeway).
+    keys = [k async for k in redis_client.scan_iter(match="*oidc:seen:*")]
+    assert len(keys) == 2
+    for key in keys:
+        assert staff.email.encode() not in key
+        assert 0 < await redis_client.pttl(key) <= (300 + 30) * 1000

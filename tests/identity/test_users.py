@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from healthforms.audit.models import AuditEventRow
 from healthforms.cli import app as cli_app
 from healthforms.db.engine import Database
+from healthforms.identity.login import LOGIN_FAILURE_LIMIT
 from healthforms.identity.models import Organization, User
 from healthforms.identity.passwords import verify_password_sync
 from tests.support.identity import (
@@ -303,3 +304,44 @@ def test_cli_user_create_on_the_embedded_default_migrates_and_creates(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data" / "healthforms.db").exists()
+
+
+async def test_an_admin_cannot_set_their_own_password_without_the_old_one(
+    app: FastAPI, client: httpx.AsyncClient, admin: SignedIn
+) -> None:
+    # A held admin session (an unlocked screen) must not take the account over.
+    response = await client.patch(
+        f"/api/users/{admin.staff.id}",
+        json={"password": "a takeover password"},
+        headers=admin.csrf_headers,
+    )
+    assert response.status_code == 403
+    assert response.json()["code"] == "reauthentication_required"
+    async with new_client(app) as other:
+        still = await other.post(
+            "/api/auth/session-login",
+            json={"email": admin.staff.email, "password": admin.staff.password},
+        )
+        assert still.status_code == 200
+
+
+async def test_wrong_current_passwords_count_toward_the_lockout(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    staff = await create_staff(app, role="viewer")
+    signed = await login(client, staff)
+    for _ in range(LOGIN_FAILURE_LIMIT):
+        wrong = await client.post(
+            "/api/auth/password",
+            json={"currentPassword": "guess guess guess", "newPassword": "another new password"},
+            headers=signed.csrf_headers,
+        )
+        assert wrong.status_code == 401
+    # The account is now locked: even the right password does not sign in.
+    async with new_client(app) as other:
+        locked = await other.post(
+            "/api/auth/session-login", json={"email": staff.email, "password": staff.password}
+        )
+        assert locked.status_code == 401
+    events = [e async for e in _audit(app, "auth.account_locked")]
+    assert [e.resource_id for e in events] == [staff.id]

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from healthforms.http import hot_routes
-from tests.support.identity import create_staff, login
+from tests.support.identity import SignedIn, create_staff, login
 
 # Headers that differ between any two requests.
 _VOLATILE = {"x-request-id", "ratelimit-remaining", "ratelimit-reset", "ratelimit"}
@@ -22,6 +22,15 @@ _VOLATILE = {"x-request-id", "ratelimit-remaining", "ratelimit-reset", "ratelimi
 def _comparable(response: httpx.Response) -> tuple[int, Any, dict[str, str]]:
     headers = {k: v for k, v in response.headers.items() if k not in _VOLATILE}
     return response.status_code, response.json(), headers
+
+
+async def _signed_in(client: httpx.AsyncClient, app: FastAPI) -> SignedIn:
+    """Signed in, with the session layer's last-seen cookie already set (it is renewed
+    at most every minute, so neither of the two compared answers carries it)."""
+    signed = await login(client, await create_staff(app))
+    assert (await client.get("/api/auth/me")).status_code == 200
+    assert client.cookies.get("session-seen")
+    return signed
 
 
 async def _both_ways(
@@ -43,7 +52,7 @@ def test_the_hot_routes_are_registered() -> None:
 async def test_diagnostics_answer_the_same_both_ways(
     app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    signed = await login(client, await create_staff(app))
+    signed = await _signed_in(client, app)
     for headers in ({}, {"X-CSRF-Token": signed.csrf_token}, {"X-CSRF-Token": "x.y.z"}):
         hot, framework = await _both_ways(
             client, monkeypatch, "/api/csrf/diagnostics", headers=headers
@@ -59,7 +68,7 @@ async def test_diagnostics_answer_the_same_both_ways(
 async def test_me_and_csrf_token_answer_alike_both_ways(
     app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await login(client, await create_staff(app))
+    await _signed_in(client, app)
     hot, framework = await _both_ways(client, monkeypatch, "/api/auth/me")
     assert hot.status_code == framework.status_code == 200
     assert hot.json()["user"] == framework.json()["user"]

@@ -43,7 +43,7 @@ async def change_password(
     user = await service.current_user(db, principal)
     login = LoginService(state, db, auditor)
     if not await verify_password(user.password_hash, body.current_password):
-        raise await login.failed(user, "wrong current password")
+        raise await login.reauthentication_failed(user)
     user.password_hash = await hash_password_async(body.new_password)
     await service.revoke_all_sessions_in_db(db, user)
     state.standings.forget(user.id)

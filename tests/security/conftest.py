@@ -1,11 +1,13 @@
-"""Fixtures of the security tests: a LockService on the leg's Redis and database, and apps
-with their own settings and clients with chosen peers (rate limits)."""
+"""Fixtures of the security tests: a LockService on the leg's Redis and database, apps
+with their own settings and clients with chosen peers (rate limits), and an app on a
+private Redis of this test alone (to kill or freeze)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,8 +19,10 @@ from healthforms.config import Settings
 from healthforms.db.engine import Database
 from healthforms.metrics import Metrics
 from healthforms.redis.client import RedisService, build_redis
+from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.locks import LockService
 from tests.conftest import make_settings
+from tests.support.identity import identity_settings
 
 AppFactory = Callable[..., AbstractAsyncContextManager[FastAPI]]
 
@@ -80,3 +84,25 @@ def client_for(app: FastAPI, peer: str) -> httpx.AsyncClient:
     """An HTTP client whose socket peer is `peer` (what the server sees as the caller)."""
     transport = httpx.ASGITransport(app=app, client=(peer, 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def private_settings(
+    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path, **overrides: Any
+) -> Settings:
+    """Settings of an app on `private_redis` (the `hf:` prefix: the server is its alone)."""
+    return identity_settings(
+        database_url=database_url,
+        redis_url=private_redis.url,
+        redis_prefix="hf:",
+        data_dir=tmp_path / "data",
+        **overrides,
+    )
+
+
+@pytest.fixture
+async def private_app(
+    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
+) -> AsyncIterator[FastAPI]:
+    application = create_app(private_settings(database_url, private_redis, tmp_path))
+    async with application.router.lifespan_context(application):
+        yield application

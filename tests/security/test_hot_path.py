@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,34 +12,13 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from healthforms.app import create_app
-from healthforms.config import Settings
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.sessions import hash_session_id
-from tests.support.identity import SignedIn, create_staff, identity_settings, login, new_client
+from tests.security.conftest import private_settings
+from tests.support.identity import SignedIn, create_staff, degraded_decisions, login, new_client
 
 # Commands a Lua script runs for itself show up in commandstats too; they are not round trips.
 SCRIPT_INTERNAL = {"time", "hmget", "hset", "pexpire", "get", "set", "del"}
-
-
-def _private_settings(
-    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path, **overrides: Any
-) -> Settings:
-    return identity_settings(
-        database_url=database_url,
-        redis_url=private_redis.url,
-        redis_prefix="hf:",
-        data_dir=tmp_path / "data",
-        **overrides,
-    )
-
-
-@pytest.fixture
-async def private_app(
-    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
-) -> AsyncIterator[FastAPI]:
-    application = create_app(_private_settings(database_url, private_redis, tmp_path))
-    async with application.router.lifespan_context(application):
-        yield application
 
 
 async def _commandstats(redis: Redis) -> dict[str, int]:
@@ -126,16 +104,6 @@ async def test_redis_memory_per_live_session_is_at_most_300_bytes(
 # Degraded mode ----------------------------------------------------------------------
 
 
-async def _degraded_counter(http: httpx.AsyncClient, feature: str, decision: str) -> float:
-    text = (await http.get("/metrics")).text
-    for line in text.splitlines():
-        if line.startswith("healthforms_degraded_decisions_total{") and (
-            f'feature="{feature}"' in line and f'decision="{decision}"' in line
-        ):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 async def _sign_in_then_kill_redis(
     app: FastAPI, private_redis: EmbeddedRedis, http: httpx.AsyncClient
 ) -> SignedIn:
@@ -154,7 +122,7 @@ async def test_redis_down_accepts_a_signed_cookie_and_checks_csrf_by_hmac(
         response = await http.get("/api/auth/me")
         assert response.status_code == 200, response.text
         assert response.json()["user"]["id"] == signed.staff.id
-        assert await _degraded_counter(http, "session", "allow") >= 1
+        assert await degraded_decisions(http, "session", "allow") >= 1
         # A forged token is refused by its HMAC; a token minted now is checked the same way.
         forged = signed.csrf_token[:-2] + ("AA" if not signed.csrf_token.endswith("AA") else "BB")
         refused = await http.patch(
@@ -169,7 +137,7 @@ async def test_redis_down_accepts_a_signed_cookie_and_checks_csrf_by_hmac(
                 headers={"X-CSRF-Token": token},
             )
             assert ok.status_code == 200, ok.text
-        assert await _degraded_counter(http, "csrf", "allow") >= 2
+        assert await degraded_decisions(http, "csrf", "allow") >= 2
         diagnostics = await http.get(
             "/api/csrf/diagnostics", headers={"X-CSRF-Token": signed.csrf_token}
         )
@@ -199,13 +167,13 @@ async def test_redis_down_refuses_a_user_disabled_meanwhile(
         await asyncio.sleep(5.2)
         assert (await http.get("/api/auth/me")).status_code == 401
         assert (await admin_http.get("/api/auth/me")).status_code == 200
-        assert await _degraded_counter(http, "session", "deny") >= 1
+        assert await degraded_decisions(http, "session", "deny") >= 1
 
 
 async def test_redis_down_refuses_a_cookie_past_its_absolute_lifetime(
     database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    settings = _private_settings(database_url, private_redis, tmp_path, session_max_age=2)
+    settings = private_settings(database_url, private_redis, tmp_path, session_max_age=2)
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         async with new_client(application) as http:
@@ -216,20 +184,20 @@ async def test_redis_down_refuses_a_cookie_past_its_absolute_lifetime(
             http.cookies.clear()
             late = await http.get("/api/auth/me", headers={"Cookie": f"session={signed.cookie}"})
             assert late.status_code == 401
-            assert await _degraded_counter(http, "session", "deny") >= 1
+            assert await degraded_decisions(http, "session", "deny") >= 1
 
 
 async def test_redis_down_with_fallback_deny_refuses_sessions(
     database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    settings = _private_settings(database_url, private_redis, tmp_path, session_fallback="deny")
+    settings = private_settings(database_url, private_redis, tmp_path, session_fallback="deny")
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         async with new_client(application) as http:
             await _sign_in_then_kill_redis(application, private_redis, http)
             response = await http.get("/api/auth/me")
             assert response.status_code == 401
-            assert await _degraded_counter(http, "session", "deny") >= 1
+            assert await degraded_decisions(http, "session", "deny") >= 1
             # A login cannot create a session Redis never saw.
             login_attempt = await http.post(
                 "/api/auth/session-login", json={"email": "a@b.test", "password": "whatever1"}
@@ -240,7 +208,7 @@ async def test_redis_down_with_fallback_deny_refuses_sessions(
 async def test_redis_down_limits_the_api_bucket_per_process(
     database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    settings = _private_settings(database_url, private_redis, tmp_path, rate_limit_api="2/min+1")
+    settings = private_settings(database_url, private_redis, tmp_path, rate_limit_api="2/min+1")
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         async with new_client(application) as http:

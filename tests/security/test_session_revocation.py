@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,34 +17,13 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from healthforms.app import create_app
-from healthforms.config import Settings
 from healthforms.redis.embedded import EmbeddedRedis
 from healthforms.security.sessions import hash_session_id
-from tests.support.identity import SignedIn, create_staff, identity_settings, login, new_client
+from tests.security.conftest import private_settings
+from tests.support.identity import SignedIn, create_staff, degraded_decisions, login, new_client
 from tests.support.servers import hung
 
 FORM = {"title": "Intake", "fields": [{"id": "name", "type": "text", "label": "Name"}]}
-
-
-def _settings(
-    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path, **overrides: Any
-) -> Settings:
-    return identity_settings(
-        database_url=database_url,
-        redis_url=private_redis.url,
-        redis_prefix="hf:",
-        data_dir=tmp_path / "data",
-        **overrides,
-    )
-
-
-@pytest.fixture
-async def private_app(
-    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
-) -> AsyncIterator[FastAPI]:
-    application = create_app(_settings(database_url, private_redis, tmp_path))
-    async with application.router.lifespan_context(application):
-        yield application
 
 
 def _browser_with(app: FastAPI, signed: SignedIn) -> httpx.AsyncClient:
@@ -60,15 +38,6 @@ async def _session_key_exists(private_redis: EmbeddedRedis, signed: SignedIn) ->
     async with Redis.from_url(private_redis.url) as redis:
         key = f"hf:session:{{{signed.staff.id}}}:{session_hash}"
         return bool(await redis.exists(key))
-
-
-async def _counter(http: httpx.AsyncClient, feature: str, decision: str) -> float:
-    for line in (await http.get("/metrics")).text.splitlines():
-        if line.startswith("healthforms_degraded_decisions_total{") and (
-            f'feature="{feature}"' in line and f'decision="{decision}"' in line
-        ):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def _wait_until_degraded(http: httpx.AsyncClient) -> None:
@@ -168,45 +137,50 @@ async def test_a_demotion_during_an_outage_holds_when_redis_returns(
         assert (await admin_http.get("/api/auth/me")).status_code == 200
 
 
-async def test_the_idle_timeout_holds_while_redis_is_down(
+@pytest.fixture
+async def idle_2s_app(
     database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
-) -> None:
-    settings = _settings(database_url, private_redis, tmp_path, session_idle_timeout=2)
+) -> AsyncIterator[FastAPI]:
+    """An app whose sessions log off after 2 s without activity."""
+    settings = private_settings(database_url, private_redis, tmp_path, session_idle_timeout=2)
     application = create_app(settings)
     async with application.router.lifespan_context(application):
-        staff = await create_staff(application)
-        async with new_client(application) as idle, new_client(application) as busy:
-            await login(idle, staff)
-            await login(busy, staff)
-            assert (await idle.get("/api/auth/me")).status_code == 200
-            private_redis.kill()
-            await _wait_until_degraded(busy)
-            # The busy one keeps working on the last-seen time its cookie proves ...
-            for _ in range(8):
-                assert (await busy.get("/api/auth/me")).status_code == 200
-                await asyncio.sleep(0.35)
-            # ... the idle one is signed off after 2 s, as it would be with Redis up.
-            assert (await idle.get("/api/auth/me")).status_code == 401
+        yield application
+
+
+async def test_the_idle_timeout_holds_while_redis_is_down(
+    idle_2s_app: FastAPI, private_redis: EmbeddedRedis
+) -> None:
+    staff = await create_staff(idle_2s_app)
+    async with new_client(idle_2s_app) as idle, new_client(idle_2s_app) as busy:
+        await login(idle, staff)
+        await login(busy, staff)
+        assert (await idle.get("/api/auth/me")).status_code == 200
+        private_redis.kill()
+        await _wait_until_degraded(busy)
+        # The busy one keeps working on the last-seen time its cookie proves ...
+        for _ in range(8):
+            assert (await busy.get("/api/auth/me")).status_code == 200
+            await asyncio.sleep(0.35)
+        # ... the idle one is signed off after 2 s, as it would be with Redis up.
+        assert (await idle.get("/api/auth/me")).status_code == 401
 
 
 async def test_a_forged_last_seen_cookie_buys_no_time(
-    database_url: str, private_redis: EmbeddedRedis, tmp_path: Path
+    idle_2s_app: FastAPI, private_redis: EmbeddedRedis
 ) -> None:
-    settings = _settings(database_url, private_redis, tmp_path, session_idle_timeout=2)
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        staff = await create_staff(application)
-        async with new_client(application) as http:
-            await login(http, staff)
-            assert (await http.get("/api/auth/me")).status_code == 200
-            seen = http.cookies.get("session-seen")
-            assert seen is not None  # set by the session layer
-            private_redis.kill()
-            await _wait_until_degraded(http)
-            await asyncio.sleep(2.1)
-            stamp, mac = seen.split(".", 1)
-            http.cookies.set("session-seen", f"{int(stamp) + 60_000}.{mac}")
-            assert (await http.get("/api/auth/me")).status_code == 401
+    staff = await create_staff(idle_2s_app)
+    async with new_client(idle_2s_app) as http:
+        await login(http, staff)
+        assert (await http.get("/api/auth/me")).status_code == 200
+        seen = http.cookies.get("session-seen")
+        assert seen is not None  # set by the session layer
+        private_redis.kill()
+        await _wait_until_degraded(http)
+        await asyncio.sleep(2.1)
+        stamp, mac = seen.split(".", 1)
+        http.cookies.set("session-seen", f"{int(stamp) + 60_000}.{mac}")
+        assert (await http.get("/api/auth/me")).status_code == 401
 
 
 async def test_an_overloaded_redis_is_refused_with_503_not_judged_from_the_cookie(
@@ -228,6 +202,6 @@ async def test_an_overloaded_redis_is_refused_with_503_not_judged_from_the_cooki
             assert response.status_code == 503, response.text
             assert response.headers["retry-after"] == "1"
             assert response.json()["code"] == "unavailable"
-        assert await _counter(http, "session", "overloaded") == 2
-        assert await _counter(http, "session", "allow") == 0
+        assert await degraded_decisions(http, "session", "overloaded") == 2
+        assert await degraded_decisions(http, "session", "allow") == 0
         assert (await http.get("/api/auth/me")).status_code == 200

@@ -111,3 +111,13 @@ def new_client(app: FastAPI, ip: str = "203.0.113.10") -> httpx.AsyncClient:
     """Another browser: its own cookie jar, same app."""
     transport = httpx.ASGITransport(app=app, client=(ip, 40001))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def degraded_decisions(http: httpx.AsyncClient, feature: str, decision: str) -> float:
+    """healthforms_degraded_decisions_total{feature, decision} from /metrics (0 if absent)."""
+    for line in (await http.get("/metrics")).text.splitlines():
+        if line.startswith("healthforms_degraded_decisions_total{") and (
+            f'feature="{feature}"' in line and f'decision="{decision}"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

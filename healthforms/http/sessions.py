@@ -343,12 +343,19 @@ class SessionMiddleware:
         await self.app(scope, receive, send)
 
     async def _database_allows(self, cookie: SessionCookie) -> bool:
-        """The database's word, from memory on the hot path (asked at most every few
-        seconds per user). While it cannot be asked, Redis, which is up, decides."""
-        fresh, standing = self.standings.cached(cookie.user_id)
+        """The database's word, from memory on the hot path (read at most every few
+        seconds per user, beside the requests). While it cannot be asked, Redis, which is
+        up, decides."""
+        standings = self.standings
+        fresh, standing = standings.cached(cookie.user_id)
+        if not fresh and standings.is_known(cookie.user_id):
+            # Stale: decide on the last read while one refresh runs beside this request,
+            # so no request on the hot path waits for the database.
+            standings.refresh_soon(cookie.user_id)
+            fresh = True
         if fresh:
             return standing is not None and standing.accepts(cookie)
-        return await self.standings.accepts(cookie, when_unknown=True)
+        return await standings.accepts(cookie, when_unknown=True)
 
     async def _end_in_redis(self, cookie: SessionCookie) -> None:
         try:

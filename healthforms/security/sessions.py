@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -208,9 +209,12 @@ UserStandingLookup = Callable[[str], Awaitable[UserStanding | None]]
 
 class Standings:
     """Each user's standing, asked of the database at most every `ttl_s` per user and
-    process (the hot path reads it from memory; a refusal it finds is replayed into
-    Redis by the session layer). `forget` drops a user's entry at once, after this
-    process recorded an end of one of their sessions."""
+    process, never by two requests at once (one read serves every request waiting for
+    it). The hot path reads it from memory and, once it is stale, goes on with the
+    last one read while one refresh runs beside it; a refusal it finds is replayed into
+    Redis by the session layer. `forget` drops a user's entry at once, after this
+    process recorded an end of one of their sessions: the next request waits for a new
+    read, and a read that began before the end is not kept."""
 
     def __init__(
         self, lookup: UserStandingLookup, *, ttl_s: float = 5.0, max_users: int = 10_000
@@ -219,6 +223,8 @@ class Standings:
         self._ttl_s = ttl_s
         self._max_users = max_users
         self._known: dict[str, tuple[float, UserStanding | None]] = {}
+        self._reading: dict[str, asyncio.Future[UserStanding | None]] = {}
+        self._forgotten: dict[str, float] = {}  # user id -> when its entry was dropped
 
     def cached(self, user_id: str) -> tuple[bool, UserStanding | None]:
         """(fresh?, the standing last read): no I/O, for the hot path."""
@@ -227,12 +233,32 @@ class Standings:
             return False, None
         return time.monotonic() - entry[0] <= self._ttl_s, entry[1]
 
-    async def read(self, user_id: str) -> UserStanding | None:
-        """Ask the database now (raises when it does not answer) and remember it."""
-        standing = await self._lookup(user_id)
-        if len(self._known) >= self._max_users:
-            self._known.clear()
-        self._known[user_id] = (time.monotonic(), standing)
+    def is_known(self, user_id: str) -> bool:
+        return user_id in self._known
+
+    def read(self, user_id: str) -> asyncio.Future[UserStanding | None]:
+        """The database's answer (raises when it does not answer), remembered; a read
+        already under way for this user is shared."""
+        pending = self._reading.get(user_id)
+        if pending is None:
+            pending = self._reading[user_id] = asyncio.ensure_future(self._read(user_id))
+        return pending
+
+    def refresh_soon(self, user_id: str) -> None:
+        """Start a read beside the request (errors are kept for the next caller only)."""
+        self.read(user_id).add_done_callback(_swallow)
+
+    async def _read(self, user_id: str) -> UserStanding | None:
+        started = time.monotonic()
+        try:
+            standing = await self._lookup(user_id)
+        finally:
+            self._reading.pop(user_id, None)
+        if self._forgotten.get(user_id, float("-inf")) < started:
+            if len(self._known) >= self._max_users:
+                self._known.clear()
+                self._forgotten.clear()
+            self._known[user_id] = (time.monotonic(), standing)
         return standing
 
     async def accepts(self, cookie: SessionCookie, *, when_unknown: bool) -> bool:
@@ -241,7 +267,7 @@ class Standings:
         fresh, standing = self.cached(cookie.user_id)
         if not fresh:
             try:
-                standing = await self.read(cookie.user_id)
+                standing = await asyncio.shield(self.read(cookie.user_id))
             except Exception:  # noqa: BLE001 - the database is away: the caller decides
                 if cookie.user_id not in self._known:
                     return when_unknown
@@ -249,6 +275,14 @@ class Standings:
 
     def forget(self, user_id: str) -> None:
         self._known.pop(user_id, None)
+        if len(self._forgotten) >= self._max_users:
+            self._forgotten.clear()  # reads under way may then keep an older answer
+        self._forgotten[user_id] = time.monotonic()
+
+
+def _swallow(done: asyncio.Future[UserStanding | None]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,13 @@ from redis.asyncio import Redis
 
 from healthforms.app import create_app
 from healthforms.redis.embedded import EmbeddedRedis
-from healthforms.security.sessions import hash_session_id
+from healthforms.security.principal import Role
+from healthforms.security.sessions import (
+    SessionCookie,
+    Standings,
+    UserStanding,
+    hash_session_id,
+)
 from tests.security.conftest import private_settings
 from tests.support.identity import SignedIn, create_staff, degraded_decisions, login, new_client
 from tests.support.servers import hung
@@ -205,3 +211,60 @@ async def test_an_overloaded_redis_is_refused_with_503_not_judged_from_the_cooki
         assert await degraded_decisions(http, "session", "overloaded") == 2
         assert await degraded_decisions(http, "session", "allow") == 0
         assert (await http.get("/api/auth/me")).status_code == 200
+
+
+def _cookie(user_id: str = "usr_1") -> SessionCookie:
+    return SessionCookie(
+        session_id="s" * 43,
+        user_id=user_id,
+        issued_ms=1_800_000_000_000,
+        organization_id="org_1",
+        role=Role.EDITOR,
+        auth_method="password",
+        mfa=False,
+    )
+
+
+async def test_one_database_read_serves_every_concurrent_request() -> None:
+    reads = 0
+    answer = asyncio.Event()
+
+    async def lookup(user_id: str) -> UserStanding | None:
+        nonlocal reads
+        reads += 1
+        await answer.wait()
+        return UserStanding(disabled=False, sessions_valid_after_ms=None)
+
+    standings = Standings(lookup, ttl_s=60)
+    waiting = [
+        asyncio.create_task(standings.accepts(_cookie(), when_unknown=False)) for _ in range(50)
+    ]
+    await asyncio.sleep(0.05)
+    answer.set()
+    assert await asyncio.gather(*waiting) == [True] * 50
+    assert reads == 1
+
+
+async def test_a_read_that_began_before_an_end_is_not_kept() -> None:
+    answer = asyncio.Event()
+    revoked = False
+
+    async def lookup(user_id: str) -> UserStanding | None:
+        seen_then = revoked
+        await answer.wait()
+        return UserStanding(
+            disabled=False,
+            sessions_valid_after_ms=None,
+            revoked=frozenset({_cookie().session_hash}) if seen_then else frozenset(),
+        )
+
+    standings = Standings(lookup, ttl_s=60)
+    early = asyncio.create_task(standings.accepts(_cookie(), when_unknown=False))
+    await asyncio.sleep(0.01)
+    revoked = True  # the session ends while that read is under way ...
+    standings.forget("usr_1")
+    answer.set()
+    assert await early is True  # (that request began before the end)
+    # ... and the next request does not trust the older answer.
+    assert standings.cached("usr_1") == (False, None)
+    assert await standings.accepts(_cookie(), when_unknown=False) is False

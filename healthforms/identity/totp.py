@@ -1,6 +1,6 @@
 """TOTP second factor (RFC 6238 via pyotp), with the secret sealed at rest.
 
-The secret is encrypted with the envelope scheme of responses/encryption.py, and its AAD
+The secret is encrypted with the envelope scheme of crypto/envelope.py, and its AAD
 names the user, so a secret copied onto another user's row does not decrypt. A code is
 accepted once: a replayed code (shoulder-surfed, or phished in real time) is refused.
 """

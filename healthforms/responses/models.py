@@ -29,7 +29,7 @@ class ResponseRow(Base):
     answers_digest: Mapped[str] = mapped_column(String(64))
     confirmation: Mapped[str] = mapped_column(String(32))
     # Envelope-encrypted JSON of the answers and signature evidence
-    # (responses/encryption.py; AAD = response id + form id).
+    # (crypto/envelope.py; AAD = response id + form id).
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     key_id: Mapped[str] = mapped_column(String(32))

@@ -20,11 +20,11 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from healthforms.forms.schema import FieldDef, FieldType
+from healthforms.submissions.validation import MAX_SIGNATURE_PIXELS
 
 # Signatures are at most 256 KiB of PNG (API.md); larger or huge-canvas images are
 # not decoded at all (a decompression bomb must not take the renderer down).
 MAX_SIGNATURE_BYTES = 512 * 1024
-MAX_SIGNATURE_PIXELS = 4_000_000
 _DATA_URL_PREFIX = "data:image/png;base64,"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # C0 controls except tab and newline, DEL and C1 controls: never drawn.

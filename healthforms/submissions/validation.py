@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import math
 import re
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
+
+from PIL import Image, UnidentifiedImageError
 
 from healthforms.errors import ValidationFailed
 from healthforms.forms.schema import FieldDef, FieldType, ShowWhen
@@ -27,6 +30,7 @@ from healthforms.forms.validation import (
 SIGNATURE_PREFIX = "data:image/png;base64,"
 MAX_SIGNATURE_CHARS = 256 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_SIGNATURE_PIXELS = 4_000_000
 MAX_EMAIL = 254
 # One @, no spaces, a dot in the domain: deliverability is the clinic's business.
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
@@ -190,6 +194,21 @@ def _signature(value: object) -> str:
         raise ValueError("must be a PNG image") from exc
     if not decoded.startswith(PNG_MAGIC):
         raise ValueError("must be a PNG image")
+    # A few KiB of PNG can claim a huge canvas (a decompression bomb for whoever draws
+    # it, e.g. the PDF renderer): check the size it declares, then that it decodes.
+    try:
+        with Image.open(io.BytesIO(decoded), formats=("PNG",)) as image:
+            width, height = image.size
+            if width * height > MAX_SIGNATURE_PIXELS:
+                raise ValueError("is too large (at most 4 megapixels)")
+            image.load()
+    except (
+        UnidentifiedImageError,
+        OSError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        raise ValueError("must be a PNG image") from exc
     return value
 
 

@@ -15,8 +15,10 @@ from healthforms.state import AppState
 
 PNG_1PX = base64.b64encode(
     bytes.fromhex(
-        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-        "1f15c4890000000d4944415478da63f8cfc0f01f0005000201a5f1a3b50000000049454e44ae426082"
+        # One black RGBA pixel, as Pillow writes it (an earlier hand-made copy had a
+        # broken data stream, which submissions now refuse).
+        "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+        "0000000d49444154789c63606060f80f00010401005fe5c34b0000000049454e44ae426082"
     )
 ).decode()
 SIGNATURE = "data:image/png;base64," + PNG_1PX

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from PIL import Image
 from redis.asyncio import Redis
 from sqlalchemy import select
 
@@ -204,6 +207,19 @@ async def test_forged_expired_garbled_and_foreign_nonces_are_400(
     assert (await submit(client, public_id, genuine, good_answers())).status_code == 201
 
 
+def _png_data_url(width: int, height: int, *, noisy: bool = False) -> str:
+    image = Image.effect_noise((width, height), 64) if noisy else Image.new("1", (width, height))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def _corrupt_png() -> str:
+    raw = bytearray(base64.b64decode(_png_data_url(64, 64, noisy=True).split(",", 1)[1]))
+    raw[-20:-12] = b"\x00" * 8  # inside the image data: the header still reads
+    return "data:image/png;base64," + base64.b64encode(bytes(raw)).decode()
+
+
 BAD_ANSWERS: list[tuple[str, dict[str, Any], str]] = [
     ("required missing", {"name": ""}, "name"),
     ("required whitespace", {"name": "   "}, "name"),
@@ -232,6 +248,10 @@ BAD_ANSWERS: list[tuple[str, dict[str, Any], str]] = [
     ("signature not png", {"sig": "data:image/png;base64,R0lGODlhAQABAAAAACw="}, "sig"),
     ("signature bad base64", {"sig": "data:image/png;base64,!!!"}, "sig"),
     ("signature too large", {"sig": SIGNATURE + "A" * (256 * 1024)}, "sig"),
+    # A few KiB that claim 5 megapixels (a decompression bomb for the PDF renderer).
+    ("signature canvas too large", {"sig": _png_data_url(5000, 1000)}, "sig"),
+    ("signature truncated", {"sig": _png_data_url(64, 64, noisy=True)[: 22 + 4 * 400]}, "sig"),
+    ("signature corrupt", {"sig": _corrupt_png()}, "sig"),
     ("unknown field", {"shoeSize": 44}, "shoeSize"),
     ("shown required enforced", {"smoker": "yes"}, "packs"),
     ("shown checkbox condition enforced", {"allergies": ["nuts"]}, "nutsDetail"),

@@ -46,12 +46,18 @@ async def _session_key_exists(private_redis: EmbeddedRedis, signed: SignedIn) ->
         return bool(await redis.exists(key))
 
 
-async def _wait_until_degraded(http: httpx.AsyncClient) -> None:
+async def _wait_for_redis(http: httpx.AsyncClient, *, connected: bool) -> None:
+    """Until /health says Redis is (dis)connected; fail rather than test the wrong path."""
     for _ in range(50):
-        if (await http.get("/health")).json()["redis"]["status"] != "connected":
+        status = (await http.get("/health")).json()["redis"]["status"]
+        if (status == "connected") is connected:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError("the app never noticed that Redis was gone")
+    raise AssertionError(f"Redis never became {'connected' if connected else 'unavailable'}")
+
+
+async def _wait_until_degraded(http: httpx.AsyncClient) -> None:
+    await _wait_for_redis(http, connected=False)
 
 
 async def test_a_logged_out_cookie_stays_refused_while_redis_is_down(
@@ -103,10 +109,7 @@ async def test_logout_during_an_outage_stays_logged_out_when_redis_returns(
     # Redis is back with the session record it had before the outage.
     assert await _session_key_exists(private_redis, signed)
     async with _browser_with(private_app, signed) as thief:
-        for _ in range(50):
-            if (await thief.get("/health")).json()["redis"]["status"] == "connected":
-                break
-            await asyncio.sleep(0.1)
+        await _wait_for_redis(thief, connected=True)
         assert (await thief.get("/api/auth/me")).status_code == 401
         created = await thief.post("/api/forms", json=FORM, headers=signed.csrf_headers)
         assert created.status_code == 401
@@ -128,10 +131,7 @@ async def test_a_demotion_during_an_outage_holds_when_redis_returns(
                 f"/api/users/{other.id}", json={"role": "viewer"}, headers=admin_signed.csrf_headers
             )
             assert demoted.status_code == 200, demoted.text
-        for _ in range(50):
-            if (await other_http.get("/health")).json()["redis"]["status"] == "connected":
-                break
-            await asyncio.sleep(0.1)
+        await _wait_for_redis(other_http, connected=True)
         # The old cookie says "admin"; the database says its sessions ended.
         assert (await other_http.get("/api/auth/me")).status_code == 401
         made = await other_http.post(

@@ -214,6 +214,13 @@ def origin_rejection(
         return REASON_CROSS_SITE
     # Origin second: holds even when a valid token leaked to another site.
     if origin is not None:
-        if origin.strip().lower() == "null" or normalise_origin(origin) != own_origin:
+        if origin.strip().lower() == "null":
+            # Our pages send Referrer-Policy: no-referrer, so a browser posts their plain
+            # HTML forms with `Origin: null`. It also says where the post came from in
+            # Sec-Fetch-Site, which no page can set: believe "same-origin" only. A
+            # sandboxed frame or data: URL elsewhere gets "cross-site" and stays refused.
+            if sec_fetch_site is None or sec_fetch_site.strip().lower() != "same-origin":
+                return REASON_BAD_ORIGIN
+        elif normalise_origin(origin) != own_origin:
             return REASON_BAD_ORIGIN
     return None

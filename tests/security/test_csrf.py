@@ -108,6 +108,8 @@ async def test_cross_site_fetch_metadata_and_foreign_origin_are_refused_with_a_v
         {"Origin": "http://testserver:8080"},
         {"Origin": "https://testserver"},
         {"Origin": "null"},
+        {"Origin": "null", "Sec-Fetch-Site": "same-site"},
+        {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
         {"Origin": "http://testserver", "Sec-Fetch-Site": "cross-site"},
     ]
     for headers in refused:
@@ -119,6 +121,8 @@ async def test_cross_site_fetch_metadata_and_foreign_origin_are_refused_with_a_v
         {"Origin": "http://TESTSERVER:80"},
         {"Sec-Fetch-Site": "same-site"},
         {"Sec-Fetch-Site": "none"},
+        # A plain form post from one of our pages (Referrer-Policy: no-referrer).
+        {"Origin": "null", "Sec-Fetch-Site": "same-origin"},
         {},
     ]
     for headers in allowed:

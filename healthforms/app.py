@@ -11,6 +11,7 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from healthforms.audit.checkpoints import CheckpointWriter
 from healthforms.audit.routes import router as audit_router
 from healthforms.config import Settings, load_settings
 from healthforms.crypto.keys import KeyRing
@@ -29,7 +30,7 @@ from healthforms.logs import configure_logging
 from healthforms.metrics import Metrics
 from healthforms.pdf.routes import router as pdf_router
 from healthforms.redis.client import build_redis
-from healthforms.redis.embedded import EmbeddedRedis, start_embedded_redis
+from healthforms.redis.embedded import DataDirRedis, open_embedded_redis
 from healthforms.responses.routes import router as responses_router
 from healthforms.state import STATE_ATTRIBUTE, AppState
 from healthforms.submissions.routes import router as public_forms_router
@@ -74,15 +75,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     settings.check_production()
     configure_logging(settings.log_level)
+    for warning in settings.startup_warnings():
+        log.warning(warning.event, message=warning.message)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert isinstance(app, HealthformsApp)
-        embedded: EmbeddedRedis | None = None
+        embedded: DataDirRedis | None = None
         url = settings.explicit_redis_url()
         if url is None:
-            embedded = start_embedded_redis(settings)
+            # Owned here, or shared with the process that runs it (`serve`'s parent).
+            embedded = open_embedded_redis(settings)
+            embedded.supervise()
             url = embedded.url
         db_url = settings.resolved_database_url()
         if settings.database_url is None:
@@ -102,6 +107,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await redis.ping()
         redis.start_probe()
         await state.limiter.load_script()
+        checkpoints = CheckpointWriter(
+            db,
+            state.keys,
+            settings.resolved_audit_checkpoint_path(),
+            settings.audit_checkpoint_interval_s,
+        )
+        checkpoints.start()
         app.front = build_pipeline(app.framework, state, html_error_page=static_error_html)
         if app.state.freeze_gc:
             # Everything built so far (modules, routes, pools: about a million objects)
@@ -114,10 +126,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.front = None
+            await state.workers.close()  # kill renders still running
+            await checkpoints.stop()  # the heads as they are at exit
             await redis.close()
             await db.dispose()
             if embedded is not None:
-                embedded.stop()
+                embedded.close()
 
     app = HealthformsApp(
         title="healthforms",

@@ -4,38 +4,66 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
 
-from healthforms.audit.events import USER_CREATED, AuditEvent
+from healthforms.audit.checkpoints import CheckpointFile, read_checkpoints, write_checkpoint
+from healthforms.audit.events import (
+    SESSION_REVOKED,
+    USER_CREATED,
+    USER_PASSWORD_RESET,
+    USER_TOTP_RESET,
+    AuditEvent,
+)
 from healthforms.audit.store import (
-    ChainBreak,
+    ChainHead,
+    Verification,
     append_event,
     export_events,
     export_json,
-    verify_chain,
+    verify_chains,
 )
 from healthforms.clock import parse_rfc3339
 from healthforms.config import ConfigError, Settings, load_settings
 from healthforms.crypto.keys import KeyRing, generate_key
 from healthforms.db.engine import Database, DatabaseUnavailable
-from healthforms.db.migrate import current_revision, head_revision, upgrade, upgrade_in_thread
+from healthforms.db.migrate import (
+    current_revision,
+    grant_app_role,
+    head_revision,
+    upgrade,
+    upgrade_in_thread,
+)
 from healthforms.errors import ValidationFailed
 from healthforms.health.routes import eviction_warnings
-from healthforms.identity.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from healthforms.identity.login import failure_key
+from healthforms.identity.passwords import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    generated_password,
+)
 from healthforms.identity.schemas import check_email
-from healthforms.identity.service import EmailTaken, create_user, get_or_create_organization
+from healthforms.identity.service import (
+    EmailTaken,
+    create_user,
+    find_users_by_email,
+    get_or_create_organization,
+    organization_names,
+    reset_password,
+    reset_totp,
+)
 from healthforms.logs import configure_logging
 from healthforms.redis.client import build_redis
-from healthforms.redis.embedded import start_embedded_redis
+from healthforms.redis.embedded import EmbeddedServerError, open_embedded_redis
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.key_rotation import rotate_keys
 from healthforms.security.principal import Role
+from healthforms.security.sessions import SessionStore
 
 app = typer.Typer(
     help="healthforms: HIPAA-minded forms platform for clinics.", no_args_is_help=True
@@ -66,12 +94,15 @@ def serve(
 
     settings = _settings()
     configure_logging(settings.log_level)
+    for warning in settings.startup_warnings():
+        typer.echo(f"WARNING: {warning.message}", err=True)  # logged by each worker too
     embedded = None
     try:
         if settings.uses_embedded_redis:
-            # One server for every worker: started here, handed to them by URL.
-            embedded = start_embedded_redis(settings)
-            os.environ["REDIS_URL"] = embedded.url
+            # One server for every worker: owned and supervised here; the workers find
+            # it by the data directory and share it.
+            embedded = open_embedded_redis(settings)
+            embedded.supervise()
         if settings.database_url is None:
             upgrade(settings.resolved_database_url())
         KeyRing.from_settings(settings)  # create the embedded key file once, before workers
@@ -91,16 +122,35 @@ def serve(
         )
     finally:
         if embedded is not None:
-            embedded.stop()
+            embedded.close()
 
 
 @app.command()
-def migrate() -> None:
+def migrate(
+    app_role: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL: create/refresh this role for the service to connect as: "
+            "read-write on every table, INSERT/SELECT only on the audit trail."
+        ),
+    ] = None,
+) -> None:
     """Bring the database schema up to date."""
 
     settings = _settings()
-    upgrade(settings.resolved_database_url())
+    url = settings.resolved_database_url()
+    upgrade(url)
     typer.echo(f"database schema at {head_revision()}")
+    if app_role is not None:
+        try:
+            grant_app_role(url, app_role)
+        except ValueError as exc:
+            typer.echo(f"error: --app-role: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(
+            f"role {app_role}: read-write on the tables, INSERT/SELECT only on audit_events "
+            "(set its password with ALTER ROLE; connect the service as it)"
+        )
 
 
 @app.command()
@@ -119,7 +169,8 @@ async def _check(settings: Settings) -> bool:
     embedded = None
     url = settings.explicit_redis_url()
     if url is None:
-        embedded = start_embedded_redis(settings)
+        # Beside a running server, use its Valkey: never a second one on its socket.
+        embedded = open_embedded_redis(settings)
         url = embedded.url
     redis = build_redis(settings, url, embedded=embedded is not None)
     try:
@@ -130,7 +181,13 @@ async def _check(settings: Settings) -> bool:
         )
         version = info.get("valkey_version") or info.get("redis_version", "?")
         policy = str(memory.get("maxmemory_policy", "unknown"))
-        where = redis.target.url + (" (embedded)" if embedded else "")
+        where = redis.target.url
+        if embedded is not None:
+            where += (
+                " (embedded)"
+                if embedded.is_owner
+                else f" (embedded, run by healthforms process {embedded.owner_pid})"
+            )
         typer.echo(f"redis: ok: {kind} {version} at {where}, maxmemory-policy {policy}")
         for warning in eviction_warnings(policy):
             typer.echo(f"redis: WARNING: {warning}")
@@ -140,7 +197,7 @@ async def _check(settings: Settings) -> bool:
     finally:
         await redis.close()
         if embedded is not None:
-            embedded.stop()
+            embedded.close()  # stops the server only if this command started it
 
     db_url = settings.resolved_database_url()
     db = Database.connect(db_url)
@@ -172,7 +229,7 @@ def keys_generate() -> None:
 
 @user_app.command("create")
 def user_create(
-    email: Annotated[str, typer.Option(help="Sign-in email (unique).")],
+    email: Annotated[str, typer.Option(help="Sign-in email (unique in its organisation).")],
     password: Annotated[str, typer.Option(help="Password (at least 8 characters).")],
     name: Annotated[str, typer.Option(help="Display name.")],
     organization: Annotated[str, typer.Option(help="Organisation; created if new.")],
@@ -219,10 +276,11 @@ async def _user_create(
                     role=role,
                 )
             except EmailTaken:
-                typer.echo("error: a user with this email already exists", err=True)
+                typer.echo("error: a user with this email already exists there", err=True)
                 return 1
         await append_event(
             db,
+            KeyRing.from_settings(settings),
             AuditEvent(
                 action=USER_CREATED,
                 organization_id=org.id,
@@ -237,26 +295,221 @@ async def _user_create(
         await db.dispose()
 
 
+def _new_password(password: str | None) -> tuple[str, bool]:
+    """The password to set, and whether it was generated (then printed once): --password,
+    else typed at a prompt (empty: generate), else, with no terminal, generated."""
+    if password is None and sys.stdin.isatty():
+        typed = typer.prompt(
+            "New password (empty: generate one)",
+            default="",
+            show_default=False,
+            hide_input=True,
+            confirmation_prompt=True,
+        )
+        password = str(typed) or None
+    if password is None:
+        return generated_password(), True
+    return password, False
+
+
+@user_app.command("reset-password")
+def user_reset_password(
+    email: Annotated[str, typer.Option(help="The account's sign-in email.")],
+    password: Annotated[
+        str | None,
+        typer.Option(
+            help="New password (at least 8 characters); when absent, prompted for, or "
+            "generated and printed once."
+        ),
+    ] = None,
+    organization: Annotated[
+        str | None,
+        typer.Option(help="The account's organisation, when several have this email."),
+    ] = None,
+) -> None:
+    """Set a new password for a staff account (recovery) and end all of its sessions."""
+
+    checked_email = _checked_email(email)
+    new_password, generated = _new_password(password)
+    if not MIN_PASSWORD_LENGTH <= len(new_password) <= MAX_PASSWORD_LENGTH:
+        typer.echo(f"error: the password needs at least {MIN_PASSWORD_LENGTH} characters", err=True)
+        raise typer.Exit(2)
+    code = asyncio.run(_user_reset(_settings(), checked_email, organization, new_password))
+    if code == 0 and generated:
+        typer.echo(f"new password (shown once, pass it on privately): {new_password}")
+    raise typer.Exit(code)
+
+
+@user_app.command("reset-totp")
+def user_reset_totp(
+    email: Annotated[str, typer.Option(help="The account's sign-in email.")],
+    organization: Annotated[
+        str | None,
+        typer.Option(help="The account's organisation, when several have this email."),
+    ] = None,
+) -> None:
+    """Remove two-step sign-in (TOTP and recovery codes) from a staff account (a lost
+    phone) and end all of its sessions."""
+
+    code = asyncio.run(_user_reset(_settings(), _checked_email(email), organization, None))
+    raise typer.Exit(code)
+
+
+def _checked_email(email: str) -> str:
+    try:
+        return check_email(email)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+async def _user_reset(
+    settings: Settings, email: str, organization: str | None, password: str | None
+) -> int:
+    """Reset the password (`password` given) or the two-step sign-in of one account;
+    audited with no actor (the shell); 1 when no single account matches."""
+
+    db_url = settings.resolved_database_url()
+    if settings.database_url is None:
+        upgrade_in_thread(db_url)  # the embedded default: make sure the schema exists
+    keys = KeyRing.from_settings(settings)
+    db = Database.connect(db_url)
+    try:
+        async with db.sessions() as session:
+            users = await find_users_by_email(session, email, limit=1000)
+            names = await organization_names(session, [u.organization_id for u in users])
+            if organization is not None:
+                wanted = organization.strip()
+                users = [u for u in users if names.get(u.organization_id) == wanted]
+            if not users:
+                where = " in that organisation" if organization is not None else ""
+                typer.echo(f"error: no user with this email{where}", err=True)
+                return 1
+            if len(users) > 1:
+                listed = ", ".join(sorted(names.get(u.organization_id, "?") for u in users))
+                typer.echo(
+                    f"error: users with this email in several organisations ({listed}): "
+                    "name one with --organization",
+                    err=True,
+                )
+                return 1
+            user = users[0]
+            if password is not None:
+                await reset_password(session, user, password)
+                action, done = USER_PASSWORD_RESET, "password reset"
+            else:
+                await reset_totp(session, user)
+                action, done = USER_TOTP_RESET, "two-step sign-in removed"
+            user_id, organization_id = user.id, user.organization_id
+        for name in (action, SESSION_REVOKED):
+            await append_event(
+                db,
+                keys,
+                AuditEvent(
+                    action=name,
+                    organization_id=organization_id,
+                    resource_type="user",
+                    resource_id=user_id,
+                ),
+            )
+        note = await _end_in_redis(settings, keys, user_id, email)
+        typer.echo(f"user {user_id}: {done}; every session ended{note}")
+        return 0
+    finally:
+        await db.dispose()
+
+
+async def _end_in_redis(settings: Settings, keys: KeyRing, user_id: str, email: str) -> str:
+    """End the user's sessions in Redis and lift the email's sign-in lock. The database
+    already voids the sessions (a running service refuses them from its record within
+    seconds), so Redis being away is a note, not a failure."""
+
+    embedded = None
+    url = settings.explicit_redis_url()
+    try:
+        if url is None:
+            embedded = open_embedded_redis(settings)  # a running server's, never a second
+            url = embedded.url
+    except (EmbeddedServerError, OSError):
+        return _REDIS_AWAY
+    redis = build_redis(settings, url, embedded=embedded is not None)
+    try:
+        await SessionStore(redis, settings, keys.hmac_key("session")).end_all(user_id)
+        key = failure_key(redis, keys, email)
+        await redis.call(lambda r: r.delete(key), idempotent=True)
+        return ""
+    except RedisUnavailable:
+        return _REDIS_AWAY
+    finally:
+        await redis.close()
+        if embedded is not None:
+            embedded.close()
+
+
+_REDIS_AWAY = (
+    " (Redis did not answer: the service refuses the old sessions from the database "
+    "within seconds; a sign-in lock, if any, runs out by itself)"
+)
+
+
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the hash chain; exit 0 when intact, 1 naming the first broken event."""
+def audit_verify(
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            help="Checkpoint file to compare the chain heads with "
+            "(default: HEALTHFORMS_AUDIT_CHECKPOINT_PATH, or the data directory's)."
+        ),
+    ] = None,
+) -> None:
+    """Check every chain's MACs and links, and the heads against the signed
+    checkpoints; exit 0 when intact, 1 naming each broken chain."""
     settings = _settings()
-    checked, broken = asyncio.run(_audit_verify(settings))
-    if broken is None:
-        typer.echo(f"audit: ok: {checked} events, hash chain intact")
+    path = checkpoints or settings.resolved_audit_checkpoint_path()
+    keys = KeyRing.from_settings(settings)
+    trusted = read_checkpoints(keys, path)
+    result = asyncio.run(_audit_verify(settings, keys, trusted))
+    for number, reason in trusted.rejected:
+        typer.echo(f"audit: checkpoint {path} line {number}: {reason}")
+    if not trusted.heads:
+        typer.echo(
+            f"audit: warning: no checkpoints in {path}: removal of the newest events "
+            "cannot be detected"
+        )
+    if result.intact and not trusted.rejected:
+        typer.echo(
+            f"audit: ok: {result.checked} events in {result.chains} chains, MACs and links "
+            f"intact, {result.checkpoints} checkpoints matched"
+        )
         raise typer.Exit(0)
-    typer.echo(
-        f"audit: BROKEN at event {broken.event_id}: {broken.reason} "
-        f"({checked} events before it are intact)"
-    )
+    for broken in result.breaks:
+        typer.echo(f"audit: BROKEN: {broken.describe()}")
     raise typer.Exit(1)
 
 
-async def _audit_verify(settings: Settings) -> tuple[int, ChainBreak | None]:
-
+async def _audit_verify(settings: Settings, keys: KeyRing, trusted: CheckpointFile) -> Verification:
     db = Database.connect(settings.resolved_database_url())
     try:
-        return await verify_chain(db)
+        return await verify_chains(db, keys, trusted.heads)
+    finally:
+        await db.dispose()
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Write a signed checkpoint of every chain head now (the service writes one every
+    HEALTHFORMS_AUDIT_CHECKPOINT_INTERVAL seconds by itself)."""
+    settings = _settings()
+    configure_logging(settings.log_level)
+    path = settings.resolved_audit_checkpoint_path()
+    written = asyncio.run(_audit_checkpoint(settings, path))
+    typer.echo(f"audit: {len(written)} chain head(s) checkpointed to {path}")
+
+
+async def _audit_checkpoint(settings: Settings, path: Path) -> list[ChainHead]:
+    db = Database.connect(settings.resolved_database_url())
+    try:
+        return await write_checkpoint(db, KeyRing.from_settings(settings), path)
     finally:
         await db.dispose()
 

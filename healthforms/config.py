@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -70,6 +71,9 @@ DEFAULT_RATES = {
     "api": "100/min+10",
     "pdf": "10/min+2",
     "public": "60/min+20",
+    # Requests that carry no valid session (outside the auth and public paths): a flood
+    # of garbage cookies or foreign Origins is refused early and cheaply (per IP).
+    "anonymous": "30/min+10",
 }
 
 
@@ -93,6 +97,11 @@ class Settings(BaseSettings):
     redis_username: str | None = _env("REDIS_USERNAME")
     redis_ca_file: Path | None = _env("HEALTHFORMS_REDIS_CA_FILE")
     redis_tls: bool = Field(default=False, validation_alias=AliasChoices("HEALTHFORMS_REDIS_TLS"))
+    # Production needs TLS and a password to Redis; this lets a plain or unauthenticated
+    # Redis on a private network through, with a warning at every start.
+    allow_insecure_redis: bool = Field(
+        default=False, validation_alias=AliasChoices("HEALTHFORMS_ALLOW_INSECURE_REDIS")
+    )
     redis_server_bin: str | None = _env("HEALTHFORMS_REDIS_SERVER_BIN")
     redis_prefix: str = Field(
         default="hf:", validation_alias=AliasChoices("HEALTHFORMS_REDIS_PREFIX")
@@ -124,6 +133,10 @@ class Settings(BaseSettings):
         default=DEFAULT_RATES["public"],
         validation_alias=AliasChoices("HEALTHFORMS_RATE_LIMIT_PUBLIC"),
     )
+    rate_limit_anonymous: str = Field(
+        default=DEFAULT_RATES["anonymous"],
+        validation_alias=AliasChoices("HEALTHFORMS_RATE_LIMIT_ANONYMOUS"),
+    )
     session_max_age: int = Field(
         default=5 * 24 * 3600, ge=1, validation_alias=AliasChoices("HEALTHFORMS_SESSION_MAX_AGE")
     )
@@ -139,6 +152,30 @@ class Settings(BaseSettings):
     gotenberg_timeout_s: float = Field(
         default=30.0, gt=0, le=600, validation_alias=AliasChoices("HEALTHFORMS_GOTENBERG_TIMEOUT")
     )
+    # Expensive PDFs (pdf/service.py). Rendering costs ~12 s of CPU per MiB of answer
+    # text, so: the answers of one response are capped at submission (512 KiB: a long
+    # intake form plus one 256 KiB signature); each render runs in a child process,
+    # at most `pdf_render_processes` at once per service process, killed at its time
+    # limit; and every full `pdf_cpu_seconds_per_token` of CPU a render used costs one
+    # more `pdf` token of the user who asked for it.
+    max_answers_bytes: int = Field(
+        default=512 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        validation_alias=AliasChoices("HEALTHFORMS_MAX_ANSWERS_BYTES"),
+    )
+    pdf_render_timeout_s: float = Field(
+        default=20.0, gt=0, le=600, validation_alias=AliasChoices("HEALTHFORMS_PDF_RENDER_TIMEOUT")
+    )
+    pdf_render_processes: int = Field(
+        default=2, ge=1, le=64, validation_alias=AliasChoices("HEALTHFORMS_PDF_RENDER_PROCESSES")
+    )
+    pdf_cpu_seconds_per_token: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        validation_alias=AliasChoices("HEALTHFORMS_PDF_CPU_SECONDS_PER_TOKEN"),
+    )
     oidc_issuer: str | None = _env("HEALTHFORMS_OIDC_ISSUER")
     oidc_jwks_url: str | None = _env("HEALTHFORMS_OIDC_JWKS_URL")
     oidc_audience: str | None = _env("HEALTHFORMS_OIDC_AUDIENCE")
@@ -146,6 +183,15 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=1024, validation_alias=AliasChoices("HEALTHFORMS_MAX_BODY_BYTES")
     )
     log_level: str = Field(default="info", validation_alias=AliasChoices("HEALTHFORMS_LOG_LEVEL"))
+    # Audit checkpoints (audit/checkpoints.py): the signed chain heads, written outside
+    # the database at this cadence; `audit verify` reads them back.
+    audit_checkpoint_path: Path | None = _env("HEALTHFORMS_AUDIT_CHECKPOINT_PATH")
+    audit_checkpoint_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices("HEALTHFORMS_AUDIT_CHECKPOINT_INTERVAL"),
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -207,6 +253,9 @@ class Settings(BaseSettings):
     def rate(self, policy: str) -> RateSpec:
         return parse_rate(getattr(self, f"rate_limit_{policy}"))
 
+    def resolved_audit_checkpoint_path(self) -> Path:
+        return self.audit_checkpoint_path or self.data_dir / "audit-checkpoints.jsonl"
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -232,10 +281,95 @@ class Settings(BaseSettings):
             missing.append("REDIS_URL (or REDIS_ADDR + REDIS_PASSWORD)")
         if self.encryption_key is None:
             missing.append("HEALTHFORMS_ENCRYPTION_KEY")
+        if not self.public_url:
+            missing.append("HEALTHFORMS_PUBLIC_URL")
+        problems = []
         if missing:
-            raise ConfigError(
+            problems.append(
                 "HEALTHFORMS_ENV=production refuses to start without: " + ", ".join(missing)
             )
+        if self.public_url and not _is_https_origin(self.public_url):
+            problems.append(
+                "HEALTHFORMS_PUBLIC_URL must be the https:// address browsers use in production"
+            )
+        if not self.allow_insecure_redis:
+            problems += [
+                f"{gap} in production (on a private network, "
+                "HEALTHFORMS_ALLOW_INSECURE_REDIS=true lets it through)"
+                for gap in self.redis_security_gaps()
+            ]
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def redis_security_gaps(self) -> list[str]:
+        """What the configured Redis lacks: TLS, a password; each names its variable.
+
+        Never quotes the URL: it may carry the password. A unix socket does not leave
+        the host, so it needs no TLS, but a password all the same.
+        """
+        password = self.redis_password.get_secret_value() if self.redis_password else ""
+        if self.redis_url is not None:
+            name = "REDIS_URL"
+            url = urlsplit(self.redis_url.get_secret_value())
+            encrypted = url.scheme in ("rediss", "unix")
+            password = url.password or parse_qs(url.query).get("password", [""])[0] or password
+            plain = "REDIS_URL is not TLS: use rediss://"
+        elif self.redis_addr is not None:
+            name = "REDIS_ADDR"
+            encrypted = self.redis_tls
+            plain = "REDIS_ADDR is not TLS: set HEALTHFORMS_REDIS_TLS=true"
+        else:
+            return []  # the embedded server: a private socket of this machine
+        gaps = [] if encrypted else [plain]
+        if not password:
+            gaps.append(
+                f"{name} has no password: set REDIS_PASSWORD or put it in REDIS_URL "
+                "(with REDIS_USERNAME or a user in the URL for an ACL user)"
+            )
+        return gaps
+
+    def startup_warnings(self) -> list[StartupWarning]:
+        """What start-up must say loudly: insecure Redis let through, no environment named."""
+        warnings = []
+        if self.is_production and self.allow_insecure_redis:
+            gaps = self.redis_security_gaps()
+            if gaps:
+                warnings.append(
+                    StartupWarning(
+                        event="insecure_redis_allowed",
+                        message="HEALTHFORMS_ALLOW_INSECURE_REDIS=true: "
+                        + "; ".join(gaps)
+                        + ". Only for a private network: whoever can reach or watch it "
+                        "can read or change sessions, rate limits and locks.",
+                    )
+                )
+        if self.env is None and self.database_url and not self.uses_embedded_redis:
+            warnings.append(
+                StartupWarning(
+                    event="environment_not_set",
+                    message="HEALTHFORMS_ENV is not set, but DATABASE_URL and Redis point at "
+                    "servers of a real deployment: running with DEVELOPMENT defaults "
+                    "(cookies without Secure, no HSTS, none of the production checks). "
+                    "Set HEALTHFORMS_ENV=production (or =development to silence this).",
+                )
+            )
+        return warnings
+
+
+@dataclass(frozen=True, slots=True)
+class StartupWarning:
+    """A configuration that runs but must be said at start-up; never carries a secret."""
+
+    event: str
+    message: str
+
+
+def _is_https_origin(value: str) -> bool:
+    try:
+        url = urlsplit(value.strip())
+        return url.scheme == "https" and bool(url.hostname) and url.port != 0
+    except ValueError:
+        return False
 
 
 def decode_key(value: str, name: str) -> bytes:

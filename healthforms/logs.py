@@ -66,7 +66,12 @@ def _utc_timestamp() -> str:
 
 
 def write_request_line(
-    request_id: str, method: str, route: str, status: int, duration_ms: float
+    request_id: str,
+    method: str,
+    route: str,
+    status: int,
+    duration_ms: float,
+    client_request_id: str | None = None,
 ) -> None:
     """The per-request line, in exactly the shape structlog writes, without its chain.
 
@@ -76,18 +81,19 @@ def write_request_line(
     """
     if _configured_level is None or _configured_level > logging.INFO:
         return
-    line = json.dumps(
-        {
-            "request_id": request_id,
-            "method": method,
-            "route": route,
-            "status": status,
-            "duration_ms": duration_ms,
-            "event": "request",
-            "level": "info",
-            "timestamp": _utc_timestamp(),
-        }
+    fields: dict[str, object] = {"request_id": request_id}
+    if client_request_id is not None:
+        fields["client_request_id"] = client_request_id
+    fields.update(
+        method=method,
+        route=route,
+        status=status,
+        duration_ms=duration_ms,
+        event="request",
+        level="info",
+        timestamp=_utc_timestamp(),
     )
+    line = json.dumps(fields)
     stream = sys.stdout
     stream.write(line + "\n")
     stream.flush()

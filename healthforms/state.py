@@ -18,6 +18,7 @@ from healthforms.config import Settings
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.metrics import Metrics
+from healthforms.processes import ChildProcesses
 from healthforms.redis.client import RedisService
 from healthforms.security.csrf import CsrfTokens
 from healthforms.security.locks import LockService
@@ -40,6 +41,9 @@ class AppState:
     oidc: OidcVerifier | None  # None: no OIDC issuer configured
     # The database's word on each user's sessions (identity/ provides the lookup).
     standings: Standings
+    # CPU-heavy jobs on patient input (PDF renders) in child processes killed at their
+    # time limit; none starts before the first job, the lifespan closes it.
+    workers: ChildProcesses
 
     @classmethod
     def build(
@@ -64,6 +68,7 @@ class AppState:
             locks=LockService(redis, db, metrics),
             oidc=build_oidc_verifier(settings),
             standings=Standings(user_standing),
+            workers=ChildProcesses(settings.pdf_render_processes),
         )
 
 

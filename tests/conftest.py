@@ -90,6 +90,10 @@ def make_settings(
         "env": "development",
         "log_level": "warning",
     }
+    if overrides.get("env") == "production":
+        # The test servers are plain local ones, as on a private network; production
+        # also wants the address browsers use.
+        values.update(allow_insecure_redis=True, public_url="https://testserver")
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "healthforms"
 
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"__init__", "errors", "config", "clock", "files", "logs", "metrics"}),
+    frozenset({"__init__", "errors", "config", "clock", "files", "logs", "metrics", "processes"}),
     frozenset({"redis", "db", "crypto"}),
     frozenset({"security"}),
     frozenset({"state"}),

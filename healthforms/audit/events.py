@@ -42,6 +42,13 @@ PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"
 USER_DISABLED = "user.disabled"
 USER_UPDATED = "user.updated"
+# Account recovery and two-step sign-in (identity/): a reset by an admin has the admin as
+# actor; one from `healthforms user reset-*` has no actor (the shell).
+USER_PASSWORD_RESET = "user.password_reset"  # noqa: S105 - an action name, not a secret
+USER_TOTP_RESET = "user.totp_reset"
+AUTH_TOTP_DISABLED = "auth.totp_disabled"
+AUTH_RECOVERY_CODE_USED = "auth.recovery_code_used"
+AUTH_RECOVERY_CODES_REGENERATED = "auth.recovery_codes_regenerated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,5 +61,6 @@ class AuditEvent:
     resource_id: str | None = None
     ip: str | None = None
     user_agent: str | None = None
-    request_id: str | None = None
+    request_id: str | None = None  # always the server's own id (X-Request-ID answered)
+    client_request_id: str | None = None  # the id a client sent, if any: kept apart
     at: datetime = field(default_factory=utcnow)

@@ -1,34 +1,52 @@
-"""The append-only audit chain: each event stores the hash of the one before it.
+"""The append-only audit trail: one HMAC-linked chain per organisation.
 
-Appends are serialised so concurrent writers cannot fork the chain: the event id is
-the chain position (previous id + 1) and the primary key, so two writers that read
-the same tail cannot both insert; on PostgreSQL a transaction-scoped advisory lock
-queues them first, on SQLite the single writer does.
+Each event stores the keyed hash of the one before it in its chain, so an event cannot
+be altered, removed from the middle, or the chain re-linked after a removal without
+the audit key, which is derived from the master key and never stored in the database
+(crypto/keys.py, purpose "audit-chain"; the row names the master key's id). Removing the
+newest events leaves a chain that is consistent in itself: the signed checkpoints
+written outside the database (checkpoints.py) are what `audit verify` compares the
+heads with.
+
+One chain per organisation (`-` for events of none) keeps one clinic's traffic from
+queueing behind another's: appends are serialised per chain only (a transaction-scoped
+advisory lock on PostgreSQL; SQLite has one writer anyway), and (chain, seq) is UNIQUE,
+so two writers that read the same tail cannot both insert.
+
+`append_in` writes an event inside the caller's transaction, so a write of patient
+data and its audit event commit together or not at all; `append_event` writes one in
+its own transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.audit.events import AuditEvent
 from healthforms.audit.models import AuditEventRow
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 
 log = structlog.get_logger("healthforms.audit")
 
 GENESIS_HASH = "0" * 64
-# Any constant; identifies "the audit chain" among advisory locks.
-_ADVISORY_LOCK_KEY = 0x6865616C7468  # "health"
+CHAIN_KEY_PURPOSE = "audit-chain"
+LEGACY_CHAIN = "legacy"  # rows written before chains were keyed (migration 0005)
+NO_ORGANIZATION_CHAIN = "-"
+# Any constant: the namespace of the per-chain advisory locks (the chain name's
+# hashtext() is the second half; two chains that collide merely share a queue).
+_ADVISORY_LOCK_NAMESPACE = 0x6866  # "hf"
 _UA_LIMIT = 256
 
 
@@ -36,10 +54,12 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical(row: AuditEventRow) -> bytes:
-    """The bytes that are hashed: every field but the hash itself, in a fixed order."""
-    fields = {
-        "id": row.id,
+def chain_of(organization_id: str | None) -> str:
+    return organization_id or NO_ORGANIZATION_CHAIN
+
+
+def _fields(row: AuditEventRow) -> dict[str, object]:
+    return {
         "at": _iso(row.at),
         "organizationId": row.organization_id,
         "actorId": row.actor_id,
@@ -52,52 +72,112 @@ def canonical(row: AuditEventRow) -> bytes:
         "requestId": row.request_id,
         "prevHash": row.prev_hash,
     }
+
+
+def canonical(row: AuditEventRow) -> bytes:
+    """The bytes that are MACed: every field but the hash and the storage id, in a fixed
+    order; the chain position (chain, seq) and the key id are part of it."""
+    if row.key_id is None:
+        fields = {"id": row.seq, **_fields(row)}  # the legacy form, unchanged
+    else:
+        fields = {
+            "chain": row.chain,
+            "seq": row.seq,
+            "keyId": row.key_id,
+            "clientRequestId": row.client_request_id,
+            **_fields(row),
+        }
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def chain_hash(row: AuditEventRow) -> str:
-    return hashlib.sha256(canonical(row)).hexdigest()
+def chain_hash(row: AuditEventRow, key: bytes | None) -> str:
+    """HMAC-SHA256 under the audit key; plain SHA-256 for a legacy row (key None)."""
+    if row.key_id is None:
+        return hashlib.sha256(canonical(row)).hexdigest()
+    if key is None:
+        raise ValueError("a keyed row needs its key")
+    return hmac.new(key, canonical(row), hashlib.sha256).hexdigest()
 
 
-async def _append_once(session: AsyncSession, event: AuditEvent) -> AuditEventRow:
+def _newest(chain: str) -> Select[int, str]:
+    """(seq, hash) of a chain's newest event: one index lookup (chain, seq)."""
+    return (
+        select(AuditEventRow.seq, AuditEventRow.hash)
+        .where(AuditEventRow.chain == chain)
+        .order_by(AuditEventRow.seq.desc())
+        .limit(1)
+    )
+
+
+def _bounded(value: str | None, limit: int) -> str | None:
+    return value[:limit] if value else None
+
+
+# Chains this process appended to since the checkpoint writer last looked: it reads
+# only their heads (an index lookup each) instead of grouping the whole table.
+_touched_chains: set[str] = set()
+
+
+def touch_chains(chains: Iterable[str]) -> None:
+    _touched_chains.update(chains)
+
+
+def take_touched_chains() -> set[str]:
+    taken = set(_touched_chains)
+    _touched_chains.difference_update(taken)
+    return taken
+
+
+async def append_in(session: AsyncSession, keys: KeyRing, event: AuditEvent) -> AuditEventRow:
+    """Append `event` to its organisation's chain inside the caller's transaction."""
+    chain = chain_of(event.organization_id)
+    _touched_chains.add(chain)
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
-    tail = (
         await session.execute(
-            select(AuditEventRow.id, AuditEventRow.hash).order_by(AuditEventRow.id.desc()).limit(1)
+            text("SELECT pg_advisory_xact_lock(:ns, hashtext(:chain))"),
+            {"ns": _ADVISORY_LOCK_NAMESPACE, "chain": chain},
         )
-    ).first()
-    prev_id, prev_hash = (tail[0], tail[1]) if tail else (0, GENESIS_HASH)
-    # Microsecond precision survives both backends, so the canonical form is stable.
-    at = event.at.astimezone(UTC)
+    else:
+        # SQLite: a pending write (the patient data this event goes with) takes the
+        # file's write lock first, so the tail read below cannot go stale before our
+        # insert; alone, a race is caught by UNIQUE(chain, seq) and retried.
+        await session.flush()
+    tail = (await session.execute(_newest(chain))).first()
+    prev_seq, prev_hash = (tail[0], tail[1]) if tail else (0, GENESIS_HASH)
     row = AuditEventRow(
-        id=prev_id + 1,
-        at=at,
+        chain=chain,
+        seq=prev_seq + 1,
+        key_id=keys.current_id,
+        # Microsecond precision survives both backends, so the canonical form is stable.
+        at=event.at.astimezone(UTC),
         organization_id=event.organization_id,
         actor_id=event.actor_id,
         action=event.action,
         resource_type=event.resource_type,
         resource_id=event.resource_id,
         outcome=event.outcome.value,
-        ip=event.ip,
-        user_agent=event.user_agent[:_UA_LIMIT] if event.user_agent else None,
-        request_id=event.request_id,
+        ip=_bounded(event.ip, 64),
+        user_agent=_bounded(event.user_agent, _UA_LIMIT),
+        request_id=_bounded(event.request_id, 64),
+        client_request_id=_bounded(event.client_request_id, 64),
         prev_hash=prev_hash,
         hash="",
     )
-    row.hash = chain_hash(row)
+    row.hash = chain_hash(row, keys.hmac_key(CHAIN_KEY_PURPOSE))
     session.add(row)
     await session.flush()
     return row
 
 
-async def append_event(db: Database, event: AuditEvent, *, attempts: int = 20) -> AuditEventRow:
+async def append_event(
+    db: Database, keys: KeyRing, event: AuditEvent, *, attempts: int = 20
+) -> AuditEventRow:
     """Append one event in its own transaction; retry when another writer took the slot."""
     delay = 0.005
     for attempt in range(attempts):
         try:
             async with db.sessions() as session, session.begin():
-                return await _append_once(session, event)
+                return await append_in(session, keys, event)
         except (IntegrityError, OperationalError):
             if attempt + 1 == attempts:
                 log.error("audit_append_failed", action=event.action)
@@ -109,24 +189,90 @@ async def append_event(db: Database, event: AuditEvent, *, attempts: int = 20) -
 
 @dataclass(frozen=True, slots=True)
 class ChainBreak:
-    event_id: int
+    chain: str
+    seq: int
     reason: str
+    event_id: int | None = None  # the stored row's id, when there is one
+
+    def describe(self) -> str:
+        where = f"chain {self.chain} event {self.seq}"
+        if self.event_id is not None:
+            where += f" (id {self.event_id})"
+        return f"{where}: {self.reason}"
 
 
-async def verify_chain(db: Database, batch: int = 1000) -> tuple[int, ChainBreak | None]:
-    """Walk the chain in order; return (events checked, first break or None)."""
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    chain: str
+    seq: int
+    hash: str
+
+
+@dataclass
+class Verification:
+    """What `audit verify` found: events checked, chains walked, the first break of
+    each broken chain, and how many checkpoints the heads were compared with."""
+
+    checked: int = 0
+    chains: int = 0
+    checkpoints: int = 0
+    breaks: list[ChainBreak] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.breaks
+
+
+async def chain_names(db: Database) -> list[str]:
+    async with db.sessions() as session:
+        return list((await session.execute(select(AuditEventRow.chain).distinct())).scalars().all())
+
+
+async def chain_heads(db: Database, chains: Iterable[str] | None = None) -> list[ChainHead]:
+    """The newest event of each of `chains`, or of every chain (what a checkpoint
+    records). The unkeyed legacy chain is included: once checkpointed, it cannot be cut
+    or re-chained either."""
+    if chains is not None:
+        heads = []
+        async with db.sessions() as session:
+            for chain in sorted(chains):
+                found = (await session.execute(_newest(chain))).first()
+                if found is not None:
+                    heads.append(ChainHead(chain, found[0], found[1]))
+        return heads
+    newest = (
+        select(AuditEventRow.chain, func.max(AuditEventRow.seq).label("seq"))
+        .group_by(AuditEventRow.chain)
+        .subquery()
+    )
+    query = select(AuditEventRow.chain, AuditEventRow.seq, AuditEventRow.hash).join(
+        newest, (AuditEventRow.chain == newest.c.chain) & (AuditEventRow.seq == newest.c.seq)
+    )
+    async with db.sessions() as session:
+        return [ChainHead(c, s, h) for c, s, h in (await session.execute(query)).all()]
+
+
+async def _verify_one(
+    db: Database,
+    keys: KeyRing,
+    chain: str,
+    anchored: dict[int, tuple[str, str]],
+    batch: int,
+) -> tuple[int, ChainBreak | None]:
+    """Walk one chain in order; (events checked, first break). `anchored`: seq ->
+    (hash, what anchored it) from the checkpoints of this chain."""
     checked = 0
     expected_prev = GENESIS_HASH
-    expected_id = 1
-    last_id = 0
+    expected_seq = 1
+    chain_keys: dict[str, bytes | None] = {}
     async with db.sessions() as session:
         while True:
             rows = (
                 (
                     await session.execute(
                         select(AuditEventRow)
-                        .where(AuditEventRow.id > last_id)
-                        .order_by(AuditEventRow.id)
+                        .where(AuditEventRow.chain == chain, AuditEventRow.seq >= expected_seq)
+                        .order_by(AuditEventRow.seq)
                         .limit(batch)
                     )
                 )
@@ -134,19 +280,80 @@ async def verify_chain(db: Database, batch: int = 1000) -> tuple[int, ChainBreak
                 .all()
             )
             if not rows:
-                return checked, None
+                break
             for row in rows:
-                if row.id != expected_id:
-                    return checked, ChainBreak(expected_id, "event missing (removed)")
+                if row.seq != expected_seq:
+                    gap = f"{expected_seq}" + (
+                        f"-{row.seq - 1}" if row.seq - 1 > expected_seq else ""
+                    )
+                    return checked, ChainBreak(chain, expected_seq, f"event(s) {gap} missing")
+                key: bytes | None = None
+                if (row.key_id is None) != (chain == LEGACY_CHAIN):
+                    # An unkeyed row outside the legacy chain is a forger's re-chaining
+                    # with plain SHA-256; a keyed one inside it was moved there.
+                    return checked, ChainBreak(
+                        chain, row.seq, "keyed and unkeyed rows mixed (re-chained)", row.id
+                    )
+                if row.key_id is not None:
+                    if row.key_id not in chain_keys:
+                        chain_keys[row.key_id] = keys.hmac_key_for(row.key_id, CHAIN_KEY_PURPOSE)
+                    key = chain_keys[row.key_id]
+                    if key is None:
+                        return checked, ChainBreak(
+                            chain,
+                            row.seq,
+                            f"signed with master key {row.key_id}, which is not configured "
+                            "(add it to HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS)",
+                            row.id,
+                        )
                 if row.prev_hash != expected_prev:
-                    return checked, ChainBreak(row.id, "previous-hash link broken")
-                if chain_hash(row) != row.hash:
-                    return checked, ChainBreak(row.id, "content altered (hash mismatch)")
+                    return checked, ChainBreak(chain, row.seq, "link to previous broken", row.id)
+                if not hmac.compare_digest(chain_hash(row, key), row.hash):
+                    return checked, ChainBreak(
+                        chain, row.seq, "content altered or re-chained (MAC mismatch)", row.id
+                    )
+                anchor = anchored.get(row.seq)
+                if anchor is not None and not hmac.compare_digest(anchor[0], row.hash):
+                    return checked, ChainBreak(
+                        chain, row.seq, f"differs from the checkpoint of {anchor[1]}", row.id
+                    )
                 expected_prev = row.hash
-                expected_id = row.id + 1
-                last_id = row.id
+                expected_seq = row.seq + 1
                 checked += 1
             session.expunge_all()
+    if anchored:
+        newest = max(anchored)
+        if newest >= expected_seq:
+            gap = f"{expected_seq}" + (f"-{newest}" if newest > expected_seq else "")
+            return checked, ChainBreak(
+                chain,
+                expected_seq,
+                f"event(s) {gap} missing: removed after the checkpoint of {anchored[newest][1]}",
+            )
+    return checked, None
+
+
+async def verify_chains(
+    db: Database,
+    keys: KeyRing,
+    checkpoints: Iterable[tuple[ChainHead, str]] = (),
+    *,
+    batch: int = 1000,
+) -> Verification:
+    """Check every chain, and each checkpointed head (head, when) against the rows."""
+    anchors: dict[str, dict[int, tuple[str, str]]] = {}
+    result = Verification()
+    for head, when in checkpoints:
+        anchors.setdefault(head.chain, {})[head.seq] = (head.hash, when)
+        result.checkpoints += 1
+    names = set(await chain_names(db)) | set(anchors)
+    for chain in sorted(names):
+        checked, broken = await _verify_one(db, keys, chain, anchors.get(chain, {}), batch)
+        result.checked += checked
+        result.chains += 1
+        if broken is not None:
+            result.breaks.append(broken)
+    return result
 
 
 async def iter_events(
@@ -212,11 +419,16 @@ async def export_events(
 
 
 def export_json(row: AuditEventRow) -> dict[str, object]:
-    """One exported line: the API shape plus what an auditor needs to re-check the chain."""
+    """One exported line: the API shape plus what an auditor needs to re-check the chain
+    (with the audit key: `audit verify`)."""
     return {
         **event_json(row),
         "at": _iso(row.at),
         "organizationId": row.organization_id,
+        "chain": row.chain,
+        "seq": row.seq,
+        "keyId": row.key_id,
+        "clientRequestId": row.client_request_id,
         "prevHash": row.prev_hash,
         "hash": row.hash,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -55,6 +56,12 @@ def load_or_create_key_file(data_dir: Path) -> bytes:
     return decode_key(path.read_text().strip(), str(path))
 
 
+def _derive(master: bytes, purpose: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"healthforms/v1", info=purpose.encode("utf-8")
+    ).derive(master)
+
+
 @dataclass(frozen=True)
 class KeyRing:
     current: bytes
@@ -78,14 +85,25 @@ class KeyRing:
         """A 32-byte key for one purpose ("session", "csrf", "nonce", ...)."""
         cached = self._derived.get(purpose)
         if cached is None:
-            cached = HKDF(
-                algorithm=hashes.SHA256(),
-                length=32,
-                salt=b"healthforms/v1",
-                info=purpose.encode("utf-8"),
-            ).derive(self.current)
+            cached = _derive(self.current, purpose)
             self._derived[purpose] = cached
         return cached
+
+    def pseudonym(self, value: str) -> str:
+        """A patient's IP address or user agent as a keyed hash, "h:" + 32 hex: the same
+        value gives the same pseudonym (floods stay correlatable), and nobody without
+        the master key can test a guessed address against it (HMAC, not a plain hash
+        of the 2^32 IPv4 addresses)."""
+        digest = hmac.new(self.hmac_key("client-pseudonym"), value.encode("utf-8"), "sha256")
+        return "h:" + digest.hexdigest()[:32]
+
+    def hmac_key_for(self, kid: str, purpose: str) -> bytes | None:
+        """The purpose key derived from the master key `kid` (current or previous), for
+        checking what an older key signed (the audit chain); None when it is not held."""
+        if kid == self.current_id:
+            return self.hmac_key(purpose)
+        master = self.by_id(kid)
+        return None if master is None else _derive(master, purpose)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
+import time
+import weakref
 from importlib import metadata
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from healthforms.errors import Unauthenticated
 from healthforms.redis.client import RedisService
-from healthforms.redis.errors import RedisUnavailable
+from healthforms.redis.errors import TRANSPORT_ERRORS, RedisUnavailable
 from healthforms.state import AppState, StateDep
 
 router = APIRouter(tags=["health"])
@@ -42,6 +46,42 @@ def eviction_warnings(policy: str) -> list[str]:
     ]
 
 
+# A new connection that answered PING is trusted for this long (so /health under load
+# does not cost a connection per request); a failure is never cached.
+NEW_CONNECTION_TRUST_S = 1.0
+_reached_at: weakref.WeakKeyDictionary[RedisService, float] = weakref.WeakKeyDictionary()
+_PROBE_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, RedisError)
+
+
+async def new_connection_error(redis: RedisService) -> str | None:
+    """None when a brand-new connection to Redis answers PING, else a short reason.
+
+    Pooled connections outlive what /health must notice: a removed unix socket leaves
+    them answering while every new connection (a new worker, a reconnect after an
+    error, the next request's) fails. So this opens one of its own.
+    """
+    if time.monotonic() - _reached_at.get(redis, -math.inf) < NEW_CONNECTION_TRUST_S:
+        return None
+    connection: Any = redis.pool.connection_class(**redis.pool.connection_kwargs)
+    try:
+        await connection.connect()
+        await connection.send_command("PING")
+        await connection.read_response()
+    except _PROBE_ERRORS as exc:
+        return _reason(exc)
+    finally:
+        await connection.disconnect()
+    _reached_at[redis] = time.monotonic()
+    return None
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).split("\n", 1)[0]
+    if "://" in text:  # never a URL (it may carry a password)
+        text = type(error).__name__
+    return (text or type(error).__name__)[:120]
+
+
 async def redis_health(redis: RedisService, timeout_s: float = 0.8) -> dict[str, Any]:
     """The `redis` block of /health; never waits longer than `timeout_s`."""
     # While the breaker is open, answer at once from its state: the background probe
@@ -50,7 +90,11 @@ async def redis_health(redis: RedisService, timeout_s: float = 0.8) -> dict[str,
     if not redis.available:
         return {"status": "unavailable", "error": redis.breaker.last_error or "unavailable"}
     try:
-        info = await asyncio.wait_for(redis.info(), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            unreachable = await new_connection_error(redis)
+            if unreachable is not None:
+                return {"status": "unavailable", "error": unreachable}
+            info = await redis.info()
     except TimeoutError as exc:
         # A server that accepts connections but does not answer (stopped, swapping):
         # open the breaker, or every /health would wait here again.

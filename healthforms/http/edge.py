@@ -29,6 +29,7 @@ from healthforms.security.context import (
     USER_AGENT_LIMIT,
     RequestContext,
     RequestState,
+    request_state,
 )
 
 log = structlog.get_logger("healthforms.http")
@@ -93,13 +94,17 @@ class EdgeMiddleware:
             elif key == b"accept":
                 accept = value.decode("latin-1")
         # fullmatch: `$` would also accept a trailing newline (log-line injection).
-        request_id = (
-            supplied if supplied and _REQUEST_ID_RE.fullmatch(supplied) else secrets.token_hex(8)
-        )
+        request_id = secrets.token_hex(8)
+        client_request_id = supplied if supplied and _REQUEST_ID_RE.fullmatch(supplied) else None
         peer = scope.get("client")
         ip = client_ip(peer[0] if peer else None, forwarded, self.trusted, self.hops)
         scope[SCOPE_KEY] = RequestState(
-            RequestContext(ip=ip, user_agent=user_agent or None, request_id=request_id)
+            RequestContext(
+                ip=ip,
+                user_agent=user_agent or None,
+                request_id=request_id,
+                client_request_id=client_request_id,
+            )
         )
         path: str = scope.get("path", "")
         is_api = path.startswith("/api/")
@@ -217,4 +222,7 @@ class EdgeMiddleware:
             self._metric_children[labels] = children
         children[0].inc()
         children[1].observe(elapsed)
-        write_request_line(request_id, method, template, status, round(elapsed * 1000, 2))
+        client_request_id = request_state(scope).context.client_request_id
+        write_request_line(
+            request_id, method, template, status, round(elapsed * 1000, 2), client_request_id
+        )

@@ -66,7 +66,14 @@ async def record_refusal(
     """Log and count a refused request; audit it once per identifier and window."""
     context = request.context
     for decision in await state.limiter.record_exceeded(verdict, context.request_id):
-        auditor = Auditor(state.db, context, actor_id=actor_id, organization_id=organization_id)
+        auditor = Auditor(
+            state.db,
+            state.keys,
+            context,
+            actor_id=actor_id,
+            organization_id=organization_id,
+            patient=decision.policy == "public",
+        )
         try:
             await auditor.record(
                 RATELIMIT_EXCEEDED,
@@ -130,6 +137,12 @@ class DeferredRateCheck:
         return verdict
 
 
+def client_identifier(state: AppState, request: RequestState) -> str:
+    """The rate-limit identity of the client's address (IPv6: its /64), as a keyed
+    pseudonym: an address identifies a patient, so Redis key names never hold one."""
+    return state.keys.pseudonym(rate_identifier(request.context.ip or "unknown"))
+
+
 def policy_for(method: str, path: str) -> str | None:
     """The path policy of a request, or None (authenticated requests use `api`)."""
     if path.startswith(PUBLIC_PREFIX):
@@ -158,7 +171,7 @@ class RateLimitMiddleware:
         method: str = scope.get("method", "GET")
         policy = policy_for(method, path)
         if policy is not None:
-            identifier = rate_identifier(request.context.ip or "unknown")
+            identifier = client_identifier(self.state, request)
             if policy == "public" and method == "POST" and _SUBMISSION_PATH_RE.match(path):
                 deferred = DeferredRateCheck(self.limiter, identifier, request)
                 request.public_token = deferred.take

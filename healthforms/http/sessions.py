@@ -37,7 +37,7 @@ from healthforms.config import SessionFallback
 from healthforms.errors import CsrfRejected, HealthformsError, ServiceUnavailable
 from healthforms.http.answers import render_json, send_body, send_error
 from healthforms.http.hot_routes import HOT_ROUTES, HotRequest, HotRoute
-from healthforms.http.ratelimits import refuse
+from healthforms.http.ratelimits import AUTH_POLICY_PATHS, client_identifier, refuse
 from healthforms.redis.errors import PoolExhausted, RedisUnavailable
 from healthforms.security import csrf
 from healthforms.security.context import RequestState, request_state
@@ -75,6 +75,7 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # The last-seen cookie is renewed at most this often (and at most every tenth of the
 # idle timeout): the degraded mode's idle log-off may come that much early, never late.
 SEEN_REFRESH_MS = 60_000
+ANONYMOUS_AUDIT_WINDOW_MS = 60_000
 _MAX_COOKIE_HEADER = 8192
 _VERIFIED_COOKIES_MAX = 10_000
 
@@ -125,6 +126,7 @@ class SessionMiddleware:
         settings = state.settings
         self.metrics = state.metrics
         self.sessions = state.sessions
+        self.limiter = state.limiter
         self.session_key = state.keys.hmac_key("session")
         self.csrf_key = state.keys.hmac_key("csrf")
         self.cookie_name = settings.session_cookie_name
@@ -169,16 +171,21 @@ class SessionMiddleware:
                 sec_fetch_site=headers.sec_fetch_site, origin=headers.origin, own_origin=own
             )
             if reason is not None:
-                await self._reject_csrf(scope, send, request, reason, None)
+                cookie = None if is_login or raw_cookie is None else self._decode(raw_cookie)
+                if cookie is None and not await self._anonymous_allowed(send, request, path):
+                    return
+                await self._reject_csrf(scope, send, request, reason, cookie)
                 return
 
-        # The login ignores any cookie the client brings (no session fixation).
+        # The login ignores any cookie the client brings (no session fixation). Without
+        # a cookie there is nothing to look up: the route's 401 costs no Redis call, no
+        # database read and no audit row, so it needs no bucket either.
         if raw_cookie is None or is_login:
             await self.app(scope, receive, send)
             return
         cookie = self._decode(raw_cookie)
         if cookie is None:
-            await self.app(scope, receive, send)
+            await self._without_session(scope, receive, send, request)
             return
 
         checked: csrf.CheckedToken | None = None
@@ -216,7 +223,7 @@ class SessionMiddleware:
 
         check = SessionCheck.from_reply(reply)
         if check.status == CHECK_NO_SESSION:
-            await self.app(scope, receive, send)
+            await self._without_session(scope, receive, send, request)
             return
         if is_api:
             decision = decision_from_reply("api", self.api_spec, check.api_bucket, cookie.user_id)
@@ -235,7 +242,7 @@ class SessionMiddleware:
             # while Redis did not hear of it: end it in Redis too, then answer as for
             # any ended session.
             await self._end_in_redis(cookie)
-            await self.app(scope, receive, send)
+            await self._without_session(scope, receive, send, request)
             return
 
         principal = _principal(cookie, degraded=False)
@@ -247,6 +254,27 @@ class SessionMiddleware:
             await _answer_hot(scope, send, hot, HotRequest(scope, self.state, principal, session))
             return
         await self.app(scope, receive, send)
+
+    async def _without_session(
+        self, scope: Scope, receive: Receive, send: Send, request: RequestState
+    ) -> None:
+        """A request whose cookie is no valid session (forged, garbage, ended)."""
+        if await self._anonymous_allowed(send, request, scope.get("path", "")):
+            await self.app(scope, receive, send)
+
+    async def _anonymous_allowed(self, send: Send, request: RequestState, path: str) -> bool:
+        """Requests that bring a cookie or a foreign Origin but no valid session take an
+        `anonymous` token per client address (API paths and page form posts, not the
+        login, which has its own per-IP policy): a flood of them is refused (429)
+        before it costs a database read or an audit row. Refused here: answered."""
+        if path.rstrip("/") in AUTH_POLICY_PATHS:
+            return True
+        verdict = await self.limiter.check_one("anonymous", client_identifier(self.state, request))
+        request.note_rate(verdict)
+        if verdict.allowed:
+            return True
+        await refuse(send, self.state, request, verdict)
+        return False
 
     def _decode(self, raw_cookie: str) -> SessionCookie | None:
         """decode_cookie, remembering cookies whose HMAC already held (a browser sends the
@@ -406,8 +434,14 @@ class SessionMiddleware:
             request_id=request.context.request_id,
         )
         await send_error(send, CsrfRejected())
+        if cookie is None and not await self._first_anonymous_rejection(request):
+            # No session to attribute it to: one audit row per client address and
+            # minute (the log line above still counts each), so a flood of forged
+            # requests cannot grow the audit table by a row per request.
+            return
         auditor = Auditor(
             self.state.db,
+            self.state.keys,
             request.context,
             actor_id=cookie.user_id if cookie else None,
             organization_id=cookie.organization_id if cookie else None,
@@ -421,6 +455,12 @@ class SessionMiddleware:
             )
         except Exception as exc:  # noqa: BLE001 - the answer is sent; an audit gap is logged
             log.error("audit_failed", action=CSRF_REJECTED, error_type=type(exc).__name__)
+
+    async def _first_anonymous_rejection(self, request: RequestState) -> bool:
+        identifier = client_identifier(self.state, request)
+        return await self.limiter.first_in_window(
+            identifier, CSRF_REJECTED, ANONYMOUS_AUDIT_WINDOW_MS
+        )
 
 
 async def _answer_hot(scope: Scope, send: Send, hot: HotRoute, request: HotRequest) -> None:

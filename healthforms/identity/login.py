@@ -2,12 +2,30 @@
 token, then a brand-new session with its first CSRF token.
 
 Routes (identity/routes/) parse and answer; every decision of a sign-in is made here:
-- the same 401 body and one full argon2 verify for an unknown account (a dummy hash),
-  so neither the answer nor its timing tells whether an email has an account;
+- emails are unique per organisation, so one email may name accounts of several clinics:
+  the password is verified against each of them (at most SIGN_IN_CANDIDATES_MAX, oldest
+  first) and the one it opens signs in. Every attempt verifies at least
+  SIGN_IN_HASHES_MIN hashes (dummy ones for missing accounts), run side by side, so
+  neither the answer nor its timing tells whether, or in how many clinics, an email has
+  an account (up to that many). When the same password opens accounts of several
+  clinics, the answer is 409 `organization_required` with those clinics, and the client
+  resends with `organizationId`;
+- the same 401 `invalid_credentials` for a wrong email, password, code or token;
 - a per-account failure count in Redis (login_failure.lua, keyed by an HMAC of the
-  email: no email in Redis) locks the account after LOGIN_FAILURE_LIMIT failures, so
-  guesses spread over many IPs still meet one limit;
-- a TOTP code is single use (identity/totp.py);
+  email: no email in Redis) locks the email after LOGIN_FAILURE_LIMIT failures, so
+  guesses spread over many IPs still meet one limit. Unknown emails are counted and
+  locked alike, so the lock, which is announced (429 `account_locked`, with the real
+  remaining wait from the key's TTL), says nothing about whether an account exists;
+- two-step sign-in: only once email and password were right for an account with TOTP
+  and no code was sent, the answer is 401 `totp_required` (the page then asks for the
+  code; the client keeps the password and resends it with the code: no server state).
+  A wrong code is `invalid_credentials` and counts toward the lock. A TOTP code is
+  single use (identity/totp.py); a recovery code in the same field is consumed once;
+- OIDC: the ID token proves the first factor; an account with TOTP still needs its
+  code (or a recovery code) in the same body as `idToken`. An email naming accounts of
+  several clinics signs in none of them (OIDC has no password to tell them apart);
+- re-authentication (password change, TOTP enrolment and removal, new recovery codes)
+  goes through `reauthenticate`: the lock applies, and a wrong password counts;
 - a hash made with weaker argon2 parameters is upgraded while the plaintext is here;
 - Redis down: sign-in answers 503, since a session Redis never saw would be refused
   once it is back.
@@ -15,11 +33,13 @@ Routes (identity/routes/) parse and answer; every decision of a sign-in is made 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import math
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,11 +47,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from healthforms.audit import events
 from healthforms.audit.events import Outcome
 from healthforms.audit.recorder import Auditor
-from healthforms.errors import InvalidCredentials, ServiceUnavailable, ValidationFailed
+from healthforms.crypto.keys import KeyRing
+from healthforms.errors import (
+    Conflict,
+    HealthformsError,
+    InvalidCredentials,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from healthforms.identity import service, totp
 from healthforms.identity.models import User
 from healthforms.identity.passwords import hash_password_async, needs_rehash, verify_password
 from healthforms.identity.schemas import LoginBody
+from healthforms.redis.client import RedisService
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.redis.scripts import LuaScript
 from healthforms.security.context import RequestContext
@@ -47,6 +75,9 @@ LOGIN_FAILURE_WINDOW_S = 15 * 60
 LOGIN_LOCKOUT_S = 15 * 60
 LOGIN_FAILURE_KEY = "loginfail:{{{account}}}"
 OIDC_SEEN_KEY = "oidc:seen:{{{token}}}"  # an accepted ID token, until it expires
+# Password sign-in: accounts tried per email, and hashes verified per attempt at least.
+SIGN_IN_CANDIDATES_MAX = 10
+SIGN_IN_HASHES_MIN = 3
 
 FAILURE_SCRIPT = LuaScript.beside(__file__, "login_failure.lua")
 
@@ -60,6 +91,50 @@ class FailureCount(NamedTuple):
     @classmethod
     def from_reply(cls, reply: list[int]) -> FailureCount:
         return cls(int(reply[0]), int(reply[1]) == 1)
+
+
+def wait_text(seconds: int) -> str:
+    """`45 seconds`, `1 minute`, `14 minutes`: a wait as a person reads it (rounded up)."""
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+class AccountLocked(HealthformsError):
+    """Too many failed sign-ins for one email: the real remaining wait, from the lock's TTL."""
+
+    status_code, code = 429, "account_locked"
+
+    def __init__(self, wait_s: int) -> None:
+        wait_s = max(1, wait_s)
+        super().__init__(
+            f"Too many failed sign-ins with this email address. Try again in {wait_text(wait_s)}.",
+            extra={"retryAfter": wait_s},
+            headers={"Retry-After": str(wait_s)},
+        )
+
+
+class TotpRequired(HealthformsError):
+    """Email and password were right; the account has two-step sign-in and no code came."""
+
+    status_code, code = 401, "totp_required"
+    message = "Enter the code from your authenticator app, or one of your recovery codes."
+
+
+class OrganizationRequired(Conflict):
+    """The password opens accounts of several clinics: the client names one."""
+
+    code = "organization_required"
+    message = "This email and password open accounts at more than one clinic. Choose one."
+
+
+def failure_key(redis: RedisService, keys: KeyRing, email: str) -> str:
+    """The failure-count key of an email (login_failure.lua): a keyed hash names it, so no
+    email (PHI-adjacent) reaches Redis."""
+    digest = hmac.new(keys.hmac_key("login-failures"), email.encode(), hashlib.sha256)
+    tag = b64url(digest.digest()[:16])
+    return redis.key(LOGIN_FAILURE_KEY.format(account=tag))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +164,8 @@ class LoginService:
     async def sign_in(self, body: LoginBody) -> SignedIn:
         """Check the credentials of a sign-in request; InvalidCredentials (401) if not."""
         if body.id_token:
-            return SignedIn(await self._oidc(body.id_token), "oidc", mfa=False)
+            user, mfa = await self._oidc(body.id_token, body.totp)
+            return SignedIn(user, "oidc", mfa)
         user, mfa = await self._password(body)
         return SignedIn(user, "password", mfa)
 
@@ -115,17 +191,26 @@ class LoginService:
             raise ServiceUnavailable()
         return IssuedSession(cookie_value, token, info)
 
-    async def reauthentication_failed(self, user: User) -> InvalidCredentials:
-        """A wrong current password (password change): it counts toward the account's
-        lock-out like a failed sign-in, so a held session cannot guess it at leisure."""
+    async def reauthenticate(self, user: User, password: str) -> None:
+        """Check the signed-in user's current password before a change of their
+        credentials; InvalidCredentials (401) or AccountLocked (429) if not.
+
+        A held session (an unlocked screen, a stolen cookie) must not guess it at
+        leisure: the account's lock applies here first, and a wrong password counts
+        toward it exactly like a failed sign-in."""
         key = self._failure_key(user.email)
+        await self._refuse_if_locked(key)
+        if await verify_password(user.password_hash, password):
+            return
+        await self._fail(key, user, "wrong current password")
+
+    async def clear_failures(self, email: str) -> None:
+        """Forget an email's failed sign-ins (its lock too): after a recovery reset."""
+        key = self._failure_key(email)
         try:
-            locked = await self._is_locked(key)
+            await self.state.redis.call(lambda r: r.delete(key), idempotent=True)
         except RedisUnavailable:
-            raise ServiceUnavailable() from None
-        if not locked:
-            await self._count_failure(key, user)
-        return await self.failed(user, "wrong current password")
+            log.warning("login_failures_not_cleared")
 
     async def failed(self, user: User | None, reason: str) -> InvalidCredentials:
         """Log and audit a failed sign-in (or re-authentication); the error to raise."""
@@ -157,37 +242,42 @@ class LoginService:
             raise ValidationFailed(fields)
         email = body.email.strip().lower()
         key = self._failure_key(email)
-        try:
-            locked = await self._is_locked(key)
-        except RedisUnavailable:
-            raise ServiceUnavailable() from None
-        user = await service.find_user_by_email(self.db, email)
-        # Always one full argon2 verify (a dummy hash for unknown accounts): same timing.
-        password_ok = await verify_password(user.password_hash if user else None, body.password)
+        await self._refuse_if_locked(key)
+        candidates = await service.find_users_by_email(self.db, email, limit=SIGN_IN_CANDIDATES_MAX)
+        if body.organization_id is not None:
+            candidates = [c for c in candidates if c.organization_id == body.organization_id]
+        opened = await self._opened_by(candidates, body.password)
+        active = [u for u in opened if not u.disabled]
+        user: User | None = None
         reason = ""
-        if locked:
-            reason = "account locked"
-        elif user is None:
-            reason = "unknown account"
-        elif not password_ok:
-            reason = "wrong password"
-        elif user.disabled:
-            reason = "disabled"
+        if not opened:
+            reason = "unknown account" if not candidates else "wrong password"
+            user = candidates[0] if len(candidates) == 1 else None
+        elif not active:
+            reason, user = "disabled", opened[0]
+        elif len(active) > 1:
+            # The password was right for each of them: naming their clinics tells the
+            # caller nothing they could not sign in to see.
+            names = await service.organization_names(self.db, [u.organization_id for u in active])
+            raise OrganizationRequired(
+                extra={
+                    "organizations": [
+                        {"id": u.organization_id, "name": names.get(u.organization_id, "")}
+                        for u in active
+                    ]
+                }
+            )
+        else:
+            user = active[0]
         mfa = False
         if not reason and user is not None and user.totp_enabled:
-            try:
-                code_ok = await totp.verify_login_code(
-                    self.state.redis, self.state.keys, user, body.totp
-                )
-            except RedisUnavailable:
-                raise ServiceUnavailable() from None
-            if not code_ok:
+            if not body.totp:
+                raise TotpRequired()
+            if not await self._second_factor(user, body.totp):
                 reason = "wrong totp"
             mfa = True
         if reason:
-            if not locked:
-                await self._count_failure(key, user)
-            raise await self.failed(user, reason)
+            await self._fail(key, user, reason)
         assert user is not None and user.password_hash is not None
         try:
             await self.state.redis.call(lambda r: r.delete(key), idempotent=True)
@@ -200,19 +290,61 @@ class LoginService:
             await self.db.commit()
         return user, mfa
 
+    async def _opened_by(self, candidates: list[User], password: str) -> list[User]:
+        """The candidates this password opens. At least SIGN_IN_HASHES_MIN verifies run
+        (dummy hashes for the missing), side by side: the time taken does not tell how
+        many accounts, if any, have this email."""
+        hashes: list[str | None] = [c.password_hash for c in candidates]
+        hashes += [None] * (SIGN_IN_HASHES_MIN - len(hashes))
+        results = await asyncio.gather(*(verify_password(h, password) for h in hashes))
+        return [c for c, ok in zip(candidates, results, strict=False) if ok]
+
+    async def _second_factor(self, user: User, code: str) -> bool:
+        """A fresh TOTP code of the user, or one of their unused recovery codes (consumed)."""
+        if totp.is_totp_code(code):
+            try:
+                return await totp.verify_login_code(self.state.redis, self.state.keys, user, code)
+            except RedisUnavailable:
+                raise ServiceUnavailable() from None
+        code_hash = totp.recovery_code_hash(user.id, code)
+        if code_hash is None or not await service.use_recovery_code(self.db, user.id, code_hash):
+            return False
+        await self._record_about(events.AUTH_RECOVERY_CODE_USED, Outcome.SUCCESS, user)
+        return True
+
+    async def _fail(self, key: str, user: User | None, reason: str) -> NoReturn:
+        """Count a failure toward the lock, audit it, raise: AccountLocked when this one
+        locked the email (the person learns at once how long to wait), else 401."""
+        locked_now = await self._count_failure(key, user)
+        error = await self.failed(user, reason)
+        if locked_now:
+            raise AccountLocked(LOGIN_LOCKOUT_S)
+        raise error
+
     def _failure_key(self, email: str) -> str:
-        # Keyed hash: names an account without putting an email (PHI-adjacent) in Redis.
-        digest = hmac.new(
-            self.state.keys.hmac_key("login-failures"), email.encode(), hashlib.sha256
-        )
-        tag = b64url(digest.digest()[:16])
-        return self.state.redis.key(LOGIN_FAILURE_KEY.format(account=tag))
+        return failure_key(self.state.redis, self.state.keys, email)
 
-    async def _is_locked(self, key: str) -> bool:
+    async def _refuse_if_locked(self, key: str) -> None:
+        try:
+            wait_ms = await self._locked_for_ms(key)
+        except RedisUnavailable:
+            raise ServiceUnavailable() from None
+        if wait_ms > 0:
+            await self.failed(None, "account locked")
+            raise AccountLocked(math.ceil(wait_ms / 1000))
+
+    async def _locked_for_ms(self, key: str) -> int:
+        """How long this email stays locked, from its key's TTL (0: not locked)."""
         count = await self.state.redis.call(lambda r: r.get(key), idempotent=True)
-        return count is not None and int(count) >= LOGIN_FAILURE_LIMIT
+        if count is None or int(count) < LOGIN_FAILURE_LIMIT:
+            return 0
+        ttl_ms = int(await self.state.redis.call(lambda r: r.pttl(key), idempotent=True))
+        if ttl_ms == -2:  # expired in between
+            return 0
+        return ttl_ms if ttl_ms > 0 else LOGIN_LOCKOUT_S * 1000
 
-    async def _count_failure(self, key: str, user: User | None) -> None:
+    async def _count_failure(self, key: str, user: User | None) -> bool:
+        """Count one failure; whether it locked the email just now."""
         try:
             reply = await self.state.redis.pipelined(
                 lambda r: FAILURE_SCRIPT(
@@ -226,9 +358,11 @@ class LoginService:
                 )
             )
         except RedisUnavailable:
-            return
+            return False
         if FailureCount.from_reply(reply).locked_now:
             await self._record_about(events.AUTH_ACCOUNT_LOCKED, Outcome.DENIED, user)
+            return True
+        return False
 
     # OIDC ----------------------------------------------------------------------------
 
@@ -254,7 +388,7 @@ class LoginService:
             raise ServiceUnavailable() from None
         return bool(first)
 
-    async def _oidc(self, id_token: str) -> User:
+    async def _oidc(self, id_token: str, code: str | None) -> tuple[User, bool]:
         verifier = self.state.oidc
         if verifier is None:
             raise await self.failed(None, "oidc not configured")
@@ -262,12 +396,33 @@ class LoginService:
             claims = await verifier.verify(id_token)
         except OidcRejected as exc:
             raise await self.failed(None, f"oidc: {exc}") from None
+        email = verified_email(claims)
+        candidates = (
+            await service.find_users_by_email(self.db, email, limit=SIGN_IN_CANDIDATES_MAX)
+            if email
+            else []
+        )
+        active = [u for u in candidates if not u.disabled]
+        if not candidates:
+            raise await self.failed(None, "oidc: no account for a verified email")
+        if len(active) > 1:
+            # Several clinics have an account with this email, and a token carries no
+            # password to tell them apart: sign in to none rather than guess.
+            raise await self.failed(None, "oidc: the email names accounts of several clinics")
+        if not active:
+            raise await self.failed(candidates[0], "disabled")
+        user = active[0]
+        mfa = False
+        if user.totp_enabled:
+            # Our TOTP is the account's second factor however the first was proven. Asked
+            # before the token is marked used, so the client can resend it with the code.
+            if not code:
+                raise TotpRequired()
+            key = self._failure_key(user.email)
+            await self._refuse_if_locked(key)
+            if not await self._second_factor(user, code):
+                await self._fail(key, user, "oidc: wrong totp")
+            mfa = True
         if not await self._first_use(id_token, claims):
             raise await self.failed(None, "oidc: token replayed")
-        email = verified_email(claims)
-        user = await service.find_user_by_email(self.db, email) if email else None
-        if user is None:
-            raise await self.failed(None, "oidc: no account for a verified email")
-        if user.disabled:
-            raise await self.failed(user, "disabled")
-        return user
+        return user, mfa

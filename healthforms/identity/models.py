@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, LargeBinary, String
+from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from healthforms.clock import utcnow
@@ -22,13 +22,19 @@ class Organization(Base):
 
 class User(Base):
     __tablename__ = "users"
+    # Unique per organisation, not across the service: an email taken by another clinic
+    # must not be something an admin can detect (a 409 would reveal that clinic's
+    # account). Sign-in by email tries each account with that email (identity/login.py).
+    __table_args__ = (
+        UniqueConstraint("organization_id", "email", name="uq_users_organization_id_email"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("usr_"))
     organization_id: Mapped[str] = mapped_column(
         String(40), ForeignKey("organizations.id", ondelete="RESTRICT"), index=True
     )
-    # Stored lower-cased; unique across the service so a sign-in finds one account.
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # Stored lower-cased.
+    email: Mapped[str] = mapped_column(String(320), index=True)
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16), default=Role.VIEWER.value)
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -57,3 +63,18 @@ class SessionRevocation(Base):
         String(40), ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class TotpRecoveryCode(Base):
+    """One unused single-use recovery code of a user's two-step sign-in, stored as
+    SHA-256(user id, code): the codes carry 79 bits of randomness, so an unkeyed hash
+    cannot be reversed by guessing, and it survives a rotation of the master key.
+    A sign-in that uses one deletes its row (the delete is the single-use check)."""
+
+    __tablename__ = "totp_recovery_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -7,6 +7,8 @@ against a dummy hash, so the answer takes about as long whichever part was wrong
 
 from __future__ import annotations
 
+import secrets
+
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from starlette.concurrency import run_in_threadpool
@@ -62,3 +64,9 @@ def needs_rehash(stored_hash: str, hasher: PasswordHasher = PASSWORD_HASHER) -> 
 
 async def hash_password_async(password: str) -> str:
     return await run_in_threadpool(hash_password, password)
+
+
+def generated_password() -> str:
+    """A new password to hand over once (a recovery reset): 16 URL-safe characters,
+    96 random bits."""
+    return secrets.token_urlsafe(12)

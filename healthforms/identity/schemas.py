@@ -40,8 +40,11 @@ class _Body(BaseModel):
 class LoginBody(_Body):
     email: str | None = Field(default=None, max_length=320)
     password: str | None = Field(default=None, max_length=MAX_PASSWORD_LENGTH)
-    totp: str | None = Field(default=None, max_length=16)
+    # A TOTP code, or a recovery code (`xxxx-xxxx-xxxx-xxxx`), also beside `idToken`.
+    totp: str | None = Field(default=None, max_length=32)
     id_token: str | None = Field(default=None, alias="idToken", max_length=16384)
+    # Only when the password opens accounts of several clinics (409 organization_required).
+    organization_id: str | None = Field(default=None, alias="organizationId", max_length=64)
 
 
 class CreateUserBody(_Body):
@@ -72,6 +75,20 @@ class TotpConfirmBody(_Body):
 def check_email(value: str) -> str:
     """Validate and normalise an email (the CLI shares the API's rule)."""
     return _check_email(value)
+
+
+class CurrentPasswordBody(_Body):
+    """A change of one's own credentials (TOTP on or off, new recovery codes)."""
+
+    current_password: str = Field(alias="currentPassword", max_length=MAX_PASSWORD_LENGTH)
+
+
+class ResetPasswordBody(_Body):
+    """An admin's reset of another user's password: typed, or (absent) generated."""
+
+    password: str | None = Field(
+        default=None, min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH
+    )
 
 
 class ChangePasswordBody(_Body):

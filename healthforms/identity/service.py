@@ -16,27 +16,39 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, TypeVar
 
+import structlog
 from fastapi import Depends
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.clock import utcnow
 from healthforms.db.engine import Database
 from healthforms.errors import Conflict, HealthformsError, NotFound, Unauthenticated
-from healthforms.identity.models import Organization, SessionRevocation, User
+from healthforms.identity.models import (
+    Organization,
+    SessionRevocation,
+    TotpRecoveryCode,
+    User,
+)
 from healthforms.identity.passwords import hash_password_async
 from healthforms.identity.schemas import normalise_email
+from healthforms.redis.errors import RedisUnavailable
 from healthforms.security.context import CurrentPrincipal
 from healthforms.security.principal import Principal, Role
 from healthforms.security.sessions import UserStanding
-from healthforms.state import DbSessionDep
+from healthforms.state import AppState, DbSessionDep
+
+log = structlog.get_logger("healthforms.identity")
 
 M = TypeVar("M")
 
 
 class EmailTaken(Conflict):
-    code, message = "email_taken", "A user with this email already exists."
+    """Only ever about the caller's own organisation: emails are unique per organisation,
+    so another clinic's accounts cannot be probed through this answer."""
+
+    code, message = "email_taken", "A user with this email already exists in your organisation."
 
 
 class ReauthenticationRequired(HealthformsError):
@@ -89,11 +101,28 @@ class UserChange:
     disabled_now: bool
 
 
-async def find_user_by_email(db: AsyncSession, email: str) -> User | None:
-    """Sign-in lookup (no caller yet, so no organisation to scope by)."""
-    return (
-        await db.execute(select(User).where(User.email == normalise_email(email)))
-    ).scalar_one_or_none()
+async def find_users_by_email(db: AsyncSession, email: str, *, limit: int) -> list[User]:
+    """Sign-in lookup (no caller yet, so no organisation to scope by): the accounts with
+    this email, one per organisation at most, oldest first, at most `limit`."""
+    return list(
+        (
+            await db.execute(
+                select(User)
+                .where(User.email == normalise_email(email))
+                .order_by(User.created_at, User.id)
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+async def organization_names(db: AsyncSession, ids: Sequence[str]) -> dict[str, str]:
+    rows = await db.execute(
+        select(Organization.id, Organization.name).where(Organization.id.in_(ids))
+    )
+    return {str(row.id): str(row.name) for row in rows}
 
 
 async def get_user(db: AsyncSession, user_id: str) -> User | None:
@@ -187,6 +216,92 @@ async def update_user(
         user.sessions_valid_after = utcnow()
     await scope.db.commit()
     return UserChange(user=user, end_sessions=end_sessions, disabled_now=disabled_now)
+
+
+def _admin_target_check(scope: OrgScope, user: User) -> None:
+    if user.id == scope.principal.user_id:
+        # An admin's own password and two-step change on the account page, with the
+        # current password: a held admin session must not take its own account over.
+        raise ReauthenticationRequired()
+
+
+async def reset_password(db: AsyncSession, user: User, password: str) -> None:
+    """Set a new password (recovery: no old one asked) and void every session of the
+    user in the database, in one commit; the caller ends them in Redis too."""
+    user.password_hash = await hash_password_async(password)
+    user.sessions_valid_after = utcnow()
+    await db.commit()
+
+
+async def reset_totp(db: AsyncSession, user: User) -> None:
+    """Remove two-step sign-in (secret and recovery codes) and void every session."""
+    clear_totp(user)
+    await db.execute(delete(TotpRecoveryCode).where(TotpRecoveryCode.user_id == user.id))
+    user.sessions_valid_after = utcnow()
+    await db.commit()
+
+
+async def reset_password_in_scope(scope: OrgScope, user_id: str, password: str) -> User:
+    """An admin's reset of another user of their organisation (404 for anyone else's)."""
+    user = await scope.get(User, user_id)
+    _admin_target_check(scope, user)
+    await reset_password(scope.db, user, password)
+    return user
+
+
+async def reset_totp_in_scope(scope: OrgScope, user_id: str) -> User:
+    user = await scope.get(User, user_id)
+    _admin_target_check(scope, user)
+    await reset_totp(scope.db, user)
+    return user
+
+
+def clear_totp(user: User) -> None:
+    user.totp_enabled = False
+    user.totp_secret_encrypted = None
+
+
+async def replace_recovery_codes(db: AsyncSession, user_id: str, hashes: Sequence[str]) -> None:
+    """The user's recovery codes become exactly these (the caller commits)."""
+    await db.execute(delete(TotpRecoveryCode).where(TotpRecoveryCode.user_id == user_id))
+    db.add_all(TotpRecoveryCode(code_hash=h, user_id=user_id) for h in hashes)
+
+
+async def delete_recovery_codes(db: AsyncSession, user_id: str) -> None:
+    await db.execute(delete(TotpRecoveryCode).where(TotpRecoveryCode.user_id == user_id))
+
+
+async def use_recovery_code(db: AsyncSession, user_id: str, code_hash: str) -> bool:
+    """Consume one recovery code; whether it was there. The DELETE is the single-use
+    check: of two sign-ins racing with the same code, the database lets one delete it."""
+    result = await db.execute(
+        delete(TotpRecoveryCode)
+        .where(TotpRecoveryCode.user_id == user_id)
+        .where(TotpRecoveryCode.code_hash == code_hash)
+    )
+    await db.commit()
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def recovery_codes_left(db: AsyncSession, user_id: str) -> int:
+    count = await db.scalar(
+        select(func.count())
+        .select_from(TotpRecoveryCode)
+        .where(TotpRecoveryCode.user_id == user_id)
+    )
+    return int(count or 0)
+
+
+async def end_sessions_now(state: AppState, user_id: str) -> int | None:
+    """End every session of a user in Redis, after the database voided them
+    (`sessions_valid_after`); how many were live, or None while Redis is down (the
+    database's record refuses them meanwhile, and once Redis is back)."""
+    state.standings.forget(user_id)
+    try:
+        return await state.sessions.end_all(user_id)
+    except RedisUnavailable:
+        log.error("revoke_sessions_degraded", user_id=user_id)
+        return None
 
 
 async def revoke_all_sessions_in_db(db: AsyncSession, user: User) -> None:

@@ -1,22 +1,26 @@
 """The embedded PDF renderer: fpdf2 with a bundled Unicode font, no external service.
 
-Pure Python and CPU-bound: callers run `render_pdf` in a worker thread so the event
-loop keeps serving. The fonts (DejaVu Sans, see fonts/LICENSE) ship inside the
-package, so a fresh machine needs nothing else to print any Latin, Greek or Cyrillic
-name.
+Pure Python and CPU-bound (about 12 s of CPU per MiB of answer text): the service runs
+`render_job` in a child process killed at its time limit (processes.py, pdf/service.py),
+so the event loop keeps serving and a hostile response cannot hold a core. The fonts
+(DejaVu Sans, see fonts/LICENSE) ship inside the package, so a fresh machine needs
+nothing else to print any Latin, Greek or Cyrillic name.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from healthforms.forms.schema import FieldType
-from healthforms.pdf.document import NOT_ANSWERED, PdfDocument, PdfItem
+from healthforms.forms.schema import FieldDef, FieldType
+from healthforms.pdf.document import NOT_ANSWERED, PdfDocument, PdfItem, build_document
 
 FONT_DIR = Path(__file__).parent / "fonts"
 FONT = "DejaVu"
@@ -218,7 +222,7 @@ class _ResponsePdf(FPDF):
 
 
 def render_pdf(doc: PdfDocument) -> bytes:
-    """A printable A4 PDF of one response (CPU-bound: call it from a worker thread)."""
+    """A printable A4 PDF of one response (CPU-bound: see `render_job`)."""
     pdf = _ResponsePdf(doc)
     pdf.add_page()
     pdf.title_block()
@@ -229,3 +233,39 @@ def render_pdf(doc: PdfDocument) -> bytes:
     for item in doc.items:
         pdf.item(item)
     return bytes(pdf.output())
+
+
+@dataclass(frozen=True, slots=True)
+class RenderJob:
+    """What a child process needs to print one response (pickled to it, never stored)."""
+
+    organization: str
+    title: str
+    description: str
+    version: int
+    response_id: str
+    submitted_at: datetime
+    fields: list[FieldDef]
+    answers: dict[str, Any]
+    signatures: dict[str, Any]
+
+
+def document_of(job: RenderJob) -> PdfDocument:
+    """The document model of a render job (what either renderer draws)."""
+    return build_document(
+        organization=job.organization,
+        title=job.title,
+        description=job.description,
+        version=job.version,
+        response_id=job.response_id,
+        submitted_at=job.submitted_at,
+        fields=job.fields,
+        answers=job.answers,
+        signatures=job.signatures,
+    )
+
+
+def render_job(job: RenderJob) -> bytes:
+    """The PDF of one response, document model included (signature PNGs are decoded
+    here too): the whole CPU-heavy part, run in a child process."""
+    return render_pdf(document_of(job))

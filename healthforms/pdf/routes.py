@@ -1,17 +1,21 @@
-"""A response's PDF (API.md "Responses"): generate-pdf and the staff page's download link."""
+"""A response's PDF (API.md "Responses"): POST /api/responses/{id}/generate-pdf.
+
+The staff pages' routes (`GET /responses/{id}/pdf`, the stored PDF only, and the
+button's `POST /responses/{id}/pdf`) are in web/routes.py and answer with
+`pdf_response` too.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi import APIRouter
+from fastapi.responses import Response
 
 from healthforms.audit.recorder import AuditorDep
-from healthforms.errors import Unauthenticated
-from healthforms.http.ratelimits import PdfRateLimit, take_policy_token
+from healthforms.http.ratelimits import PdfRateLimit
 from healthforms.pdf.service import DeliveredPdf, PdfService
-from healthforms.security.context import CurrentPrincipal, get_principal
+from healthforms.security.context import CurrentPrincipal
 from healthforms.state import StateDep
 
 router = APIRouter(tags=["responses"])
@@ -26,7 +30,7 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def _pdf_response(pdf: DeliveredPdf) -> Response:
+def pdf_response(pdf: DeliveredPdf) -> Response:
     return Response(
         content=pdf.content,
         media_type="application/pdf",
@@ -47,23 +51,4 @@ async def generate_pdf(
     auditor: AuditorDep,
 ) -> Response:
     pdf = await PdfService(state).deliver(principal, response_id, auditor)
-    return _pdf_response(pdf)
-
-
-@router.get("/responses/{response_id}/pdf", include_in_schema=False)
-async def download_pdf(
-    response_id: str,
-    request: Request,
-    state: StateDep,
-    auditor: AuditorDep,
-) -> Response:
-    """The staff page's download link: the PDF as an attachment named after the form."""
-    try:
-        principal = get_principal(request)
-    except Unauthenticated:
-        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
-    # It may generate too, so it spends a `pdf` token like generate-pdf (taken here,
-    # after the signed-out redirect).
-    await take_policy_token("pdf", request, principal.user_id, state)
-    pdf = await PdfService(state).deliver(principal, response_id, auditor)
-    return _pdf_response(pdf)
+    return pdf_response(pdf)

@@ -5,23 +5,34 @@ real servers. The child keeps an append-only file under the data directory, so
 sessions survive a restart, and dies with its parent: on a clean stop we terminate
 it, and on Linux the kernel sends it SIGTERM if the parent is killed outright
 (PR_SET_PDEATHSIG), so no orphan server is left behind.
+
+A data directory has one server, owned by one process (`DataDirRedis`): the one that
+holds the lock file `owner.lock` beside it. Every other process that opens the same
+directory (the workers of `serve --workers N`, a second `serve`, `healthforms check`)
+uses the running server and leaves it alone: a second server on the same socket and
+append-only file would split the data, and stopping it would remove the first one's
+socket (new connections fail while old ones still answer).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -36,6 +47,10 @@ _MAX_UNIX_PATH = 100
 
 class EmbeddedServerError(RuntimeError):
     """The embedded server could not be found or did not start."""
+
+
+class EmbeddedServerBusy(EmbeddedServerError):
+    """A live server already answers on the socket: it is never unlinked or replaced."""
 
 
 def find_server_binary(explicit: str | None = None) -> str:
@@ -85,6 +100,31 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
         os.setpgrp()
 
     return prepare_child
+
+
+def socket_answers(path: Path, timeout_s: float = 0.2) -> bool:
+    """Whether a server accepts connections on the unix socket `path`."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(str(path))
+    except OSError:
+        return False
+    return True
+
+
+def url_answers(url: str, timeout_s: float = 0.2) -> bool:
+    """Whether a server accepts connections at an embedded server's URL (unix:// or TCP)."""
+    if url.startswith("unix://"):
+        return socket_answers(Path(url.removeprefix("unix://")), timeout_s)
+    try:
+        parts = urlsplit(url)
+        address = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        with socket.create_connection(address, timeout=timeout_s):
+            pass
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 @dataclass
@@ -148,6 +188,10 @@ class EmbeddedRedis:
         else:
             args += ["--port", str(tcp_port)]
         if unix_socket is not None:
+            # A stale socket (its server was killed) is removed; a live one never is:
+            # that would cut the running server off from every new connection.
+            if socket_answers(unix_socket):
+                raise EmbeddedServerBusy(f"a server already answers on {unix_socket}")
             with contextlib.suppress(FileNotFoundError):
                 unix_socket.unlink()
             args += ["--unixsocket", str(unix_socket), "--unixsocketperm", "700"]
@@ -193,18 +237,7 @@ class EmbeddedRedis:
         raise EmbeddedServerError(f"{Path(self.binary).name} did not start within {timeout_s}s")
 
     def _accepts_connections(self) -> bool:
-        try:
-            if self.unix_socket is not None:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                    sock.settimeout(0.2)
-                    sock.connect(str(self.unix_socket))
-            else:
-                assert self.port is not None
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    pass
-        except OSError:
-            return False
-        return True
+        return url_answers(self.url)
 
     @property
     def is_running(self) -> bool:
@@ -263,11 +296,223 @@ EMBEDDED_WARNING = (
 )
 
 
-def start_embedded_redis(settings: Settings) -> EmbeddedRedis:
-    """The embedded default's server, under the data dir, on a unix socket."""
-    log.warning("embedded_mode", message=EMBEDDED_WARNING % settings.data_dir.resolve())
-    return EmbeddedRedis.start(
-        Path(settings.data_dir) / "redis",
-        binary=settings.redis_server_bin,
-        use_unix_socket=True,
-    )
+OWNER_FILE = "owner.lock"
+
+
+class _OwnerLock:
+    """An exclusive flock on `owner.lock`, held by the owning process for its whole life.
+
+    The kernel drops the lock when its holder exits, however it exits, so ownership is
+    never stale (a pid file can name a dead process, or a reused pid). The file also
+    says who owns the server and where it listens, for the processes that share it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def try_take(cls, folder: Path) -> _OwnerLock | None:
+        # O_CLOEXEC (Python's default): the server child must not inherit the lock, or
+        # it would keep it after its owner died.
+        fd = os.open(folder / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        os.ftruncate(fd, 0)  # whatever a dead owner wrote is no longer true
+        return cls(fd)
+
+    def publish(self, url: str) -> None:
+        record = json.dumps({"pid": os.getpid(), "url": url}).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, record, 0)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # closing drops the flock
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedOwner:
+    """The process that owns a data directory's server, and where that server listens."""
+
+    pid: int
+    url: str
+
+
+def _tcp_port(url: str) -> int | None:
+    if url.startswith("unix://"):
+        return None
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
+def read_owner(folder: Path) -> EmbeddedOwner | None:
+    """What the owner published, or None (no owner yet, or it is still starting)."""
+    try:
+        record = json.loads((folder / OWNER_FILE).read_text() or "null")
+        return EmbeddedOwner(pid=int(record["pid"]), url=str(record["url"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+class DataDirRedis:
+    """The embedded server of one data directory, as this process holds it.
+
+    Owned: this process took the lock, started the child and alone ever stops it or
+    touches its socket; `supervise()` starts it again if it dies or its socket is
+    removed. Shared: another live process owns it; this one uses it by its URL, never
+    stops it, and takes it over (lock, start) if that owner goes away.
+    """
+
+    def __init__(self, folder: Path, *, binary: str | None, startup_timeout_s: float) -> None:
+        self.folder = folder
+        self._binary = binary
+        self._startup_timeout_s = startup_timeout_s
+        self._lock: _OwnerLock | None = None
+        self.server: EmbeddedRedis | None = None
+        self.owner: EmbeddedOwner | None = None
+        self.url = ""  # where the server listens: the same for its whole life
+        self._guard = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def open(
+        cls, folder: Path, *, binary: str | None = None, startup_timeout_s: float = 10.0
+    ) -> DataDirRedis:
+        """Own the directory's server (starting it), or share the one a live process owns."""
+        folder = Path(folder).resolve()
+        private_dir(folder)
+        held = cls(folder, binary=binary, startup_timeout_s=startup_timeout_s)
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            if held._try_to_own(deadline):
+                return held
+            owner = read_owner(folder)
+            if owner is not None and url_answers(owner.url):
+                held.owner, held.url = owner, owner.url
+                return held
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(
+                    f"the embedded server of {folder} is owned by another process "
+                    f"(pid {owner.pid if owner else '?'}) but does not answer"
+                )
+            time.sleep(0.05)  # the owner is starting (or restarting) it
+
+    @property
+    def is_owner(self) -> bool:
+        return self._lock is not None
+
+    @property
+    def owner_pid(self) -> int:
+        return os.getpid() if self.is_owner or self.owner is None else self.owner.pid
+
+    def _try_to_own(self, deadline: float) -> bool:
+        lock = _OwnerLock.try_take(self.folder)
+        if lock is None:
+            return False
+        try:
+            # A server of a dead owner may still be shutting down (the kernel's SIGTERM
+            # on the owner's death): give it the time to write its AOF and go.
+            sock = self.folder / "redis.sock"
+            while socket_answers(sock) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            server = EmbeddedRedis.start(
+                self.folder,
+                binary=self._binary,
+                # Taking over: where the sharers' clients already point (TCP fallback).
+                port=_tcp_port(self.owner.url) if self.owner else None,
+                use_unix_socket=True,
+                startup_timeout_s=self._startup_timeout_s,
+            )
+        except EmbeddedServerBusy as exc:
+            lock.release()
+            raise EmbeddedServerBusy(
+                f"{exc}, but no healthforms process owns it: stop that server first"
+            ) from None
+        except BaseException:
+            lock.release()
+            raise
+        lock.publish(server.url)
+        self._lock, self.server, self.owner, self.url = lock, server, None, server.url
+        return True
+
+    def check(self) -> str | None:
+        """One supervision round; returns what it did ("restarted", "took over") or None."""
+        with self._guard:
+            if self._stopping.is_set():
+                return None
+            if self.server is None:
+                # Shared: the owner is gone when its lock is free.
+                if not self._try_to_own(time.monotonic() + self._startup_timeout_s):
+                    return None
+                log.warning("embedded_redis_taken_over", url=self.url)
+                return "took over"
+            server = self.server
+            if server.is_running and (server.unix_socket is None or server.unix_socket.exists()):
+                return None
+            if server.is_running:
+                # Alive but unreachable for any new connection (e.g. a second server
+                # started on the same path removed it when it stopped): start afresh.
+                log.warning("embedded_redis_socket_removed", socket=str(server.unix_socket))
+            else:
+                log.warning("embedded_redis_died", returncode=server.process.returncode)
+            server.restart(self._startup_timeout_s)
+            log.info("embedded_redis_restarted", url=server.url)
+            return "restarted"
+
+    def supervise(self, interval_s: float = 1.0) -> None:
+        """Check on the server every `interval_s` in a background thread, until close()."""
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stopping.wait(interval_s):
+                try:
+                    self.check()
+                except Exception as exc:  # noqa: BLE001 - the supervisor must outlive a failed restart
+                    log.error("embedded_redis_supervision_failed", error=str(exc)[:200])
+
+        self._thread = threading.Thread(target=loop, name="embedded-redis-supervisor", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop supervising; stop the server and give up the lock if this process owns it."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._startup_timeout_s + 15)
+            self._thread = None
+        with self._guard:
+            if self.server is not None:
+                self.server.stop()
+                self.server = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def __enter__(self) -> DataDirRedis:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_embedded_redis(settings: Settings) -> DataDirRedis:
+    """The embedded default's server under the data dir: owned here, or shared if running."""
+    folder = Path(settings.data_dir) / "redis"
+    held = DataDirRedis.open(folder, binary=settings.redis_server_bin)
+    if held.is_owner:
+        log.warning("embedded_mode", message=EMBEDDED_WARNING % settings.data_dir.resolve())
+    else:
+        log.info("embedded_redis_shared", owner_pid=held.owner_pid, url=held.url)
+    return held

@@ -68,6 +68,9 @@ async def remove_response(
     response_id: str, principal: AdminPrincipal, session: DbSessionDep, auditor: AuditorDep
 ) -> Response:
     await delete_response(session, principal.organization_id, response_id)
+    # The deletion and its audit event commit together, or neither does.
+    event = auditor.event(RESPONSE_DELETED, resource_type=RESOURCE_TYPE, resource_id=response_id)
+    await auditor.record_in(session, event)
     await session.commit()
-    await auditor.record(RESPONSE_DELETED, resource_type=RESOURCE_TYPE, resource_id=response_id)
+    auditor.committed(event)
     return Response(status_code=204)

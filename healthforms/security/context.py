@@ -31,7 +31,11 @@ class RequestContext:
 
     ip: str | None
     user_agent: str | None
-    request_id: str | None
+    request_id: str | None  # always the server's own: the X-Request-ID it answers
+    # The X-Request-ID a client sent (when well-formed): logged and audited beside the
+    # server's, never in its place, so a client cannot make its requests' audit rows
+    # collide with (or impersonate) another request's.
+    client_request_id: str | None = None
 
 
 class RequestState:

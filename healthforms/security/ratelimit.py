@@ -34,13 +34,15 @@ from healthforms.redis.scripts import LuaScript
 
 log = structlog.get_logger("healthforms.security")
 
-POLICIES = ("auth", "api", "pdf", "public")
+POLICIES = ("auth", "api", "pdf", "public", "anonymous")
 RATELIMIT_KEY = "ratelimit:{{{identifier}}}:{policy}"  # braces: a Cluster hash tag
 # Marks "this identifier's flood was already audited in this window" (same slot).
 AUDITED_KEY = "ratelimit:{{{identifier}}}:{policy}:audited"
 EXCEEDED_LOG_EVENT = "SECURITY: Rate limit exceeded"
 
 RATELIMIT_SCRIPT = LuaScript.beside(__file__, "gcra.lua", "ratelimit.lua")
+GIVE_BACK_SCRIPT = LuaScript.beside(__file__, "gcra.lua", "ratelimit_give_back.lua")
+CHARGE_SCRIPT = LuaScript.beside(__file__, "gcra.lua", "ratelimit_charge.lua")
 _SHA = RATELIMIT_SCRIPT.sha
 _tuple_new = tuple.__new__
 
@@ -276,6 +278,28 @@ class LocalBuckets:
             )
         return reply
 
+    def give_back(self, key: str, emission_us: int, cost: int = 1) -> None:
+        """Return `cost` tokens to a bucket (ratelimit_give_back.lua's model)."""
+        tat = self._tats.get(key)
+        if tat is None:
+            return
+        new_tat = tat - emission_us * cost
+        if new_tat <= self._clock():
+            del self._tats[key]
+        else:
+            self._tats[key] = new_tat
+
+    def charge(self, key: str, emission_us: int, capacity: int, cost: int, max_debt: int) -> int:
+        """Charge `cost` tokens, into debt if need be (ratelimit_charge.lua's model);
+        return the tokens left (negative: debt)."""
+        now = self._clock()
+        tat = max(self._tats.get(key, now), now)
+        ceiling = now + emission_us * (capacity + max_debt)
+        new_tat = max(tat, min(tat + emission_us * cost, ceiling))
+        if new_tat > now:
+            self._store(key, new_tat)
+        return (emission_us * capacity - (new_tat - now)) // emission_us
+
     def _store(self, key: str, tat: int) -> None:
         tats = self._tats
         if key in tats:
@@ -426,6 +450,43 @@ class RateLimiter:
             return self._verdict_local(used, self.take_local(local_requests))
         return self._verdict(used, reply, degraded=False)
 
+    async def give_back(self, decision: RateDecision, cost: int = 1) -> None:
+        """Return the `cost` tokens a request took (its `decision` names the policy and
+        the identifier, as the check made them): the request turned out not to count
+        against the policy, e.g. a successful sign-in under `auth`, so a clinic whose
+        staff share one public address is not locked out by its own sign-ins while
+        failures keep counting. Never fills a bucket beyond full. Redis unavailable: the
+        per-process bucket, which then took the token, gets it back."""
+        if cost < 1 or not decision.allowed:
+            return
+        p = self.policies[decision.policy]
+        key = self.key(decision.policy, decision.identifier)
+        try:
+            await self.redis.pipelined(
+                lambda r: GIVE_BACK_SCRIPT(r, (key,), (p.emission_us, cost)), idempotent=False
+            )
+        except (RedisUnavailable, RedisError):
+            self.local.give_back(key, p.emission_us, cost)
+
+    async def charge(self, policy: str, identifier: str, cost: int, *, max_debt: int) -> int:
+        """Charge `cost` more tokens for work already done; return the tokens left
+        (negative: debt). Never refused: the work happened. The bucket may go up to
+        `max_debt` tokens below empty, so the identifier's next requests wait until it
+        is paid for (the pdf policy: a render's CPU time, pdf/service.py). Redis
+        unavailable: charged to the per-process bucket."""
+        if cost < 1:
+            return 0
+        p = self.policies[policy]
+        key = self.key(policy, identifier)
+        args = (p.emission_us, p.capacity, cost, max(0, max_debt))
+        try:
+            reply = await self.redis.pipelined(
+                lambda r: CHARGE_SCRIPT(r, (key,), args), idempotent=False
+            )
+        except (RedisUnavailable, RedisError):
+            return self.local.charge(key, p.emission_us, p.capacity, cost, max(0, max_debt))
+        return int(reply[0])
+
     def take_local(self, requests: Sequence[tuple[str, int, int, int]]) -> list[int]:
         """The per-process fallback (Redis unavailable); counted in /metrics.
 
@@ -486,16 +547,21 @@ class RateLimiter:
     async def _first_in_window(self, decision: RateDecision) -> bool:
         """Whether no refusal of this identifier and policy was audited in this window."""
         p = self.policies[decision.policy]
-        key = self._prefix + AUDITED_KEY.format(identifier=decision.identifier, policy=p.name)
+        return await self.first_in_window(decision.identifier, p.name, p.window_ms)
+
+    async def first_in_window(self, identifier: str, what: str, window_ms: int) -> bool:
+        """Whether this is the first `what` of `identifier` in a window of `window_ms`
+        (what audits a flood once per client and window instead of once per request)."""
+        key = self._prefix + AUDITED_KEY.format(identifier=identifier, policy=what)
         # Once per process per window first (a flood then costs no extra round trip),
         # then once across every instance with SET NX PX.
-        seen = self._audited_local.take(((key, p.window_ms * 1000, 1, 1),))
+        seen = self._audited_local.take(((key, window_ms * 1000, 1, 1),))
         if seen[0] != 1:
             return False
         try:
             return bool(
                 await self.redis.call(
-                    lambda r: r.set(key, b"1", nx=True, px=p.window_ms), idempotent=False
+                    lambda r: r.set(key, b"1", nx=True, px=window_ms), idempotent=False
                 )
             )
         except (RedisUnavailable, RedisError):

@@ -12,8 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
-from healthforms.audit.events import RESPONSE_SUBMITTED
-from healthforms.audit.recorder import AuditorDep
+from healthforms.audit.recorder import PatientAuditorDep
 from healthforms.clock import rfc3339
 from healthforms.security.context import RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
@@ -43,20 +42,14 @@ async def submit_response(
     current: RequestStateDep,
     state: StateDep,
     session: DbSessionDep,
-    auditor: AuditorDep,
+    auditor: PatientAuditorDep,
     body: Any = Body(None),  # noqa: B008
 ) -> JSONResponse:
     form = await load_published(session, public_id)
+    # The response row and its `response.submitted` event commit in one transaction.
     result = await SubmissionService(state).submit(
-        session, form, body, current.context, current.public_token
+        session, form, body, current.context, auditor, current.public_token
     )
-    if result.created:
-        await auditor.record(
-            RESPONSE_SUBMITTED,
-            resource_type="response",
-            resource_id=result.response_id,
-            organization_id=form.organization_id,
-        )
     return JSONResponse(
         {"confirmation": result.confirmation},
         status_code=201 if result.created else 200,

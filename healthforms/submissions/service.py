@@ -27,6 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from healthforms.audit.events import RESPONSE_SUBMITTED
+from healthforms.audit.recorder import Auditor
 from healthforms.clock import rfc3339, utcnow
 from healthforms.crypto.envelope import response_aad, seal_json
 from healthforms.db.base import new_id
@@ -160,17 +162,21 @@ class SubmissionService:
         form: PublishedForm,
         body: object,
         context: RequestContext,
+        auditor: Auditor,
         rate_check: Callable[[], Awaitable[RateVerdict]] | None = None,
     ) -> SubmissionResult:
-        """Store one submission once. `rate_check` takes the client's `public` token; it
-        is run together with the nonce claim (http/ratelimits.py)."""
+        """Store one submission once, with its `response.submitted` audit event in the
+        same transaction. `rate_check` takes the client's `public` token; it is run
+        together with the nonce claim (http/ratelimits.py)."""
         if not isinstance(body, dict):
             raise NonceInvalid()
         nonce = nonces.verify(self.state.keys, form.public_id, body.get("nonce"))
         if nonce is None:
             raise NonceInvalid()
         # Validation first: a 422 leaves the nonce untouched, so the patient can resend.
-        answers = validate_answers(form.fields, body.get("answers"))
+        answers = validate_answers(
+            form.fields, body.get("answers"), max_bytes=self.state.settings.max_answers_bytes
+        )
         digest = self.answers_digest(answers)
         if nonce.is_expired():
             # Only a late resend of a stored submission still gets its confirmation.
@@ -197,7 +203,7 @@ class SubmissionService:
             if hmac.compare_digest(state.digest, digest):
                 return SubmissionResult(state.confirmation, None, created=False)
             raise NonceUsed()
-        return await self._store(session, form, nonce, answers, digest, context, redis_up)
+        return await self._store(session, form, nonce, answers, digest, context, auditor, redis_up)
 
     async def _claim(self, nonce: Nonce, digest: str) -> tuple[ClaimState, bool]:
         """The claim's outcome and whether Redis answered it."""
@@ -256,6 +262,7 @@ class SubmissionService:
         answers: dict[str, Any],
         digest: str,
         context: RequestContext,
+        auditor: Auditor,
         redis_up: bool,
     ) -> SubmissionResult:
         now = utcnow()
@@ -278,25 +285,40 @@ class SubmissionService:
         )
         session.add(row)
         try:
+            # In the response's transaction: no stored response without its event (a
+            # crash between two commits would leave an unaudited write of PHI).
+            event = auditor.event(
+                RESPONSE_SUBMITTED,
+                resource_type="response",
+                resource_id=response_id,
+                organization_id=form.organization_id,
+            )
+            await auditor.record_in(session, event)
             await session.commit()
         except IntegrityError:
             # Another copy got there first (the nonce id is UNIQUE): answer as a resend.
             await session.rollback()
             existing = await self._stored(session, nonce)
             if existing is None:
+                await self._release(nonce, digest, redis_up)  # nothing stored: resendable
                 raise
             await self._confirm(nonce, existing.answers_digest, existing.confirmation, redis_up)
             return self._resend(existing, digest)
         except BaseException:
             await session.rollback()
-            if redis_up:
-                try:
-                    await self.nonces.release(nonce, digest)
-                except RedisUnavailable:
-                    pass  # the claim lapses after its lease
+            await self._release(nonce, digest, redis_up)
             raise
+        auditor.committed(event)
         await self._confirm(nonce, digest, row.confirmation, redis_up)
         return SubmissionResult(row.confirmation, row.id, created=True)
+
+    async def _release(self, nonce: Nonce, digest: str, redis_up: bool) -> None:
+        """Give the nonce back after a failed store, so the patient's resend can succeed."""
+        if redis_up:
+            try:
+                await self.nonces.release(nonce, digest)
+            except RedisUnavailable:
+                pass  # the claim lapses after its lease
 
     async def _confirm(self, nonce: Nonce, digest: str, confirmation: str, redis_up: bool) -> None:
         if not redis_up and not self.state.redis.available:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -38,6 +39,25 @@ _PHONE_RE = re.compile(r"^\+?[0-9 ().-]{7,25}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMBER_RE = re.compile(r"^-?\d{1,15}(\.\d{1,10})?$")
 MAX_UNKNOWN_REPORTED = 20
+# The cap on all answers of one response together (HEALTHFORMS_MAX_ANSWERS_BYTES): a
+# long intake form plus one 256 KiB signature. Every byte is paid for again when the
+# response is printed (~12 s of CPU per MiB of text, pdf/render.py).
+DEFAULT_MAX_ANSWERS_BYTES = 512 * 1024
+
+
+def answers_size(answers: Mapping[str, Any]) -> int:
+    """Bytes of the answers as stored: compact UTF-8 JSON."""
+    return len(json.dumps(answers, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def answers_too_large(limit: int) -> str:
+    """The 422 message for answers over the cap (names the limit, never a value)."""
+    size = f"{limit // 1024} KiB" if limit >= 1024 else f"{limit} bytes"
+    return (
+        f"The answers are too large to send together (at most {size} in all). "
+        "Shorten the longest answers and send again."
+    )
+
 
 Answer = str | int | float | bool | list[str]
 
@@ -235,12 +255,16 @@ def _validate_one(field: FieldDef, value: object) -> Answer:
     raise ValueError("unsupported field type")  # pragma: no cover - FieldType is closed
 
 
-def validate_answers(fields: list[FieldDef], raw: object) -> dict[str, Any]:
+def validate_answers(
+    fields: list[FieldDef], raw: object, *, max_bytes: int = DEFAULT_MAX_ANSWERS_BYTES
+) -> dict[str, Any]:
     """The answers to store, or ValidationFailed keyed by field id.
 
     One pass in form order: a field's condition is evaluated on the already
     normalised answers of the visible fields before it, exactly as the stored
     answers will be evaluated again when they are shown (visible_fields).
+    Answers that pass one by one may still be refused together: over `max_bytes`
+    as stored, `fields` carries the key "answers" (a patient sees the message).
     """
     if not isinstance(raw, dict):
         raise ValidationFailed({"answers": "answers must be an object"})
@@ -267,6 +291,8 @@ def validate_answers(fields: list[FieldDef], raw: object) -> dict[str, Any]:
             cleaned[field.id] = _validate_one(field, value)
         except ValueError as exc:
             errors[field.id] = str(exc)
+    if answers_size(cleaned) > max_bytes:
+        errors["answers"] = answers_too_large(max_bytes)
     if errors:
         raise ValidationFailed(errors)
     return cleaned

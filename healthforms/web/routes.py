@@ -18,14 +18,27 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from starlette.staticfiles import StaticFiles
 
+from healthforms.audit.recorder import AuditorDep
 from healthforms.errors import Forbidden, NotFound, Unauthenticated
-from healthforms.identity.service import OrgScope, current_user, list_users
+from healthforms.http.errors import wants_html
+from healthforms.http.hot_routes import from_request
+from healthforms.http.ratelimits import take_policy_token
+from healthforms.identity.routes.sessions import csrf_token_hot
+from healthforms.identity.service import (
+    OrgScope,
+    current_user,
+    list_users,
+    recovery_codes_left,
+)
+from healthforms.pdf.routes import pdf_response
+from healthforms.pdf.service import PdfInProgress, PdfNotGenerated, PdfService
 from healthforms.responses.service import (
     forms_with_response_counts,
     get_form,
@@ -228,14 +241,30 @@ async def responses_page(
     )
 
 
+async def _form_csrf_token(request: Request, state: StateDep, staff: Staff) -> str:
+    """A CSRF token of this session for a plain HTML form's `csrf_token` field (API.md
+    "Pages"), handed out like GET /api/auth/csrf-token (another never revokes it)."""
+    issued = await csrf_token_hot(from_request(request.scope, state, staff.principal))
+    return str(issued["csrfToken"])
+
+
 @router.get("/responses/{response_id}")
 async def response_page(
-    response_id: str, request: Request, staff: StaffPage, state: StateDep, db: DbSessionDep
+    response_id: str,
+    request: Request,
+    staff: StaffPage,
+    state: StateDep,
+    db: DbSessionDep,
+    pdf: str | None = None,
 ) -> Response:
     organization_id = staff.principal.organization_id
     row = await get_response(db, organization_id, response_id)
     form = await get_form(db, organization_id, row.form_id)
     version = await get_version(db, row)
+    # The PDF button: "Download PDF" (a GET) once one is stored, else "Generate PDF"
+    # (a POST; a GET never generates).
+    pdf_state = await PdfService(state).state_of(row.id)
+    csrf_token = await _form_csrf_token(request, state, staff) if pdf_state == "none" else ""
     return render(
         request,
         "response.html",
@@ -247,12 +276,62 @@ async def response_page(
         form_version=row.form_version,
         submitted_at=row.submitted_at,
         fields=list(version.fields),
+        pdf_state=pdf_state,
+        pdf_just_generated=pdf == "generated" and pdf_state == "stored",
+        csrf_token=csrf_token,
         **_staff_context(state, staff),
     )
 
 
+@router.get("/responses/{response_id}/pdf")
+async def response_pdf_download(
+    response_id: str, request: Request, staff: StaffPage, state: StateDep, auditor: AuditorDep
+) -> Response:
+    """The stored PDF as an attachment named after the form, the date and the
+    confirmation code. Generates nothing and takes no `pdf` token: a GET has no side
+    effects (API.md "Pages"); without a stored PDF, 404 (409 while one is generated),
+    for a browser as a page that offers the button."""
+    try:
+        pdf = await PdfService(state).serve_stored(staff.principal, response_id, auditor)
+    except (PdfNotGenerated, PdfInProgress) as exc:
+        if not wants_html(request):
+            raise
+        in_progress = isinstance(exc, PdfInProgress)
+        return render(
+            request,
+            "response_pdf_missing.html",
+            status_code=exc.status_code,
+            title="PDF being generated" if in_progress else "No PDF yet",
+            nav="forms",
+            response_id=response_id,
+            in_progress=in_progress,
+            csrf_token="" if in_progress else await _form_csrf_token(request, state, staff),
+            **_staff_context(state, staff),
+        )
+    return pdf_response(pdf)
+
+
+@router.post("/responses/{response_id}/pdf")
+async def response_pdf_generate(
+    response_id: str, request: Request, staff: StaffPage, state: StateDep, auditor: AuditorDep
+) -> Response:
+    """The page's "Generate PDF" button (a plain form post, its CSRF token in the
+    `csrf_token` field): generate and store the PDF once, then back to the page, which
+    now offers the download. Spends a `pdf` token like POST .../generate-pdf."""
+    await take_policy_token("pdf", request, staff.principal.user_id, state)
+    try:
+        await PdfService(state).generate(staff.principal, response_id, auditor)
+    except PdfInProgress:
+        pass  # someone else is generating it: the page says so
+    page = f"/responses/{quote(response_id, safe='')}?pdf=generated"
+    return RedirectResponse(page, status_code=303)
+
+
 @router.get("/account")
-async def account_page(request: Request, staff: StaffPage, state: StateDep) -> Response:
+async def account_page(
+    request: Request, staff: StaffPage, state: StateDep, db: DbSessionDep
+) -> Response:
+    left = await recovery_codes_left(db, staff.user_id) if staff.totp_enabled else 0
     return render(
         request,
         "account.html",
@@ -260,6 +339,7 @@ async def account_page(request: Request, staff: StaffPage, state: StateDep) -> R
         nav="account",
         email=staff.email,
         totp_enabled=staff.totp_enabled,
+        recovery_codes_left=left,
         **_staff_context(state, staff),
     )
 

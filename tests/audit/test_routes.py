@@ -60,6 +60,7 @@ async def http(audit_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def record(app: FastAPI, org: str, action: str, **kwargs: object) -> None:
     await append_event(
         app.state.hf.db,
+        app.state.hf.keys,
         AuditEvent(action=action, organization_id=org, **kwargs),  # type: ignore[arg-type]
     )
 

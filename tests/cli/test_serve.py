@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
+from tests.cli.test_config import run_cli
 from tests.support import legs
 from tests.support.servers import ServerProcess, child_pids, is_alive, start_server
 
@@ -165,3 +167,137 @@ def test_two_workers_share_one_embedded_server(data_dir: Path, tmp_path: Path) -
         assert wait_dead(child)
     finally:
         server.stop()
+
+
+# One embedded server per data directory (issue 12, item 20) ----------------------------
+# Real processes on the embedded default; the embedded binary is always available, so
+# these run on both legs (on leg B with redis-server, the leg's private-server binary).
+
+STAFF_EMAIL = "front-desk@clinic.test"
+STAFF_PASSWORD = "correct horse battery"
+
+
+def cli_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in embedded_env(data_dir).items() if v is not None}
+    env["HEALTHFORMS_LOG_LEVEL"] = "warning"
+    return env
+
+
+def create_staff_user(data_dir: Path) -> None:
+    created = run_cli(
+        "user", "create", "--email", STAFF_EMAIL, "--password", STAFF_PASSWORD,
+        "--name", "Front Desk", "--organization", "Clinic", "--role", "admin",
+        env=cli_env(data_dir),
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+
+
+def sign_in(server: ServerProcess) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/api/auth/session-login",
+        json={"email": STAFF_EMAIL, "password": STAFF_PASSWORD},
+        timeout=10,
+    )
+
+
+def health(server: ServerProcess) -> dict[str, object]:
+    body: dict[str, object] = httpx.get(f"{server.base_url}/health", timeout=5).json()
+    return body
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_check_beside_a_running_server_uses_its_valkey_and_leaves_it_alone(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    create_staff_user(data_dir)
+    socket_path = data_dir / "redis" / "redis.sock"
+    server = serve(data_dir, tmp_path / "logs")
+    try:
+        (valkey,) = redis_children(server)
+        result = run_cli("check", env=cli_env(data_dir))
+        assert result.returncode == 0, result.stdout + result.stderr
+        # Sign-ins need new connections to Valkey: before the fix, 503 from here on.
+        assert sign_in(server).status_code == 200
+        # The server's own Valkey, still on its socket.
+        assert socket_path.exists()
+        assert redis_children(server) == [valkey]
+        body = health(server)
+        assert body["status"] == "healthy"
+        redis_block = body["redis"]
+        assert isinstance(redis_block, dict) and redis_block["status"] == "connected"
+        # check said whose server it used (and started none of its own).
+        (redis_line,) = [line for line in result.stdout.splitlines() if line.startswith("redis:")]
+        assert redis_line.startswith("redis: ok:")
+        assert f"run by healthforms process {server.process.pid}" in redis_line
+    finally:
+        server.stop()
+
+
+@pytest.mark.chaos
+def test_the_service_restarts_its_valkey_when_it_dies_or_loses_its_socket(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    create_staff_user(data_dir)
+    socket_path = data_dir / "redis" / "redis.sock"
+    server = serve(data_dir, tmp_path / "logs")
+    try:
+        (first,) = redis_children(server)
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(
+            lambda: (
+                len(redis_children(server)) == 1
+                and redis_children(server) != [first]
+                and health(server)["status"] == "healthy"
+            )
+        ), server.log_text()[-2000:]
+        signed_in = sign_in(server)
+        assert signed_in.status_code == 200
+        cookie = signed_in.cookies
+
+        (second,) = redis_children(server)
+        socket_path.unlink()
+        assert wait_for(lambda: socket_path.exists() and health(server)["status"] == "healthy")
+        assert redis_children(server) != [second]
+        assert sign_in(server).status_code == 200
+        # Restarted in order (SIGTERM, append-only file written): the session survived.
+        me = httpx.get(f"{server.base_url}/api/auth/me", cookies=cookie, timeout=5)
+        assert me.status_code == 200
+    finally:
+        server.stop()
+    log = server.log_text()
+    assert "embedded_redis_died" in log and "embedded_redis_socket_removed" in log
+
+
+def test_a_second_service_on_the_same_data_dir_shares_the_server_then_takes_it_over(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    create_staff_user(data_dir)
+    first = serve(data_dir, tmp_path / "logs")
+    second: ServerProcess | None = None
+    try:
+        (valkey,) = redis_children(first)
+        second = serve(data_dir, tmp_path / "logs")
+        assert redis_children(second) == []  # shares the first one's
+        assert redis_children(first) == [valkey]
+        assert sign_in(first).status_code == 200
+        assert sign_in(second).status_code == 200
+        first.stop()
+        assert wait_dead(valkey)
+        assert wait_for(
+            lambda: len(redis_children(second)) == 1 and health(second)["status"] == "healthy"
+        ), second.log_text()[-2000:]
+        assert sign_in(second).status_code == 200
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert second is not None
+    assert "embedded_redis_taken_over" in second.log_text()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from healthforms.config import Settings
-from healthforms.health.routes import DB_PING_CACHE_S, package_version
+from healthforms.health.routes import DB_PING_CACHE_S, NEW_CONNECTION_TRUST_S, package_version
 from healthforms.redis.embedded import EmbeddedRedis
 from tests.conftest import make_settings
 from tests.support import legs
@@ -200,6 +202,43 @@ async def test_hung_redis_opens_the_breaker_instead_of_waiting_on_every_request(
             os.kill(private_redis.process.pid, signal.SIGCONT)
         healthy = await _poll_until(http, "healthy", deadline_s=10.0)
         assert healthy.json()["status"] == "healthy"
+
+
+@pytest.mark.chaos
+async def test_a_removed_socket_is_reported_down_though_pooled_connections_answer(
+    settings: Settings,
+) -> None:
+    # What `healthforms check` used to do to a running embedded server: its socket
+    # vanished, pooled connections kept answering, every new one failed, and /health
+    # said "healthy" from those pooled connections.
+    folder = Path(tempfile.mkdtemp(prefix="hf-", dir="/tmp"))
+    try:
+        with EmbeddedRedis.start(
+            folder / "redis",
+            binary=legs.private_server_binary(),
+            use_unix_socket=True,
+            appendonly=False,
+        ) as server:
+            assert server.unix_socket is not None
+            async with (
+                running_app(_settings_on(settings, server.url)) as app,
+                asgi_client(app) as http,
+            ):
+                assert (await http.get("/health")).json()["status"] == "healthy"
+                server.unix_socket.unlink()
+                assert await app.state.hf.redis.ping()  # a pooled connection still answers
+                # Past the INFO cache and the trust in the last new connection.
+                await asyncio.sleep(max(1.0, NEW_CONNECTION_TRUST_S) + 0.1)
+                response = await http.get("/health")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["redis"]["status"] == "unavailable"
+    assert set(body["redis"]) == {"status", "error"}
+    assert "No such file" in body["redis"]["error"]
+    assert body["database"]["status"] == "connected"
 
 
 @pytest.mark.chaos

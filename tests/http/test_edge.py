@@ -173,9 +173,15 @@ async def test_unexpected_exception_is_500_without_internals(http: httpx.AsyncCl
     "supplied",
     ["req-12345678", "A1b2C3d4.e5:f6_g7-h8", "x" * 64],
 )
-async def test_well_formed_request_id_is_echoed(http: httpx.AsyncClient, supplied: str) -> None:
+async def test_a_clients_request_id_is_kept_apart_from_the_servers(
+    http: httpx.AsyncClient, supplied: str
+) -> None:
+    """The answered X-Request-ID (what audit rows carry) is always the server's own: a
+    client cannot make its requests' audit rows collide with another request's."""
     response = await http.get("/health", headers={"X-Request-ID": supplied})
-    assert response.headers["x-request-id"] == supplied
+    answered = response.headers["x-request-id"]
+    assert answered != supplied
+    assert len(answered) == 16 and all(c in "0123456789abcdef" for c in answered)
 
 
 @pytest.mark.parametrize(
@@ -250,6 +256,8 @@ async def test_logs_are_json_and_never_hold_bodies_cookies_or_secrets(
                 "HEALTHFORMS_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
                 "HEALTHFORMS_DATA_DIR": str(tmp_path / "data"),
                 "HEALTHFORMS_LOG_LEVEL": "info",
+                # Said on purpose: without it, serve warns on stderr in plain text.
+                "HEALTHFORMS_ENV": "development",
             },
             tmp_path / "logs",
         )
@@ -281,7 +289,8 @@ async def test_logs_are_json_and_never_hold_bodies_cookies_or_secrets(
     assert len(requests) >= 4
     for record in requests:
         assert {"request_id", "method", "route", "status", "duration_ms"} <= set(record)
-    tagged = [r for r in requests if r["request_id"] == "log-test-req-0001"]
+    tagged = [r for r in requests if r.get("client_request_id") == "log-test-req-0001"]
+    assert all(r["request_id"] != "log-test-req-0001" for r in requests)
     assert {(r["method"], r["route"]) for r in tagged} >= {("POST", "<unmatched>")}
     assert any(r["status"] == 404 for r in tagged)
     assert any(r["route"] == "/health" and r["status"] == 200 for r in requests)

@@ -14,7 +14,11 @@ from sqlalchemy import select
 
 from healthforms.audit.models import AuditEventRow
 from healthforms.identity import passwords
-from healthforms.identity.login import LOGIN_FAILURE_LIMIT
+from healthforms.identity.login import (
+    LOGIN_FAILURE_LIMIT,
+    LOGIN_LOCKOUT_S,
+    SIGN_IN_HASHES_MIN,
+)
 from healthforms.identity.models import User
 from tests.support.identity import GENEROUS_AUTH_RATE, Staff, create_staff, login, new_client
 
@@ -79,8 +83,10 @@ async def test_every_wrong_part_gets_the_same_401(
         b == {"error": "Email or password is incorrect.", "code": "invalid_credentials"}
         for b in bodies
     )
-    # One argon2 verify per password attempt, a dummy one for the unknown email.
-    assert verified == [True, False, False, False]
+    # The same number of argon2 verifies for every password attempt (dummy hashes fill
+    # up): one real hash each for the three attempts naming an account.
+    assert len(verified) == 4 * SIGN_IN_HASHES_MIN
+    assert verified.count(False) == 3
     failures = await _audit(app, "auth.login_failed")
     assert len([f for f in failures if f.actor_id == staff.id]) == 2
     assert all("@" not in (f.resource_id or "") for f in failures)
@@ -139,11 +145,15 @@ async def test_account_lock_after_repeated_failures_from_many_addresses(
     for i in range(LOGIN_FAILURE_LIMIT):
         async with new_client(app, ip=f"198.51.100.{i + 1}") as attacker:
             response = await _attempt(attacker, email=staff.email, password=f"guess-{i}")
-            assert response.status_code == 401
-    # Locked: even the right password gets the very same 401 for a while.
+            # The failure that locks says so at once, with the wait.
+            expected = 429 if i == LOGIN_FAILURE_LIMIT - 1 else 401
+            assert response.status_code == expected
+    # Locked: even the right password is refused for a while, and the answer says how long.
     locked = await _attempt(client, email=staff.email, password=staff.password)
-    assert locked.status_code == 401
-    assert locked.json()["code"] == "invalid_credentials"
+    assert locked.status_code == 429
+    assert locked.json()["code"] == "account_locked"
+    assert "set-cookie" not in locked.headers
+    assert 0 < int(locked.headers["retry-after"]) <= LOGIN_LOCKOUT_S
     lock_events = await _audit(app, "auth.account_locked", staff.id)
     assert len(lock_events) == 1 and lock_events[0].outcome == "denied"
     # Another account is not affected.
@@ -163,7 +173,11 @@ async def test_success_resets_the_failure_count(app: FastAPI, client: httpx.Asyn
 
 async def _enrol_totp(client: httpx.AsyncClient, staff: Staff) -> str:
     signed = await login(client, staff)
-    started = await client.post("/api/auth/totp/enrol", headers=signed.csrf_headers)
+    started = await client.post(
+        "/api/auth/totp/enrol",
+        json={"currentPassword": staff.password},
+        headers=signed.csrf_headers,
+    )
     assert started.status_code == 200, started.text
     secret: str = started.json()["secret"]
     assert started.json()["otpauthUri"].startswith("otpauth://totp/")
@@ -177,7 +191,12 @@ async def _enrol_totp(client: httpx.AsyncClient, staff: Staff) -> str:
         headers=signed.csrf_headers,
     )
     assert confirmed.status_code == 200
-    again = await client.post("/api/auth/totp/enrol", headers=signed.csrf_headers)
+    assert len(confirmed.json()["recoveryCodes"]) == 10
+    again = await client.post(
+        "/api/auth/totp/enrol",
+        json={"currentPassword": staff.password},
+        headers=signed.csrf_headers,
+    )
     assert again.status_code == 409
     return secret
 
@@ -190,8 +209,10 @@ async def test_totp_enrolment_then_login_requires_a_fresh_code(
     stored = (await _user(app, staff.id)).totp_secret_encrypted or b""
     assert secret.encode() not in stored  # sealed at rest
     body = {"email": staff.email, "password": staff.password}
-    assert (await _attempt(client, **body)).status_code == 401
-    assert (await _attempt(client, **body, totp="123456")).status_code == 401
+    asked = await _attempt(client, **body)
+    assert asked.status_code == 401 and asked.json()["code"] == "totp_required"
+    wrong = await _attempt(client, **body, totp="123456")
+    assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_credentials"
     totp = pyotp.TOTP(secret)
     # A code of a step not yet used (the next one, within the drift window).
     code = totp.at(time.time() + 30)

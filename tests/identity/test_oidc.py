@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import jwt
+import pyotp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -23,7 +24,7 @@ from redis.asyncio import Redis
 
 from healthforms.app import create_app
 from healthforms.security.oidc import OidcVerifier
-from tests.support.identity import create_staff, identity_settings
+from tests.support.identity import Staff, create_staff, identity_settings, login, new_client
 
 ISSUER = "https://issuer.example.test/realms/clinic"
 AUDIENCE = "healthforms-web"
@@ -268,3 +269,55 @@ async def test_a_captured_id_token_cannot_be_replayed(
     for key in keys:
         assert staff.email.encode() not in key
         assert 0 < await redis_client.pttl(key) <= (300 + 30) * 1000
+
+
+async def _turn_on_totp(app: FastAPI, staff: Staff) -> str:
+    async with new_client(app) as browser:
+        signed = await login(browser, staff)
+        started = await browser.post(
+            "/api/auth/totp/enrol",
+            json={"currentPassword": staff.password},
+            headers=signed.csrf_headers,
+        )
+        secret: str = started.json()["secret"]
+        confirmed = await browser.post(
+            "/api/auth/totp/confirm",
+            json={"code": pyotp.TOTP(secret).now()},
+            headers=signed.csrf_headers,
+        )
+        assert confirmed.status_code == 200
+        return secret
+
+
+async def test_an_account_with_totp_needs_its_code_beside_the_id_token(
+    oidc_app: FastAPI, http: httpx.AsyncClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # Decision (README, API): our TOTP is the account's second factor however the first
+    # is proven; the code goes in the same body as `idToken`.
+    staff = await create_staff(oidc_app)
+    secret = await _turn_on_totp(oidc_app, staff)
+    token = _sign(rsa_key, _claims(staff.email))
+    asked = await _login(http, token)
+    assert asked.status_code == 401 and asked.json()["code"] == "totp_required"
+    wrong = await http.post("/api/auth/session-login", json={"idToken": token, "totp": "000000"})
+    assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_credentials"
+    # Asking for the code did not use the token up: it is sent again with the code.
+    code = pyotp.TOTP(secret).at(time.time() + 30)
+    ok = await http.post("/api/auth/session-login", json={"idToken": token, "totp": code})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["user"]["id"] == staff.id
+    replay = await http.post(
+        "/api/auth/session-login",
+        json={"idToken": token, "totp": pyotp.TOTP(secret).at(time.time() - 30)},
+    )
+    assert replay.status_code == 401
+
+
+async def test_an_email_with_accounts_in_two_clinics_signs_in_to_neither_by_token(
+    oidc_app: FastAPI, http: httpx.AsyncClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    first = await create_staff(oidc_app)
+    await create_staff(oidc_app, email=first.email)  # another clinic, same email
+    response = await _login(http, _sign(rsa_key, _claims(first.email)))
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_credentials"

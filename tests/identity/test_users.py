@@ -330,18 +330,24 @@ async def test_wrong_current_passwords_count_toward_the_lockout(
 ) -> None:
     staff = await create_staff(app, role="viewer")
     signed = await login(client, staff)
-    for _ in range(LOGIN_FAILURE_LIMIT):
+    for i in range(LOGIN_FAILURE_LIMIT):
         wrong = await client.post(
             "/api/auth/password",
             json={"currentPassword": "guess guess guess", "newPassword": "another new password"},
             headers=signed.csrf_headers,
         )
-        assert wrong.status_code == 401
-    # The account is now locked: even the right password does not sign in.
+        assert wrong.status_code == (429 if i == LOGIN_FAILURE_LIMIT - 1 else 401)
+    # The account is now locked: even the right password does not sign in, nor change it.
     async with new_client(app) as other:
         locked = await other.post(
             "/api/auth/session-login", json={"email": staff.email, "password": staff.password}
         )
-        assert locked.status_code == 401
-    events = [e async for e in _audit(app, "auth.account_locked")]
-    assert [e.resource_id for e in events] == [staff.id]
+        assert locked.status_code == 429 and locked.json()["code"] == "account_locked"
+    right = await client.post(
+        "/api/auth/password",
+        json={"currentPassword": staff.password, "newPassword": "another new password"},
+        headers=signed.csrf_headers,
+    )
+    assert right.status_code == 429 and right.json()["code"] == "account_locked"
+    events = [e async for e in _audit(app, "auth.account_locked") if e.resource_id == staff.id]
+    assert len(events) == 1

@@ -3,6 +3,7 @@
 from tests.support.response_fixtures import (
     StaffFactory,
     admin,
+    app_with,
     clinic,
     db,
     keys,
@@ -10,4 +11,13 @@ from tests.support.response_fixtures import (
     staff,
 )
 
-__all__ = ["StaffFactory", "admin", "clinic", "db", "keys", "settings_overrides", "staff"]
+__all__ = [
+    "StaffFactory",
+    "admin",
+    "app_with",
+    "clinic",
+    "db",
+    "keys",
+    "settings_overrides",
+    "staff",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -19,12 +19,10 @@ from healthforms.audit.models import AuditEventRow
 from healthforms.crypto.envelope import Sealed, open_sealed, pdf_aad
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
-from healthforms.responses.models import ResponsePdf
+from healthforms.responses.models import ResponsePdf, ResponseRow
 from healthforms.security.fencing import LockFence
 from healthforms.security.locks import PDF_LOCK_KEY
 from healthforms.security.principal import Role
-from tests.support.apps import running_app
-from tests.support.identity import identity_settings
 from tests.support.response_factory import (
     UNICODE_NAME,
     PublishedForm,
@@ -34,7 +32,7 @@ from tests.support.response_factory import (
     evidence,
     intake_answers,
 )
-from tests.support.response_fixtures import StaffFactory
+from tests.support.response_fixtures import AppWith, StaffFactory
 from tests.support.staff import signed_in_client
 
 IN_PROGRESS = {"error": "PDF generation already in progress", "code": "pdf_in_progress"}
@@ -221,34 +219,33 @@ async def test_the_pdf_uses_the_labels_of_the_version_the_patient_answered(
     assert "Legal name (v2)" in new_text and "Your name (v1)" not in new_text
 
 
-async def test_viewers_may_download_and_the_page_link_names_the_file_after_the_form(
+async def test_viewers_may_download_and_the_file_is_named_after_form_date_and_code(
     db: Database, keys: KeyRing, clinic: PublishedForm, staff: StaffFactory
 ) -> None:
     form = (await create_form(db, clinic.organization_id, title='Anamnèse: "Erwachsene" / 2026'))[0]
-    response_id = await create_response(db, keys, form, intake_answers())
+    submitted = datetime(2026, 11, 25, 23, 54, 37, tzinfo=UTC)
+    response_id = await create_response(db, keys, form, intake_answers(), submitted_at=submitted)
+    async with db.sessions() as session:
+        row = await session.get(ResponseRow, response_id)
+        assert row is not None
+        code = row.confirmation
     async with staff(clinic.organization_id, Role.VIEWER) as viewer:
-        page = await viewer.get(f"/responses/{response_id}/pdf")
         api = await viewer.post(f"/api/responses/{response_id}/generate-pdf")
+        page = await viewer.get(f"/responses/{response_id}/pdf")
     assert page.status_code == 200
     assert page.headers["content-type"] == "application/pdf"
-    name = "Anamnèse Erwachsene 2026.pdf"
+    # API.md "Pages": named after the form, the date and the confirmation code.
+    name = f"Anamnèse Erwachsene 2026 2026-11-25 {code}.pdf"
     assert page.headers["content-disposition"] == (
-        f"attachment; filename=\"Anamn_se Erwachsene 2026.pdf\"; filename*=UTF-8''{quote(name)}"
+        f'attachment; filename="Anamn_se Erwachsene 2026 2026-11-25 {code}.pdf"; '
+        f"filename*=UTF-8''{quote(name)}"
     )
+    assert api.headers["content-disposition"] == page.headers["content-disposition"]
     assert api.content == page.content
 
 
-async def test_generate_pdf_spends_the_pdf_rate_limit_policy(
-    database_url: str, redis_url: str, redis_prefix: str, redis_client: Redis, tmp_path: Path
-) -> None:
-    settings = identity_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-        rate_limit_pdf="2/min+0",
-    )
-    async with running_app(settings) as app:
+async def test_generate_pdf_spends_the_pdf_rate_limit_policy(app_with: AppWith) -> None:
+    async with app_with(rate_limit_pdf="2/min+0") as app:
         db: Database = app.state.hf.db
         org = await create_organization(db)
         form = (await create_form(db, org))[0]
@@ -256,7 +253,10 @@ async def test_generate_pdf_spends_the_pdf_rate_limit_policy(
         async with signed_in_client(app, org) as (http, _):
             url = f"/api/responses/{response_id}/generate-pdf"
             assert (await http.post(url)).status_code == 200
-            assert (await http.get(f"/responses/{response_id}/pdf")).status_code == 200
+            # Downloading the stored PDF generates nothing, so it spends no pdf token.
+            for _ in range(3):
+                assert (await http.get(f"/responses/{response_id}/pdf")).status_code == 200
+            assert (await http.post(url)).status_code == 200
             refused = await http.post(url)
             # Other routes are not held back by the pdf policy.
             assert (await http.get(f"/api/responses/{response_id}")).status_code == 200

@@ -101,7 +101,8 @@ async def test_every_read_is_audited_as_response_viewed_and_never_cached(
         assert event.organization_id == clinic.organization_id
         assert event.resource_type == "response"
         assert event.outcome == "success"
-        assert event.request_id == "req-read-000001"
+        assert event.client_request_id == "req-read-000001"  # kept apart from...
+        assert event.request_id and event.request_id != "req-read-000001"  # ...the server's
         assert event.ip == "203.0.113.10"
 
 

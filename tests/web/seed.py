@@ -13,10 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy import select
+
+from healthforms.config import Settings
+from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.forms.models import Form, FormVersion
 from healthforms.identity import service
 from healthforms.security.principal import Role
+from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.support.response_factory import PublishedForm, create_response, signature_data_url
 
 T = TypeVar("T")
 
@@ -160,3 +166,39 @@ def publish_form(
 ) -> tuple[str, str]:
     """A published form (version 1) inserted directly; returns (form id, public id)."""
     return run_async(_publish_form(database_url, organization_id, title, fields))
+
+
+async def _create_response_row(database_url: str, form_id: str) -> str:
+    db = Database.connect(database_url)
+    try:
+        async with db.sessions() as session:
+            form = await session.get(Form, form_id)
+            assert form is not None, form_id
+            version = (
+                await session.execute(
+                    select(FormVersion).where(
+                        FormVersion.form_id == form_id, FormVersion.version == form.version
+                    )
+                )
+            ).scalar_one()
+            published = PublishedForm(form.organization_id, form.id, version.id, version.version)
+        settings = Settings(encryption_key=TEST_ENCRYPTION_KEY)
+        answers = {
+            "full_name": "Pat Patient",
+            "email": "pat@example.com",
+            "age": 42,
+            "visit": "Check-up",
+            "smoker": "No",
+            "allergies": ["Latex"],
+            "consent": True,
+            "signature": signature_data_url(),
+        }
+        return await create_response(db, KeyRing.from_settings(settings), published, answers)
+    finally:
+        await db.dispose()
+
+
+def create_response_row(database_url: str, form_id: str) -> str:
+    """A response to the form's current version, sealed with the test servers' key, as
+    submissions stores one; returns its id."""
+    return run_async(_create_response_row(database_url, form_id))

@@ -25,7 +25,12 @@ from healthforms.identity.login import LoginService
 from healthforms.identity.routes.cookies import clear_session_cookie, session_answer
 from healthforms.identity.schemas import LoginBody, user_json
 from healthforms.redis.errors import RedisUnavailable
-from healthforms.security.context import CurrentPrincipal, RequestContextDep
+from healthforms.security.context import (
+    CurrentPrincipal,
+    RequestContextDep,
+    RequestState,
+    RequestStateDep,
+)
 from healthforms.security.csrf import check_token
 from healthforms.security.sessions import SessionInfo
 from healthforms.state import AppState, DbSessionDep, StateDep
@@ -44,6 +49,7 @@ async def session_login(
     db: DbSessionDep,
     auditor: AuditorDep,
     context: RequestContextDep,
+    request: RequestStateDep,
 ) -> JSONResponse:
     login = LoginService(state, db, auditor)
     signed_in = await login.sign_in(body)
@@ -58,7 +64,18 @@ async def session_login(
         actor_id=user.id,
         organization_id=user.organization_id,
     )
+    await give_back_auth_token(state, request)
     return session_answer(state.settings, user, issued)
+
+
+async def give_back_auth_token(state: AppState, request: RequestState) -> None:
+    """A successful sign-in returns the `auth` token it took: a clinic whose staff share
+    one public address is not locked out by its own sign-ins, while failed attempts keep
+    counting 5/min + 2 per address. The bucket is the one the rate-limit layer charged
+    for this request (its decision names the identifier), never one built here."""
+    for decision in request.rate_decisions:
+        if decision.policy == "auth" and decision.allowed:
+            await state.limiter.give_back(decision)
 
 
 async def end_session(state: AppState, db: AsyncSession, user_id: str, session_hash: str) -> bool:

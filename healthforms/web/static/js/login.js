@@ -1,10 +1,15 @@
-import { api, describe } from "./api.js";
+import { api, describe, el } from "./api.js";
 
+// Two steps on one page: email and password first; only when the service answers
+// `totp_required` (the password was right and the account has two-step sign-in) does
+// the code field appear. The password stays in this page's own field and is sent again
+// with the code: the server keeps no half-signed-in state and never echoes it.
 const form = document.getElementById("login-form");
 const errorBox = document.getElementById("login-error");
 const totpStep = document.getElementById("totp-step");
 const totpInput = document.getElementById("totp");
-const toggle = document.getElementById("totp-toggle");
+const orgStep = document.getElementById("org-step");
+const orgSelect = document.getElementById("organization");
 const submit = document.getElementById("login-submit");
 
 function safeNext(value) {
@@ -14,12 +19,26 @@ function safeNext(value) {
   return value;
 }
 
-function showTotp(focus) {
+function showTotp() {
   totpStep.hidden = false;
   totpInput.disabled = false;
-  toggle.setAttribute("aria-expanded", "true");
-  toggle.parentElement.hidden = true;
-  if (focus) totpInput.focus();
+  totpInput.focus();
+}
+
+function showOrganizations(organizations) {
+  orgSelect.replaceChildren(...organizations.map((o) => el("option", { value: o.id, text: o.name || o.id })));
+  orgStep.hidden = false;
+  orgSelect.disabled = false;
+  orgSelect.focus();
+}
+
+function reset() {
+  // The email or password changed: the later steps belonged to the old pair.
+  for (const [step, input] of [[totpStep, totpInput], [orgStep, orgSelect]]) {
+    step.hidden = true;
+    input.disabled = true;
+  }
+  totpInput.value = "";
 }
 
 function fail(message, focusEl) {
@@ -28,7 +47,8 @@ function fail(message, focusEl) {
   if (focusEl) focusEl.focus();
 }
 
-toggle.addEventListener("click", () => showTotp(true));
+form.email.addEventListener("input", reset);
+form.password.addEventListener("input", reset);
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -40,30 +60,42 @@ form.addEventListener("submit", async (event) => {
     return;
   }
   const body = { email, password };
-  if (!totpStep.hidden && totpInput.value.trim()) body.totp = totpInput.value.trim();
+  if (!orgStep.hidden && orgSelect.value) body.organizationId = orgSelect.value;
+  if (!totpStep.hidden) {
+    const code = totpInput.value.trim();
+    if (!code) { fail("Enter the code from your authenticator app, or a recovery code.", totpInput); return; }
+    body.totp = code;
+  }
   submit.disabled = true;
   submit.textContent = "Signing in…";
   try {
-    const { status, data } = await api("/api/auth/session-login", {
-      method: "POST", body, csrf: false, expect: [401, 429],
+    const { status, data, headers } = await api("/api/auth/session-login", {
+      method: "POST", body, csrf: false, expect: [401, 409, 429],
     });
     if (status === 200) {
       location.assign(safeNext(document.body.dataset.next));
       return;
     }
     const code = data && data.code;
-    if (status === 429) {
-      fail("Too many sign-in attempts. Please wait a minute and try again.");
-    } else if (code === "totp_required" || code === "mfa_required" || (data && data.totpRequired)) {
-      showTotp(true);
-      fail("Enter the code from your authenticator app.");
-    } else if (totpStep.hidden) {
-      // The service answers every wrong part alike (no hint that a code is due), so offer
-      // the code field: accounts with two-step sign-in need it.
-      showTotp(false);
-      fail("Email or password is incorrect. If your account uses an authenticator app, enter its code too.", form.password);
+    if (code === "account_locked") {
+      // The service's message names the real wait (the lock's remaining time).
+      fail(data.error);
+    } else if (status === 429) {
+      const wait = Number(headers.get("retry-after")) || 0;
+      fail(wait
+        ? `Too many sign-in attempts from this network. Please wait ${wait} second${wait === 1 ? "" : "s"} and try again.`
+        : "Too many sign-in attempts from this network. Please wait a little and try again.");
+    } else if (code === "organization_required") {
+      showOrganizations((data && data.organizations) || []);
+      fail("Choose the clinic to sign in to.");
+    } else if (code === "totp_required") {
+      showTotp();
+      fail("Enter the code from your authenticator app, or one of your recovery codes.");
+    } else if (!totpStep.hidden) {
+      totpInput.value = "";
+      fail("That code is not valid. Try the current code, or another recovery code.", totpInput);
     } else {
-      fail("Email, password or authenticator code is incorrect.", form.password);
+      fail("Email or password is incorrect.", form.password);
     }
   } catch (err) {
     fail(describe(err));

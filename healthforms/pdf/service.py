@@ -344,6 +344,11 @@ class PdfService:
                             fence=held.fence,
                         )
                     )
+                    # The stored PDF (PHI) and its event commit together, or neither.
+                    event = auditor.event(
+                        PDF_GENERATED, resource_type=RESOURCE_TYPE, resource_id=row.id
+                    )
+                    await auditor.record_in(session, event)
             except IntegrityError:
                 # Stored meanwhile by a holder with a higher fence: serve that one.
                 async with self.state.db.sessions() as session:
@@ -356,5 +361,5 @@ class PdfService:
                     raise PdfInProgress() from None
                 return _open_pdf(self.state, existing), False
         log.info("pdf_generated", response_id=row.id, size_bytes=len(content), fence=held.fence)
-        await auditor.record(PDF_GENERATED, resource_type=RESOURCE_TYPE, resource_id=row.id)
+        auditor.committed(event)
         return content, True

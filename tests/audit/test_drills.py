@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from healthforms.audit.checkpoints import read_checkpoints
 from healthforms.audit.events import (
     CSRF_REJECTED,
+    PDF_GENERATED,
     RATELIMIT_EXCEEDED,
     RESPONSE_SUBMITTED,
     AuditEvent,
@@ -30,6 +31,7 @@ from healthforms.audit.store import append_event, verify_chains
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.db.migrate import grant_app_role
+from healthforms.responses.models import ResponsePdf
 from healthforms.security.principal import Role
 from tests.forms.helpers import GENEROUS_RATE, StaffDirectory, feature_settings, signed_in
 from tests.submissions.helpers import fetch_nonce, good_answers, publish, stored_rows, submit
@@ -40,17 +42,33 @@ PATIENT_IP = "198.51.100.23"
 PATIENT_UA = "PatientPhone/1.0 (ZQX-UA-MARKER)"
 FOREIGN = {"Origin": "https://evil.example", "Cookie": "session=garbage.not-a-session"}
 
-_TRIGGER_SQLITE = (
-    "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events "
-    "WHEN NEW.action = 'response.submitted' BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
-)
-_TRIGGER_PG = (
-    "CREATE FUNCTION audit_down() RETURNS trigger AS $$ BEGIN "
-    "IF NEW.action = 'response.submitted' THEN RAISE EXCEPTION 'audit refused'; END IF; "
-    "RETURN NEW; END $$ LANGUAGE plpgsql",
-    "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events "
-    "FOR EACH ROW EXECUTE FUNCTION audit_down()",
-)
+
+def _refuse_events(db: Database, action: str) -> tuple[str, ...]:
+    """SQL that makes the audit table refuse `action`: an audit store that fails."""
+    if db.is_sqlite:
+        return (
+            "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events "
+            f"WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+        )
+    return (
+        "CREATE FUNCTION audit_down() RETURNS trigger AS $$ BEGIN "
+        f"IF NEW.action = '{action}' THEN RAISE EXCEPTION 'audit refused'; END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events "
+        "FOR EACH ROW EXECUTE FUNCTION audit_down()",
+    )
+
+
+async def refusing(db: Database, action: str) -> None:
+    async with db.engine.begin() as conn:
+        for statement in _refuse_events(db, action):
+            await conn.execute(text(statement))
+
+
+async def accepting(db: Database) -> None:
+    async with db.engine.begin() as conn:
+        on = "" if db.is_sqlite else " ON audit_events"
+        await conn.execute(text("DROP TRIGGER audit_down" + on))
 
 
 @pytest.fixture
@@ -107,10 +125,7 @@ async def test_a_submission_whose_audit_event_fails_is_not_stored(
     be written, nothing is stored, and the patient's resend succeeds once it can."""
     form = await publish(editor_http)
     db: Database = app.state.hf.db
-    statements = (_TRIGGER_SQLITE,) if db.is_sqlite else _TRIGGER_PG
-    async with db.engine.begin() as conn:
-        for statement in statements:
-            await conn.execute(text(statement))
+    await refusing(db, RESPONSE_SUBMITTED)
     nonce = await fetch_nonce(patient, form["publicId"])
     failed = await submit(patient, form["publicId"], nonce, good_answers())
     assert failed.status_code >= 500
@@ -118,15 +133,34 @@ async def test_a_submission_whose_audit_event_fails_is_not_stored(
     assert await stored_rows(app, form["id"]) == []  # before: stored, unaudited
     assert await events(app, RESPONSE_SUBMITTED) == []
 
-    async with db.engine.begin() as conn:
-        await conn.execute(
-            text("DROP TRIGGER audit_down" + ("" if db.is_sqlite else " ON audit_events"))
-        )
+    await accepting(db)
     again = await submit(patient, form["publicId"], nonce, good_answers())
     assert again.status_code == 201, again.text
     rows = await stored_rows(app, form["id"])
     submitted = await events(app, RESPONSE_SUBMITTED)
     assert [r.id for r in rows] == [e.resource_id for e in submitted]
+
+
+async def test_a_pdf_whose_audit_event_fails_is_not_stored(
+    app: FastAPI, editor_http: httpx.AsyncClient, patient: httpx.AsyncClient
+) -> None:
+    """A generated PDF is patient data too: stored with its `pdf.generated`, or not."""
+    form = await publish(editor_http)
+    nonce = await fetch_nonce(patient, form["publicId"])
+    assert (await submit(patient, form["publicId"], nonce, good_answers())).status_code == 201
+    (row,) = await stored_rows(app, form["id"])
+    db: Database = app.state.hf.db
+    await refusing(db, PDF_GENERATED)
+    failed = await editor_http.post(f"/api/responses/{row.id}/generate-pdf")
+    # SQLite's trigger failure is an IntegrityError, read as a lost race (409); what
+    # matters is that no PDF was stored without its event.
+    assert failed.status_code in (409, 500), failed.text
+    async with db.sessions() as session:
+        assert await session.get(ResponsePdf, row.id) is None  # before: stored, unaudited
+    await accepting(db)
+    printed = await editor_http.post(f"/api/responses/{row.id}/generate-pdf")
+    assert printed.status_code == 200 and printed.content.startswith(b"%PDF")
+    assert [e.resource_id for e in await events(app, PDF_GENERATED)] == [row.id]
 
 
 async def test_many_submissions_at_once_each_have_exactly_one_event(

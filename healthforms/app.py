@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.audit_checkpoint_interval_s,
         )
         checkpoints.start()
+        state.published_forms.start()
         app.front = build_pipeline(app.framework, state, html_error_page=static_error_html)
         if app.state.freeze_gc:
             # Everything built so far (modules, routes, pools: about a million objects)
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.front = None
             await state.workers.close()  # kill renders still running
+            await state.published_forms.close()
             await checkpoints.stop()  # the heads as they are at exit
             await redis.close()
             await db.dispose()

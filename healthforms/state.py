@@ -19,6 +19,7 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.metrics import Metrics
 from healthforms.processes import ChildProcesses
+from healthforms.redis.broadcast import BroadcastCache
 from healthforms.redis.client import RedisService
 from healthforms.security.csrf import CsrfTokens
 from healthforms.security.locks import LockService
@@ -44,6 +45,9 @@ class AppState:
     # CPU-heavy jobs on patient input (PDF renders) in child processes killed at their
     # time limit; none starts before the first job, the lifespan closes it.
     workers: ChildProcesses
+    # Published form versions by public id, kept per process and dropped everywhere when
+    # one is published, unpublished or archived (submissions/ reads, forms/ invalidates).
+    published_forms: BroadcastCache[object]
 
     @classmethod
     def build(
@@ -69,6 +73,7 @@ class AppState:
             oidc=build_oidc_verifier(settings),
             standings=Standings(user_standing),
             workers=ChildProcesses(settings.pdf_render_processes),
+            published_forms=BroadcastCache(redis, "published-forms"),
         )
 
 

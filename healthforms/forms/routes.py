@@ -19,7 +19,7 @@ from healthforms.forms.edit_lock import FormEditLocks, FormLocked, lock_json
 from healthforms.forms.service import FormService, StaleLock, form_json
 from healthforms.forms.validation import validate_description, validate_fields, validate_title
 from healthforms.security.context import CurrentPrincipal, EditorPrincipal
-from healthforms.state import DbSessionDep, StateDep
+from healthforms.state import AppState, DbSessionDep, StateDep
 
 router = APIRouter(prefix="/api/forms", tags=["forms"])
 
@@ -110,29 +110,50 @@ async def update_form(
     return form_json(form)
 
 
+async def withdraw_published(state: AppState, public_id: str | None) -> None:
+    """Public pages of every instance stop showing the version they cached."""
+    if public_id is not None:
+        await state.published_forms.invalidate(public_id)
+
+
 @router.delete("/{form_id}", status_code=204)
 async def archive_form(
-    form_id: str, principal: EditorPrincipal, session: DbSessionDep, auditor: AuditorDep
+    form_id: str,
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    auditor: AuditorDep,
+    state: StateDep,
 ) -> Response:
     form = await FormService(session, principal).archive(form_id)
+    await withdraw_published(state, form.public_id)
     await auditor.record(FORM_UPDATED, resource_type="form", resource_id=form.id)
     return Response(status_code=204)
 
 
 @router.post("/{form_id}/publish")
 async def publish_form(
-    form_id: str, principal: EditorPrincipal, session: DbSessionDep, auditor: AuditorDep
+    form_id: str,
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    auditor: AuditorDep,
+    state: StateDep,
 ) -> JsonObject:
     form = await FormService(session, principal).publish(form_id)
+    await withdraw_published(state, form.public_id)  # the link may show a newer version
     await auditor.record(FORM_PUBLISHED, resource_type="form", resource_id=form.id)
     return form_json(form)
 
 
 @router.post("/{form_id}/unpublish")
 async def unpublish_form(
-    form_id: str, principal: EditorPrincipal, session: DbSessionDep, auditor: AuditorDep
+    form_id: str,
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    auditor: AuditorDep,
+    state: StateDep,
 ) -> JsonObject:
     form = await FormService(session, principal).unpublish(form_id)
+    await withdraw_published(state, form.public_id)
     await auditor.record(FORM_UPDATED, resource_type="form", resource_id=form.id)
     return form_json(form)
 

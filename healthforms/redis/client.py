@@ -325,6 +325,17 @@ class RedisService:
         """Prefix a key (templates keep their literal `{…}` Cluster hash tags)."""
         return self.prefix + template
 
+    def dedicated_client(self) -> Redis:
+        """A client on a connection of its own, set up like the pool's (TLS, ACL user,
+        timeouts), for a long-lived subscription: never counted in the pool's figures,
+        never holding one of its connections. The caller closes it (`aclose`)."""
+        pool = ConnectionPool(
+            connection_class=self.pool.connection_class,
+            max_connections=1,
+            **self.pool.connection_kwargs,
+        )
+        return Redis.from_pool(pool)  # closing the client closes its pool
+
     async def call(self, fn: Callable[[Redis], Awaitable[T]], *, idempotent: bool = False) -> T:
         """Run one Redis operation through the breaker; raise RedisUnavailable to degrade."""
         return await self._guarded(fn, self.client, idempotent)

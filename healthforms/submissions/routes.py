@@ -16,7 +16,7 @@ from healthforms.audit.recorder import PatientAuditorDep
 from healthforms.clock import rfc3339
 from healthforms.security.context import RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
-from healthforms.submissions.service import SubmissionService, load_published
+from healthforms.submissions.service import SubmissionService, load_published, published_form
 
 router = APIRouter(prefix="/api/public/forms", tags=["public"])
 
@@ -26,7 +26,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 @router.get("/{public_id}")
 async def get_public_form(public_id: str, state: StateDep, session: DbSessionDep) -> JSONResponse:
-    form = await load_published(session, public_id)
+    form = await published_form(state, session, public_id)
     issued = SubmissionService(state).issue_nonce(form)
     body = {
         "form": form.public_json(),

@@ -137,6 +137,19 @@ async def load_published(session: AsyncSession, public_id: str) -> PublishedForm
     )
 
 
+async def published_form(state: AppState, session: AsyncSession, public_id: str) -> PublishedForm:
+    """What a patient's page shows: the published version, from this process's cache
+    once read (published versions are frozen; forms/ invalidates a publish, unpublish or
+    archive in every instance), so a page view reads nothing from the database. A
+    submission reads the database itself (load_published): it is the last word."""
+    cached = state.published_forms.get(public_id)
+    if isinstance(cached, PublishedForm):
+        return cached
+    form = await load_published(session, public_id)
+    state.published_forms.put(public_id, form)
+    return form
+
+
 class SubmissionService:
     def __init__(self, state: AppState) -> None:
         self.state = state

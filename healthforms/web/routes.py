@@ -48,7 +48,7 @@ from healthforms.responses.service import (
 from healthforms.security.context import request_state
 from healthforms.security.principal import Principal, Role
 from healthforms.state import DbSessionDep, StateDep
-from healthforms.submissions.service import load_published
+from healthforms.submissions.service import published_form
 from healthforms.web.pages import STATIC_DIR, login_url, render, safe_next
 
 INVALID_LINK = "This form link is not valid."
@@ -368,11 +368,13 @@ async def audit_page(request: Request, staff: AdminPage, state: StateDep) -> Res
 
 
 @router.get("/f/{public_id}")
-async def public_form_page(public_id: str, request: Request, db: DbSessionDep) -> Response:
+async def public_form_page(
+    public_id: str, request: Request, db: DbSessionDep, state: StateDep
+) -> Response:
     """The published version of a form, rendered for a patient's phone."""
     try:
         # The public API's own lookup: the page and the API agree on what is published.
-        form = await load_published(db, public_id)
+        form = await published_form(state, db, public_id)
     except NotFound:
         raise NotFound(INVALID_LINK) from None
     return render(

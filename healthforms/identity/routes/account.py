@@ -17,16 +17,18 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.audit import events
-from healthforms.audit.recorder import AuditorDep
+from healthforms.audit.recorder import Auditor, AuditorDep
 from healthforms.errors import Conflict, HealthformsError, ServiceUnavailable
 from healthforms.identity import service, totp
 from healthforms.identity.login import LoginService
+from healthforms.identity.models import User
 from healthforms.identity.passwords import hash_password_async
 from healthforms.identity.routes.cookies import session_answer
 from healthforms.identity.schemas import ChangePasswordBody, CurrentPasswordBody, TotpConfirmBody
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.security.context import CurrentPrincipal, RequestContextDep
-from healthforms.state import DbSessionDep, StateDep
+from healthforms.security.principal import Principal
+from healthforms.state import AppState, DbSessionDep, StateDep
 
 router = APIRouter()
 
@@ -134,6 +136,21 @@ async def _new_recovery_codes(db: AsyncSession, user_id: str) -> list[str]:
     return codes
 
 
+async def _totp_user_reauthenticated(
+    state: AppState,
+    db: AsyncSession,
+    auditor: Auditor,
+    principal: Principal,
+    body: CurrentPasswordBody,
+) -> User:
+    """The signed-in user, once their current password was right, with two-step on."""
+    user = await service.current_user(db, principal)
+    await LoginService(state, db, auditor).reauthenticate(user, body.current_password)
+    if not user.totp_enabled:
+        raise TotpNotEnabled()
+    return user
+
+
 @router.post("/api/auth/totp/recovery-codes")
 async def totp_recovery_codes(
     body: CurrentPasswordBody,
@@ -143,10 +160,7 @@ async def totp_recovery_codes(
     auditor: AuditorDep,
 ) -> dict[str, Any]:
     """Ten new recovery codes (shown once); the earlier ones stop working."""
-    user = await service.current_user(db, principal)
-    await LoginService(state, db, auditor).reauthenticate(user, body.current_password)
-    if not user.totp_enabled:
-        raise TotpNotEnabled()
+    user = await _totp_user_reauthenticated(state, db, auditor, principal, body)
     codes = await _new_recovery_codes(db, user.id)
     await db.commit()
     await auditor.record(
@@ -164,10 +178,7 @@ async def totp_disable(
     auditor: AuditorDep,
 ) -> dict[str, Any]:
     """Turn two-step sign-in off: the secret and the recovery codes are deleted."""
-    user = await service.current_user(db, principal)
-    await LoginService(state, db, auditor).reauthenticate(user, body.current_password)
-    if not user.totp_enabled:
-        raise TotpNotEnabled()
+    user = await _totp_user_reauthenticated(state, db, auditor, principal, body)
     service.clear_totp(user)
     await service.delete_recovery_codes(db, user.id)
     await db.commit()

@@ -147,7 +147,7 @@ async def test_users_page_lists_the_clinics_users_disabled_ones_too(
 
 
 async def test_public_page_shows_the_published_version_and_a_friendly_404_otherwise(
-    client: httpx.AsyncClient, db: Database, clinic: PublishedForm
+    app: FastAPI, client: httpx.AsyncClient, db: Database, clinic: PublishedForm
 ) -> None:
     async with db.sessions() as session:
         form = await session.get(Form, clinic.form_id)
@@ -159,6 +159,9 @@ async def test_public_page_shows_the_published_version_and_a_friendly_404_otherw
     assert 'data-version="1"' in page.text
 
     await _set_form(db, clinic.form_id, status="draft")
+    # What POST /api/forms/{id}/unpublish does after its write: the page views of every
+    # instance stop using the version they cached.
+    await app.state.hf.published_forms.invalidate(public_id)
     for path in [f"/f/{public_id}", "/f/" + "x" * 65, "/f/unknown"]:
         missing = await client.get(path, headers=HTML)
         assert missing.status_code == 404, path

@@ -11,6 +11,7 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from healthforms.audit.batch import close_appender
 from healthforms.audit.checkpoints import CheckpointWriter
 from healthforms.audit.routes import router as audit_router
 from healthforms.config import Settings, load_settings
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.front = None
             await state.workers.close()  # kill renders still running
             await state.published_forms.close()
+            await close_appender(db)  # audit events already handed over are written
             await checkpoints.stop()  # the heads as they are at exit
             await redis.close()
             await db.dispose()

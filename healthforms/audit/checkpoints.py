@@ -137,6 +137,9 @@ def read_checkpoints(keys: KeyRing, path: Path) -> CheckpointFile:
     return CheckpointFile(heads, rejected)
 
 
+STOP_WAIT_S = 10.0  # a checkpoint write in progress at shutdown may take this long
+
+
 class CheckpointWriter:
     """The background task of one process: a checkpoint every interval, one at exit."""
 
@@ -148,6 +151,7 @@ class CheckpointWriter:
         self._written: dict[str, int] = {}
         self._first = True
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def write_now(self) -> list[ChainHead]:
         """Every chain's head the first time (one grouped query), then only the chains
@@ -170,16 +174,26 @@ class CheckpointWriter:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+            if self._stopping.is_set():
+                return
             await self.write_now()
 
     def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="audit-checkpoints")
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Let a write in progress finish: a query cancelled half-way leaves its
+            # pooled connection in a state the next user trips over.
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_S)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         await self.write_now()

@@ -8,12 +8,14 @@ import structlog
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from healthforms.audit.batch import group_appender
 from healthforms.audit.events import AuditEvent, Outcome
-from healthforms.audit.store import append_event, append_in
+from healthforms.audit.store import append_in
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
+from healthforms.db.writer import has_uncommitted_writes
 from healthforms.security.context import RequestContext, request_state
-from healthforms.state import get_state
+from healthforms.state import DbSessionDep, get_state
 
 log = structlog.get_logger("healthforms.audit")
 
@@ -35,8 +37,14 @@ class Auditor:
         actor_id: str | None = None,
         organization_id: str | None = None,
         patient: bool = False,
+        session: AsyncSession | None = None,
     ) -> None:
         self.db = db
+        # The request's own session: record() hands its connection back to the pool
+        # before taking one for the event, so a request never holds two at once (50
+        # concurrent audited reads would otherwise take the whole pool and each wait
+        # for a second connection that never comes).
+        self.session = session
         self.keys = keys
         self.context = context
         self.actor_id = actor_id
@@ -80,7 +88,12 @@ class Auditor:
         actor_id: str | None = None,
         organization_id: str | None = None,
     ) -> None:
-        """Record an event in its own transaction."""
+        """Record an event in its own transaction.
+
+        Call it once the work it describes has committed (or for reads and refusals,
+        which write nothing): the request's session is committed first, which commits
+        nothing then and returns its connection. Work that must commit with its event
+        uses `record_in`."""
         event = self.event(
             action,
             outcome=outcome,
@@ -89,8 +102,29 @@ class Auditor:
             actor_id=actor_id,
             organization_id=organization_id,
         )
-        await append_event(self.db, self.keys, event)
+        if self.session is not None:
+            await self._hand_back(self.session, action)
+        # Committed together with the events of concurrent requests (batch.py).
+        await group_appender(self.db, self.keys).append(event)
         self._log(event)
+
+    @staticmethod
+    async def _hand_back(session: AsyncSession, action: str) -> None:
+        """End the request session's transaction so its connection goes back to the
+        pool before the event takes one."""
+        transaction = session.sync_session.get_transaction()
+        if transaction is None:
+            return  # holds no connection
+        if not transaction.is_active:
+            # An earlier statement of this request failed (the database went away):
+            # nothing in it can commit any more.
+            await session.rollback()
+        elif await has_uncommitted_writes(session):
+            # A caller's bug, not the client's: the event is still recorded (on a
+            # second connection, as before) and the writes stay the caller's to end.
+            log.warning("audit_record_beside_uncommitted_writes", action=action)
+        else:
+            await session.commit()
 
     async def record_in(self, session: AsyncSession, event: AuditEvent) -> None:
         """Record `event` (from `event()`) inside the caller's transaction: it commits
@@ -113,8 +147,11 @@ class Auditor:
         )
 
 
-def get_auditor(request: Request, *, patient: bool = False) -> Auditor:
-    """An Auditor with this request's context and, once signed in, its actor."""
+def get_auditor(
+    request: Request, *, patient: bool = False, session: AsyncSession | None = None
+) -> Auditor:
+    """An Auditor with this request's context and, once signed in, its actor; with the
+    request's database session when the route has one."""
     current = request_state(request.scope)
     principal = current.principal
     state = get_state(request)
@@ -125,15 +162,18 @@ def get_auditor(request: Request, *, patient: bool = False) -> Auditor:
         actor_id=principal.user_id if principal else None,
         organization_id=principal.organization_id if principal else None,
         patient=patient,
+        session=session,
     )
 
 
-async def _auditor_dependency(request: Request) -> Auditor:
-    return get_auditor(request)  # async: no worker-thread hop per request
+# async: no worker-thread hop per request. DbSessionDep is the route's own session
+# (FastAPI gives every dependency of one request the same one).
+async def _auditor_dependency(request: Request, session: DbSessionDep) -> Auditor:
+    return get_auditor(request, session=session)
 
 
-async def _patient_auditor_dependency(request: Request) -> Auditor:
-    return get_auditor(request, patient=True)
+async def _patient_auditor_dependency(request: Request, session: DbSessionDep) -> Auditor:
+    return get_auditor(request, patient=True, session=session)
 
 
 AuditorDep = Annotated[Auditor, Depends(_auditor_dependency)]

@@ -15,7 +15,7 @@ so two writers that read the same tail cannot both insert.
 
 `append_in` writes an event inside the caller's transaction, so a write of patient
 data and its audit event commit together or not at all; `append_event` writes one in
-its own transaction.
+its own transaction, `append_events` several (the group commit of batch.py).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
 import structlog
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Select, Table, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +38,7 @@ from healthforms.audit.events import AuditEvent
 from healthforms.audit.models import AuditEventRow
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
+from healthforms.db.writer import claim_writer
 
 log = structlog.get_logger("healthforms.audit")
 
@@ -99,14 +101,21 @@ def chain_hash(row: AuditEventRow, key: bytes | None) -> str:
     return hmac.new(key, canonical(row), hashlib.sha256).hexdigest()
 
 
-def _newest(chain: str) -> Select[int, str]:
+# Statements built once, their values bound at execution: building a statement with
+# its values in it per request (new bind parameters, a new cache key) cost more CPU
+# than running it (py-spy of the public submit, bench/database.py).
+_NEWEST = (
+    select(AuditEventRow.seq, AuditEventRow.hash)
+    .where(AuditEventRow.chain == bindparam("chain"))
+    .order_by(AuditEventRow.seq.desc())
+    .limit(1)
+)
+_LOCK_CHAIN = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:chain))")
+
+
+def _newest(chain: str) -> tuple[Select[int, str], dict[str, str]]:
     """(seq, hash) of a chain's newest event: one index lookup (chain, seq)."""
-    return (
-        select(AuditEventRow.seq, AuditEventRow.hash)
-        .where(AuditEventRow.chain == chain)
-        .order_by(AuditEventRow.seq.desc())
-        .limit(1)
-    )
+    return _NEWEST, {"chain": chain}
 
 
 def _bounded(value: str | None, limit: int) -> str | None:
@@ -130,24 +139,53 @@ def take_touched_chains() -> set[str]:
 
 async def append_in(session: AsyncSession, keys: KeyRing, event: AuditEvent) -> AuditEventRow:
     """Append `event` to its organisation's chain inside the caller's transaction."""
-    chain = chain_of(event.organization_id)
-    _touched_chains.add(chain)
+    return (await append_many_in(session, keys, [event]))[0]
+
+
+async def append_many_in(
+    session: AsyncSession, keys: KeyRing, events: Sequence[AuditEvent]
+) -> list[AuditEventRow]:
+    """Append `events` (in their order within each chain) inside the caller's
+    transaction: one lock and one tail read per chain, one INSERT for all."""
+    by_chain: dict[str, list[AuditEvent]] = {}
+    for event in events:
+        by_chain.setdefault(chain_of(event.organization_id), []).append(event)
+    _touched_chains.update(by_chain)
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(:ns, hashtext(:chain))"),
-            {"ns": _ADVISORY_LOCK_NAMESPACE, "chain": chain},
-        )
+        for chain in sorted(by_chain):  # one order for every writer: no deadlock
+            await session.execute(_LOCK_CHAIN, {"ns": _ADVISORY_LOCK_NAMESPACE, "chain": chain})
     else:
-        # SQLite: a pending write (the patient data this event goes with) takes the
-        # file's write lock first, so the tail read below cannot go stale before our
-        # insert; alone, a race is caught by UNIQUE(chain, seq) and retried.
+        # SQLite: the process's writer slot first (and a pending write, the patient
+        # data this event goes with, takes the file's lock), so no writer of this
+        # process moves the tail between our read and our insert; another process's
+        # writer can, and UNIQUE(chain, seq) catches it (append_events retries).
         await session.flush()
-    tail = (await session.execute(_newest(chain))).first()
-    prev_seq, prev_hash = (tail[0], tail[1]) if tail else (0, GENESIS_HASH)
-    row = AuditEventRow(
+        await claim_writer(session)
+    key = keys.hmac_key(CHAIN_KEY_PURPOSE)
+    rows: list[AuditEventRow] = []
+    for chain, chained in by_chain.items():
+        tail = (await session.execute(*_newest(chain))).first()
+        seq, prev_hash = (tail[0], tail[1]) if tail else (0, GENESIS_HASH)
+        for event in chained:
+            seq += 1
+            row = _row(event, chain, seq, prev_hash, keys.current_id)
+            row.hash = prev_hash = chain_hash(row, key)
+            rows.append(row)
+    # A Core INSERT (one statement for the batch), not session.add + flush: the ORM's
+    # unit of work cost more than the statement on every audited request (py-spy,
+    # bench/database.py). The row objects stay transient: they are what was written.
+    if len(rows) == 1:
+        await session.execute(_INSERT_EVENT, _columns(rows[0]))
+    else:
+        await session.execute(_INSERT_EVENT, [_columns(row) for row in rows])
+    return rows
+
+
+def _row(event: AuditEvent, chain: str, seq: int, prev_hash: str, key_id: str) -> AuditEventRow:
+    return AuditEventRow(
         chain=chain,
-        seq=prev_seq + 1,
-        key_id=keys.current_id,
+        seq=seq,
+        key_id=key_id,
         # Microsecond precision survives both backends, so the canonical form is stable.
         at=event.at.astimezone(UTC),
         organization_id=event.organization_id,
@@ -163,24 +201,35 @@ async def append_in(session: AsyncSession, keys: KeyRing, event: AuditEvent) -> 
         prev_hash=prev_hash,
         hash="",
     )
-    row.hash = chain_hash(row, keys.hmac_key(CHAIN_KEY_PURPOSE))
-    session.add(row)
-    await session.flush()
-    return row
+
+
+def _columns(row: AuditEventRow) -> dict[str, object]:
+    return {name: getattr(row, name) for name in _INSERTED}
+
+
+_INSERTED = tuple(column.key for column in AuditEventRow.__table__.columns if column.key != "id")
+_INSERT_EVENT = insert(cast(Table, AuditEventRow.__table__))
 
 
 async def append_event(
     db: Database, keys: KeyRing, event: AuditEvent, *, attempts: int = 20
 ) -> AuditEventRow:
     """Append one event in its own transaction; retry when another writer took the slot."""
+    return (await append_events(db, keys, [event], attempts=attempts))[0]
+
+
+async def append_events(
+    db: Database, keys: KeyRing, events: Sequence[AuditEvent], *, attempts: int = 20
+) -> list[AuditEventRow]:
+    """Append `events` in one transaction; retry when another writer took a slot."""
     delay = 0.005
     for attempt in range(attempts):
         try:
             async with db.sessions() as session, session.begin():
-                return await append_in(session, keys, event)
+                return await append_many_in(session, keys, events)
         except (IntegrityError, OperationalError):
             if attempt + 1 == attempts:
-                log.error("audit_append_failed", action=event.action)
+                log.error("audit_append_failed", actions=sorted({e.action for e in events}))
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
@@ -236,7 +285,7 @@ async def chain_heads(db: Database, chains: Iterable[str] | None = None) -> list
         heads = []
         async with db.sessions() as session:
             for chain in sorted(chains):
-                found = (await session.execute(_newest(chain))).first()
+                found = (await session.execute(*_newest(chain))).first()
                 if found is not None:
                     heads.append(ChainHead(chain, found[0], found[1]))
         return heads

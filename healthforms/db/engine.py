@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from healthforms.db.errors import DatabaseUnavailable
+from healthforms.db.writer import WriterSlot, track_writes
 
-class DatabaseUnavailable(Exception):
-    """The database did not answer; /health says 503."""
+__all__ = ["Database", "DatabaseUnavailable", "backend_name", "create_engine"]
 
 
 def backend_name(url: str) -> str:
@@ -41,23 +42,65 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# How long a writer waits for SQLite's writer slot (as long as its busy handler waits
+# for another process's writer); then 503, as for any other database outage.
+SQLITE_WRITE_WAIT_S = 10.0
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     backend = backend_name(url)
     if backend == "sqlite":
-        engine = create_async_engine(url, connect_args={"timeout": 10})
+        engine = create_async_engine(
+            url, connect_args={"timeout": SQLITE_WRITE_WAIT_S}, pool_timeout=SQLITE_WRITE_WAIT_S
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        track_writes(engine, sqlite_slot=WriterSlot(timeout_s=SQLITE_WRITE_WAIT_S))
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_timeout=5,
         connect_args={"timeout": 3, "command_timeout": 30},
     )
+    _ping_when_idle(engine)
+    track_writes(engine, sqlite_slot=None)
+    return engine
 
 
-@dataclass
+# A pooled PostgreSQL connection that answered less than this long ago is handed out
+# without a ping. SQLAlchemy's pool_pre_ping pings on every checkout (asyncpg's ping
+# is BEGIN, SELECT 1, ROLLBACK: three round trips, and a request checks out once per
+# transaction); under load a connection is back in use within milliseconds. One that
+# lost its server while in use fails that request (503, the client retries) and the
+# dialect then invalidates the whole pool, so the next checkouts reconnect.
+PING_AFTER_IDLE_S = 1.0
+_IDLE_SINCE = "healthforms.idle_since"
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    pool = engine.sync_engine.pool
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return  # just connected, or answered a moment ago
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool drops this connection and checks out another (a fresh one if
+            # need be), as pool_pre_ping would.
+            raise DisconnectionError() from exc
+
+    event.listen(pool, "checkin", checked_in)
+    event.listen(pool, "checkout", checked_out)
+
+
+@dataclass(eq=False)  # an identity, not a value: hashable, so caches can key on it
 class Database:
     """The engine plus a session factory; one per process."""
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from healthforms.clock import rfc3339, utcnow
 from healthforms.errors import Conflict, NotFound
@@ -153,21 +154,27 @@ class FormService:
             raise StaleLock()
         # Compare-and-set on the revision: of two saves that read the same revision,
         # exactly one succeeds; the other is told, never silently overwritten.
-        result = await self.session.execute(
-            update(Form)
-            .where(
-                Form.id == form.id,
-                Form.organization_id == self.principal.organization_id,
-                Form.revision == current,
+        # RETURNING brings the row back as saved (a publish may have moved its status in
+        # between): no second SELECT to refresh it.
+        table = cast(Table, Form.__table__)
+        saved = (
+            await self.session.execute(
+                update(table)
+                .where(
+                    table.c.id == form.id,
+                    table.c.organization_id == self.principal.organization_id,
+                    table.c.revision == current,
+                )
+                .values(**values)
+                .returning(*table.c)
             )
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(result, "rowcount", 0) != 1:
+        ).first()
+        if saved is None:
             await self.session.rollback()
             raise StaleRevision()
         await self.session.commit()
-        await self.session.refresh(form)
+        for column, value in saved._mapping.items():
+            set_committed_value(form, str(column), value)
         return form
 
     async def publish(self, form_id: str) -> Form:

@@ -16,7 +16,7 @@ from healthforms.audit.recorder import PatientAuditorDep
 from healthforms.clock import rfc3339
 from healthforms.security.context import RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
-from healthforms.submissions.service import SubmissionService, load_published, published_form
+from healthforms.submissions.service import SubmissionService, current_published, published_form
 
 router = APIRouter(prefix="/api/public/forms", tags=["public"])
 
@@ -45,7 +45,7 @@ async def submit_response(
     auditor: PatientAuditorDep,
     body: Any = Body(None),  # noqa: B008
 ) -> JSONResponse:
-    form = await load_published(session, public_id)
+    form = await current_published(state, session, public_id)
     # The response row and its `response.submitted` event commit in one transaction.
     result = await SubmissionService(state).submit(
         session, form, body, current.context, auditor, current.public_token

@@ -20,10 +20,10 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -141,10 +141,38 @@ async def published_form(state: AppState, session: AsyncSession, public_id: str)
     """What a patient's page shows: the published version, from this process's cache
     once read (published versions are frozen; forms/ invalidates a publish, unpublish or
     archive in every instance), so a page view reads nothing from the database. A
-    submission reads the database itself (load_published): it is the last word."""
+    submission asks the database which version is current (current_published): it is
+    the last word."""
     cached = state.published_forms.get(public_id)
     if isinstance(cached, PublishedForm):
         return cached
+    form = await load_published(session, public_id)
+    state.published_forms.put(public_id, form)
+    return form
+
+
+# Built once, values bound at execution (see audit/store.py).
+_INSERT_RESPONSE = insert(cast(Table, ResponseRow.__table__))
+_CURRENT_VERSION = select(Form.version).where(
+    Form.public_id == bindparam("public_id"), Form.status == "published"
+)
+
+
+async def current_published(
+    state: AppState, session: AsyncSession, public_id: str
+) -> PublishedForm:
+    """What a submission is checked against. The database stays the last word on which
+    version is published now (one indexed lookup of two columns); the version itself
+    is frozen, so this process's cached copy serves when it is that version."""
+    if not public_id or len(public_id) > 64:
+        raise NotFound()
+    cached = state.published_forms.get(public_id)
+    if isinstance(cached, PublishedForm):
+        current = (await session.execute(_CURRENT_VERSION, {"public_id": public_id})).first()
+        if current is None:
+            raise NotFound()
+        if current[0] == cached.version:
+            return cached
     form = await load_published(session, public_id)
     state.published_forms.put(public_id, form)
     return form
@@ -282,22 +310,26 @@ class SubmissionService:
         response_id = new_id("rsp_")
         payload = {"answers": answers, "signatures": self._evidence(form, answers, context, now)}
         sealed = seal_json(self.state.keys, payload, response_aad(response_id, form.form_id))
-        row = ResponseRow(
-            id=response_id,
-            organization_id=form.organization_id,
-            form_id=form.form_id,
-            form_version_id=form.version_id,
-            form_version=form.version,
-            nonce_id=nonce.nonce_id,
-            answers_digest=digest,
-            confirmation=new_confirmation(),
-            ciphertext=sealed.ciphertext,
-            wrapped_key=sealed.wrapped_key,
-            key_id=sealed.key_id,
-            submitted_at=now,
-        )
-        session.add(row)
+        confirmation = new_confirmation()
         try:
+            # A Core INSERT: the ORM's unit of work cost more than the statement.
+            await session.execute(
+                _INSERT_RESPONSE,
+                {
+                    "id": response_id,
+                    "organization_id": form.organization_id,
+                    "form_id": form.form_id,
+                    "form_version_id": form.version_id,
+                    "form_version": form.version,
+                    "nonce_id": nonce.nonce_id,
+                    "answers_digest": digest,
+                    "confirmation": confirmation,
+                    "ciphertext": sealed.ciphertext,
+                    "wrapped_key": sealed.wrapped_key,
+                    "key_id": sealed.key_id,
+                    "submitted_at": now,
+                },
+            )
             # In the response's transaction: no stored response without its event (a
             # crash between two commits would leave an unaudited write of PHI).
             event = auditor.event(
@@ -322,8 +354,8 @@ class SubmissionService:
             await self._release(nonce, digest, redis_up)
             raise
         auditor.committed(event)
-        await self._confirm(nonce, digest, row.confirmation, redis_up)
-        return SubmissionResult(row.confirmation, row.id, created=True)
+        await self._confirm(nonce, digest, confirmation, redis_up)
+        return SubmissionResult(confirmation, response_id, created=True)
 
     async def _release(self, nonce: Nonce, digest: str, redis_up: bool) -> None:
         """Give the nonce back after a failed store, so the patient's resend can succeed."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 import secrets
 import time
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -43,6 +45,22 @@ CSP = (
     "frame-ancestors 'none'; form-action 'self'"
 )
 HSTS = "max-age=63072000; includeSubDomains"
+
+
+def code_locations(exc: BaseException, depth: int = 8) -> list[str]:
+    """Where an exception was raised, as `module.py:line:function` of the innermost
+    frames (and of the exception it arose from): code locations only, never arguments,
+    locals or the message, which may carry submitted data."""
+    chain: list[BaseException] = [exc]
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if cause is not None:
+        chain.append(cause)
+    found: list[str] = []
+    for error in chain:
+        for frame in traceback.extract_tb(error.__traceback__)[-depth:]:
+            found.append(f"{'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno}:{frame.name}")
+        found.append(f"<- {type(error).__name__}")
+    return found
 
 
 class EdgeMiddleware:
@@ -176,7 +194,10 @@ class EdgeMiddleware:
                 # Nothing handled it: answer a bare 500 and log the type only (its args
                 # could carry submitted data), never a traceback with locals.
                 log.error(
-                    "unhandled_exception", request_id=request_id, error_type=type(exc).__name__
+                    "unhandled_exception",
+                    request_id=request_id,
+                    error_type=type(exc).__name__,
+                    where=code_locations(exc),
                 )
                 if not started_response[0]:
                     if not is_api and "text/html" in (accept or ""):

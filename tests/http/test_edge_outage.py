@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from healthforms.db.engine import DatabaseUnavailable
 from healthforms.db.outage import is_database_outage
+from healthforms.http.edge import code_locations
 
 
 class _Driver(Exception):
@@ -54,6 +55,23 @@ async def test_any_other_unhandled_error_is_still_a_bare_500(
     assert response.status_code == 500
     assert response.json() == {"error": "Internal server error.", "code": "internal_error"}
     assert "patient" not in response.text
+
+
+def test_the_500_log_line_names_code_locations_and_never_the_message() -> None:
+    def feature() -> None:
+        try:
+            raise KeyError("Jane Patient")
+        except KeyError:
+            raise RuntimeError("patient name must never be echoed") from None
+
+    try:
+        feature()
+    except RuntimeError as exc:
+        where = code_locations(exc)
+    assert any(place.endswith(":feature") for place in where), where
+    assert where[-1] == "<- RuntimeError"
+    assert all(place.startswith(("http/", "<-")) for place in where), where
+    assert "patient" not in " ".join(where).lower()
 
 
 def test_outage_is_found_through_the_cause_chain() -> None:

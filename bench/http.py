@@ -168,6 +168,10 @@ _PROFILE_BUCKETS = {
     "pydantic": ("pydantic",),
     "json encoding": ("json/",),
     "sqlalchemy": ("sqlalchemy/",),
+    "sqlalchemy ORM unit of work": ("sqlalchemy/orm/unitofwork", "sqlalchemy/orm/persistence"),
+    "aiosqlite/asyncpg driver": ("aiosqlite/", "asyncpg/", "sqlalchemy/dialects/"),
+    "cryptography (AES-GCM, HMAC)": ("cryptography/", "healthforms/crypto/"),
+    "audit append": ("healthforms/audit/",),
     "uvicorn/httptools": ("uvicorn/", "httptools"),
 }
 
@@ -201,7 +205,18 @@ def summarise_profile(raw: str, top: int = 18) -> dict[str, Any]:
     }
 
 
-def profile(server: Server, url: str, env: dict[str, str], seconds: float) -> dict[str, Any]:
+def profile(
+    server: Server,
+    url: str,
+    env: dict[str, str],
+    seconds: float,
+    *,
+    name: str = "auth-get",
+    script: str = "request.lua",
+    connections: int = 50,
+) -> dict[str, Any]:
+    """py-spy on `server` while wrk runs `script`; the collapsed stacks go to
+    bench/results/profile-<name>.collapsed (kept out of git)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return {"skipped": "py-spy not installed (pip install py-spy)"}
@@ -214,7 +229,7 @@ def profile(server: Server, url: str, env: dict[str, str], seconds: float) -> di
         )  # fmt: skip
         spy_process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
-        harness.wrk(url, connections=50, seconds=seconds, env=env)
+        harness.wrk(url, connections=connections, seconds=seconds, script=script, env=env)
         try:
             _, err = spy_process.communicate(timeout=seconds + 30)
         except subprocess.TimeoutExpired:
@@ -224,7 +239,7 @@ def profile(server: Server, url: str, env: dict[str, str], seconds: float) -> di
             return {"skipped": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
         raw = out.read_text()
         # The collapsed stacks, for flame graphs or grep (kept out of git).
-        (Path(__file__).resolve().parent / "results" / "profile-auth-get.collapsed").write_text(raw)
+        (Path(__file__).resolve().parent / "results" / f"profile-{name}.collapsed").write_text(raw)
         return summarise_profile(raw)
 
 

@@ -58,9 +58,7 @@ async def test_a_refused_event_fails_its_own_request_only(db: Database, keys: Ke
     appender = GroupAppender(db, keys)
     await refusing(db, "pdf.served")
     events = [event(i, action="pdf.served" if i == 7 else "response.viewed") for i in range(20)]
-    outcomes = await asyncio.gather(
-        *(appender.append(e) for e in events), return_exceptions=True
-    )
+    outcomes = await asyncio.gather(*(appender.append(e) for e in events), return_exceptions=True)
     failed = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, Exception)]
     assert failed == [7]
     assert sorted(await stored(db)) == sorted(f"rsp_{i}" for i in range(20) if i != 7)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -118,10 +118,12 @@ async def test_fifty_concurrent_writers_lose_nothing_and_never_fail(
     finally:
         server.stop()
 
-    reads: list[httpx.Response] = list(mixed[:WRITERS])
-    saves: list[tuple[int, int]] = list(mixed[WRITERS : WRITERS * 2])
-    submissions = list(patients) + list(mixed[WRITERS * 2 : WRITERS * 2 + LATE])
-    locks: list[httpx.Response] = list(mixed[WRITERS * 2 + LATE :])
+    # gather() of mixed kinds answers list[object]: name each slice's kind.
+    reads = cast(list[httpx.Response], mixed[:WRITERS])
+    saves = cast(list[tuple[int, int]], mixed[WRITERS : WRITERS * 2])
+    late = cast(list[tuple[int, str | None]], mixed[WRITERS * 2 : WRITERS * 2 + LATE])
+    submissions = list(patients) + late
+    locks = cast(list[httpx.Response], mixed[WRITERS * 2 + LATE :])
 
     statuses = Counter(status for status, _ in submissions)
     assert statuses == Counter({201: len(submissions)}), statuses

@@ -37,6 +37,12 @@ LOCK_CONFLICT = "lock.conflict"
 RESPONSE_SUBMITTED = "response.submitted"
 RESPONSE_VIEWED = "response.viewed"
 RESPONSE_DELETED = "response.deleted"
+# The review of a response: marked reviewed, filed, or put back to new.
+RESPONSE_REVIEWED = "response.reviewed"
+RESPONSE_FILED = "response.filed"
+RESPONSE_REOPENED = "response.reopened"
+RESPONSE_NOTE_ADDED = "response.note_added"
+RESPONSE_NOTES_VIEWED = "response.notes_viewed"  # staff notes are PHI: reads are audited
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

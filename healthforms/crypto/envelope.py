@@ -78,6 +78,11 @@ def response_aad(response_id: str, form_id: str) -> bytes:
     return f"response:{response_id}:form:{form_id}".encode()
 
 
+def note_aad(note_id: str, response_id: str) -> bytes:
+    """AAD of a staff note: bound to this note on this response."""
+    return f"note:{note_id}:response:{response_id}".encode()
+
+
 def pdf_aad(response_id: str) -> bytes:
     return f"pdf:{response_id}".encode()
 

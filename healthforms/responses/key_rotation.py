@@ -1,7 +1,7 @@
 """`healthforms keys rotate`: re-wrap every data key under the current master key.
 
-Only the small wrapped data keys change; the records themselves (answers, PDFs, TOTP
-secrets) are not re-encrypted, so a rotation is quick and reads never stop: the old
+Only the small wrapped data keys change; the records themselves (answers, PDFs, staff
+notes, TOTP secrets) are not re-encrypted, so a rotation is quick and reads never stop: the old
 master key stays configured in HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS while the rows
 move over, and every row decrypts with whichever key its `key_id` names. Work goes in
 short batches, each its own transaction, and every update is conditional on the row
@@ -25,7 +25,7 @@ from healthforms.crypto.envelope import DecryptionFailed, rewrap
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.identity.models import User
-from healthforms.responses.models import ResponsePdf, ResponseRow
+from healthforms.responses.models import ResponseNote, ResponsePdf, ResponseRow
 
 log = structlog.get_logger("healthforms.keys")
 
@@ -51,10 +51,13 @@ class RotationCount:
 
 
 async def _rotate_columns(
-    db: Database, keys: KeyRing, model: type[ResponseRow] | type[ResponsePdf], batch: int
+    db: Database,
+    keys: KeyRing,
+    model: type[ResponseRow] | type[ResponsePdf] | type[ResponseNote],
+    batch: int,
 ) -> RotationCount:
-    """Rows with their own `wrapped_key` and `key_id` columns (responses, PDFs)."""
-    pk = model.id if model is ResponseRow else ResponsePdf.response_id
+    """Rows with their own `wrapped_key` and `key_id` columns (responses, PDFs, notes)."""
+    pk = ResponsePdf.response_id if model is ResponsePdf else model.id  # type: ignore[union-attr]
     count = RotationCount(model.__tablename__)
     last = ""
     while True:
@@ -164,5 +167,6 @@ async def rotate_keys(
     return [
         await _rotate_columns(db, keys, ResponseRow, batch),
         await _rotate_columns(db, keys, ResponsePdf, batch),
+        await _rotate_columns(db, keys, ResponseNote, batch),
         await _rotate_totp(db, keys, batch),
     ]

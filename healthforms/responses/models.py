@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from healthforms.clock import utcnow
@@ -34,6 +34,35 @@ class ResponseRow(Base):
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     key_id: Mapped[str] = mapped_column(String(32))
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The review: new -> reviewed -> filed, with who moved it there and when.
+    review_status: Mapped[str] = mapped_column(String(16), default="new", server_default="new")
+    reviewed_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    filed_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    filed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        Index("ix_responses_form_review", "form_id", "review_status", "submitted_at"),
+    )
+
+
+class ResponseNote(Base):
+    """A staff member's note on a response: PHI like the answers, so encrypted the same
+    way (AAD = note id + response id)."""
+
+    __tablename__ = "response_notes"
+    __table_args__ = (Index("ix_response_notes_response_id", "response_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("nte_"))
+    response_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("responses.id", ondelete="CASCADE")
+    )
+    organization_id: Mapped[str] = mapped_column(String(40))
+    author_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32))
 
 
 class ResponsePdf(Base):

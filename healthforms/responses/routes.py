@@ -1,14 +1,22 @@
-"""Responses API (API.md "Responses"): list, read (audited), delete. PDFs: pdf/routes.py."""
+"""Responses API (API.md "Responses"): list, read (audited), delete; the review (status,
+notes: docs/responses.md). PDFs: pdf/routes.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
 
-from healthforms.audit.events import RESPONSE_DELETED, RESPONSE_VIEWED, Outcome
+from healthforms.audit.events import (
+    RESPONSE_DELETED,
+    RESPONSE_NOTES_VIEWED,
+    RESPONSE_VIEWED,
+    Outcome,
+)
 from healthforms.audit.recorder import AuditorDep
+from healthforms.errors import ValidationFailed
+from healthforms.responses import review
 from healthforms.responses.service import (
     RESOURCE_TYPE,
     ResponseUnreadable,
@@ -18,7 +26,7 @@ from healthforms.responses.service import (
     open_response,
     response_json,
 )
-from healthforms.security.context import AdminPrincipal, CurrentPrincipal
+from healthforms.security.context import AdminPrincipal, CurrentPrincipal, EditorPrincipal
 from healthforms.state import DbSessionDep, StateDep
 
 router = APIRouter(tags=["responses"])
@@ -33,10 +41,16 @@ def _phi_json(body: dict[str, Any]) -> JSONResponse:
 
 @router.get("/api/forms/{form_id}/responses")
 async def list_responses(
-    form_id: str, principal: CurrentPrincipal, session: DbSessionDep
+    form_id: str,
+    principal: CurrentPrincipal,
+    session: DbSessionDep,
+    status: str | None = Query(default=None, max_length=16),
 ) -> JSONResponse:
-    rows = await list_form_responses(session, principal.organization_id, form_id)
-    return _phi_json({"responses": [response_json(row) for row in rows]})
+    if status is not None and status not in review.STATUSES:
+        raise ValidationFailed({"status": f"status must be one of {', '.join(review.STATUSES)}"})
+    rows = await list_form_responses(session, principal.organization_id, form_id, status)
+    names = await review.people(session, rows)
+    return _phi_json({"responses": [response_json(row, names=names) for row in rows]})
 
 
 @router.get("/api/responses/{response_id}")
@@ -58,9 +72,64 @@ async def read_response(
             resource_id=row.id,
         )
         raise
+    names = await review.people(session, [row])
     # Reads of PHI are audited like writes.
     await auditor.record(RESPONSE_VIEWED, resource_type=RESOURCE_TYPE, resource_id=row.id)
-    return _phi_json(response_json(row, content))
+    return _phi_json(response_json(row, content, names))
+
+
+@router.post("/api/responses/{response_id}/status")
+async def set_review_status(
+    response_id: str,
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    auditor: AuditorDep,
+    body: Any = Body(None),  # noqa: B008
+) -> JSONResponse:
+    target = review.parse_status(body)
+    row = await review.set_status(
+        session, principal.organization_id, principal.user_id, response_id, target, auditor
+    )
+    return _phi_json(response_json(row, names=await review.people(session, [row])))
+
+
+@router.get("/api/responses/{response_id}/notes")
+async def read_notes(
+    response_id: str,
+    principal: CurrentPrincipal,
+    session: DbSessionDep,
+    state: StateDep,
+    auditor: AuditorDep,
+) -> JSONResponse:
+    notes = await review.list_notes(session, state.keys, principal.organization_id, response_id)
+    # Notes are PHI: their read is audited like the answers'.
+    await auditor.record(
+        RESPONSE_NOTES_VIEWED, resource_type=RESOURCE_TYPE, resource_id=response_id
+    )
+    return _phi_json({"notes": [note.as_json() for note in notes]})
+
+
+@router.post("/api/responses/{response_id}/notes")
+async def add_note(
+    response_id: str,
+    principal: EditorPrincipal,
+    session: DbSessionDep,
+    state: StateDep,
+    auditor: AuditorDep,
+    body: Any = Body(None),  # noqa: B008
+) -> JSONResponse:
+    text = review.parse_note(body)
+    note = await review.add_note(
+        session, state.keys, principal.organization_id, principal.user_id, response_id, text,
+        auditor,
+    )  # fmt: skip
+    written = review.Note(
+        id=note.id,
+        author={"id": principal.user_id, "name": None},
+        created_at=note.created_at,
+        text=text,
+    )
+    return JSONResponse(written.as_json(), status_code=201, headers=NO_STORE)
 
 
 @router.delete("/api/responses/{response_id}", status_code=204)

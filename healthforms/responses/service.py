@@ -20,7 +20,7 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.errors import HealthformsError, NotFound
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.service import STATUS_ARCHIVED
-from healthforms.responses.models import ResponsePdf, ResponseRow
+from healthforms.responses.models import ResponseNote, ResponsePdf, ResponseRow
 
 log = structlog.get_logger("healthforms.responses")
 
@@ -43,13 +43,30 @@ class ResponseContent:
     signatures: dict[str, Any]
 
 
-def response_json(row: ResponseRow, content: ResponseContent | None = None) -> dict[str, Any]:
-    """API.md's Response; without `content` the list shape (no answers)."""
+def response_json(
+    row: ResponseRow,
+    content: ResponseContent | None = None,
+    names: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """API.md's Response; without `content` the list shape (no answers). The review
+    fields (docs/responses.md) name who reviewed and filed it, from `names`."""
+
+    def person(user_id: str | None) -> dict[str, str | None] | None:
+        if user_id is None:
+            return None
+        return {"id": user_id, "name": (names or {}).get(user_id)}
+
     body: dict[str, Any] = {
         "id": row.id,
         "formId": row.form_id,
         "formVersion": row.form_version,
         "submittedAt": rfc3339(row.submitted_at),
+        "confirmation": row.confirmation,
+        "status": row.review_status,
+        "reviewedBy": person(row.reviewed_by),
+        "reviewedAt": rfc3339(row.reviewed_at) if row.reviewed_at else None,
+        "filedBy": person(row.filed_by),
+        "filedAt": rfc3339(row.filed_at) if row.filed_at else None,
     }
     if content is not None:
         body["answers"] = content.answers
@@ -89,15 +106,17 @@ async def forms_with_response_counts(
 
 
 async def list_form_responses(
-    session: AsyncSession, organization_id: str, form_id: str
+    session: AsyncSession, organization_id: str, form_id: str, status: str | None = None
 ) -> list[ResponseRow]:
-    """A form's responses, newest first; another organisation's form is 404."""
+    """A form's responses, newest first, optionally of one review status; another
+    organisation's form is 404."""
     await get_form(session, organization_id, form_id)
-    rows = await session.execute(
-        select(ResponseRow)
-        .where(ResponseRow.form_id == form_id, ResponseRow.organization_id == organization_id)
-        .order_by(ResponseRow.submitted_at.desc(), ResponseRow.id)
+    query = select(ResponseRow).where(
+        ResponseRow.form_id == form_id, ResponseRow.organization_id == organization_id
     )
+    if status is not None:
+        query = query.where(ResponseRow.review_status == status)
+    rows = await session.execute(query.order_by(ResponseRow.submitted_at.desc(), ResponseRow.id))
     return list(rows.scalars())
 
 
@@ -145,9 +164,10 @@ def open_response(keys: KeyRing, row: ResponseRow) -> ResponseContent:
 
 
 async def delete_response(session: AsyncSession, organization_id: str, response_id: str) -> None:
-    """Delete a response and its PDF (in one transaction)."""
+    """Delete a response, its PDF and its notes (in one transaction)."""
     row = await get_response(session, organization_id, response_id)
     # Explicit, not left to ON DELETE CASCADE: SQLite enforces it only with the pragma on.
     await session.execute(delete(ResponsePdf).where(ResponsePdf.response_id == row.id))
+    await session.execute(delete(ResponseNote).where(ResponseNote.response_id == row.id))
     await session.delete(row)
     await session.flush()

@@ -54,11 +54,18 @@ async def test_list_shows_a_forms_responses_newest_first_without_answers(
     assert reply.headers["cache-control"] == "no-store"
     listed = reply.json()["responses"]
     assert [r["id"] for r in listed] == [second, first]
+    confirmation = listed[1].pop("confirmation")
+    assert len(confirmation) == 12
     assert listed[1] == {
         "id": first,
         "formId": clinic.form_id,
         "formVersion": 1,
         "submittedAt": "2026-11-24T09:30:00Z",
+        "status": "new",
+        "reviewedBy": None,
+        "reviewedAt": None,
+        "filedBy": None,
+        "filedAt": None,
     }
     assert UNICODE_NAME not in reply.text
 
@@ -73,7 +80,11 @@ async def test_read_returns_the_decrypted_answers_keyed_by_field_id(
 
     assert reply.status_code == 200
     body = reply.json()
-    assert set(body) == {"id", "formId", "formVersion", "submittedAt", "answers"}
+    # API.md's Response, plus the review fields (docs/responses.md).
+    assert set(body) == {
+        "id", "formId", "formVersion", "submittedAt", "answers", "confirmation", "status",
+        "reviewedBy", "reviewedAt", "filedBy", "filedAt",
+    }  # fmt: skip
     assert body["id"] == response_id
     assert body["formId"] == clinic.form_id
     assert body["formVersion"] == 1

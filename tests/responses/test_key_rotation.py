@@ -14,13 +14,21 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select
 
-from healthforms.crypto.envelope import Sealed, open_sealed, pdf_aad, seal
+from healthforms.crypto.envelope import (
+    Sealed,
+    note_aad,
+    open_json,
+    open_sealed,
+    pdf_aad,
+    seal,
+    seal_json,
+)
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.identity.models import User
 from healthforms.identity.totp import open_secret, seal_secret
 from healthforms.responses.key_rotation import rotate_keys
-from healthforms.responses.models import ResponsePdf, ResponseRow
+from healthforms.responses.models import ResponseNote, ResponsePdf, ResponseRow
 from healthforms.responses.service import open_response
 from tests.support.response_factory import (
     PublishedForm,
@@ -107,6 +115,19 @@ async def test_keys_rotate_rewraps_responses_pdfs_and_totp_secrets(
     first, second = list(stored)[:2]
     await add_pdf(db, old, first, b"%PDF-1.7 first")
     await add_pdf(db, old, second, b"%PDF-1.7 second")
+    note_sealed = seal_json(old, {"text": "staff note"}, note_aad("nte_rotated", first))
+    async with db.sessions() as session, session.begin():
+        session.add(
+            ResponseNote(
+                id="nte_rotated",
+                response_id=first,
+                organization_id=form.organization_id,
+                author_id="usr_x",
+                ciphertext=note_sealed.ciphertext,
+                wrapped_key=note_sealed.wrapped_key,
+                key_id=note_sealed.key_id,
+            )
+        )
     orphan = await create_response(db, KeyRing(current=STRANGER), form, intake_answers())
     async with db.sessions() as session, session.begin():
         user = User(organization_id=form.organization_id, email="a@example.org", name="A")
@@ -126,6 +147,7 @@ async def test_keys_rotate_rewraps_responses_pdfs_and_totp_secrets(
     assert f"current key: {new.current_id}" in result.stdout
     assert "responses: 7 re-wrapped, 0 already current, 1 failed" in result.stdout
     assert "response_pdfs: 2 re-wrapped, 0 already current, 0 failed" in result.stdout
+    assert "response_notes: 1 re-wrapped, 0 already current, 0 failed" in result.stdout
     assert "users.totp_secret_encrypted: 1 re-wrapped, 0 already current, 0 failed" in (
         result.stdout
     )
@@ -149,6 +171,11 @@ async def test_keys_rotate_rewraps_responses_pdfs_and_totp_secrets(
         open_sealed(new, Sealed(p.ciphertext, p.wrapped_key, p.key_id), pdf_aad(p.response_id))
         for p in pdfs
     } == {b"%PDF-1.7 first", b"%PDF-1.7 second"}
+    async with db.sessions() as session:
+        note = await session.get(ResponseNote, "nte_rotated")
+    assert note is not None and note.key_id == new.current_id
+    sealed_note = Sealed(note.ciphertext, note.wrapped_key, note.key_id)
+    assert open_json(new, sealed_note, note_aad(note.id, first)) == {"text": "staff note"}
     assert user_row is not None and user_row.totp_secret_encrypted is not None
     assert open_secret(new, user_id, user_row.totp_secret_encrypted) == "JBSWY3DPEHPK3PXP"
 

@@ -677,3 +677,62 @@ def test_admin_resets_a_password_and_the_user_changes_it_on_the_account_page(
     other.close()
     ctx.close()
     assert watch.unexpected(401) == []
+
+
+REVIEW = ("/api/responses/{id}/status", "/api/responses/{id}/notes")
+
+
+def test_staff_mark_reviewed_from_the_list_then_add_a_note_and_file_it(
+    browser: Browser,
+    server: ServerProcess,
+    database_url: str,
+    api_paths: set[str],
+    watch: Watch,
+) -> None:
+    require_api(api_paths, *IDENTITY, *RESPONSES, *REVIEW)
+    (editor,) = create_users(database_url, [("Rita Reviewer", "editor")])
+    form_id, _ = publish_form(
+        database_url, editor.organization_id, "Intake review", ALL_TYPES_FIELDS
+    )
+    first = create_response_row(database_url, form_id)
+    second = create_response_row(database_url, form_id)
+    base = server.base_url
+    ctx = new_context(browser, watch, **DESKTOP)
+    page = ctx.new_page()
+    sign_in(page, base, editor, next_path=f"/forms/{form_id}/responses")
+    rows = page.locator("#responses-table tbody tr")
+    expect(rows).to_have_count(2)
+    expect(page.locator(f'tr[data-response-id="{first}"] .badge')).to_have_text("New")
+    check_page(page, "responses-review")
+
+    # From the list: one click, and the row says who reviewed it.
+    page.locator(f'tr[data-response-id="{first}"]').get_by_role(
+        "button", name="Mark reviewed"
+    ).click()
+    reviewed_row = page.locator(f'tr[data-response-id="{first}"]')
+    expect(reviewed_row.locator(".badge")).to_have_text("Reviewed")
+    expect(reviewed_row).to_contain_text("by Rita Reviewer")
+    expect(reviewed_row.get_by_role("button", name="Mark reviewed")).to_have_count(0)
+    page.select_option("#status-filter", "new")
+    expect(rows).to_have_count(1)
+    expect(page.locator(f'tr[data-response-id="{second}"]')).to_be_visible()
+
+    # On the response page: a note, then filed.
+    page.goto(f"{base}/responses/{first}")
+    expect(page.locator("#review-status .badge")).to_have_text("Reviewed")
+    expect(page.locator("#review-status")).to_contain_text("Reviewed by Rita Reviewer")
+    expect(page.locator("#notes")).to_contain_text("No notes yet.")
+    page.get_by_label(re.compile("Add a note")).fill("Called the patient back about the allergy.")
+    page.get_by_role("button", name="Add note").click()
+    expect(page.locator("#notes li")).to_have_count(1)
+    expect(page.locator("#notes")).to_contain_text("Called the patient back")
+    expect(page.get_by_label(re.compile("Add a note"))).to_have_value("")
+    page.get_by_role("button", name="File", exact=True).click()
+    expect(page.locator("#review-status .badge")).to_have_text("Filed")
+    expect(page.locator("#review-status")).to_contain_text("Filed by Rita Reviewer")
+    expect(page.get_by_role("button", name="Take out of filed")).to_be_visible()
+    check_page(page, "response-review")
+    listed = api_json(ctx, base, f"/api/forms/{form_id}/responses?status=filed")["responses"]
+    assert [r["id"] for r in listed] == [first]
+    ctx.close()
+    assert watch.unexpected() == []

@@ -1,4 +1,4 @@
-import { api, ApiError, csrfToken, el, goToLogin, initStaffPage, showError } from "./api.js";
+import { api, ApiError, csrfToken, el, formatTime, goToLogin, initStaffPage, showError, showInfo } from "./api.js";
 
 initStaffPage();
 const responseId = document.body.dataset.responseId;
@@ -64,17 +64,115 @@ if (pdfForm) {
   });
 }
 
+// The one audited read of the response gives the answers and the review status.
+let resolveReview;
+const reviewReady = new Promise((resolve) => { resolveReview = resolve; });
+
 if (document.getElementById("answers")) (async () => {
   try {
     const { data } = await api(`/api/responses/${encodeURIComponent(responseId)}`);
+    resolveReview(data);
     const answers = data.answers || {};
     for (const row of document.querySelectorAll(".answer[data-field-id]")) {
       show(row.querySelector("dd"), row.dataset.type, answers[row.dataset.fieldId]);
     }
     document.getElementById("answers").hidden = false;
   } catch (err) {
+    resolveReview(null);
     showError(err);
   } finally {
     document.getElementById("answers-loading").hidden = true;
   }
 })();
+
+// The review: status (who, when), the buttons that move it, and the staff notes.
+const canReview = Boolean(document.body.dataset.canReview);
+const LABELS = { new: "New", reviewed: "Reviewed", filed: "Filed" };
+
+function showReview(r) {
+  const line = document.getElementById("review-status");
+  const parts = [el("span", { class: `badge badge-${r.status}`, text: LABELS[r.status] || r.status })];
+  const said = (what, who, at) => {
+    if (!at) return;
+    parts.push(" ", el("span", { text: `${what}${who && who.name ? ` by ${who.name}` : ""} ` }),
+      el("time", { datetime: at, text: formatTime(at) }));
+  };
+  said("Reviewed", r.reviewedBy, r.reviewedAt);
+  if (r.filedAt) parts.push(" ·");
+  said("Filed", r.filedBy, r.filedAt);
+  line.replaceChildren(...parts);
+  const actions = document.getElementById("review-actions");
+  if (!actions || !canReview) return;
+  const allowed = { new: ["reviewed", "filed"], reviewed: ["filed", "new"], filed: ["reviewed"] }[r.status] || [];
+  for (const button of actions.querySelectorAll("button[data-status]")) {
+    button.hidden = !allowed.includes(button.dataset.status);
+    button.disabled = false;
+  }
+  // From filed, "reviewed" is the way back.
+  const toReviewed = document.getElementById("mark-reviewed");
+  if (toReviewed) toReviewed.textContent = r.status === "filed" ? "Take out of filed" : "Mark reviewed";
+  actions.hidden = false;
+}
+
+function showNotes(notes) {
+  const list = document.getElementById("notes");
+  list.replaceChildren(...notes.map((n) => el("li", { "data-note-id": n.id },
+    el("span", { class: "muted", text: `${(n.author && n.author.name) || "Staff"} · ` }),
+    el("time", { datetime: n.createdAt, text: formatTime(n.createdAt) }),
+    n.unreadable
+      ? el("p", { class: "muted", text: "This note cannot be decrypted." })
+      : el("p", { text: n.text }))));
+  if (!notes.length) list.replaceChildren(el("li", { class: "muted", text: "No notes yet." }));
+}
+
+async function loadNotes() {
+  try {
+    const { data } = await api(`/api/responses/${encodeURIComponent(responseId)}/notes`);
+    showNotes(data.notes || []);
+  } catch (err) {
+    showError(err);
+  } finally {
+    document.getElementById("notes-loading").hidden = true;
+  }
+}
+
+if (document.getElementById("review")) {
+  reviewReady.then((r) => { if (r) showReview(r); });
+  loadNotes();
+  const actions = document.getElementById("review-actions");
+  if (actions) actions.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-status]");
+    if (!button) return;
+    for (const b of actions.querySelectorAll("button")) b.disabled = true;
+    try {
+      const { data } = await api(`/api/responses/${encodeURIComponent(responseId)}/status`, {
+        method: "POST", body: { status: button.dataset.status },
+      });
+      showReview(data);
+      showInfo(`Status: ${LABELS[data.status] || data.status}.`);
+    } catch (err) {
+      for (const b of actions.querySelectorAll("button")) b.disabled = false;
+      showError(err);
+    }
+  });
+  const form = document.getElementById("note-form");
+  if (form) form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const area = document.getElementById("note-text");
+    const button = document.getElementById("note-add");
+    if (!area.value.trim()) { showError("Write the note first."); area.focus(); return; }
+    button.disabled = true;
+    try {
+      await api(`/api/responses/${encodeURIComponent(responseId)}/notes`, {
+        method: "POST", body: { text: area.value },
+      });
+      area.value = "";
+      showInfo("Note added.");
+      await loadNotes();
+    } catch (err) {
+      showError(err);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}

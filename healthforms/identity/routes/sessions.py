@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.audit import events
 from healthforms.audit.recorder import AuditorDep
-from healthforms.clock import now_ms, rfc3339
+from healthforms.clock import ms_to_datetime, now_ms, rfc3339
 from healthforms.errors import NotFound, ServiceUnavailable, Unauthenticated
 from healthforms.http.hot_routes import HotRequest, from_request, hot_route
 from healthforms.identity import service
@@ -125,17 +125,24 @@ async def logout_all(
     return response
 
 
-def _session_json(info: SessionInfo, at_ms: int) -> dict[str, Any]:
+def _session_json(info: SessionInfo, at_ms: int, max_age_s: int) -> dict[str, Any]:
     body = info.to_json()
-    body["expiresAt"] = rfc3339(info.expires_at(at_ms))
+    # `expires_in_ms` was counted on Redis's clock a moment before `at_ms`: never past
+    # the absolute lifetime, which is known exactly (a busy CI once showed 1 s more
+    # than sign-in had said).
+    absolute = ms_to_datetime(info.created_ms + max_age_s * 1000)
+    expires = min(info.expires_at(at_ms), absolute)
+    body["expiresAt"] = rfc3339(expires)
     return body
 
 
 @hot_route("GET", "/api/auth/me")
 async def me_hot(hot: HotRequest) -> dict[str, Any]:
+    at_ms = now_ms()  # next to the session check, before the database is asked
     async with hot.state.db.sessions() as db:
         user = await service.current_user(db, hot.principal)
-        return {"user": user_json(user), "session": _session_json(hot.session, now_ms())}
+    max_age = hot.state.settings.session_max_age
+    return {"user": user_json(user), "session": _session_json(hot.session, at_ms, max_age)}
 
 
 @router.get("/api/auth/me")

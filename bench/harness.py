@@ -27,6 +27,7 @@ from tests.support.servers import REPO_ROOT as REPO_ROOT
 from tests.support.servers import ServerProcess
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
+WRK_LIB = WRK_DIR / "common.lua"  # what the scripts share (dofile)
 APP_CORE = os.environ.get("BENCH_APP_CORE", "0")
 LOAD_CORE = os.environ.get("BENCH_LOAD_CORE", "1")
 
@@ -150,7 +151,7 @@ def wrk(
         )  # fmt: skip
         subprocess.run(
             argv,
-            env={**os.environ, **(env or {}), "WRK_OUT": str(out)},
+            env={**os.environ, **(env or {}), "WRK_OUT": str(out), "WRK_LIB": str(WRK_LIB)},
             capture_output=True,
             timeout=seconds + 30,
             check=True,

@@ -1,20 +1,12 @@
 -- One request shape over several paths, taken in turn, with every answer's status
 -- counted. WRK_METHOD (GET), WRK_PATHS (one path per line), WRK_BODY (""),
--- WRK_HEADERS ("Name: value" lines), WRK_OUT as in request.lua; done() adds
--- "statuses": {"2xx", "409", "4xx", "5xx"} (run with -t1: one thread's counters).
+-- WRK_HEADERS ("Name: value" lines), WRK_OUT as in request.lua, plus
+-- "statuses": {"2xx", "409", "4xx", "5xx"}.
 
+local common = dofile(os.getenv("WRK_LIB"))
 local method = os.getenv("WRK_METHOD") or "GET"
 local body = os.getenv("WRK_BODY")
-local raw_headers = os.getenv("WRK_HEADERS") or ""
-
-local headers = {}
-for line in string.gmatch(raw_headers, "[^\n]+") do
-  local name, value = string.match(line, "^([^:]+):%s*(.*)$")
-  if name then headers[name] = value end
-end
-if body and body ~= "" and not headers["Content-Type"] then
-  headers["Content-Type"] = "application/json"
-end
+local headers = common.headers(os.getenv("WRK_HEADERS"), body)
 
 local prepared = {}
 for path in string.gmatch(os.getenv("WRK_PATHS") or "/", "[^\n]+") do
@@ -23,6 +15,7 @@ end
 local turn = 0
 
 ok, conflict, other4xx, server5xx = 0, 0, 0, 0
+local names = { "ok", "conflict", "other4xx", "server5xx" }
 local threads = {}
 
 setup = function(thread)
@@ -42,25 +35,8 @@ response = function(status, headers, body)
 end
 
 done = function(summary, latency, requests)
-  local out = os.getenv("WRK_OUT")
-  if not out then return end
-  local counts = { ok = 0, conflict = 0, other4xx = 0, server5xx = 0 }
-  for _, thread in ipairs(threads) do
-    for name, _ in pairs(counts) do
-      counts[name] = counts[name] + (thread:get(name) or 0)
-    end
-  end
-  local f = io.open(out, "w")
-  f:write(string.format(
-    '{"requests": %d, "duration_us": %d, "bytes": %d, ' ..
-    '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
-    '"statuses": {"2xx": %d, "409": %d, "4xx": %d, "5xx": %d}, ' ..
-    '"latency_us": {"p50": %d, "p90": %d, "p99": %d, "max": %d, "mean": %.1f}}',
-    summary.requests, summary.duration, summary.bytes,
-    summary.errors.connect, summary.errors.read, summary.errors.write,
-    summary.errors.status, summary.errors.timeout,
-    counts.ok, counts.conflict, counts.other4xx, counts.server5xx,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, latency.mean))
-  f:close()
+  local totals = common.totals(threads, names)
+  local counts = { ["2xx"] = totals.ok, ["409"] = totals.conflict,
+                   ["4xx"] = totals.other4xx, ["5xx"] = totals.server5xx }
+  common.write(summary, latency, "statuses", { "2xx", "409", "4xx", "5xx" }, counts)
 end

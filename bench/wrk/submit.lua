@@ -4,6 +4,7 @@
 -- are queued per thread: every response to a fetch feeds one submission, so requests
 -- alternate fetch / submit at any concurrency.
 
+local common = dofile(os.getenv("WRK_LIB"))
 local public_id = os.getenv("WRK_PUBLIC_ID")
 local answers = os.getenv("WRK_ANSWERS") or "{}"
 local fetch_path = "/api/public/forms/" .. public_id
@@ -39,25 +40,6 @@ response = function(status, headers, body)
 end
 
 done = function(summary, latency, requests)
-  local out = os.getenv("WRK_OUT")
-  if not out then return end
-  local counts = { fetched = 0, accepted = 0, refused = 0 }
-  for _, thread in ipairs(threads) do
-    for name, _ in pairs(counts) do
-      counts[name] = counts[name] + (thread:get(name) or 0)
-    end
-  end
-  local f = io.open(out, "w")
-  f:write(string.format(
-    '{"requests": %d, "duration_us": %d, "bytes": %d, ' ..
-    '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
-    '"submissions": {"fetched": %d, "accepted": %d, "refused": %d}, ' ..
-    '"latency_us": {"p50": %d, "p90": %d, "p99": %d, "max": %d, "mean": %.1f}}',
-    summary.requests, summary.duration, summary.bytes,
-    summary.errors.connect, summary.errors.read, summary.errors.write,
-    summary.errors.status, summary.errors.timeout,
-    counts.fetched, counts.accepted, counts.refused,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, latency.mean))
-  f:close()
+  local names = { "fetched", "accepted", "refused" }
+  common.write(summary, latency, "submissions", names, common.totals(threads, names))
 end

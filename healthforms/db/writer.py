@@ -87,6 +87,9 @@ class WriterSlot:
             async with asyncio.timeout(self.timeout_s):
                 await waiter
         except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                self._owner_task = task  # handed over just as the wait ran out: ours
+                return
             # The slot orders writers; SQLite's own lock keeps them correct. A holder
             # this slow (or a connection lost without going back to the pool) must not
             # stop every writer: take the slot over and let SQLite arbitrate (its busy

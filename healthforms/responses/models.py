@@ -43,6 +43,7 @@ class ResponseRow(Base):
 
     __table_args__ = (
         Index("ix_responses_form_review", "form_id", "review_status", "submitted_at"),
+        Index("ix_responses_org_confirmation", "organization_id", "confirmation"),
     )
 
 

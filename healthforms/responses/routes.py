@@ -21,8 +21,10 @@ from healthforms.responses.service import (
     RESOURCE_TYPE,
     ResponseUnreadable,
     delete_response,
+    find_by_confirmation,
     get_response,
     list_form_responses,
+    normalise_confirmation,
     open_response,
     response_json,
 )
@@ -49,6 +51,23 @@ async def list_responses(
     if status is not None and status not in review.STATUSES:
         raise ValidationFailed({"status": f"status must be one of {', '.join(review.STATUSES)}"})
     rows = await list_form_responses(session, principal.organization_id, form_id, status)
+    names = await review.people(session, rows)
+    return _phi_json({"responses": [response_json(row, names=names) for row in rows]})
+
+
+@router.get("/api/responses")
+async def find_responses(
+    principal: CurrentPrincipal,
+    session: DbSessionDep,
+    confirmation: str = Query(max_length=64),
+) -> JSONResponse:
+    """The response a patient's confirmation code names (docs/responses.md)."""
+    code = normalise_confirmation(confirmation)
+    if code is None:
+        raise ValidationFailed(
+            {"confirmation": "Enter the confirmation code (letters and digits)."}
+        )
+    rows = await find_by_confirmation(session, principal.organization_id, code)
     names = await review.people(session, rows)
     return _phi_json({"responses": [response_json(row, names=names) for row in rows]})
 

@@ -120,6 +120,28 @@ async def list_form_responses(
     return list(rows.scalars())
 
 
+def normalise_confirmation(code: str) -> str | None:
+    """A confirmation code as typed or read out ("7zg9 ehd-36u") in its stored form, or
+    None when it cannot be one (4-32 letters and digits once spaces and dashes go)."""
+    cleaned = "".join(ch for ch in code.upper() if ch not in " -\t")
+    if not 4 <= len(cleaned) <= 32 or not cleaned.isascii() or not cleaned.isalnum():
+        return None
+    return cleaned
+
+
+async def find_by_confirmation(
+    session: AsyncSession, organization_id: str, code: str
+) -> list[ResponseRow]:
+    """The organisation's responses with this confirmation code (one, in practice)."""
+    rows = await session.execute(
+        select(ResponseRow)
+        .where(ResponseRow.organization_id == organization_id, ResponseRow.confirmation == code)
+        .order_by(ResponseRow.submitted_at.desc())
+        .limit(10)
+    )
+    return list(rows.scalars())
+
+
 async def get_response(
     session: AsyncSession, organization_id: str, response_id: str
 ) -> ResponseRow:

@@ -23,6 +23,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.staticfiles import StaticFiles
 
 from healthforms.audit.recorder import AuditorDep
@@ -40,14 +41,16 @@ from healthforms.identity.service import (
 from healthforms.pdf.routes import pdf_response
 from healthforms.pdf.service import PdfInProgress, PdfNotGenerated, PdfService
 from healthforms.responses.service import (
+    find_by_confirmation,
     forms_with_response_counts,
     get_form,
     get_response,
     get_version,
+    normalise_confirmation,
 )
 from healthforms.security.context import request_state
 from healthforms.security.principal import Principal, Role
-from healthforms.state import DbSessionDep, StateDep
+from healthforms.state import AppState, DbSessionDep, StateDep
 from healthforms.submissions.service import published_form
 from healthforms.web.pages import STATIC_DIR, login_url, render, safe_next
 
@@ -178,6 +181,18 @@ async def login_page(request: Request, next: str | None = None) -> Response:
 async def forms_page(
     request: Request, staff: StaffPage, state: StateDep, db: DbSessionDep
 ) -> Response:
+    return await _forms_list(request, staff, state, db)
+
+
+async def _forms_list(
+    request: Request,
+    staff: Staff,
+    state: AppState,
+    db: AsyncSession,
+    *,
+    find_message: str | None = None,
+    find_code: str = "",
+) -> Response:
     rows = await forms_with_response_counts(db, staff.principal.organization_id)
     forms = [
         {
@@ -197,6 +212,8 @@ async def forms_page(
         title="Forms",
         nav="forms",
         forms=forms,
+        find_message=find_message,
+        find_code=find_code,
         **_staff_context(state, staff),
     )
 
@@ -246,6 +263,29 @@ async def _form_csrf_token(request: Request, state: StateDep, staff: Staff) -> s
     "Pages"), handed out like GET /api/auth/csrf-token (another never revokes it)."""
     issued = await csrf_token_hot(from_request(request.scope, state, staff.principal))
     return str(issued["csrfToken"])
+
+
+@router.get("/responses/find")
+async def find_response_page(
+    request: Request, staff: StaffPage, state: StateDep, db: DbSessionDep, code: str = ""
+) -> Response:
+    """ "Find by confirmation code" on the forms page: a plain GET form, so it works
+    without JavaScript. One match opens the response; otherwise the forms page says so."""
+    normalised = normalise_confirmation(code[:64])
+    found = (
+        await find_by_confirmation(db, staff.principal.organization_id, normalised)
+        if normalised
+        else []
+    )
+    if len(found) == 1:
+        return RedirectResponse(f"/responses/{found[0].id}", status_code=303)
+    if not normalised:
+        message = "Enter the confirmation code the patient was shown (letters and digits)."
+    elif not found:
+        message = f"No response of your clinic has the confirmation code {normalised}."
+    else:
+        message = f"Several responses have the code {normalised}: open them from their form."
+    return await _forms_list(request, staff, state, db, find_message=message, find_code=code[:64])
 
 
 @router.get("/responses/{response_id}")

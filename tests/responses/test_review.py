@@ -198,3 +198,45 @@ async def test_deleting_a_response_deletes_its_notes(
             )
         ).scalar()
     assert left == 0
+
+
+async def test_a_confirmation_code_read_out_on_the_phone_finds_its_response(
+    db: Database, keys: KeyRing, clinic: PublishedForm, admin: httpx.AsyncClient
+) -> None:
+    response_id = await create_response(db, keys, clinic, intake_answers())
+    async with db.sessions() as session:
+        code = (
+            await session.execute(
+                text("select confirmation from responses where id = :id"), {"id": response_id}
+            )
+        ).scalar_one()
+    spoken = " ".join([code[:4].lower(), code[4:8], "-", code[8:]])
+    found = await admin.get("/api/responses", params={"confirmation": spoken})
+    assert found.status_code == 200, found.text
+    assert found.headers["cache-control"] == "no-store"
+    assert [r["id"] for r in found.json()["responses"]] == [response_id]
+    assert "answers" not in found.json()["responses"][0]
+    missing = await admin.get("/api/responses", params={"confirmation": "ZZZZ9999ZZZZ"})
+    assert missing.json() == {"responses": []}
+    for bad in ("", "ab", "!!!!!!", "x" * 40, "ÄÖÜÄÖÜ"):
+        refused = await admin.get("/api/responses", params={"confirmation": bad})
+        assert refused.status_code == 422, bad
+    assert (await admin.get("/api/responses")).status_code == 422
+    # Another clinic's code finds nothing here.
+    other_form = (await create_form(db, await create_organization(db)))[0]
+    theirs = await create_response(db, keys, other_form, intake_answers())
+    async with db.sessions() as session:
+        their_code = (
+            await session.execute(
+                text("select confirmation from responses where id = :id"), {"id": theirs}
+            )
+        ).scalar_one()
+    crossed = await admin.get("/api/responses", params={"confirmation": their_code})
+    assert crossed.json() == {"responses": []}
+    # The staff page's plain form: one match opens the response, none says so.
+    page = await admin.get("/responses/find", params={"code": spoken})
+    assert page.status_code == 303
+    assert page.headers["location"] == f"/responses/{response_id}"
+    none = await admin.get("/responses/find", params={"code": their_code})
+    assert none.status_code == 200
+    assert "No response of your clinic has the confirmation code" in none.text

@@ -734,5 +734,18 @@ def test_staff_mark_reviewed_from_the_list_then_add_a_note_and_file_it(
     check_page(page, "response-review")
     listed = api_json(ctx, base, f"/api/forms/{form_id}/responses?status=filed")["responses"]
     assert [r["id"] for r in listed] == [first]
+
+    # A patient on the phone reads out their code: the forms page finds the response.
+    code = api_json(ctx, base, f"/api/responses/{second}")["confirmation"]
+    page.goto(f"{base}/forms")
+    page.get_by_label("Find a response by confirmation code").fill(f"{code[:5].lower()} {code[5:]}")
+    page.get_by_role("button", name="Find").click()
+    page.wait_for_url(f"{base}/responses/{second}")
+    expect(page.locator("#review-status .badge")).to_have_text("New")
+    page.goto(f"{base}/forms")
+    page.get_by_label("Find a response by confirmation code").fill("NOSUCHCODE42")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("alert")).to_contain_text("No response of your clinic")
+    check_page(page, "forms-find-missing")
     ctx.close()
     assert watch.unexpected() == []

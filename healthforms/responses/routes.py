@@ -15,6 +15,7 @@ from healthforms.audit.events import (
     Outcome,
 )
 from healthforms.audit.recorder import AuditorDep
+from healthforms.clock import parse_rfc3339
 from healthforms.errors import ValidationFailed
 from healthforms.responses import review
 from healthforms.responses.service import (
@@ -47,12 +48,28 @@ async def list_responses(
     principal: CurrentPrincipal,
     session: DbSessionDep,
     status: str | None = Query(default=None, max_length=16),
+    since: str | None = Query(default=None, alias="from", max_length=40),
+    until: str | None = Query(default=None, alias="to", max_length=40),
+    limit: int | None = Query(default=None, ge=1, le=500),
+    after: str | None = Query(default=None, max_length=200),
 ) -> JSONResponse:
     if status is not None and status not in review.STATUSES:
         raise ValidationFailed({"status": f"status must be one of {', '.join(review.STATUSES)}"})
-    rows = await list_form_responses(session, principal.organization_id, form_id, status)
-    names = await review.people(session, rows)
-    return _phi_json({"responses": [response_json(row, names=names) for row in rows]})
+    page = await list_form_responses(
+        session,
+        principal.organization_id,
+        form_id,
+        status,
+        since=parse_rfc3339(since, "from") if since else None,
+        until=parse_rfc3339(until, "to") if until else None,
+        limit=limit,
+        after=after,
+    )
+    names = await review.people(session, page.rows)
+    body: dict[str, Any] = {"responses": [response_json(row, names=names) for row in page.rows]}
+    if limit is not None:
+        body["next"] = page.next_cursor
+    return _phi_json(body)
 
 
 @router.get("/api/responses")

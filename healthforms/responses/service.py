@@ -7,17 +7,19 @@ clear 409 `response_unreadable` instead of a 500.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.clock import rfc3339
 from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_json, response_aad
 from healthforms.crypto.keys import KeyRing
-from healthforms.errors import HealthformsError, NotFound
+from healthforms.errors import HealthformsError, NotFound, ValidationFailed
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.service import STATUS_ARCHIVED
 from healthforms.responses.models import ResponseNote, ResponsePdf, ResponseRow
@@ -105,19 +107,71 @@ async def forms_with_response_counts(
     return [(form, int(count)) for form, count in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class ResponsePage:
+    rows: list[ResponseRow]
+    next_cursor: str | None  # pass as `after` for the next page; None on the last
+
+
+def _cursor(row: ResponseRow) -> str:
+    raw = f"{row.submitted_at.astimezone(UTC).isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str) -> tuple[datetime, str]:
+    """The position a cursor names; 422 for anything this service did not write."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, row_id = raw.partition("|")
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None or not row_id.startswith("rsp_"):
+            raise ValueError(cursor)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise ValidationFailed({"after": "not a cursor this list gave"}) from None
+    return when.astimezone(UTC), row_id
+
+
 async def list_form_responses(
-    session: AsyncSession, organization_id: str, form_id: str, status: str | None = None
-) -> list[ResponseRow]:
-    """A form's responses, newest first, optionally of one review status; another
-    organisation's form is 404."""
+    session: AsyncSession,
+    organization_id: str,
+    form_id: str,
+    status: str | None = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = None,
+    after: str | None = None,
+) -> ResponsePage:
+    """A form's responses, newest first, optionally of one review status and submitted
+    in [since, until); another organisation's form is 404. With `limit`, one page of a
+    keyset pagination: `after` is the previous page's cursor (stable while new responses
+    arrive, unlike an offset)."""
     await get_form(session, organization_id, form_id)
     query = select(ResponseRow).where(
         ResponseRow.form_id == form_id, ResponseRow.organization_id == organization_id
     )
     if status is not None:
         query = query.where(ResponseRow.review_status == status)
-    rows = await session.execute(query.order_by(ResponseRow.submitted_at.desc(), ResponseRow.id))
-    return list(rows.scalars())
+    if since is not None:
+        query = query.where(ResponseRow.submitted_at >= since)
+    if until is not None:
+        query = query.where(ResponseRow.submitted_at < until)
+    if after is not None:
+        at, row_id = _after(after)
+        query = query.where(
+            or_(
+                ResponseRow.submitted_at < at,
+                and_(ResponseRow.submitted_at == at, ResponseRow.id < row_id),
+            )
+        )
+    query = query.order_by(ResponseRow.submitted_at.desc(), ResponseRow.id.desc())
+    if limit is not None:
+        query = query.limit(limit + 1)  # one more: is there a next page?
+    rows = list((await session.execute(query)).scalars())
+    if limit is not None and len(rows) > limit:
+        rows = rows[:limit]
+        return ResponsePage(rows, _cursor(rows[-1]))
+    return ResponsePage(rows, None)
 
 
 def normalise_confirmation(code: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import select, text
@@ -240,3 +241,51 @@ async def test_a_confirmation_code_read_out_on_the_phone_finds_its_response(
     none = await admin.get("/responses/find", params={"code": their_code})
     assert none.status_code == 200
     assert "No response of your clinic has the confirmation code" in none.text
+
+
+async def test_the_list_pages_by_keyset_and_filters_by_date(
+    db: Database, keys: KeyRing, clinic: PublishedForm, admin: httpx.AsyncClient
+) -> None:
+    start = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+    ids = [
+        await create_response(
+            db, keys, clinic, intake_answers(), submitted_at=start + timedelta(hours=i // 2)
+        )
+        for i in range(7)  # pairs share a second: the id breaks the tie
+    ]
+    base = f"/api/forms/{clinic.form_id}/responses"
+    seen: list[str] = []
+    cursor = None
+    for page_number in range(4):
+        params: dict[str, str | int] = {"limit": 3}
+        if cursor:
+            params["after"] = cursor
+        page = (await admin.get(base, params=params)).json()
+        seen += [r["id"] for r in page["responses"]]
+        cursor = page["next"]
+        if page_number == 0:
+            # A response arriving meanwhile is newer than the cursor: no page shifts.
+            await create_response(
+                db, keys, clinic, intake_answers(), submitted_at=start + timedelta(days=3)
+            )
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == 7
+    listed = (await admin.get(base)).json()
+    assert "next" not in listed  # without `limit`, the whole list as before
+    assert [r["id"] for r in listed["responses"][1:]] == seen  # newest first, same order
+
+    window = await admin.get(
+        base, params={"from": "2026-11-02T09:00:00Z", "to": "2026-11-02T11:00:00+00:00"}
+    )
+    assert sorted(r["id"] for r in window.json()["responses"]) == sorted(ids[2:6])
+    refused: list[dict[str, str | int]] = [
+        {"after": "not-a-cursor"},
+        {"after": "cnNwX3g"},  # base64 of "rsp_x": no time in it
+        {"from": "yesterday"},
+        {"to": "2026-11-02T09:00:00"},  # no offset
+        {"limit": 0},
+        {"limit": 501},
+    ]
+    for bad in refused:
+        assert (await admin.get(base, params=bad)).status_code == 422, bad

@@ -749,3 +749,30 @@ def test_staff_mark_reviewed_from_the_list_then_add_a_note_and_file_it(
     check_page(page, "forms-find-missing")
     ctx.close()
     assert watch.unexpected() == []
+
+
+def test_a_long_responses_list_shows_fifty_then_older_ones_on_request(
+    browser: Browser,
+    server: ServerProcess,
+    database_url: str,
+    api_paths: set[str],
+    watch: Watch,
+) -> None:
+    require_api(api_paths, *IDENTITY, *RESPONSES)
+    (viewer,) = create_users(database_url, [("Lena Lister", "viewer")])
+    form_id, _ = publish_form(database_url, viewer.organization_id, "Busy intake", ALL_TYPES_FIELDS)
+    ids = [create_response_row(database_url, form_id) for _ in range(53)]
+    ctx = new_context(browser, watch, **DESKTOP)
+    page = ctx.new_page()
+    sign_in(page, server.base_url, viewer, next_path=f"/forms/{form_id}/responses")
+    rows = page.locator("#responses-table tbody tr")
+    expect(rows).to_have_count(50)
+    # A viewer reads: no review buttons.
+    expect(page.get_by_role("button", name="Mark reviewed")).to_have_count(0)
+    page.get_by_role("button", name="Show older responses").click()
+    expect(rows).to_have_count(53)
+    expect(page.get_by_role("button", name="Show older responses")).to_be_hidden()
+    shown = rows.evaluate_all("rows => rows.map(r => r.dataset.responseId)")
+    assert sorted(shown) == sorted(ids) and len(set(shown)) == 53
+    ctx.close()
+    assert watch.unexpected() == []

@@ -46,23 +46,34 @@ function render(r) {
     actions);
 }
 
-async function load() {
+const PAGE = 50;
+let cursor = null;
+const more = document.getElementById("load-more");
+
+async function load(append = false) {
   document.getElementById("loading").hidden = false;
+  if (more) more.disabled = true;
   try {
-    const status = filter ? filter.value : "";
-    const query = status ? `?status=${encodeURIComponent(status)}` : "";
-    const { data } = await api(`/api/forms/${encodeURIComponent(formId)}/responses${query}`);
-    const rows = (data.responses || []).slice().sort((a, b) => (a.submittedAt < b.submittedAt ? 1 : -1));
+    const params = new URLSearchParams({ limit: String(PAGE) });
+    if (filter && filter.value) params.set("status", filter.value);
+    if (append && cursor) params.set("after", cursor);
+    const { data } = await api(`/api/forms/${encodeURIComponent(formId)}/responses?${params}`);
+    const rows = data.responses || [];  // newest first, as the server pages them
     const body = document.querySelector("#responses-table tbody");
-    body.replaceChildren(...rows.map(render));
-    document.getElementById("responses-wrap").hidden = rows.length === 0;
-    document.getElementById("responses-empty").hidden = rows.length !== 0;
+    if (append) body.append(...rows.map(render)); else body.replaceChildren(...rows.map(render));
+    cursor = data.next || null;
+    const shown = body.children.length;
+    document.getElementById("responses-wrap").hidden = shown === 0;
+    document.getElementById("responses-empty").hidden = shown !== 0;
+    if (more) more.hidden = !cursor;
   } catch (err) {
     showError(err);
   } finally {
     document.getElementById("loading").hidden = true;
+    if (more) more.disabled = false;
   }
 }
 
-if (filter) filter.addEventListener("change", load);
+if (filter) filter.addEventListener("change", () => load());
+if (more) more.addEventListener("click", () => load(true));
 load();

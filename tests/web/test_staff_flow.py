@@ -284,6 +284,16 @@ def assert_renders(pdf: bytes, name: str) -> None:
             assert darkest < 100 < lightest, f"{page_png.name} looks blank"
 
 
+def clinic_with_responses(
+    database_url: str, person: tuple[str, str], title: str, responses: int
+) -> tuple[SeededUser, str, list[str]]:
+    """A staff member (name, role), a published form of their clinic, and `responses`
+    stored responses to it (newest last)."""
+    (user,) = create_users(database_url, [person])
+    form_id, _ = publish_form(database_url, user.organization_id, title, ALL_TYPES_FIELDS)
+    return user, form_id, [create_response_row(database_url, form_id) for _ in range(responses)]
+
+
 def test_a_response_without_a_pdf_offers_the_button_on_download(
     browser: Browser,
     server: ServerProcess,
@@ -292,9 +302,9 @@ def test_a_response_without_a_pdf_offers_the_button_on_download(
     watch: Watch,
 ) -> None:
     require_api(api_paths, *IDENTITY, *RESPONSES)
-    (viewer,) = create_users(database_url, [("Vera Viewer", "viewer")])
-    form_id, _ = publish_form(database_url, viewer.organization_id, "Intake PDF", ALL_TYPES_FIELDS)
-    response_id = create_response_row(database_url, form_id)
+    viewer, form_id, (response_id,) = clinic_with_responses(
+        database_url, ("Vera Viewer", "viewer"), "Intake PDF", 1
+    )
     base = server.base_url
     ctx = new_context(browser, watch, **DESKTOP)
     page = ctx.new_page()
@@ -690,12 +700,9 @@ def test_staff_mark_reviewed_from_the_list_then_add_a_note_and_file_it(
     watch: Watch,
 ) -> None:
     require_api(api_paths, *IDENTITY, *RESPONSES, *REVIEW)
-    (editor,) = create_users(database_url, [("Rita Reviewer", "editor")])
-    form_id, _ = publish_form(
-        database_url, editor.organization_id, "Intake review", ALL_TYPES_FIELDS
+    editor, form_id, (first, second) = clinic_with_responses(
+        database_url, ("Rita Reviewer", "editor"), "Intake review", 2
     )
-    first = create_response_row(database_url, form_id)
-    second = create_response_row(database_url, form_id)
     base = server.base_url
     ctx = new_context(browser, watch, **DESKTOP)
     page = ctx.new_page()
@@ -759,9 +766,9 @@ def test_a_long_responses_list_shows_fifty_then_older_ones_on_request(
     watch: Watch,
 ) -> None:
     require_api(api_paths, *IDENTITY, *RESPONSES)
-    (viewer,) = create_users(database_url, [("Lena Lister", "viewer")])
-    form_id, _ = publish_form(database_url, viewer.organization_id, "Busy intake", ALL_TYPES_FIELDS)
-    ids = [create_response_row(database_url, form_id) for _ in range(53)]
+    viewer, form_id, ids = clinic_with_responses(
+        database_url, ("Lena Lister", "viewer"), "Busy intake", 53
+    )
     ctx = new_context(browser, watch, **DESKTOP)
     page = ctx.new_page()
     sign_in(page, server.base_url, viewer, next_path=f"/forms/{form_id}/responses")

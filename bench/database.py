@@ -38,6 +38,7 @@ from sqlalchemy.engine import make_url
 from bench import harness
 from bench.harness import LoadResult, Server
 from healthforms.redis.embedded import EmbeddedRedis, free_port
+from tests.support.legs import pg_admin
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 DATABASES = [
@@ -61,14 +62,7 @@ TARGET_WRITE_VS_INSERT = 0.5
 
 
 async def _pg_admin(sql: str) -> None:
-    import asyncpg
-
-    url = make_url(POSTGRES_URL).set(drivername="postgresql")
-    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+    await pg_admin(POSTGRES_URL, sql)
 
 
 class Databases:

@@ -43,15 +43,20 @@ def database_is_postgres() -> bool:
     return TEST_DATABASE.startswith("postgresql")
 
 
-async def _pg_admin(sql: str) -> None:
+async def pg_admin(database_url: str, sql: str) -> None:
+    """Run one statement (CREATE/DROP DATABASE) on the server `database_url` names."""
     import asyncpg
 
-    url = make_url(TEST_DATABASE).set(drivername="postgresql")
+    url = make_url(database_url).set(drivername="postgresql")
     conn = await asyncpg.connect(url.render_as_string(hide_password=False))
     try:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def _pg_admin(sql: str) -> None:
+    await pg_admin(TEST_DATABASE, sql)
 
 
 def create_database(tmp_dir: Path) -> str:

@@ -70,3 +70,6 @@ class AuditEvent:
     request_id: str | None = None  # always the server's own id (X-Request-ID answered)
     client_request_id: str | None = None  # the id a client sent, if any: kept apart
     at: datetime = field(default_factory=utcnow)
+    # What an event about many records says of them: ids and counts only, never PHI
+    # (e.g. {"count": 2, "responseIds": [...]} for a list view or an export).
+    detail: dict[str, object] | None = None

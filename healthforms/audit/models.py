@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, Sequence, String
+from sqlalchemy import BigInteger, Index, Integer, Sequence, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from healthforms.clock import utcnow
@@ -42,5 +42,8 @@ class AuditEventRow(Base):
     user_agent: Mapped[str | None] = mapped_column(String(256), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the server's
     client_request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Canonical JSON of AuditEvent.detail (ids and counts, never PHI), or None. Text,
+    # not JSON: the MAC covers these exact bytes on every backend.
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))

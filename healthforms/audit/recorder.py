@@ -60,6 +60,7 @@ class Auditor:
         resource_id: str | None = None,
         actor_id: str | None = None,
         organization_id: str | None = None,
+        detail: dict[str, object] | None = None,
     ) -> AuditEvent:
         ip, user_agent = self.context.ip, self.context.user_agent
         if self.patient:
@@ -76,6 +77,7 @@ class Auditor:
             user_agent=user_agent,
             request_id=self.context.request_id,
             client_request_id=self.context.client_request_id,
+            detail=detail,
         )
 
     async def record(
@@ -87,6 +89,7 @@ class Auditor:
         resource_id: str | None = None,
         actor_id: str | None = None,
         organization_id: str | None = None,
+        detail: dict[str, object] | None = None,
     ) -> None:
         """Record an event in its own transaction.
 
@@ -101,6 +104,7 @@ class Auditor:
             resource_id=resource_id,
             actor_id=actor_id,
             organization_id=organization_id,
+            detail=detail,
         )
         if self.session is not None:
             await self._hand_back(self.session, action)

@@ -89,6 +89,8 @@ def canonical(row: AuditEventRow) -> bytes:
             "clientRequestId": row.client_request_id,
             **_fields(row),
         }
+        if row.detail is not None:  # absent from events written before details existed
+            fields["detail"] = row.detail
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -198,6 +200,11 @@ def _row(event: AuditEvent, chain: str, seq: int, prev_hash: str, key_id: str) -
         user_agent=_bounded(event.user_agent, _UA_LIMIT),
         request_id=_bounded(event.request_id, 64),
         client_request_id=_bounded(event.client_request_id, 64),
+        detail=(
+            None
+            if event.detail is None
+            else json.dumps(event.detail, sort_keys=True, separators=(",", ":"))
+        ),
         prev_hash=prev_hash,
         hash="",
     )
@@ -433,8 +440,9 @@ async def iter_events(
 
 
 def event_json(row: AuditEventRow) -> dict[str, object]:
-    """The API.md shape of one event."""
-    return {
+    """The API.md shape of one event; an event about many records (a list view, an
+    export, a purge) adds its `detail` (ids and counts)."""
+    body: dict[str, object] = {
         "id": str(row.id),
         "at": row.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "actorId": row.actor_id,
@@ -446,6 +454,9 @@ def event_json(row: AuditEventRow) -> dict[str, object]:
         "userAgent": row.user_agent,
         "requestId": row.request_id,
     }
+    if row.detail is not None:
+        body["detail"] = json.loads(row.detail)
+    return body
 
 
 async def export_events(

@@ -182,6 +182,28 @@ async def test_altered_row_is_named(db: Database, keys: KeyRing) -> None:
     ]
 
 
+async def test_an_events_detail_is_chained_and_cannot_be_edited(
+    db: Database, keys: KeyRing
+) -> None:
+    """An event about many records names them in its detail (ids, never PHI); the MAC
+    covers it, so removing an id from a list-view or export event is caught."""
+    await fill(db, keys, 2)
+    await append_event(db, keys, event(9, detail={"count": 2, "responseIds": ["rsp_a", "rsp_b"]}))
+    await fill(db, keys, 1)
+    assert await verify(db, keys) == []
+    stored = (await chain_rows(db))[2]
+    assert stored.detail == '{"count":2,"responseIds":["rsp_a","rsp_b"]}'
+    async with db.sessions() as session, session.begin():
+        await session.execute(
+            update(AuditEventRow)
+            .where(AuditEventRow.id == stored.id)
+            .values(detail='{"count":1,"responseIds":["rsp_a"]}')
+        )
+    assert await verify(db, keys) == [
+        f"chain org_1 event 3 (id {stored.id}): content altered or re-chained (MAC mismatch)"
+    ]
+
+
 async def test_removed_row_is_named(db: Database, keys: KeyRing) -> None:
     await fill(db, keys, 6)
     async with db.sessions() as session, session.begin():

@@ -62,6 +62,7 @@ from healthforms.redis.client import build_redis
 from healthforms.redis.embedded import EmbeddedServerError, open_embedded_redis
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.key_rotation import rotate_keys
+from healthforms.responses.patients import reindex_patients
 from healthforms.security.principal import Role
 from healthforms.security.sessions import SessionStore
 
@@ -74,6 +75,8 @@ user_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+responses_app = typer.Typer(help="Patients' responses.", no_args_is_help=True)
+app.add_typer(responses_app, name="responses")
 
 
 def _settings() -> Settings:
@@ -577,6 +580,31 @@ async def _keys_rotate(settings: Settings, batch_size: int) -> bool:
     if failed:
         typer.echo(f"error: {failed} record(s) could not be re-wrapped (see the log)", err=True)
     return failed == 0
+
+
+@responses_app.command("reindex")
+def responses_reindex(
+    form: Annotated[str | None, typer.Option(help="Only this form's responses (its id).")] = None,
+) -> None:
+    """Rebuild whose response it is (the patient's name and date of birth, and the
+    blind indexes staff search by) from the answers, after a form marked the fields
+    that identify the patient. Audited; safe to run again. Exits 1 when a response
+    does not decrypt."""
+    settings = _settings()
+    ok = asyncio.run(_responses_reindex(settings, form))
+    raise typer.Exit(0 if ok else 1)
+
+
+async def _responses_reindex(settings: Settings, form_id: str | None) -> bool:
+    db = Database.connect(settings.resolved_database_url())
+    try:
+        count = await reindex_patients(db, KeyRing.from_settings(settings), form_id=form_id)
+    finally:
+        await db.dispose()
+    typer.echo(count.line())
+    if count.failed:
+        typer.echo(f"error: {count.failed} response(s) could not be decrypted", err=True)
+    return count.failed == 0
 
 
 def main() -> None:  # pragma: no cover

@@ -83,6 +83,11 @@ def note_aad(note_id: str, response_id: str) -> bytes:
     return f"note:{note_id}:response:{response_id}".encode()
 
 
+def identity_aad(response_id: str) -> bytes:
+    """AAD of the patient's identity copied from a response (responses/patients.py)."""
+    return f"identity:{response_id}".encode()
+
+
 def pdf_aad(response_id: str) -> bytes:
     return f"pdf:{response_id}".encode()
 

@@ -7,7 +7,7 @@ targets) lives in forms/validation.py; answer validation in submissions/validati
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -31,6 +31,11 @@ class FieldType(StrEnum):
     RADIO = "radio"
     CHECKBOX = "checkbox"
     SIGNATURE = "signature"
+
+
+# What a field says about who the patient is (responses/patients.py): shown in the
+# responses list and searchable through blind indexes.
+Identifies = Literal["name", "birthDate"]
 
 
 class ShowWhen(BaseModel):
@@ -57,6 +62,7 @@ class FieldDef(BaseModel):
     pattern: str | None = Field(default=None, max_length=MAX_PATTERN)
     help_text: str | None = Field(default=None, alias="helpText", max_length=MAX_HELP)
     show_when: ShowWhen | None = Field(default=None, alias="showWhen")
+    identifies: Identifies | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)

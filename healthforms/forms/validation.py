@@ -28,6 +28,8 @@ MAX_DESCRIPTION = 5000
 # Text answers without an explicit `max` are still bounded.
 DEFAULT_TEXT_MAX = 1000
 DEFAULT_TEXTAREA_MAX = 10_000
+# First, middle, last and a second surname, at most.
+MAX_NAME_FIELDS = 4
 # Bound RE2's memory per pattern; with a bounded length this bounds compile time too.
 _RE2_MAX_MEM = 1 << 20
 
@@ -102,6 +104,18 @@ def _check_field(field: FieldDef, earlier: dict[str, FieldDef]) -> str | None:
             compile_pattern(field.pattern)
         except UnsafePattern as exc:
             return str(exc)
+    if field.identifies == "name" and field.type is not FieldType.TEXT:
+        return "only a text field can hold the patient's name"
+    if field.identifies == "birthDate" and field.type is not FieldType.DATE:
+        return "only a date field can hold the patient's date of birth"
+    if field.identifies == "birthDate" and any(
+        other.identifies == "birthDate" for other in earlier.values()
+    ):
+        return "only one field can hold the patient's date of birth"
+    if field.identifies == "name" and (
+        sum(other.identifies == "name" for other in earlier.values()) >= MAX_NAME_FIELDS
+    ):
+        return f"at most {MAX_NAME_FIELDS} fields can hold parts of the patient's name"
     condition = field.show_when
     if condition is not None:
         given = condition.model_fields_set & {"equals", "not_equals", "contains"}

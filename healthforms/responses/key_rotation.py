@@ -25,7 +25,14 @@ from healthforms.crypto.envelope import DecryptionFailed, rewrap
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.identity.models import User
-from healthforms.responses.models import ResponseNote, ResponsePdf, ResponseRow
+from healthforms.responses.models import (
+    ResponseIdentity,
+    ResponseNote,
+    ResponsePdf,
+    ResponseRow,
+    ResponseSearchToken,
+)
+from healthforms.responses.patients import open_identity, rebuild_tokens
 
 log = structlog.get_logger("healthforms.keys")
 
@@ -53,11 +60,12 @@ class RotationCount:
 async def _rotate_columns(
     db: Database,
     keys: KeyRing,
-    model: type[ResponseRow] | type[ResponsePdf] | type[ResponseNote],
+    model: type[ResponseRow] | type[ResponsePdf] | type[ResponseNote] | type[ResponseIdentity],
     batch: int,
 ) -> RotationCount:
-    """Rows with their own `wrapped_key` and `key_id` columns (responses, PDFs, notes)."""
-    pk = ResponsePdf.response_id if model is ResponsePdf else model.id  # type: ignore[union-attr]
+    """Rows with their own `wrapped_key` and `key_id` columns (responses, PDFs, notes,
+    patient identities)."""
+    pk = model.response_id if model in (ResponsePdf, ResponseIdentity) else model.id  # type: ignore[union-attr]
     count = RotationCount(model.__tablename__)
     last = ""
     while True:
@@ -168,5 +176,47 @@ async def rotate_keys(
         await _rotate_columns(db, keys, ResponseRow, batch),
         await _rotate_columns(db, keys, ResponsePdf, batch),
         await _rotate_columns(db, keys, ResponseNote, batch),
+        await _rotate_columns(db, keys, ResponseIdentity, batch),
+        await _rotate_search_tokens(db, keys, batch),
         await _rotate_totp(db, keys, batch),
     ]
+
+
+async def _rotate_search_tokens(db: Database, keys: KeyRing, batch: int) -> RotationCount:
+    """Blind indexes are MACs, not wrapped keys: rebuild those of every response that
+    has one under an older key from its (decrypted) identity."""
+    count = RotationCount(ResponseSearchToken.__tablename__)
+    last = ""
+    while True:
+        async with db.sessions() as session, session.begin():
+            stale = (
+                select(ResponseSearchToken.response_id)
+                .where(ResponseSearchToken.key_id != keys.current_id)
+                .distinct()
+                .subquery()
+            )
+            rows = (
+                (
+                    await session.execute(
+                        select(ResponseIdentity)
+                        .where(
+                            ResponseIdentity.response_id > last,
+                            ResponseIdentity.response_id.in_(select(stale.c.response_id)),
+                        )
+                        .order_by(ResponseIdentity.response_id)
+                        .limit(batch)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if not rows:
+                return count
+            for row in rows:
+                identity = open_identity(keys, row)
+                if identity is None:
+                    count.failed += 1
+                    continue
+                await rebuild_tokens(session, keys, row.organization_id, row.response_id, identity)
+                count.rewrapped += 1
+            last = rows[-1].response_id

@@ -66,6 +66,43 @@ class ResponseNote(Base):
     key_id: Mapped[str] = mapped_column(String(32))
 
 
+class ResponseIdentity(Base):
+    """Who the patient is, copied from the answers to the fields that identify them
+    (responses/patients.py): sealed like the answers (AAD = response id), small, so the
+    responses list decrypts only this."""
+
+    __tablename__ = "response_identities"
+
+    response_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("responses.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[str] = mapped_column(String(40))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32))
+
+
+class ResponseSearchToken(Base):
+    """A blind index: a keyed HMAC of one normalised name word or the date of birth of a
+    response's patient (never the value). `key_id` names the master key it is under."""
+
+    __tablename__ = "response_search_tokens"
+    __table_args__ = (
+        Index("ix_response_search_tokens_org_token", "organization_id", "token"),
+        Index("ix_response_search_tokens_response_id", "response_id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    response_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("responses.id", ondelete="CASCADE")
+    )
+    organization_id: Mapped[str] = mapped_column(String(40))
+    token: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str] = mapped_column(String(32))
+
+
 class ResponsePdf(Base):
     """The one generated PDF of a response, stored encrypted and served again."""
 

@@ -7,22 +7,32 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.audit.events import (
     RESPONSE_DELETED,
     RESPONSE_NOTES_VIEWED,
     RESPONSE_VIEWED,
+    RESPONSES_LISTED,
     Outcome,
 )
-from healthforms.audit.recorder import AuditorDep
+from healthforms.audit.recorder import Auditor, AuditorDep
 from healthforms.clock import parse_rfc3339
 from healthforms.errors import ValidationFailed
 from healthforms.responses import review
+from healthforms.responses.models import ResponseRow
+from healthforms.responses.patients import (
+    PatientIdentity,
+    PatientSearch,
+    parse_search,
+    read_identities,
+)
 from healthforms.responses.service import (
     RESOURCE_TYPE,
     ResponseUnreadable,
     delete_response,
     find_by_confirmation,
+    find_by_patient,
     get_response,
     list_form_responses,
     normalise_confirmation,
@@ -30,7 +40,7 @@ from healthforms.responses.service import (
     response_json,
 )
 from healthforms.security.context import AdminPrincipal, CurrentPrincipal, EditorPrincipal
-from healthforms.state import DbSessionDep, StateDep
+from healthforms.state import AppState, DbSessionDep, StateDep
 
 router = APIRouter(tags=["responses"])
 
@@ -42,19 +52,55 @@ def _phi_json(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, headers=NO_STORE)
 
 
+async def patients_of(
+    session: AsyncSession,
+    state: AppState,
+    auditor: Auditor,
+    rows: list[ResponseRow],
+    search: PatientSearch,
+    *,
+    form_id: str | None = None,
+) -> dict[str, PatientIdentity | None]:
+    """The patients of a list's rows, decrypted for the page, and the one audit event
+    that says which responses' patients were shown (and that a search by name or date of
+    birth was made: which criteria, never their values). A read that cannot be audited
+    is refused like any other PHI read."""
+    patients = await read_identities(session, state.keys, [row.id for row in rows])
+    if patients or not search.is_empty():
+        detail: dict[str, object] = {"count": len(patients), "responseIds": sorted(patients)}
+        if not search.is_empty():
+            detail["search"] = [
+                term
+                for term, given in (("name", search.words), ("birthDate", search.birth_date))
+                if given
+            ]
+        await auditor.record(
+            RESPONSES_LISTED,
+            resource_type="form" if form_id else None,
+            resource_id=form_id,
+            detail=detail,
+        )
+    return patients
+
+
 @router.get("/api/forms/{form_id}/responses")
 async def list_responses(
     form_id: str,
     principal: CurrentPrincipal,
     session: DbSessionDep,
+    state: StateDep,
+    auditor: AuditorDep,
     status: str | None = Query(default=None, max_length=16),
     since: str | None = Query(default=None, alias="from", max_length=40),
     until: str | None = Query(default=None, alias="to", max_length=40),
     limit: int | None = Query(default=None, ge=1, le=500),
     after: str | None = Query(default=None, max_length=200),
+    name: str | None = Query(default=None, max_length=400),
+    birth_date: str | None = Query(default=None, alias="birthDate", max_length=40),
 ) -> JSONResponse:
     if status is not None and status not in review.STATUSES:
         raise ValidationFailed({"status": f"status must be one of {', '.join(review.STATUSES)}"})
+    search = parse_search(name, birth_date)
     page = await list_form_responses(
         session,
         principal.organization_id,
@@ -64,9 +110,14 @@ async def list_responses(
         until=parse_rfc3339(until, "to") if until else None,
         limit=limit,
         after=after,
+        search=search,
+        keys=state.keys,
     )
     names = await review.people(session, page.rows)
-    body: dict[str, Any] = {"responses": [response_json(row, names=names) for row in page.rows]}
+    patients = await patients_of(session, state, auditor, page.rows, search, form_id=form_id)
+    body: dict[str, Any] = {
+        "responses": [response_json(row, names=names, patients=patients) for row in page.rows]
+    }
     if limit is not None:
         body["next"] = page.next_cursor
     return _phi_json(body)
@@ -76,17 +127,33 @@ async def list_responses(
 async def find_responses(
     principal: CurrentPrincipal,
     session: DbSessionDep,
-    confirmation: str = Query(max_length=64),
+    state: StateDep,
+    auditor: AuditorDep,
+    confirmation: str | None = Query(default=None, max_length=64),
+    name: str | None = Query(default=None, max_length=400),
+    birth_date: str | None = Query(default=None, alias="birthDate", max_length=40),
 ) -> JSONResponse:
-    """The response a patient's confirmation code names (docs/responses.md)."""
-    code = normalise_confirmation(confirmation)
-    if code is None:
+    """The responses a patient's confirmation code, or their name and/or date of birth,
+    name, across the clinic's forms (docs/responses.md)."""
+    search = parse_search(name, birth_date)
+    if confirmation is not None:
+        code = normalise_confirmation(confirmation)
+        if code is None:
+            raise ValidationFailed(
+                {"confirmation": "Enter the confirmation code (letters and digits)."}
+            )
+        rows = await find_by_confirmation(session, principal.organization_id, code)
+    elif not search.is_empty():
+        rows = await find_by_patient(session, state.keys, principal.organization_id, search)
+    else:
         raise ValidationFailed(
-            {"confirmation": "Enter the confirmation code (letters and digits)."}
+            {"confirmation": "Give a confirmation code, a name or a date of birth."}
         )
-    rows = await find_by_confirmation(session, principal.organization_id, code)
     names = await review.people(session, rows)
-    return _phi_json({"responses": [response_json(row, names=names) for row in rows]})
+    patients = await patients_of(session, state, auditor, rows, search)
+    return _phi_json(
+        {"responses": [response_json(row, names=names, patients=patients) for row in rows]}
+    )
 
 
 @router.get("/api/responses/{response_id}")
@@ -109,9 +176,10 @@ async def read_response(
         )
         raise
     names = await review.people(session, [row])
+    patients = await read_identities(session, state.keys, [row.id])
     # Reads of PHI are audited like writes.
     await auditor.record(RESPONSE_VIEWED, resource_type=RESOURCE_TYPE, resource_id=row.id)
-    return _phi_json(response_json(row, content, names))
+    return _phi_json(response_json(row, content, names, patients))
 
 
 @router.post("/api/responses/{response_id}/status")

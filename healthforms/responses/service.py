@@ -23,6 +23,12 @@ from healthforms.errors import HealthformsError, NotFound, ValidationFailed
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.service import STATUS_ARCHIVED
 from healthforms.responses.models import ResponseNote, ResponsePdf, ResponseRow
+from healthforms.responses.patients import (
+    PatientIdentity,
+    PatientSearch,
+    delete_identity,
+    matching_ids,
+)
 
 log = structlog.get_logger("healthforms.responses")
 
@@ -45,13 +51,19 @@ class ResponseContent:
     signatures: dict[str, Any]
 
 
+# A response's identity could not be decrypted: the list says so instead of failing.
+UNREADABLE_PATIENT = {"name": None, "birthDate": None, "unreadable": True}
+
+
 def response_json(
     row: ResponseRow,
     content: ResponseContent | None = None,
     names: dict[str, str] | None = None,
+    patients: dict[str, PatientIdentity | None] | None = None,
 ) -> dict[str, Any]:
     """API.md's Response; without `content` the list shape (no answers). The review
-    fields (docs/responses.md) name who reviewed and filed it, from `names`."""
+    fields (docs/responses.md) name who reviewed and filed it, from `names`; `patient`
+    is who it is from (docs/responses.md), null when the form marks no such field."""
 
     def person(user_id: str | None) -> dict[str, str | None] | None:
         if user_id is None:
@@ -70,6 +82,12 @@ def response_json(
         "filedBy": person(row.filed_by),
         "filedAt": rfc3339(row.filed_at) if row.filed_at else None,
     }
+    if patients is not None:
+        if row.id not in patients:
+            body["patient"] = None
+        else:
+            identity = patients[row.id]
+            body["patient"] = UNREADABLE_PATIENT if identity is None else identity.as_json()
     if content is not None:
         body["answers"] = content.answers
     return body
@@ -141,15 +159,21 @@ async def list_form_responses(
     until: datetime | None = None,
     limit: int | None = None,
     after: str | None = None,
+    search: PatientSearch | None = None,
+    keys: KeyRing | None = None,
 ) -> ResponsePage:
     """A form's responses, newest first, optionally of one review status and submitted
-    in [since, until); another organisation's form is 404. With `limit`, one page of a
-    keyset pagination: `after` is the previous page's cursor (stable while new responses
-    arrive, unlike an offset)."""
+    in [since, until), and of the patient `search` names (blind indexes: needs `keys`);
+    another organisation's form is 404. With `limit`, one page of a keyset pagination:
+    `after` is the previous page's cursor (stable while new responses arrive, unlike an
+    offset)."""
     await get_form(session, organization_id, form_id)
     query = select(ResponseRow).where(
         ResponseRow.form_id == form_id, ResponseRow.organization_id == organization_id
     )
+    if search is not None and not search.is_empty():
+        assert keys is not None
+        query = query.where(ResponseRow.id.in_(matching_ids(keys, organization_id, search)))
     if status is not None:
         query = query.where(ResponseRow.review_status == status)
     if since is not None:
@@ -192,6 +216,23 @@ async def find_by_confirmation(
         .where(ResponseRow.organization_id == organization_id, ResponseRow.confirmation == code)
         .order_by(ResponseRow.submitted_at.desc())
         .limit(10)
+    )
+    return list(rows.scalars())
+
+
+async def find_by_patient(
+    session: AsyncSession, keys: KeyRing, organization_id: str, search: PatientSearch
+) -> list[ResponseRow]:
+    """The organisation's responses (of any form) from the patient `search` names,
+    newest first, at most 100."""
+    rows = await session.execute(
+        select(ResponseRow)
+        .where(
+            ResponseRow.organization_id == organization_id,
+            ResponseRow.id.in_(matching_ids(keys, organization_id, search)),
+        )
+        .order_by(ResponseRow.submitted_at.desc(), ResponseRow.id.desc())
+        .limit(100)
     )
     return list(rows.scalars())
 
@@ -245,5 +286,6 @@ async def delete_response(session: AsyncSession, organization_id: str, response_
     # Explicit, not left to ON DELETE CASCADE: SQLite enforces it only with the pragma on.
     await session.execute(delete(ResponsePdf).where(ResponsePdf.response_id == row.id))
     await session.execute(delete(ResponseNote).where(ResponseNote.response_id == row.id))
+    await delete_identity(session, [row.id])
     await session.delete(row)
     await session.flush()

@@ -37,6 +37,7 @@ from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.models import ResponseRow
+from healthforms.responses.patients import identity_of, store_identity
 from healthforms.security.context import RequestContext
 from healthforms.security.ratelimit import RateVerdict
 from healthforms.state import AppState
@@ -329,6 +330,15 @@ class SubmissionService:
                     "key_id": sealed.key_id,
                     "submitted_at": now,
                 },
+            )
+            # Whose response it is (sealed, and blind indexes to find it), if the form
+            # marks the fields that say so.
+            await store_identity(
+                session,
+                self.state.keys,
+                form.organization_id,
+                response_id,
+                identity_of(form.fields, answers),
             )
             # In the response's transaction: no stored response without its event (a
             # crash between two commits would leave an unaudited write of PHI).

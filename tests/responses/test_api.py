@@ -66,8 +66,10 @@ async def test_list_shows_a_forms_responses_newest_first_without_answers(
         "reviewedAt": None,
         "filedBy": None,
         "filedAt": None,
+        # The fields the form marks as identifying the patient (docs/responses.md).
+        "patient": {"name": UNICODE_NAME, "birthDate": "1984-02-29"},
     }
-    assert UNICODE_NAME not in reply.text
+    assert "Appendectomy" not in reply.text  # no other answer
 
 
 async def test_read_returns_the_decrypted_answers_keyed_by_field_id(
@@ -83,7 +85,7 @@ async def test_read_returns_the_decrypted_answers_keyed_by_field_id(
     # API.md's Response, plus the review fields (docs/responses.md).
     assert set(body) == {
         "id", "formId", "formVersion", "submittedAt", "answers", "confirmation", "status",
-        "reviewedBy", "reviewedAt", "filedBy", "filedAt",
+        "reviewedBy", "reviewedAt", "filedBy", "filedAt", "patient",
     }  # fmt: skip
     assert body["id"] == response_id
     assert body["formId"] == clinic.form_id

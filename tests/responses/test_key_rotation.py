@@ -151,7 +151,10 @@ async def test_keys_rotate_rewraps_responses_pdfs_and_totp_secrets(
     assert "users.totp_secret_encrypted: 1 re-wrapped, 0 already current, 0 failed" in (
         result.stdout
     )
-    assert "1 record(s) could not be re-wrapped" in result.stderr
+    # The orphan's answers, and its patient identity with the blind indexes made from it.
+    assert "response_identities: 7 re-wrapped, 0 already current, 1 failed" in result.stdout
+    assert "response_search_tokens: 7 re-wrapped, 0 already current, 1 failed" in (result.stdout)
+    assert "3 record(s) could not be re-wrapped" in result.stderr
     assert b64(NEW) not in result.stdout + result.stderr  # no key material printed
 
     # With the old key gone entirely, everything rotated still opens.

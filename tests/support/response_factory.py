@@ -22,15 +22,17 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.db.base import new_id
 from healthforms.db.engine import Database
 from healthforms.forms.models import Form, FormVersion
+from healthforms.forms.schema import FieldType, fields_from_json
 from healthforms.identity.models import Organization
 from healthforms.responses.models import ResponseRow
+from healthforms.responses.patients import identity_of, store_identity
 
 UNICODE_NAME = "Zoë Ångström-Łukasiewicz"
 
 INTAKE_FIELDS: list[dict[str, Any]] = [
-    {"id": "name", "type": "text", "label": "Full name", "required": True},
+    {"id": "name", "type": "text", "label": "Full name", "required": True, "identifies": "name"},
     {"id": "email", "type": "email", "label": "Email address"},
-    {"id": "dob", "type": "date", "label": "Date of birth"},
+    {"id": "dob", "type": "date", "label": "Date of birth", "identifies": "birthDate"},
     {"id": "history", "type": "textarea", "label": "Medical history"},
     {
         "id": "allergies",
@@ -155,7 +157,8 @@ async def create_response(
     *,
     submitted_at: datetime | None = None,
 ) -> str:
-    """Store one response sealed exactly as the submissions feature stores it."""
+    """Store one response sealed exactly as the submissions feature stores it, with its
+    patient's identity (responses/patients.py) when the version's fields mark one."""
     response_id = new_id("rsp_")
     sealed = seal_json(
         keys,
@@ -179,4 +182,11 @@ async def create_response(
                 submitted_at=submitted_at or datetime.now(UTC),
             )
         )
+        await session.flush()
+        version = await session.get(FormVersion, form.version_id)
+        assert version is not None
+        # Fields of a type this version of the service does not know are left out.
+        known = [f for f in version.fields if f.get("type") in set(FieldType)]
+        identity = identity_of(fields_from_json(known), answers)
+        await store_identity(session, keys, form.organization_id, response_id, identity)
     return response_id

@@ -71,9 +71,17 @@ function cleanField(f) {
   }
   if (f.pattern && ["text", "phone"].includes(f.type)) out.pattern = f.pattern;
   if (f.helpText) out.helpText = f.helpText;
+  if (f.identifies && IDENTIFIES[f.type] === f.identifies) out.identifies = f.identifies;
   if (f.showWhen && f.showWhen.field) out.showWhen = f.showWhen;
   return out;
 }
+
+// Fields that say who the patient is: shown in the responses list and searchable.
+const IDENTIFIES = { text: "name", date: "birthDate" };
+const IDENTIFIES_LABEL = {
+  name: "Identifies the patient: their name (or part of it)",
+  birthDate: "Identifies the patient: their date of birth",
+};
 
 function markDirty() {
   dirty = true;
@@ -194,6 +202,19 @@ function fieldCard(f, index) {
       ? "One per line. Leave empty for a single yes/no consent box."
       : "One option per line.";
     grid.append(labeled(id("options"), "Options", opts, { class: "span2", help: helpText }));
+  }
+  const kind = IDENTIFIES[f.type];
+  if (kind) {
+    const marks = el("input", { type: "checkbox", id: id("identifies"), checked: f.identifies === kind,
+      "aria-describedby": `${id("identifies")}-help` });
+    marks.addEventListener("change", () => {
+      if (marks.checked) f.identifies = kind; else delete f.identifies;
+      markDirty();
+    });
+    grid.append(el("div", { class: "span2" },
+      el("div", { class: "choice" }, marks, el("label", { for: id("identifies"), text: IDENTIFIES_LABEL[kind] })),
+      el("p", { class: "help", id: `${id("identifies")}-help`,
+        text: "Shown in the responses list and searchable by staff; stored encrypted, searched through keyed hashes." })));
   }
   if (f.type === "number") {
     for (const bound of ["min", "max"]) {

@@ -30,6 +30,18 @@ async function markReviewed(r, button) {
   }
 }
 
+function patientCell(r) {
+  const cell = el("td", { "data-label": "Patient" });
+  const p = r.patient;
+  if (!p) cell.append(el("span", { class: "muted", text: "—" }));
+  else if (p.unreadable) cell.append(el("span", { class: "muted", text: "Cannot be decrypted" }));
+  else {
+    cell.append(el("span", { class: "patient-name", text: p.name || "(no name given)" }));
+    if (p.birthDate) cell.append(el("span", { class: "muted small patient-dob", text: ` born ${p.birthDate}` }));
+  }
+  return cell;
+}
+
 function render(r) {
   const actions = el("td", { "data-label": "Response" },
     el("a", { href: `/responses/${encodeURIComponent(r.id)}`, text: "Open response" }));
@@ -39,6 +51,7 @@ function render(r) {
     actions.append(" ", button);
   }
   return el("tr", { "data-response-id": r.id, "data-status": r.status },
+    patientCell(r),
     el("td", { "data-label": "Submitted" }, el("time", { datetime: r.submittedAt, text: formatTime(r.submittedAt) })),
     el("td", { "data-label": "Confirmation" }, el("code", { text: r.confirmation || "" })),
     statusCell(r),
@@ -49,6 +62,10 @@ function render(r) {
 const PAGE = 50;
 let cursor = null;
 const more = document.getElementById("load-more");
+const nameInput = document.getElementById("patient-name");
+const dobInput = document.getElementById("patient-dob");
+const clear = document.getElementById("search-clear");
+let searching = false;
 
 async function load(append = false) {
   document.getElementById("loading").hidden = false;
@@ -56,6 +73,11 @@ async function load(append = false) {
   try {
     const params = new URLSearchParams({ limit: String(PAGE) });
     if (filter && filter.value) params.set("status", filter.value);
+    const name = nameInput.value.trim();
+    const dob = dobInput.value;
+    if (name) params.set("name", name);
+    if (dob) params.set("birthDate", dob);
+    searching = Boolean(name || dob);
     if (append && cursor) params.set("after", cursor);
     const { data } = await api(`/api/forms/${encodeURIComponent(formId)}/responses?${params}`);
     const rows = data.responses || [];  // newest first, as the server pages them
@@ -64,7 +86,9 @@ async function load(append = false) {
     cursor = data.next || null;
     const shown = body.children.length;
     document.getElementById("responses-wrap").hidden = shown === 0;
-    document.getElementById("responses-empty").hidden = shown !== 0;
+    document.getElementById("responses-empty").hidden = shown !== 0 || searching;
+    document.getElementById("search-empty").hidden = shown !== 0 || !searching;
+    clear.hidden = !searching;
     if (more) more.hidden = !cursor;
   } catch (err) {
     showError(err);
@@ -75,5 +99,15 @@ async function load(append = false) {
 }
 
 if (filter) filter.addEventListener("change", () => load());
+document.getElementById("responses-filter").addEventListener("submit", (event) => {
+  event.preventDefault();
+  load();
+});
+clear.addEventListener("click", () => {
+  nameInput.value = "";
+  dobInput.value = "";
+  load();
+  nameInput.focus();
+});
 if (more) more.addEventListener("click", () => load(true));
 load();

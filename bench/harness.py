@@ -252,8 +252,10 @@ def wait_until_quiet(redis_url: str, timeout_s: float = 60.0) -> None:
 
 # Sent by the app on its own schedule, whatever the requests: the published-forms
 # cache (redis/broadcast.py) PINGs its pub/sub connection every second and SUBSCRIBEs
-# when it (re)connects. tests/security/test_hot_path.py leaves them out the same way.
-BACKGROUND_COMMANDS = frozenset({"ping", "subscribe"})
+# when it (re)connects; the outbox worker (outbox/worker.py) blocks in XREADGROUP on a
+# connection of its own and reclaims stuck entries (XAUTOCLAIM) every few seconds.
+# tests/security/test_hot_path.py leaves them out the same way.
+BACKGROUND_COMMANDS = frozenset({"ping", "subscribe", "xreadgroup", "xautoclaim"})
 
 
 def round_trips(

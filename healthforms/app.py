@@ -11,6 +11,8 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from healthforms.alerts.routes import router as alerts_router
+from healthforms.alerts.service import outbox_handlers
 from healthforms.audit.batch import close_appender
 from healthforms.audit.checkpoints import CheckpointWriter
 from healthforms.audit.routes import router as audit_router
@@ -29,6 +31,7 @@ from healthforms.identity.routes import router as identity_router
 from healthforms.identity.service import user_standing
 from healthforms.logs import configure_logging
 from healthforms.metrics import Metrics
+from healthforms.outbox.worker import OutboxWorker
 from healthforms.pdf.routes import router as pdf_router
 from healthforms.redis.client import build_redis
 from healthforms.redis.embedded import DataDirRedis, open_embedded_redis
@@ -116,6 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         checkpoints.start()
         state.published_forms.start()
+        outbox: OutboxWorker | None = None
+        if settings.outbox_worker:
+            outbox = OutboxWorker(settings, db, redis, metrics, outbox_handlers(), state.outbox)
+            outbox.start()
         app.front = build_pipeline(app.framework, state, html_error_page=static_error_html)
         if app.state.freeze_gc:
             # Everything built so far (modules, routes, pools: about a million objects)
@@ -128,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.front = None
+            if outbox is not None:
+                await outbox.stop()  # a send cut short is sent again by the next worker
             await state.workers.close()  # kill renders still running
             await state.published_forms.close()
             await close_appender(db)  # audit events already handed over are written
@@ -157,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(public_forms_router)
     app.include_router(responses_router)
     app.include_router(pdf_router)
+    app.include_router(alerts_router)
     app.include_router(web_router)
     return app
 

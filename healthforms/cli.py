@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from healthforms.alerts.service import outbox_handlers
 from healthforms.audit.checkpoints import CheckpointFile, read_checkpoints, write_checkpoint
 from healthforms.audit.events import (
     SESSION_REVOKED,
@@ -58,11 +60,13 @@ from healthforms.identity.service import (
     reset_totp,
 )
 from healthforms.logs import configure_logging
+from healthforms.metrics import Metrics
+from healthforms.outbox.worker import OutboxWorker
 from healthforms.redis.client import build_redis
 from healthforms.redis.embedded import EmbeddedServerError, open_embedded_redis
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.key_rotation import rotate_keys
-from healthforms.responses.patients import reindex_patients
+from healthforms.responses.reindex import reindex_patients
 from healthforms.security.principal import Role
 from healthforms.security.sessions import SessionStore
 
@@ -77,6 +81,8 @@ audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=
 app.add_typer(audit_app, name="audit")
 responses_app = typer.Typer(help="Patients' responses.", no_args_is_help=True)
 app.add_typer(responses_app, name="responses")
+outbox_app = typer.Typer(help="Alerts and other messages on their way out.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
 
 
 def _settings() -> Settings:
@@ -605,6 +611,39 @@ async def _responses_reindex(settings: Settings, form_id: str | None) -> bool:
     if count.failed:
         typer.echo(f"error: {count.failed} response(s) could not be decrypted", err=True)
     return count.failed == 0
+
+
+@outbox_app.command("work")
+def outbox_work() -> None:
+    """Run the outbox worker in the foreground until SIGTERM or Ctrl-C: carries messages
+    from the database to the Redis stream, sends alerts, retries, reclaims what a dead
+    worker left. `serve` runs one itself unless HEALTHFORMS_OUTBOX_WORKER=false; run
+    this for workers of their own. Needs REDIS_URL (or REDIS_ADDR)."""
+    settings = _settings()
+    url = settings.explicit_redis_url()
+    if url is None:
+        typer.echo("error: outbox work needs REDIS_URL (or REDIS_ADDR)", err=True)
+        raise typer.Exit(2)
+    asyncio.run(_outbox_work(settings, url))
+
+
+async def _outbox_work(settings: Settings, url: str) -> None:
+    db = Database.connect(settings.resolved_database_url())
+    redis = build_redis(settings, url, embedded=False)
+    redis.start_probe()
+    worker = OutboxWorker(settings, db, redis, Metrics(), outbox_handlers())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    worker.start()
+    typer.echo(f"outbox worker {worker.consumer} running")
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await redis.close()
+        await db.dispose()
 
 
 def main() -> None:  # pragma: no cover

@@ -25,6 +25,12 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
 
 
+class SmtpSecurity(StrEnum):
+    STARTTLS = "starttls"  # plain connection upgraded with STARTTLS (port 587)
+    TLS = "tls"  # TLS from the first byte (port 465)
+    NONE = "none"  # no TLS: a relay on localhost or in tests; refused in production
+
+
 class SessionFallback(StrEnum):
     ALLOW = "allow"  # Redis down: accept a signed cookie up to its limits
     DENY = "deny"  # Redis down: refuse sessions (fail closed)
@@ -193,6 +199,42 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("HEALTHFORMS_AUDIT_CHECKPOINT_INTERVAL"),
     )
 
+    # Email (email/): alerts to staff and messages to patients, through the outbox
+    # (outbox/). With no host, nothing is mailed: staff see alerts in their pages.
+    smtp_host: str | None = _env("HEALTHFORMS_SMTP_HOST")
+    smtp_port: int | None = Field(
+        default=None, ge=1, le=65535, validation_alias=AliasChoices("HEALTHFORMS_SMTP_PORT")
+    )
+    smtp_security: SmtpSecurity = Field(
+        default=SmtpSecurity.STARTTLS, validation_alias=AliasChoices("HEALTHFORMS_SMTP_SECURITY")
+    )
+    smtp_username: str | None = _env("HEALTHFORMS_SMTP_USERNAME")
+    smtp_password: SecretStr | None = _env("HEALTHFORMS_SMTP_PASSWORD")
+    smtp_from: str | None = _env("HEALTHFORMS_SMTP_FROM")
+    smtp_timeout_s: float = Field(
+        default=20.0, gt=0, le=300, validation_alias=AliasChoices("HEALTHFORMS_SMTP_TIMEOUT")
+    )
+    smtp_ca_file: Path | None = _env("HEALTHFORMS_SMTP_CA_FILE")
+    # The outbox worker (outbox/worker.py) runs inside `serve` unless turned off here
+    # (then `healthforms outbox work` runs it as a process of its own).
+    outbox_worker: bool = Field(
+        default=True, validation_alias=AliasChoices("HEALTHFORMS_OUTBOX_WORKER")
+    )
+    outbox_poll_s: float = Field(
+        default=1.0, gt=0, le=60, validation_alias=AliasChoices("HEALTHFORMS_OUTBOX_POLL")
+    )
+    # A delivery still pending after this long is reclaimed by another worker
+    # (XAUTOCLAIM); one being sent holds a lease of the SMTP timeout plus this.
+    outbox_reclaim_s: float = Field(
+        default=30.0, gt=0, le=3600, validation_alias=AliasChoices("HEALTHFORMS_OUTBOX_RECLAIM")
+    )
+    outbox_max_attempts: int = Field(
+        default=8, ge=1, le=50, validation_alias=AliasChoices("HEALTHFORMS_OUTBOX_MAX_ATTEMPTS")
+    )
+    outbox_retry_base_s: float = Field(
+        default=30.0, gt=0, le=3600, validation_alias=AliasChoices("HEALTHFORMS_OUTBOX_RETRY_BASE")
+    )
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:
@@ -253,6 +295,15 @@ class Settings(BaseSettings):
     def rate(self, policy: str) -> RateSpec:
         return parse_rate(getattr(self, f"rate_limit_{policy}"))
 
+    @property
+    def mail_enabled(self) -> bool:
+        return bool(self.smtp_host)
+
+    def resolved_smtp_port(self) -> int:
+        if self.smtp_port is not None:
+            return self.smtp_port
+        return {SmtpSecurity.TLS: 465, SmtpSecurity.STARTTLS: 587}.get(self.smtp_security, 25)
+
     def resolved_audit_checkpoint_path(self) -> Path:
         return self.audit_checkpoint_path or self.data_dir / "audit-checkpoints.jsonl"
 
@@ -292,6 +343,13 @@ class Settings(BaseSettings):
             problems.append(
                 "HEALTHFORMS_PUBLIC_URL must be the https:// address browsers use in production"
             )
+        if self.smtp_host and self.smtp_security is SmtpSecurity.NONE:
+            problems.append(
+                "HEALTHFORMS_SMTP_SECURITY=none in production: mail would cross the network "
+                "in clear (use starttls or tls)"
+            )
+        if self.smtp_host and not self.smtp_from:
+            problems.append("HEALTHFORMS_SMTP_FROM is required when HEALTHFORMS_SMTP_HOST is set")
         if not self.allow_insecure_redis:
             problems += [
                 f"{gap} in production (on a private network, "

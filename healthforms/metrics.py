@@ -86,5 +86,17 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.outbox_deliveries = Counter(
+            "healthforms_outbox_deliveries_total",
+            "Outbox deliveries by channel and outcome (sent, retry, dead, skipped)",
+            ["channel", "outcome"],
+            registry=self.registry,
+        )
+        self.outbox_published = Counter(
+            "healthforms_outbox_published_total",
+            "Outbox messages copied onto the Redis stream (republished ones included)",
+            registry=self.registry,
+        )
+
     def watch_redis(self, read: Callable[[], RedisFigures]) -> None:
         self.registry.register(_RedisCollector(read))

@@ -18,6 +18,7 @@ from healthforms.config import Settings
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.metrics import Metrics
+from healthforms.outbox.store import OutboxSignal
 from healthforms.processes import ChildProcesses
 from healthforms.redis.broadcast import BroadcastCache
 from healthforms.redis.client import RedisService
@@ -48,6 +49,8 @@ class AppState:
     # Published form versions by public id, kept per process and dropped everywhere when
     # one is published, unpublished or archived (submissions/ reads, forms/ invalidates).
     published_forms: BroadcastCache[object]
+    # Wakes this process's outbox relay after a request committed a message.
+    outbox: OutboxSignal
 
     @classmethod
     def build(
@@ -74,6 +77,7 @@ class AppState:
             standings=Standings(user_standing),
             workers=ChildProcesses(settings.pdf_render_processes),
             published_forms=BroadcastCache(redis, "published-forms"),
+            outbox=OutboxSignal(),
         )
 
 

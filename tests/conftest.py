@@ -89,6 +89,10 @@ def make_settings(
         "encryption_key": TEST_ENCRYPTION_KEY,
         "env": "development",
         "log_level": "warning",
+        # In-process apps share their xdist worker's database: an outbox worker would
+        # carry other tests' messages. Tests of the outbox turn it on, each with a
+        # database of its own (tests/outbox/).
+        "outbox_worker": False,
     }
     if overrides.get("env") == "production":
         # The test servers are plain local ones, as on a private network; production

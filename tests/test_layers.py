@@ -16,12 +16,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "healthforms"
 
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"__init__", "errors", "config", "clock", "files", "logs", "metrics", "processes"}),
-    frozenset({"redis", "db", "crypto"}),
-    frozenset({"security"}),
+    frozenset({"redis", "db", "crypto", "email"}),
+    frozenset({"security", "outbox"}),
     frozenset({"state"}),
     frozenset({"audit"}),
     frozenset({"http"}),
-    frozenset({"identity", "forms", "responses", "submissions", "pdf", "health", "web"}),
+    frozenset({"identity", "forms", "responses", "submissions", "pdf", "health", "web", "alerts"}),
     frozenset({"app", "cli", "migrations", "__main__"}),
 )
 LAYER_OF = {name: depth for depth, layer in enumerate(LAYERS) for name in layer}

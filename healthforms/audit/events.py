@@ -47,6 +47,8 @@ RESPONSE_NOTES_VIEWED = "response.notes_viewed"  # staff notes are PHI: reads ar
 RESPONSES_LISTED = "responses.listed"
 # `healthforms responses reindex` decrypted responses to rebuild their patients' indexes.
 RESPONSES_REINDEXED = "responses.reindexed"
+# An admin sent a dead letter of the outbox again (outbox/worker.py redeliver).
+DELIVERY_REDELIVERED = "delivery.redelivered"
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

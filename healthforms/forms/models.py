@@ -52,3 +52,18 @@ class FormVersion(Base):
     fields: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     published_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class AlertSubscription(Base):
+    """A staff member who follows a form: alerted about its new responses (alerts/)."""
+
+    __tablename__ = "alert_subscriptions"
+
+    user_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    form_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("forms.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -18,7 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from healthforms.clock import rfc3339, utcnow
 from healthforms.errors import Conflict, NotFound
-from healthforms.forms.models import Form, FormVersion
+from healthforms.forms.models import AlertSubscription, Form, FormVersion
 from healthforms.forms.schema import FieldDef, fields_to_json
 from healthforms.security.principal import Principal
 
@@ -115,6 +115,15 @@ class FormService:
             updated_at=now,
         )
         self.session.add(form)
+        await self.session.flush()
+        # Whoever builds a form hears of its responses (alerts/); they can turn it off.
+        self.session.add(
+            AlertSubscription(
+                user_id=self.principal.user_id,
+                form_id=form.id,
+                organization_id=form.organization_id,
+            )
+        )
         await self.session.commit()
         return form
 

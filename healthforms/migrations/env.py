@@ -10,11 +10,13 @@ from sqlalchemy import Connection
 # Every feature's models, so that Base.metadata knows all tables. This file is
 # Alembic's entry point (it runs it as a script), the top of the import graph like
 # app.py and cli.py: nothing in the package imports it.
+from healthforms.alerts.models import Alert  # noqa: F401
 from healthforms.audit.models import AuditEventRow  # noqa: F401
 from healthforms.db.base import Base
 from healthforms.db.engine import create_engine
-from healthforms.forms.models import Form, FormVersion  # noqa: F401
+from healthforms.forms.models import AlertSubscription, Form, FormVersion  # noqa: F401
 from healthforms.identity.models import Organization, SessionRevocation, User  # noqa: F401
+from healthforms.outbox.models import Delivery, OutboxMessage  # noqa: F401
 from healthforms.responses.models import ResponsePdf, ResponseRow  # noqa: F401
 from healthforms.security.fencing import LockFence, LockLease  # noqa: F401
 

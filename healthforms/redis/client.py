@@ -325,14 +325,18 @@ class RedisService:
         """Prefix a key (templates keep their literal `{…}` Cluster hash tags)."""
         return self.prefix + template
 
-    def dedicated_client(self) -> Redis:
+    def dedicated_client(self, *, socket_timeout: float | None = None) -> Redis:
         """A client on a connection of its own, set up like the pool's (TLS, ACL user,
-        timeouts), for a long-lived subscription: never counted in the pool's figures,
+        timeouts), for a long-lived subscription or a blocking read (give it a
+        `socket_timeout` longer than the block): never counted in the pool's figures,
         never holding one of its connections. The caller closes it (`aclose`)."""
+        kwargs = dict(self.pool.connection_kwargs)
+        if socket_timeout is not None:
+            kwargs["socket_timeout"] = socket_timeout
         pool = ConnectionPool(
             connection_class=self.pool.connection_class,
             max_connections=1,
-            **self.pool.connection_kwargs,
+            **kwargs,
         )
         return Redis.from_pool(pool)  # closing the client closes its pool
 

@@ -16,6 +16,7 @@ import structlog
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from healthforms.alerts.models import Alert
 from healthforms.clock import rfc3339
 from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_json, response_aad
 from healthforms.crypto.keys import KeyRing
@@ -287,5 +288,6 @@ async def delete_response(session: AsyncSession, organization_id: str, response_
     await session.execute(delete(ResponsePdf).where(ResponsePdf.response_id == row.id))
     await session.execute(delete(ResponseNote).where(ResponseNote.response_id == row.id))
     await delete_identity(session, [row.id])
+    await session.execute(delete(Alert).where(Alert.response_id == row.id))
     await session.delete(row)
     await session.flush()

@@ -35,6 +35,8 @@ from healthforms.db.base import new_id
 from healthforms.errors import Conflict, HealthformsError, NotFound, RateLimited
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
+from healthforms.outbox.store import RESPONSE_SUBMITTED as RESPONSE_SUBMITTED_MESSAGE
+from healthforms.outbox.store import enqueue
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.models import ResponseRow
 from healthforms.responses.patients import identity_of, store_identity
@@ -340,6 +342,14 @@ class SubmissionService:
                 response_id,
                 identity_of(form.fields, answers),
             )
+            # The alert that a response arrived: committed with it, so neither a crash
+            # nor a Redis outage loses it (outbox/).
+            await enqueue(
+                session,
+                form.organization_id,
+                RESPONSE_SUBMITTED_MESSAGE,
+                {"responseId": response_id, "formId": form.form_id},
+            )
             # In the response's transaction: no stored response without its event (a
             # crash between two commits would leave an unaudited write of PHI).
             event = auditor.event(
@@ -364,6 +374,7 @@ class SubmissionService:
             await self._release(nonce, digest, redis_up)
             raise
         auditor.committed(event)
+        self.state.outbox.nudge()
         await self._confirm(nonce, digest, confirmation, redis_up)
         return SubmissionResult(confirmation, response_id, created=True)
 

@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.staticfiles import StaticFiles
 
+from healthforms.alerts.service import list_alerts, mark_read, unread_count
 from healthforms.audit.recorder import AuditorDep
 from healthforms.errors import Forbidden, NotFound, Unauthenticated
 from healthforms.http.errors import wants_html
@@ -111,6 +112,7 @@ class Staff:
     name: str
     email: str
     totp_enabled: bool
+    unread_alerts: int  # shown beside "Alerts" in every staff page's menu
 
 
 def _principal(request: Request) -> Principal | None:
@@ -132,6 +134,7 @@ async def _staff_page(request: Request, db: DbSessionDep) -> Staff:
         name=user.name,
         email=user.email,
         totp_enabled=user.totp_enabled,
+        unread_alerts=await unread_count(db, user.id),
     )
 
 
@@ -160,6 +163,7 @@ def _staff_context(state: StateDep, staff: Staff) -> dict[str, Any]:
         "is_admin": staff.principal.role is Role.ADMIN,
         "can_edit": staff.principal.can_edit,
         "idle_timeout": state.settings.session_idle_timeout,
+        "unread_alerts": staff.unread_alerts,
     }
 
 
@@ -175,6 +179,25 @@ async def login_page(request: Request, next: str | None = None) -> Response:
     if _principal(request) is not None and next is None:
         return RedirectResponse(target, status_code=303)
     return render(request, "login.html", title="Sign in", next_path=target)
+
+
+@router.get("/alerts")
+async def alerts_page(
+    request: Request, staff: StaffPage, state: StateDep, db: DbSessionDep
+) -> Response:
+    """The newest alerts; opening the page marks them read."""
+    alerts = await list_alerts(db, staff.user_id)
+    if staff.unread_alerts:
+        await mark_read(db, staff.user_id)
+        await db.commit()
+    return render(
+        request,
+        "alerts.html",
+        title="Alerts",
+        nav="alerts",
+        alerts=alerts,
+        **_staff_context(state, staff),
+    )
 
 
 @router.get("/forms")

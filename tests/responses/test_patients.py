@@ -23,8 +23,8 @@ from healthforms.responses.patients import (
     parse_birth_date,
     parse_search,
     read_identities,
-    reindex_patients,
 )
+from healthforms.responses.reindex import reindex_patients
 from healthforms.responses.service import find_by_patient
 from healthforms.security.principal import Role
 from tests.support.apps import asgi_client

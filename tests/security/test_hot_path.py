@@ -30,8 +30,9 @@ async def _commandstats(redis: Redis) -> dict[str, int]:
 # start-up, then a PING a second to know it still hears, and re-opened (redis-py's
 # CLIENT SETINFO handshake, then SUBSCRIBE) when a loaded machine kept its PING reply
 # late (a CI run once saw it inside the window). Not any request's commands: a request
-# that opened a connection would show its own command beside the handshake.
-BACKGROUND = ("subscribe", "ping", "client|setinfo")
+# that opened a connection would show its own command beside the handshake. The outbox
+# worker's blocking read and reclaim (outbox/worker.py), where it runs, are background too.
+BACKGROUND = ("subscribe", "ping", "client|setinfo", "xreadgroup", "xautoclaim")
 
 
 async def _count_round_trips(redis: Redis, request: Any) -> tuple[httpx.Response, dict[str, int]]:

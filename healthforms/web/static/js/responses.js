@@ -98,6 +98,27 @@ async function load(append = false) {
   }
 }
 
+const toggle = document.getElementById("alerts-toggle");
+const alertsUrl = `/api/forms/${encodeURIComponent(formId)}/alerts`;
+api(alertsUrl).then(({ data }) => {
+  toggle.checked = Boolean(data.subscribed);
+  toggle.disabled = false;
+  toggle.title = data.email ? "By email and in Alerts" : "In Alerts (email is not set up)";
+}).catch(showError);
+toggle.addEventListener("change", async () => {
+  toggle.disabled = true;
+  try {
+    const { data } = await api(alertsUrl, { method: toggle.checked ? "PUT" : "DELETE" });
+    toggle.checked = Boolean(data.subscribed);
+    showInfo(data.subscribed ? "You will be alerted about new responses." : "Alerts turned off for this form.");
+  } catch (err) {
+    toggle.checked = !toggle.checked;
+    showError(err);
+  } finally {
+    toggle.disabled = false;
+  }
+});
+
 if (filter) filter.addEventListener("change", () => load());
 document.getElementById("responses-filter").addEventListener("submit", (event) => {
   event.preventDefault();

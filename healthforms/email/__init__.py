@@ -1,0 +1,1 @@
+"""Email through the clinic's SMTP server (aiosmtplib); messages never carry PHI."""

@@ -7,23 +7,18 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.audit.events import (
     RESPONSE_DELETED,
     RESPONSE_NOTES_VIEWED,
     RESPONSE_VIEWED,
-    RESPONSES_LISTED,
     Outcome,
 )
-from healthforms.audit.recorder import Auditor, AuditorDep
+from healthforms.audit.recorder import AuditorDep
 from healthforms.clock import parse_rfc3339
 from healthforms.errors import ValidationFailed
 from healthforms.responses import review
-from healthforms.responses.models import ResponseRow
 from healthforms.responses.patients import (
-    PatientIdentity,
-    PatientSearch,
     parse_search,
     read_identities,
 )
@@ -37,10 +32,11 @@ from healthforms.responses.service import (
     list_form_responses,
     normalise_confirmation,
     open_response,
+    patients_of,
     response_json,
 )
 from healthforms.security.context import AdminPrincipal, CurrentPrincipal, EditorPrincipal
-from healthforms.state import AppState, DbSessionDep, StateDep
+from healthforms.state import DbSessionDep, StateDep
 
 router = APIRouter(tags=["responses"])
 
@@ -50,37 +46,6 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 def _phi_json(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, headers=NO_STORE)
-
-
-async def patients_of(
-    session: AsyncSession,
-    state: AppState,
-    auditor: Auditor,
-    rows: list[ResponseRow],
-    search: PatientSearch,
-    *,
-    form_id: str | None = None,
-) -> dict[str, PatientIdentity | None]:
-    """The patients of a list's rows, decrypted for the page, and the one audit event
-    that says which responses' patients were shown (and that a search by name or date of
-    birth was made: which criteria, never their values). A read that cannot be audited
-    is refused like any other PHI read."""
-    patients = await read_identities(session, state.keys, [row.id for row in rows])
-    if patients or not search.is_empty():
-        detail: dict[str, object] = {"count": len(patients), "responseIds": sorted(patients)}
-        if not search.is_empty():
-            detail["search"] = [
-                term
-                for term, given in (("name", search.words), ("birthDate", search.birth_date))
-                if given
-            ]
-        await auditor.record(
-            RESPONSES_LISTED,
-            resource_type="form" if form_id else None,
-            resource_id=form_id,
-            detail=detail,
-        )
-    return patients
 
 
 @router.get("/api/forms/{form_id}/responses")
@@ -114,7 +79,7 @@ async def list_responses(
         keys=state.keys,
     )
     names = await review.people(session, page.rows)
-    patients = await patients_of(session, state, auditor, page.rows, search, form_id=form_id)
+    patients = await patients_of(session, state.keys, auditor, page.rows, search, form_id=form_id)
     body: dict[str, Any] = {
         "responses": [response_json(row, names=names, patients=patients) for row in page.rows]
     }
@@ -150,7 +115,7 @@ async def find_responses(
             {"confirmation": "Give a confirmation code, a name or a date of birth."}
         )
     names = await review.people(session, rows)
-    patients = await patients_of(session, state, auditor, rows, search)
+    patients = await patients_of(session, state.keys, auditor, rows, search)
     return _phi_json(
         {"responses": [response_json(row, names=names, patients=patients) for row in rows]}
     )

@@ -17,6 +17,8 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.alerts.models import Alert
+from healthforms.audit.events import RESPONSES_LISTED
+from healthforms.audit.recorder import Auditor
 from healthforms.clock import rfc3339
 from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_json, response_aad
 from healthforms.crypto.keys import KeyRing
@@ -29,6 +31,7 @@ from healthforms.responses.patients import (
     PatientSearch,
     delete_identity,
     matching_ids,
+    read_identities,
 )
 
 log = structlog.get_logger("healthforms.responses")
@@ -291,3 +294,34 @@ async def delete_response(session: AsyncSession, organization_id: str, response_
     await session.execute(delete(Alert).where(Alert.response_id == row.id))
     await session.delete(row)
     await session.flush()
+
+
+async def patients_of(
+    session: AsyncSession,
+    keys: KeyRing,
+    auditor: Auditor,
+    rows: list[ResponseRow],
+    search: PatientSearch,
+    *,
+    form_id: str | None = None,
+) -> dict[str, PatientIdentity | None]:
+    """The patients of a list's rows, decrypted for the page, and the one audit event
+    that says which responses' patients were shown (and that a search by name or date of
+    birth was made: which criteria, never their values). A read that cannot be audited
+    is refused like any other PHI read."""
+    patients = await read_identities(session, keys, [row.id for row in rows])
+    if patients or not search.is_empty():
+        detail: dict[str, object] = {"count": len(patients), "responseIds": sorted(patients)}
+        if not search.is_empty():
+            detail["search"] = [
+                term
+                for term, given in (("name", search.words), ("birthDate", search.birth_date))
+                if given
+            ]
+        await auditor.record(
+            RESPONSES_LISTED,
+            resource_type="form" if form_id else None,
+            resource_id=form_id,
+            detail=detail,
+        )
+    return patients

@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 
 from healthforms.alerts.service import list_alerts, mark_read, unread_count
 from healthforms.audit.recorder import AuditorDep
-from healthforms.errors import Forbidden, NotFound, Unauthenticated
+from healthforms.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from healthforms.http.errors import wants_html
 from healthforms.http.hot_routes import from_request
 from healthforms.http.ratelimits import take_policy_token
@@ -41,13 +41,17 @@ from healthforms.identity.service import (
 )
 from healthforms.pdf.routes import pdf_response
 from healthforms.pdf.service import PdfInProgress, PdfNotGenerated, PdfService
+from healthforms.responses.models import ResponseRow
+from healthforms.responses.patients import PatientIdentity, parse_search
 from healthforms.responses.service import (
     find_by_confirmation,
+    find_by_patient,
     forms_with_response_counts,
     get_form,
     get_response,
     get_version,
     normalise_confirmation,
+    patients_of,
 )
 from healthforms.security.context import request_state
 from healthforms.security.principal import Principal, Role
@@ -309,6 +313,60 @@ async def find_response_page(
     else:
         message = f"Several responses have the code {normalised}: open them from their form."
     return await _forms_list(request, staff, state, db, find_message=message, find_code=code[:64])
+
+
+@router.get("/responses/patients")
+async def find_patient_page(
+    request: Request,
+    staff: StaffPage,
+    state: StateDep,
+    db: DbSessionDep,
+    auditor: AuditorDep,
+    name: str = "",
+    dob: str = "",
+) -> Response:
+    """ "Find a patient's responses" on the forms page: a plain GET form (name and/or date
+    of birth) answered with a list across the clinic's forms; one audited list view."""
+    rows: list[ResponseRow] = []
+    patients: dict[str, PatientIdentity | None] = {}
+    message: str | None = None
+    try:
+        search = parse_search(name[:400], dob[:40])
+    except ValidationFailed:
+        search, message = None, "Enter a name (whole words) or a date of birth."
+    if search is not None and search.is_empty():
+        search, message = None, "Enter a name (whole words) or a date of birth."
+    if search is not None:
+        rows = await find_by_patient(db, state.keys, staff.principal.organization_id, search)
+        patients = await patients_of(db, state.keys, auditor, rows, search)
+        if not rows:
+            message = "No response of your clinic matches. Names match by whole words."
+    titles = {form.id: form.title for form, _ in await forms_with_response_counts(
+        db, staff.principal.organization_id
+    )}  # fmt: skip
+    found = [
+        {
+            "id": row.id,
+            "form_title": titles.get(row.form_id, "(archived form)"),
+            "form_id": row.form_id,
+            "submitted_at": row.submitted_at,
+            "status": row.review_status,
+            "confirmation": row.confirmation,
+            "patient": patients.get(row.id),
+        }
+        for row in rows
+    ]
+    return render(
+        request,
+        "responses_found.html",
+        title="Find a patient's responses",
+        nav="forms",
+        found=found,
+        message=message,
+        name=name[:200],
+        dob=dob[:40],
+        **_staff_context(state, staff),
+    )
 
 
 @router.get("/responses/{response_id}")

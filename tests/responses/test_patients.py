@@ -299,3 +299,27 @@ def test_only_fitting_fields_can_identify_the_patient() -> None:
         {"id": "b", "type": "date", "label": "B", "identifies": "birthDate"},
     ]
     assert list(problem(two_dates)) == ["b"]
+
+
+async def test_the_find_a_patient_page_lists_matches_across_forms_and_audits_them(
+    db: Database, keys: KeyRing, clinic: PublishedForm, admin: httpx.AsyncClient
+) -> None:
+    second_form = (await create_form(db, clinic.organization_id, title="Consent"))[0]
+    ids = {
+        await create_response(db, keys, clinic, intake_answers(name="Noor Haddad")),
+        await create_response(db, keys, second_form, intake_answers(name="Noor Haddad")),
+    }
+    await create_response(db, keys, clinic, intake_answers(name="Someone Else"))
+    page = await admin.get("/responses/patients", params={"name": "haddad", "dob": ""})
+    assert page.status_code == 200
+    assert page.text.count("Noor Haddad") == 2 and "Someone Else" not in page.text
+    assert "Consent" in page.text and "New patient intake" in page.text
+    assert page.headers["cache-control"].startswith("no-store")
+    event = (await listed_events(db, clinic.organization_id))[-1]
+    assert set(json.loads(event.detail or "{}")["responseIds"]) == ids
+    for params in ({"name": "", "dob": ""}, {"name": "!!", "dob": ""}, {"dob": "not-a-date"}):
+        refused = await admin.get("/responses/patients", params=params)
+        assert refused.status_code == 200
+        assert "Enter a name (whole words) or a date of birth." in refused.text
+    none = await admin.get("/responses/patients", params={"name": "Nobody"})
+    assert "No response of your clinic matches" in none.text

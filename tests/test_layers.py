@@ -21,7 +21,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"state"}),
     frozenset({"audit"}),
     frozenset({"http"}),
-    frozenset({"identity", "forms", "responses", "submissions", "pdf", "health", "web"}),
+    frozenset(
+        {"identity", "forms", "responses", "submissions", "pdf", "health", "web", "retention"}
+    ),
     frozenset({"app", "cli", "migrations", "__main__"}),
 )
 LAYER_OF = {name: depth for depth, layer in enumerate(LAYERS) for name in layer}

@@ -43,6 +43,9 @@ RESPONSE_FILED = "response.filed"
 RESPONSE_REOPENED = "response.reopened"
 RESPONSE_NOTE_ADDED = "response.note_added"
 RESPONSE_NOTES_VIEWED = "response.notes_viewed"  # staff notes are PHI: reads are audited
+# The retention purge deleted a batch of a form's expired responses (no actor: the
+# command or the daily job; detail: count, responseIds, retentionDays, before).
+RESPONSES_PURGED = "responses.purged"
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

@@ -33,6 +33,7 @@ from healthforms.pdf.routes import router as pdf_router
 from healthforms.redis.client import build_redis
 from healthforms.redis.embedded import DataDirRedis, open_embedded_redis
 from healthforms.responses.routes import router as responses_router
+from healthforms.retention.job import PurgeJob
 from healthforms.state import STATE_ATTRIBUTE, AppState
 from healthforms.submissions.routes import router as public_forms_router
 from healthforms.web.pages import error_page, static_error_html
@@ -115,6 +116,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.audit_checkpoint_interval_s,
         )
         checkpoints.start()
+        # The daily retention purge: one process of the deployment runs each round.
+        purge_job = PurgeJob(db, redis, state.keys, metrics, settings.purge_interval_s)
+        purge_job.start()
+        app.state.purge_job = purge_job  # its recent rounds, for inspection
         state.published_forms.start()
         app.front = build_pipeline(app.framework, state, html_error_page=static_error_html)
         if app.state.freeze_gc:
@@ -128,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.front = None
+            await purge_job.stop()  # a batch in flight commits with its event
             await state.workers.close()  # kill renders still running
             await state.published_forms.close()
             await close_appender(db)  # audit events already handed over are written

@@ -193,6 +193,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("HEALTHFORMS_AUDIT_CHECKPOINT_INTERVAL"),
     )
 
+    # The retention purge (retention/job.py): every process asks for each round of this
+    # length (a day: UTC days), one per deployment runs it; 0 turns the job off (run
+    # `healthforms purge` from a scheduler instead).
+    purge_interval_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        le=31 * 86_400,
+        validation_alias=AliasChoices("HEALTHFORMS_PURGE_INTERVAL_S"),
+    )
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:

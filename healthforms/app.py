@@ -36,6 +36,7 @@ from healthforms.pdf.routes import router as pdf_router
 from healthforms.redis.client import build_redis
 from healthforms.redis.embedded import DataDirRedis, open_embedded_redis
 from healthforms.responses.routes import router as responses_router
+from healthforms.retention.job import PurgeJob
 from healthforms.state import STATE_ATTRIBUTE, AppState
 from healthforms.submissions.routes import router as public_forms_router
 from healthforms.web.pages import error_page, static_error_html
@@ -118,6 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.audit_checkpoint_interval_s,
         )
         checkpoints.start()
+        # The daily retention purge: one process of the deployment runs each round.
+        purge_job = PurgeJob(db, redis, state.keys, metrics, settings.purge_interval_s)
+        purge_job.start()
+        app.state.purge_job = purge_job  # its recent rounds, for inspection
         state.published_forms.start()
         outbox: OutboxWorker | None = None
         if settings.outbox_worker:
@@ -137,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.front = None
             if outbox is not None:
                 await outbox.stop()  # a send cut short is sent again by the next worker
+            await purge_job.stop()  # a batch in flight commits with its event
             await state.workers.close()  # kill renders still running
             await state.published_forms.close()
             await close_appender(db)  # audit events already handed over are written

@@ -1,4 +1,4 @@
-"""The `healthforms` command: serve, migrate, check, keys, user, audit."""
+"""The `healthforms` command: serve, migrate, check, keys, user, audit, purge."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from healthforms.alerts.service import outbox_handlers
 from healthforms.audit.checkpoints import CheckpointFile, read_checkpoints, write_checkpoint
@@ -28,9 +29,10 @@ from healthforms.audit.store import (
     append_event,
     export_events,
     export_json,
+    take_touched_chains,
     verify_chains,
 )
-from healthforms.clock import parse_rfc3339
+from healthforms.clock import parse_rfc3339, rfc3339
 from healthforms.config import ConfigError, Settings, load_settings
 from healthforms.crypto.keys import KeyRing, generate_key
 from healthforms.db.engine import Database, DatabaseUnavailable
@@ -67,6 +69,7 @@ from healthforms.redis.embedded import EmbeddedServerError, open_embedded_redis
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.key_rotation import rotate_keys
 from healthforms.responses.reindex import reindex_patients
+from healthforms.retention.service import PURGE_BATCH, FormPurge, count_expired, purge_expired
 from healthforms.security.principal import Role
 from healthforms.security.sessions import SessionStore
 
@@ -644,6 +647,93 @@ async def _outbox_work(settings: Settings, url: str) -> None:
         await worker.stop()
         await redis.close()
         await db.dispose()
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print how many responses each form would lose; delete nothing."
+        ),
+    ] = False,
+    batch_size: Annotated[
+        int,
+        typer.Option(min=1, max=10_000, help="Responses per transaction (each with its event)."),
+    ] = PURGE_BATCH,
+) -> None:
+    """Delete the responses older than their form's retention period, with their PDFs
+    and notes; each batch commits with a `responses.purged` audit event (ids and counts,
+    no PHI). The service runs this daily by itself. Exits 0 when done (also when nothing
+    had expired), 1 when a form could not be purged (run it again: it is idempotent)."""
+    settings = _settings()
+    configure_logging(settings.log_level)
+    raise typer.Exit(asyncio.run(_purge(settings, dry_run, batch_size)))
+
+
+async def _purge(settings: Settings, dry_run: bool, batch_size: int) -> int:
+    db_url = settings.resolved_database_url()
+    if settings.database_url is None:
+        upgrade_in_thread(db_url)  # the embedded default: make sure the schema exists
+    db = Database.connect(db_url)
+    try:
+        if dry_run:
+            results = await count_expired(db)
+        else:
+            keys = KeyRing.from_settings(settings)
+            results = await purge_expired(db, keys, batch=batch_size)
+            await _checkpoint_purge_events(settings, db, keys)
+    except (SQLAlchemyError, DatabaseUnavailable, OSError) as exc:
+        typer.echo(f"error: database: {type(exc).__name__}", err=True)
+        return 1
+    finally:
+        await db.dispose()
+    head = "purge (dry run)" if dry_run else "purge"
+    done = "would be purged" if dry_run else "purged"
+    for result in results:
+        if result.count or result.failed:
+            typer.echo(f"{head}: {_form_line(result)} {done}")
+        if result.failed:
+            typer.echo(
+                f"error: form {result.form.form_id}: stopped by {result.failed} "
+                "(the batch rolled back with its event; run purge again)",
+                err=True,
+            )
+    total = sum(r.count for r in results)
+    forms = sum(1 for r in results if r.count)
+    typer.echo(
+        f"{head}: {total} response(s) of {forms} form(s) {done}"
+        + ("; nothing was deleted" if dry_run else "")
+        + f" ({len(results)} form(s) have a retention period)"
+    )
+    return 1 if any(r.failed for r in results) else 0
+
+
+def _form_line(result: FormPurge) -> str:
+    form = result.form
+    return (
+        f"form {form.form_id} (organisation {form.organization_id}, kept "
+        f"{form.retention_days} days): {result.count} response(s) submitted before "
+        f"{rfc3339(form.before)}"
+    )
+
+
+async def _checkpoint_purge_events(settings: Settings, db: Database, keys: KeyRing) -> None:
+    """Checkpoint the chains the purge appended to at once: removing its events from the
+    end of a chain is then detected by `audit verify` (the service would checkpoint
+    them only when it next writes to those chains)."""
+    chains = take_touched_chains()
+    if not chains:
+        return
+    path = settings.resolved_audit_checkpoint_path()
+    try:
+        await write_checkpoint(db, keys, path, chains=chains)
+    except OSError as exc:
+        typer.echo(
+            f"audit: warning: could not write the checkpoint to {path} ({exc.strerror}); "
+            "run `healthforms audit checkpoint`",
+            err=True,
+        )
 
 
 def main() -> None:  # pragma: no cover

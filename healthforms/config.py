@@ -234,6 +234,15 @@ class Settings(BaseSettings):
     outbox_retry_base_s: float = Field(
         default=30.0, gt=0, le=3600, validation_alias=AliasChoices("HEALTHFORMS_OUTBOX_RETRY_BASE")
     )
+    # The retention purge (retention/job.py): every process asks for each round of this
+    # length (a day: UTC days), one per deployment runs it; 0 turns the job off (run
+    # `healthforms purge` from a scheduler instead).
+    purge_interval_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        le=31 * 86_400,
+        validation_alias=AliasChoices("HEALTHFORMS_PURGE_INTERVAL_S"),
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

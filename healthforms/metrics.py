@@ -97,6 +97,18 @@ class Metrics:
             "Outbox messages copied onto the Redis stream (republished ones included)",
             registry=self.registry,
         )
+        self.purge_rounds = Counter(
+            "healthforms_purge_rounds_total",
+            "Rounds of the retention purge job by outcome: ran, skipped (another process "
+            "ran it), redis_unavailable or failed (both retried)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.responses_purged = Counter(
+            "healthforms_responses_purged_total",
+            "Responses the retention purge job of this process deleted",
+            registry=self.registry,
+        )
 
     def watch_redis(self, read: Callable[[], RedisFigures]) -> None:
         self.registry.register(_RedisCollector(read))

@@ -49,6 +49,9 @@ RESPONSES_LISTED = "responses.listed"
 RESPONSES_REINDEXED = "responses.reindexed"
 # An admin sent a dead letter of the outbox again (outbox/worker.py redeliver).
 DELIVERY_REDELIVERED = "delivery.redelivered"
+# The retention purge deleted a batch of a form's expired responses (no actor: the
+# command or the daily job; detail: count, responseIds, retentionDays, before).
+RESPONSES_PURGED = "responses.purged"
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

@@ -29,6 +29,9 @@ class Form(Base):
     version: Mapped[int] = mapped_column(Integer, default=0)
     public_id: Mapped[str | None] = mapped_column(String(40), unique=True, nullable=True)
     has_unpublished_changes: Mapped[bool] = mapped_column(default=True)
+    # Days a response is kept after it was submitted; None keeps responses for ever.
+    # The retention purge (retention/service.py) deletes older ones with their records.
+    retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     # Highest fencing number of the edit lock that saved this form (see security/locks.py).
     edit_fence: Mapped[int] = mapped_column(BigInteger, default=0)
     created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)

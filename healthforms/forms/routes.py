@@ -17,8 +17,13 @@ from healthforms.audit.events import (
 from healthforms.audit.recorder import Auditor, AuditorDep
 from healthforms.errors import ValidationFailed
 from healthforms.forms.edit_lock import FormEditLocks, FormLocked, lock_json
-from healthforms.forms.service import FormService, StaleLock, form_json
-from healthforms.forms.validation import validate_description, validate_fields, validate_title
+from healthforms.forms.service import UNCHANGED, FormService, StaleLock, form_json
+from healthforms.forms.validation import (
+    validate_description,
+    validate_fields,
+    validate_retention_days,
+    validate_title,
+)
 from healthforms.security.context import CurrentPrincipal, EditorPrincipal
 from healthforms.state import AppState, DbSessionDep, StateDep
 
@@ -34,6 +39,14 @@ def _revision(body: JsonObject) -> int | None:
     if isinstance(revision, bool) or not isinstance(revision, int):
         raise ValidationFailed({"revision": "revision must be an integer"})
     return revision
+
+
+def _retention_detail(previous: int | None, current: int | None) -> dict[str, object] | None:
+    """What a save says of the retention period in its audit event, when it changed it:
+    a shorter period deletes responses at the next purge, so the trail keeps both."""
+    if previous == current:
+        return None
+    return {"retentionDays": current, "previousRetentionDays": previous}
 
 
 async def _conflict(auditor: Auditor, form_id: str, error: FormLocked) -> FormLocked:
@@ -66,10 +79,16 @@ async def create_form(
     title = validate_title(body.get("title"))
     description = validate_description(body.get("description"))
     fields = validate_fields(body.get("fields") or [])
+    retention_days = validate_retention_days(body.get("retentionDays"))
     form = await FormService(session, principal).create(
-        title=title, description=description, fields=fields
+        title=title, description=description, fields=fields, retention_days=retention_days
     )
-    await auditor.record(FORM_CREATED, resource_type="form", resource_id=form.id)
+    await auditor.record(
+        FORM_CREATED,
+        resource_type="form",
+        resource_id=form.id,
+        detail=None if form.retention_days is None else {"retentionDays": form.retention_days},
+    )
     return form_json(form)
 
 
@@ -90,7 +109,9 @@ async def update_form(
     body: JsonObject = Body(...),  # noqa: B008
 ) -> JsonObject:
     service = FormService(session, principal)
-    await service.get(form_id)  # 404 before any validation detail leaks
+    # 404 before any validation detail leaks. The save is a compare-and-set on the
+    # revision read here, so this is the retention period the save replaces.
+    previous_retention = (await service.get(form_id)).retention_days
     try:
         guard = await FormEditLocks(state.locks, session, principal).guard_save(form_id)
     except FormLocked as error:
@@ -98,6 +119,9 @@ async def update_form(
     title = validate_title(body["title"]) if "title" in body else None
     description = validate_description(body["description"]) if "description" in body else None
     fields = validate_fields(body["fields"]) if "fields" in body else None
+    retention_days = (
+        validate_retention_days(body["retentionDays"]) if "retentionDays" in body else UNCHANGED
+    )
     edit_locks = FormEditLocks(state.locks, session, principal)
     try:
         form = await service.update(
@@ -106,13 +130,19 @@ async def update_form(
             description=description,
             fields=fields,
             revision=_revision(body),
+            retention_days=retention_days,
             fence=guard.fence,
             fence_check=guard.check,
         )
     except StaleLock:
         # Our lease lapsed and a newer holder saved: say who holds the form now.
         raise await _conflict(auditor, form_id, await edit_locks.locked_error(form_id)) from None
-    await auditor.record(FORM_UPDATED, resource_type="form", resource_id=form.id)
+    await auditor.record(
+        FORM_UPDATED,
+        resource_type="form",
+        resource_id=form.id,
+        detail=_retention_detail(previous_retention, form.retention_days),
+    )
     return form_json(form)
 
 

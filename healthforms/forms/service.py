@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from enum import Enum
+from typing import Any, Literal, cast
 
 from sqlalchemy import Select, Table, select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from healthforms.clock import rfc3339, utcnow
-from healthforms.errors import Conflict, NotFound
+from healthforms.errors import Conflict, Forbidden, NotFound
 from healthforms.forms.models import AlertSubscription, Form, FormVersion
 from healthforms.forms.schema import FieldDef, fields_to_json
 from healthforms.security.principal import Principal
@@ -29,6 +30,15 @@ STATUSES = frozenset({STATUS_DRAFT, STATUS_PUBLISHED, STATUS_ARCHIVED})
 
 # Checked inside the save's transaction; False refuses the save (see security/locks.py).
 FenceCheck = Callable[[AsyncSession], Awaitable[bool]]
+
+
+class Unchanged(Enum):
+    """A save that leaves a setting as it is (None is a value: keep responses for ever)."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED: Literal[Unchanged.UNCHANGED] = Unchanged.UNCHANGED
 
 
 class StaleRevision(Conflict):
@@ -46,6 +56,18 @@ class StaleLock(Conflict):
     message = "Your edit lock expired and another editor has saved since."
 
 
+class RetentionAdminOnly(Forbidden):
+    message = "Only an admin can change how long this form's responses are kept."
+
+
+def _check_retention_change(principal: Principal, current: int | None, wanted: int | None) -> None:
+    """Refuse an editor who changes the retention period. A shorter period deletes
+    patient records at the next purge, and deleting a response is an admin's decision
+    (DELETE /api/responses/{id}); an editor's save that sends it unchanged passes."""
+    if wanted != current and not principal.is_admin:
+        raise RetentionAdminOnly()
+
+
 def form_json(form: Form) -> dict[str, Any]:
     """The API.md Form object."""
     return {
@@ -58,6 +80,7 @@ def form_json(form: Form) -> dict[str, Any]:
         "revision": form.revision,
         "publicId": form.public_id,
         "hasUnpublishedChanges": form.has_unpublished_changes,
+        "retentionDays": form.retention_days,
         "createdAt": rfc3339(form.created_at),
         "updatedAt": rfc3339(form.updated_at),
     }
@@ -97,7 +120,15 @@ class FormService:
         query = query.order_by(Form.updated_at.desc(), Form.id)
         return (await self.session.execute(query)).scalars().all()
 
-    async def create(self, *, title: str, description: str, fields: list[FieldDef]) -> Form:
+    async def create(
+        self,
+        *,
+        title: str,
+        description: str,
+        fields: list[FieldDef],
+        retention_days: int | None = None,
+    ) -> Form:
+        _check_retention_change(self.principal, None, retention_days)
         now = utcnow()
         form = Form(
             organization_id=self.principal.organization_id,
@@ -109,6 +140,7 @@ class FormService:
             version=0,
             public_id=None,
             has_unpublished_changes=True,
+            retention_days=retention_days,
             edit_fence=0,
             created_by=self.principal.user_id,
             created_at=now,
@@ -135,6 +167,7 @@ class FormService:
         description: str | None,
         fields: list[FieldDef] | None,
         revision: int | None,
+        retention_days: int | None | Literal[Unchanged.UNCHANGED] = UNCHANGED,
         fence: int | None = None,
         fence_check: FenceCheck | None = None,
     ) -> Form:
@@ -156,6 +189,9 @@ class FormService:
             values["description"] = description
         if fields is not None:
             values["fields"] = fields_to_json(fields)
+        if retention_days is not UNCHANGED:
+            _check_retention_change(self.principal, form.retention_days, retention_days)
+            values["retention_days"] = retention_days
         if fence is not None:
             values["edit_fence"] = fence
         if fence_check is not None and not await fence_check(self.session):

@@ -172,3 +172,24 @@ def validate_description(description: object) -> str:
     if len(description) > MAX_DESCRIPTION:
         raise ValidationFailed({"description": f"at most {MAX_DESCRIPTION} characters"})
     return description
+
+
+# A form's retention period (docs/retention.md), in days after submission: at least a
+# day, at most a century. None keeps responses for ever.
+MIN_RETENTION_DAYS = 1
+MAX_RETENTION_DAYS = 36_500
+_RETENTION_MESSAGE = (
+    f"a whole number of days from {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}, "
+    "or null to keep responses for ever"
+)
+
+
+def validate_retention_days(value: object) -> int | None:
+    if value is None:
+        return None
+    # bool is an int in Python: `true` must not read as one day.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationFailed({"retentionDays": _RETENTION_MESSAGE})
+    if not MIN_RETENTION_DAYS <= value <= MAX_RETENTION_DAYS:
+        raise ValidationFailed({"retentionDays": _RETENTION_MESSAGE})
+    return value

@@ -44,6 +44,8 @@ class ResponseRow(Base):
     __table_args__ = (
         Index("ix_responses_form_review", "form_id", "review_status", "submitted_at"),
         Index("ix_responses_org_confirmation", "organization_id", "confirmation"),
+        # The retention purge's range: a form's responses submitted before a cutoff.
+        Index("ix_responses_form_submitted", "form_id", "submitted_at"),
     )
 
 

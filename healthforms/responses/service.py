@@ -8,6 +8,7 @@ clear 409 `response_unreadable` instead of a 500.
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import structlog
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from healthforms.alerts.models import Alert
 from healthforms.audit.events import RESPONSES_LISTED
@@ -25,11 +27,16 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.errors import HealthformsError, NotFound, ValidationFailed
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.service import STATUS_ARCHIVED
-from healthforms.responses.models import ResponseNote, ResponsePdf, ResponseRow
+from healthforms.responses.models import (
+    ResponseIdentity,
+    ResponseNote,
+    ResponsePdf,
+    ResponseRow,
+    ResponseSearchToken,
+)
 from healthforms.responses.patients import (
     PatientIdentity,
     PatientSearch,
-    delete_identity,
     matching_ids,
     read_identities,
 )
@@ -284,16 +291,81 @@ def open_response(keys: KeyRing, row: ResponseRow) -> ResponseContent:
     )
 
 
+# Deletes one kind of record that belongs to a response, for these response ids, inside
+# the caller's transaction (before the responses themselves: the foreign keys point at
+# them).
+RecordsDeleter = Callable[[AsyncSession, Sequence[str]], Awaitable[None]]
+
+
+def rows_of(response_id: InstrumentedAttribute[Any]) -> RecordsDeleter:
+    """The deleter of a table's rows whose `response_id` column names the response."""
+
+    async def delete_rows(session: AsyncSession, response_ids: Sequence[str]) -> None:
+        await session.execute(
+            delete(response_id.class_)
+            .where(response_id.in_(response_ids))
+            .execution_options(synchronize_session=False)
+        )
+
+    return delete_rows
+
+
+# Everything stored per response, deleted with it by the admin's delete and the retention
+# purge alike (docs/retention.md). Explicit, not left to ON DELETE CASCADE: SQLite enforces
+# it only with the pragma on. A feature that keeps more per response (patient requests,
+# uploaded files) adds its line here: `rows_of(Model.response_id)` for a table, or its
+# own RecordsDeleter (files kept outside the database: delete their rows here and the
+# files once the transaction committed). Its model names `responses.id` as a string, so
+# this module imports its models only and no import cycle forms.
+RESPONSE_RECORDS: tuple[RecordsDeleter, ...] = (
+    rows_of(ResponsePdf.response_id),
+    rows_of(ResponseNote.response_id),
+    rows_of(ResponseIdentity.response_id),
+    rows_of(ResponseSearchToken.response_id),
+    rows_of(Alert.response_id),
+)
+
+
+async def delete_responses(session: AsyncSession, response_ids: Sequence[str]) -> list[str]:
+    """Delete these responses and all of RESPONSE_RECORDS of them inside the caller's
+    transaction; return the ids it deleted (sorted): a response another transaction
+    deleted first is not among them, so two deleters never both count it."""
+    if not response_ids:
+        return []
+    # The responses are locked before their records, by every deleter in that order, so
+    # an admin's delete and a purge of the same response queue instead of deadlocking
+    # (PostgreSQL; SQLite has one writer and ignores FOR UPDATE).
+    locked = list(
+        (
+            await session.execute(
+                select(ResponseRow.id)
+                .where(ResponseRow.id.in_(response_ids))
+                .order_by(ResponseRow.id)
+                .with_for_update()
+            )
+        ).scalars()
+    )
+    if not locked:
+        return []
+    for delete_records in RESPONSE_RECORDS:
+        await delete_records(session, locked)
+    deleted = (
+        await session.execute(
+            delete(ResponseRow)
+            .where(ResponseRow.id.in_(locked))
+            .returning(ResponseRow.id)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalars()
+    return sorted(deleted)
+
+
 async def delete_response(session: AsyncSession, organization_id: str, response_id: str) -> None:
-    """Delete a response, its PDF and its notes (in one transaction)."""
+    """Delete a response and all of its records (in the caller's transaction); 404 when
+    it is not the organisation's, or was deleted meanwhile (a purge, another admin)."""
     row = await get_response(session, organization_id, response_id)
-    # Explicit, not left to ON DELETE CASCADE: SQLite enforces it only with the pragma on.
-    await session.execute(delete(ResponsePdf).where(ResponsePdf.response_id == row.id))
-    await session.execute(delete(ResponseNote).where(ResponseNote.response_id == row.id))
-    await delete_identity(session, [row.id])
-    await session.execute(delete(Alert).where(Alert.response_id == row.id))
-    await session.delete(row)
-    await session.flush()
+    if not await delete_responses(session, [row.id]):
+        raise NotFound()
 
 
 async def patients_of(

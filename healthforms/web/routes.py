@@ -392,6 +392,7 @@ async def response_page(
         title=f"Response to {version.title}",
         nav="forms",
         response_id=row.id,
+        confirmation=row.confirmation,  # typed by an admin to confirm a delete
         form_id=form.id,
         form_title=version.title,
         form_version=row.form_version,

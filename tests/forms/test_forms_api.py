@@ -26,6 +26,7 @@ FORM_KEYS = {
     "revision",
     "publicId",
     "hasUnpublishedChanges",
+    "retentionDays",
     "createdAt",
     "updatedAt",
 }

@@ -32,6 +32,9 @@ const saveState = $("save-state");
 const lockBanner = $("lock-banner");
 const titleInput = $("form-title");
 const descInput = $("form-description");
+// The retention period: only an admin may change it (the API refuses an editor's change).
+const retentionInput = $("form-retention");
+const canSetRetention = document.body.dataset.role === "admin";
 
 let form = null;
 let fields = [];
@@ -287,6 +290,7 @@ function applyEditable() {
       if (target) for (const c of card.querySelectorAll('[id$="sw-op"], [id$="sw-value"]')) c.disabled = !target.value;
     }
   }
+  retentionInput.disabled = !editable || !canSetRetention;
   $("add-field-box").hidden = !editable;
   saveBtn.hidden = !editable;
   saveBtn.disabled = !dirty;
@@ -318,6 +322,7 @@ function adopt(data) {
   form = data;
   titleInput.value = form.title;
   descInput.value = form.description || "";
+  retentionInput.value = form.retentionDays == null ? "" : String(form.retentionDays);
   $("heading-title").textContent = form.title;
   $("crumb-title").textContent = form.title;
   fields = (form.fields || []).map((f) => ({ ...f }));
@@ -348,7 +353,20 @@ function validateLocally() {
     if ((f.type === "select" || f.type === "radio") && !(f.options && f.options.length)) mark("options", "Add at least one option.");
   });
   if (!titleInput.value.trim()) problems.unshift("Give the form a title.");
+  retentionInput.removeAttribute("aria-invalid");
+  if (canSetRetention && retentionDays() === undefined) {
+    retentionInput.setAttribute("aria-invalid", "true");
+    problems.push("Keep responses for: a whole number of days from 1 to 36500, or empty to keep them for ever.");
+  }
   return problems;
+}
+
+/** The retention period typed: null when empty (keep for ever), undefined when not valid. */
+function retentionDays() {
+  const raw = retentionInput.value.trim();
+  if (raw === "") return retentionInput.validity.badInput ? undefined : null;
+  const days = Number(raw);
+  return Number.isInteger(days) && days >= 1 && days <= 36500 ? days : undefined;
 }
 
 async function save() {
@@ -359,10 +377,10 @@ async function save() {
   saveBtn.disabled = true;
   saveState.textContent = "Saving…";
   try {
+    const body = { title: titleInput.value.trim(), description: descInput.value, fields: fields.map(cleanField), revision: form.revision };
+    if (canSetRetention) body.retentionDays = retentionDays();
     const { status, data } = await api(`/api/forms/${encodeURIComponent(formId)}`, {
-      method: "PUT",
-      body: { title: titleInput.value.trim(), description: descInput.value, fields: fields.map(cleanField), revision: form.revision },
-      expect: [409, 422],
+      method: "PUT", body, expect: [409, 422],
     });
     if (status === 200) {
       for (const f of fields) f._auto = false;
@@ -498,6 +516,7 @@ $("add-field-btn").addEventListener("click", () => {
 });
 titleInput.addEventListener("input", markDirty);
 descInput.addEventListener("input", markDirty);
+retentionInput.addEventListener("input", markDirty);
 saveBtn.addEventListener("click", save);
 publishBtn.addEventListener("click", () => setPublished(true));
 unpublishBtn.addEventListener("click", () => setPublished(false));

@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import structlog
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import Select, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.clock import rfc3339
@@ -27,6 +27,8 @@ from healthforms.responses.models import ResponseNote, ResponsePdf, ResponseRow
 log = structlog.get_logger("healthforms.responses")
 
 RESOURCE_TYPE = "response"
+
+Ts = TypeVarTuple("Ts")
 
 
 class ResponseUnreadable(HealthformsError):
@@ -131,31 +133,50 @@ def _after(cursor: str) -> tuple[datetime, str]:
     return when.astimezone(UTC), row_id
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseFilter:
+    """Which of a form's responses a view holds: one review status, and submitted in
+    [since, until). The list and the exports apply the same one, so an export holds
+    exactly what the list shows (parsed from a request by responses/filters.py)."""
+
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def apply(self, query: Select[*Ts]) -> Select[*Ts]:
+        if self.status is not None:
+            query = query.where(ResponseRow.review_status == self.status)
+        if self.since is not None:
+            query = query.where(ResponseRow.submitted_at >= self.since)
+        if self.until is not None:
+            query = query.where(ResponseRow.submitted_at < self.until)
+        return query
+
+
+def _form_responses(
+    query: Select[*Ts], organization_id: str, form_id: str, filters: ResponseFilter
+) -> Select[*Ts]:
+    """`query` narrowed to the form's responses that `filters` keeps, newest first."""
+    query = query.where(
+        ResponseRow.form_id == form_id, ResponseRow.organization_id == organization_id
+    )
+    return filters.apply(query).order_by(ResponseRow.submitted_at.desc(), ResponseRow.id.desc())
+
+
 async def list_form_responses(
     session: AsyncSession,
     organization_id: str,
     form_id: str,
-    status: str | None = None,
+    filters: ResponseFilter = ResponseFilter(),  # noqa: B008 - frozen, never mutated
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
     limit: int | None = None,
     after: str | None = None,
 ) -> ResponsePage:
-    """A form's responses, newest first, optionally of one review status and submitted
-    in [since, until); another organisation's form is 404. With `limit`, one page of a
-    keyset pagination: `after` is the previous page's cursor (stable while new responses
-    arrive, unlike an offset)."""
+    """A form's responses, newest first, those `filters` keeps; another organisation's
+    form is 404. With `limit`, one page of a keyset pagination: `after` is the previous
+    page's cursor (stable while new responses arrive, unlike an offset)."""
     await get_form(session, organization_id, form_id)
-    query = select(ResponseRow).where(
-        ResponseRow.form_id == form_id, ResponseRow.organization_id == organization_id
-    )
-    if status is not None:
-        query = query.where(ResponseRow.review_status == status)
-    if since is not None:
-        query = query.where(ResponseRow.submitted_at >= since)
-    if until is not None:
-        query = query.where(ResponseRow.submitted_at < until)
+    query = _form_responses(select(ResponseRow), organization_id, form_id, filters)
     if after is not None:
         at, row_id = _after(after)
         query = query.where(
@@ -164,7 +185,6 @@ async def list_form_responses(
                 and_(ResponseRow.submitted_at == at, ResponseRow.id < row_id),
             )
         )
-    query = query.order_by(ResponseRow.submitted_at.desc(), ResponseRow.id.desc())
     if limit is not None:
         query = query.limit(limit + 1)  # one more: is there a next page?
     rows = list((await session.execute(query)).scalars())

@@ -1,0 +1,34 @@
+"""The responses list's filters as a request gives them (`status`, `from`, `to`), parsed
+once for every view of a form's responses: the list (responses/routes.py) and the
+exports (exports/routes.py) take the same dependency, so they answer a bad value with
+the same 422 and hold the same responses for the same query string."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query
+
+from healthforms.clock import parse_rfc3339
+from healthforms.errors import ValidationFailed
+from healthforms.responses.review import STATUSES
+from healthforms.responses.service import ResponseFilter
+
+
+async def response_filter(
+    status: str | None = Query(default=None, max_length=16),
+    since: str | None = Query(default=None, alias="from", max_length=40),
+    until: str | None = Query(default=None, alias="to", max_length=40),
+) -> ResponseFilter:
+    """The filter of this request's query string; 422 naming the parameter when one is
+    not valid (docs/responses.md)."""
+    if status is not None and status not in STATUSES:
+        raise ValidationFailed({"status": f"status must be one of {', '.join(STATUSES)}"})
+    return ResponseFilter(
+        status=status,
+        since=parse_rfc3339(since, "from") if since else None,
+        until=parse_rfc3339(until, "to") if until else None,
+    )
+
+
+ResponseFilterDep = Annotated[ResponseFilter, Depends(response_filter)]

@@ -43,6 +43,10 @@ RESPONSE_FILED = "response.filed"
 RESPONSE_REOPENED = "response.reopened"
 RESPONSE_NOTE_ADDED = "response.note_added"
 RESPONSE_NOTES_VIEWED = "response.notes_viewed"  # staff notes are PHI: reads are audited
+# Exports (exports/): ONE event per export file, recorded before its first byte leaves,
+# whose detail names every response it holds ({"format", "count", "responseIds"}: ids
+# and counts, never answers), rather than an event per response.
+RESPONSES_EXPORTED = "responses.exported"  # a CSV or XLSX of a form's responses
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

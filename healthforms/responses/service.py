@@ -8,6 +8,7 @@ clear 409 `response_unreadable` instead of a 500.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVarTuple
@@ -192,6 +193,34 @@ async def list_form_responses(
         rows = rows[:limit]
         return ResponsePage(rows, _cursor(rows[-1]))
     return ResponsePage(rows, None)
+
+
+async def form_response_ids(
+    session: AsyncSession,
+    organization_id: str,
+    form_id: str,
+    filters: ResponseFilter,
+    *,
+    limit: int,
+) -> list[str]:
+    """The ids of the form's responses that `filters` keeps, in the list's order, at most
+    `limit` of them; another organisation's form is 404."""
+    await get_form(session, organization_id, form_id)
+    query = _form_responses(select(ResponseRow.id), organization_id, form_id, filters)
+    return list((await session.execute(query.limit(limit))).scalars())
+
+
+async def responses_by_id(
+    session: AsyncSession, organization_id: str, form_id: str, ids: Sequence[str]
+) -> list[ResponseRow]:
+    """The form's responses among `ids`, in the list's order (an id that is not one of
+    them, or no longer exists, is left out)."""
+    if not ids:
+        return []
+    query = _form_responses(select(ResponseRow), organization_id, form_id, ResponseFilter()).where(
+        ResponseRow.id.in_(list(ids))
+    )
+    return list((await session.execute(query)).scalars())
 
 
 def normalise_confirmation(code: str) -> str | None:

@@ -47,6 +47,7 @@ RESPONSE_NOTES_VIEWED = "response.notes_viewed"  # staff notes are PHI: reads ar
 # whose detail names every response it holds ({"format", "count", "responseIds"}: ids
 # and counts, never answers), rather than an event per response.
 RESPONSES_EXPORTED = "responses.exported"  # a CSV or XLSX of a form's responses
+RESPONSES_PDFS_EXPORTED = "responses.pdfs_exported"  # a ZIP of selected responses' PDFs
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

@@ -1,32 +1,36 @@
-"""Exports (docs/exports.md): a form's responses as CSV or XLSX. Editors and admins; the
-`pdf` rate limit besides `api`; ONE audit event per export, committed before the first
-byte of the file leaves."""
+"""Exports (docs/exports.md): a form's responses as CSV or XLSX, and a selection's PDFs
+as one ZIP. Editors and admins; the `pdf` rate limit besides `api`; ONE audit event per
+export, committed before the first byte of the file leaves."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from healthforms.audit.events import (
     CSRF_REJECTED,
     RESPONSES_EXPORTED,
+    RESPONSES_PDFS_EXPORTED,
     Outcome,
 )
 from healthforms.audit.recorder import AuditorDep
 from healthforms.errors import CsrfRejected, ValidationFailed
 from healthforms.exports.service import (
     FORM_RESOURCE,
+    ZIP_MEDIA_TYPE,
     ExportFormat,
     ExportService,
+    PdfExport,
+    parse_selection,
     plan_export,
     today,
 )
 from healthforms.exports.sheets import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE
-from healthforms.http.ratelimits import PdfRateLimit
+from healthforms.http.ratelimits import PdfRateLimit, take_policy_token
 from healthforms.pdf.routes import NO_STORE, content_disposition
 from healthforms.responses.filters import ResponseFilterDep
 from healthforms.security.context import EditorPrincipal
@@ -126,4 +130,39 @@ async def export_responses(
         media_type=XLSX_MEDIA_TYPE,
         headers=_file_headers(plan.filename("responses", "xlsx", today())),
         background=BackgroundTask(built.cleanup),
+    )
+
+
+@router.post("/api/forms/{form_id}/responses/export-pdfs")
+async def export_pdfs(
+    form_id: str,
+    request: Request,
+    principal: EditorPrincipal,
+    _: PdfRateLimit,
+    session: DbSessionDep,
+    state: StateDep,
+    auditor: AuditorDep,
+    body: Any = Body(None),  # noqa: B008
+) -> StreamingResponse:
+    """A ZIP with the PDF of each selected response (`{"responseIds": [...]}`)."""
+    ids = parse_selection(body)
+    export = PdfExport(state)
+    title, rows = await export.select(session, principal.organization_id, form_id, ids)
+    await session.commit()  # ends the read: renders below take their own sessions
+
+    async def spend_token() -> object:
+        return await take_policy_token("pdf", request, principal.user_id, state)
+
+    selection = await export.prepare(principal, title, rows, auditor, spend_token)
+    included = selection.included
+    detail: dict[str, object] = {"count": len(included), "responseIds": included}
+    if selection.left_out:
+        detail["leftOutIds"] = list(selection.left_out)
+    await auditor.record(
+        RESPONSES_PDFS_EXPORTED, resource_type=FORM_RESOURCE, resource_id=form_id, detail=detail
+    )
+    return StreamingResponse(
+        export.zip_stream(principal, selection),
+        media_type=ZIP_MEDIA_TYPE,
+        headers=_file_headers(selection.filename(today())),
     )

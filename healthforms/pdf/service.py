@@ -263,6 +263,13 @@ class PdfService:
             return "none"  # cannot tell: offer the button, the POST will know
         return "in_progress" if holder is not None else "none"
 
+    async def stored_pdf(self, principal: Principal, response_id: str) -> bytes | None:
+        """The stored PDF's content, or None when none is stored; organisation-scoped
+        (404 for anyone else's). Records nothing: the caller audits the delivery (the
+        exports' ZIP records one event for all of its PDFs)."""
+        _, stored = await self._stored(principal, response_id)
+        return None if stored is None else _open_pdf(self.state, stored)
+
     async def serve_stored(
         self, principal: Principal, response_id: str, auditor: Auditor
     ) -> DeliveredPdf:

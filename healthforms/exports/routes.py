@@ -84,7 +84,13 @@ def _file_headers(filename: str) -> dict[str, str]:
     return {**NO_STORE, "Content-Disposition": content_disposition(filename)}
 
 
-@router.get("/api/forms/{form_id}/responses/export")
+@router.get(
+    "/api/forms/{form_id}/responses/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "The file", "content": {CSV_MEDIA_TYPE: {}, XLSX_MEDIA_TYPE: {}}}
+    },
+)
 async def export_responses(
     form_id: str,
     principal: EditorPrincipal,
@@ -133,7 +139,11 @@ async def export_responses(
     )
 
 
-@router.post("/api/forms/{form_id}/responses/export-pdfs")
+@router.post(
+    "/api/forms/{form_id}/responses/export-pdfs",
+    response_class=StreamingResponse,
+    responses={200: {"description": "The ZIP", "content": {ZIP_MEDIA_TYPE: {}}}},
+)
 async def export_pdfs(
     form_id: str,
     request: Request,

@@ -21,6 +21,7 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.db.migrate import upgrade_in_thread
 from healthforms.errors import ServiceUnavailable
+from healthforms.exports.routes import router as exports_router
 from healthforms.forms.routes import router as forms_router
 from healthforms.health.routes import package_version
 from healthforms.health.routes import router as health_router
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(responses_router)
     app.include_router(pdf_router)
     app.include_router(alerts_router)
+    app.include_router(exports_router)
     app.include_router(web_router)
     return app
 

@@ -32,6 +32,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "web",
             "alerts",
             "retention",
+            "exports",
         }
     ),
     frozenset({"app", "cli", "migrations", "__main__"}),

@@ -52,6 +52,11 @@ DELIVERY_REDELIVERED = "delivery.redelivered"
 # The retention purge deleted a batch of a form's expired responses (no actor: the
 # command or the daily job; detail: count, responseIds, retentionDays, before).
 RESPONSES_PURGED = "responses.purged"
+# Exports (exports/): ONE event per export file, recorded before its first byte leaves,
+# whose detail names every response it holds ({"format", "count", "responseIds"}: ids
+# and counts, never answers), rather than an event per response.
+RESPONSES_EXPORTED = "responses.exported"  # a CSV or XLSX of a form's responses
+RESPONSES_PDFS_EXPORTED = "responses.pdfs_exported"  # a ZIP of selected responses' PDFs
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

@@ -104,6 +104,15 @@ class DeliveredPdf:
     generated: bool  # this request made it (False: served the stored one)
 
 
+def file_stem(*parts: str) -> str:
+    """The parts joined by spaces, reduced to characters every browser and OS accept in
+    a file name (no path separators, no control characters), at most 160 of them; ""
+    when nothing is left."""
+    base = unicodedata.normalize("NFC", " ".join(p for p in parts if p))
+    base = re.sub(r'[\x00-\x1f\x7f"\\/:*?<>|;]+', " ", base)
+    return re.sub(r"\s+", " ", base).strip(" .")[:160]
+
+
 def pdf_filename(title: str, submitted_at: datetime | None = None, confirmation: str = "") -> str:
     """`<form title> <yyyy-mm-dd> <confirmation code>.pdf` (API.md "Pages"), reduced to
     characters every browser and OS accept."""
@@ -111,10 +120,7 @@ def pdf_filename(title: str, submitted_at: datetime | None = None, confirmation:
     if submitted_at is not None:
         parts.append(submitted_at.astimezone(UTC).strftime("%Y-%m-%d"))
     parts.append(confirmation)
-    base = unicodedata.normalize("NFC", " ".join(p for p in parts if p))
-    base = re.sub(r'[\x00-\x1f\x7f"\\/:*?<>|;]+', " ", base)
-    base = re.sub(r"\s+", " ", base).strip(" .")[:160]
-    return f"{base or 'response'}.pdf"
+    return f"{file_stem(*parts) or 'response'}.pdf"
 
 
 def render_queue_wait(timeout_s: float) -> float:
@@ -256,6 +262,13 @@ class PdfService:
         except LockUnavailable:
             return "none"  # cannot tell: offer the button, the POST will know
         return "in_progress" if holder is not None else "none"
+
+    async def stored_pdf(self, principal: Principal, response_id: str) -> bytes | None:
+        """The stored PDF's content, or None when none is stored; organisation-scoped
+        (404 for anyone else's). Records nothing: the caller audits the delivery (the
+        exports' ZIP records one event for all of its PDFs)."""
+        _, stored = await self._stored(principal, response_id)
+        return None if stored is None else _open_pdf(self.state, stored)
 
     async def serve_stored(
         self, principal: Principal, response_id: str, auditor: Auditor

@@ -15,13 +15,10 @@ from healthforms.audit.events import (
     Outcome,
 )
 from healthforms.audit.recorder import AuditorDep
-from healthforms.clock import parse_rfc3339
 from healthforms.errors import ValidationFailed
 from healthforms.responses import review
-from healthforms.responses.patients import (
-    parse_search,
-    read_identities,
-)
+from healthforms.responses.filters import ResponseFilterDep
+from healthforms.responses.patients import parse_search, read_identities
 from healthforms.responses.service import (
     RESOURCE_TYPE,
     ResponseUnreadable,
@@ -55,31 +52,17 @@ async def list_responses(
     session: DbSessionDep,
     state: StateDep,
     auditor: AuditorDep,
-    status: str | None = Query(default=None, max_length=16),
-    since: str | None = Query(default=None, alias="from", max_length=40),
-    until: str | None = Query(default=None, alias="to", max_length=40),
+    filters: ResponseFilterDep,
     limit: int | None = Query(default=None, ge=1, le=500),
     after: str | None = Query(default=None, max_length=200),
-    name: str | None = Query(default=None, max_length=400),
-    birth_date: str | None = Query(default=None, alias="birthDate", max_length=40),
 ) -> JSONResponse:
-    if status is not None and status not in review.STATUSES:
-        raise ValidationFailed({"status": f"status must be one of {', '.join(review.STATUSES)}"})
-    search = parse_search(name, birth_date)
     page = await list_form_responses(
-        session,
-        principal.organization_id,
-        form_id,
-        status,
-        since=parse_rfc3339(since, "from") if since else None,
-        until=parse_rfc3339(until, "to") if until else None,
-        limit=limit,
-        after=after,
-        search=search,
-        keys=state.keys,
+        session, principal.organization_id, form_id, filters, limit=limit, after=after
     )
     names = await review.people(session, page.rows)
-    patients = await patients_of(session, state.keys, auditor, page.rows, search, form_id=form_id)
+    patients = await patients_of(
+        session, state.keys, auditor, page.rows, filters.search, form_id=form_id
+    )
     body: dict[str, Any] = {
         "responses": [response_json(row, names=names, patients=patients) for row in page.rows]
     }

@@ -11,10 +11,10 @@ import base64
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import structlog
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import Select, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -44,6 +44,8 @@ from healthforms.responses.patients import (
 log = structlog.get_logger("healthforms.responses")
 
 RESOURCE_TYPE = "response"
+
+Ts = TypeVarTuple("Ts")
 
 
 class ResponseUnreadable(HealthformsError):
@@ -160,37 +162,56 @@ def _after(cursor: str) -> tuple[datetime, str]:
     return when.astimezone(UTC), row_id
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseFilter:
+    """Which of a form's responses a view holds: one review status, and submitted in
+    [since, until). The list and the exports apply the same one, so an export holds
+    exactly what the list shows (parsed from a request by responses/filters.py)."""
+
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    # Whose responses (name words, date of birth): what was searched, and the ids its
+    # blind indexes match (responses/patients.py), built for the caller's organisation.
+    search: PatientSearch = PatientSearch()
+    patients: Select[str] | None = None
+
+    def apply(self, query: Select[*Ts]) -> Select[*Ts]:
+        if self.patients is not None:
+            query = query.where(ResponseRow.id.in_(self.patients))
+        if self.status is not None:
+            query = query.where(ResponseRow.review_status == self.status)
+        if self.since is not None:
+            query = query.where(ResponseRow.submitted_at >= self.since)
+        if self.until is not None:
+            query = query.where(ResponseRow.submitted_at < self.until)
+        return query
+
+
+def _form_responses(
+    query: Select[*Ts], organization_id: str, form_id: str, filters: ResponseFilter
+) -> Select[*Ts]:
+    """`query` narrowed to the form's responses that `filters` keeps, newest first."""
+    query = query.where(
+        ResponseRow.form_id == form_id, ResponseRow.organization_id == organization_id
+    )
+    return filters.apply(query).order_by(ResponseRow.submitted_at.desc(), ResponseRow.id.desc())
+
+
 async def list_form_responses(
     session: AsyncSession,
     organization_id: str,
     form_id: str,
-    status: str | None = None,
+    filters: ResponseFilter = ResponseFilter(),  # noqa: B008 - frozen, never mutated
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
     limit: int | None = None,
     after: str | None = None,
-    search: PatientSearch | None = None,
-    keys: KeyRing | None = None,
 ) -> ResponsePage:
-    """A form's responses, newest first, optionally of one review status and submitted
-    in [since, until), and of the patient `search` names (blind indexes: needs `keys`);
-    another organisation's form is 404. With `limit`, one page of a keyset pagination:
-    `after` is the previous page's cursor (stable while new responses arrive, unlike an
-    offset)."""
+    """A form's responses, newest first, those `filters` keeps; another organisation's
+    form is 404. With `limit`, one page of a keyset pagination: `after` is the previous
+    page's cursor (stable while new responses arrive, unlike an offset)."""
     await get_form(session, organization_id, form_id)
-    query = select(ResponseRow).where(
-        ResponseRow.form_id == form_id, ResponseRow.organization_id == organization_id
-    )
-    if search is not None and not search.is_empty():
-        assert keys is not None
-        query = query.where(ResponseRow.id.in_(matching_ids(keys, organization_id, search)))
-    if status is not None:
-        query = query.where(ResponseRow.review_status == status)
-    if since is not None:
-        query = query.where(ResponseRow.submitted_at >= since)
-    if until is not None:
-        query = query.where(ResponseRow.submitted_at < until)
+    query = _form_responses(select(ResponseRow), organization_id, form_id, filters)
     if after is not None:
         at, row_id = _after(after)
         query = query.where(
@@ -199,7 +220,6 @@ async def list_form_responses(
                 and_(ResponseRow.submitted_at == at, ResponseRow.id < row_id),
             )
         )
-    query = query.order_by(ResponseRow.submitted_at.desc(), ResponseRow.id.desc())
     if limit is not None:
         query = query.limit(limit + 1)  # one more: is there a next page?
     rows = list((await session.execute(query)).scalars())
@@ -207,6 +227,34 @@ async def list_form_responses(
         rows = rows[:limit]
         return ResponsePage(rows, _cursor(rows[-1]))
     return ResponsePage(rows, None)
+
+
+async def form_response_ids(
+    session: AsyncSession,
+    organization_id: str,
+    form_id: str,
+    filters: ResponseFilter,
+    *,
+    limit: int,
+) -> list[str]:
+    """The ids of the form's responses that `filters` keeps, in the list's order, at most
+    `limit` of them; another organisation's form is 404."""
+    await get_form(session, organization_id, form_id)
+    query = _form_responses(select(ResponseRow.id), organization_id, form_id, filters)
+    return list((await session.execute(query.limit(limit))).scalars())
+
+
+async def responses_by_id(
+    session: AsyncSession, organization_id: str, form_id: str, ids: Sequence[str]
+) -> list[ResponseRow]:
+    """The form's responses among `ids`, in the list's order (an id that is not one of
+    them, or no longer exists, is left out)."""
+    if not ids:
+        return []
+    query = _form_responses(select(ResponseRow), organization_id, form_id, ResponseFilter()).where(
+        ResponseRow.id.in_(list(ids))
+    )
+    return list((await session.execute(query)).scalars())
 
 
 def normalise_confirmation(code: str) -> str | None:

@@ -1,0 +1,24 @@
+"""A clinic with a published form, and signed-in staff of each role (tests/support), with
+room for many exports per user; the rate-limit tests bring their own app (`app_with`)."""
+
+from typing import Any
+
+import pytest
+
+from tests.support.identity import GENEROUS_AUTH_RATE
+from tests.support.response_fixtures import (
+    StaffFactory,
+    admin,
+    app_with,
+    clinic,
+    db,
+    keys,
+    staff,
+)
+
+__all__ = ["StaffFactory", "admin", "app_with", "clinic", "db", "keys", "staff"]
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"rate_limit_auth": GENEROUS_AUTH_RATE, "rate_limit_pdf": "1000/min+100"}

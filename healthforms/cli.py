@@ -58,6 +58,7 @@ from healthforms.identity.service import (
     reset_totp,
 )
 from healthforms.logs import configure_logging
+from healthforms.patient_requests.models import PatientRequest
 from healthforms.redis.client import build_redis
 from healthforms.redis.embedded import EmbeddedServerError, open_embedded_redis
 from healthforms.redis.errors import RedisUnavailable
@@ -571,7 +572,7 @@ async def _keys_rotate(settings: Settings, batch_size: int) -> bool:
         )
     db = Database.connect(settings.resolved_database_url())
     try:
-        counts = await rotate_keys(db, keys, batch=batch_size)
+        counts = await rotate_keys(db, keys, batch=batch_size, also=(PatientRequest,))
     finally:
         await db.dispose()
     for count in counts:

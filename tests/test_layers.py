@@ -21,7 +21,18 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"state"}),
     frozenset({"audit"}),
     frozenset({"http"}),
-    frozenset({"identity", "forms", "responses", "submissions", "pdf", "health", "web"}),
+    frozenset(
+        {
+            "identity",
+            "forms",
+            "responses",
+            "submissions",
+            "patient_requests",
+            "pdf",
+            "health",
+            "web",
+        }
+    ),
     frozenset({"app", "cli", "migrations", "__main__"}),
 )
 LAYER_OF = {name: depth for depth, layer in enumerate(LAYERS) for name in layer}

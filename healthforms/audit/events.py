@@ -47,6 +47,17 @@ RESPONSE_NOTES_VIEWED = "response.notes_viewed"  # staff notes are PHI: reads ar
 RESPONSES_LISTED = "responses.listed"
 # `healthforms responses reindex` decrypted responses to rebuild their patients' indexes.
 RESPONSES_REINDEXED = "responses.reindexed"
+# Requests to a patient (patient_requests/): a personal single-use link and its life.
+# Ids only; `request.opened` is the patient's (pseudonymised like a submission), and
+# `request.completed` commits with the response it produced.
+REQUEST_CREATED = "request.created"
+REQUEST_REISSUED = "request.reissued"  # a new link; the old one stopped working
+REQUEST_SENT = "request.sent"  # detail {"channel"}: handed over by staff, or email
+REQUEST_CANCELLED = "request.cancelled"
+REQUEST_OPENED = "request.opened"
+REQUEST_COMPLETED = "request.completed"
+# A list that showed patients' names and contacts: one event naming the requests (detail).
+REQUESTS_LISTED = "requests.listed"
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

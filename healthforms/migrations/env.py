@@ -15,6 +15,7 @@ from healthforms.db.base import Base
 from healthforms.db.engine import create_engine
 from healthforms.forms.models import Form, FormVersion  # noqa: F401
 from healthforms.identity.models import Organization, SessionRevocation, User  # noqa: F401
+from healthforms.patient_requests.models import PatientRequest  # noqa: F401
 from healthforms.responses.models import ResponsePdf, ResponseRow  # noqa: F401
 from healthforms.security.fencing import LockFence, LockLease  # noqa: F401
 

@@ -1,4 +1,5 @@
-"""A clinic with a published form, signed-in staff, a patient's phone (tests/support)."""
+"""A clinic with a published form, signed-in staff (tests/support); for the browser test,
+tests/web's running server and Chromium."""
 
 from __future__ import annotations
 
@@ -17,16 +18,20 @@ from tests.support.response_fixtures import (
     keys,
     staff,
 )
+from tests.web.conftest import browser, server, web_prefix
 
 __all__ = [
     "StaffFactory",
     "admin",
     "app_with",
+    "browser",
     "clinic",
     "db",
     "keys",
+    "server",
     "settings_overrides",
     "staff",
+    "web_prefix",
 ]
 
 

@@ -5,6 +5,7 @@ filled in and sends it, and staff see the patient's name in the responses list."
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, expect
@@ -18,7 +19,7 @@ from tests.web.test_staff_flow import DESKTOP, sign_in
 pytestmark = pytest.mark.browser
 
 PATIENT = "Rosalind Okonkwo-Baptiste"
-FIELDS = [
+FIELDS: list[dict[str, Any]] = [
     {
         "id": "full_name",
         "type": "text",

@@ -332,3 +332,18 @@ async def test_a_request_for_a_form_no_longer_published_is_closed(
     assert (await open_link(app, token)).status_code == 410
     assert (await admin.post(f"/api/forms/{clinic.form_id}/publish")).status_code == 200
     assert (await open_link(app, token)).status_code == 200
+
+
+async def test_deleting_the_response_keeps_the_request_completed_without_it(
+    app: FastAPI, db: Database, clinic: PublishedForm, admin: httpx.AsyncClient
+) -> None:
+    created = await create_request(admin, clinic.form_id)
+    token = token_of(created["link"])
+    assert (await submit(app, token, await fresh_nonce(app, token), answers())).status_code == 201
+    row = await request_row(db, created["request"]["id"])
+    assert row.response_id is not None
+    deleted = await admin.delete(f"/api/responses/{row.response_id}")
+    assert deleted.status_code == 204, deleted.text
+    (listed,) = (await admin.get(f"/api/forms/{clinic.form_id}/requests")).json()["requests"]
+    assert (listed["state"], listed["responseId"]) == ("completed", None)
+    assert (await open_link(app, token)).status_code == 410

@@ -33,6 +33,8 @@ from healthforms.identity.service import user_standing
 from healthforms.logs import configure_logging
 from healthforms.metrics import Metrics
 from healthforms.outbox.worker import OutboxWorker
+from healthforms.patient_requests.public_routes import router as public_requests_router
+from healthforms.patient_requests.routes import router as requests_router
 from healthforms.pdf.routes import router as pdf_router
 from healthforms.redis.client import build_redis
 from healthforms.redis.embedded import DataDirRedis, open_embedded_redis
@@ -175,6 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pdf_router)
     app.include_router(alerts_router)
     app.include_router(exports_router)
+    app.include_router(requests_router)
+    app.include_router(public_requests_router)
     app.include_router(web_router)
     return app
 

@@ -64,6 +64,7 @@ from healthforms.identity.service import (
 from healthforms.logs import configure_logging
 from healthforms.metrics import Metrics
 from healthforms.outbox.worker import OutboxWorker
+from healthforms.patient_requests.models import PatientRequest
 from healthforms.redis.client import build_redis
 from healthforms.redis.embedded import EmbeddedServerError, open_embedded_redis
 from healthforms.redis.errors import RedisUnavailable
@@ -580,7 +581,7 @@ async def _keys_rotate(settings: Settings, batch_size: int) -> bool:
         )
     db = Database.connect(settings.resolved_database_url())
     try:
-        counts = await rotate_keys(db, keys, batch=batch_size)
+        counts = await rotate_keys(db, keys, batch=batch_size, also=(PatientRequest,))
     finally:
         await db.dispose()
     for count in counts:

@@ -33,6 +33,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "alerts",
             "retention",
             "exports",
+            "patient_requests",
         }
     ),
     frozenset({"app", "cli", "migrations", "__main__"}),

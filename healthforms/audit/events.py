@@ -57,6 +57,17 @@ RESPONSES_PURGED = "responses.purged"
 # and counts, never answers), rather than an event per response.
 RESPONSES_EXPORTED = "responses.exported"  # a CSV or XLSX of a form's responses
 RESPONSES_PDFS_EXPORTED = "responses.pdfs_exported"  # a ZIP of selected responses' PDFs
+# Requests to a patient (patient_requests/): a personal single-use link and its life.
+# Ids only; `request.opened` is the patient's (pseudonymised like a submission), and
+# `request.completed` commits with the response it produced.
+REQUEST_CREATED = "request.created"
+REQUEST_REISSUED = "request.reissued"  # a new link; the old one stopped working
+REQUEST_SENT = "request.sent"  # detail {"channel"}: handed over by staff, or email
+REQUEST_CANCELLED = "request.cancelled"
+REQUEST_OPENED = "request.opened"
+REQUEST_COMPLETED = "request.completed"
+# A list that showed patients' names and contacts: one event naming the requests (detail).
+REQUESTS_LISTED = "requests.listed"
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

@@ -88,6 +88,11 @@ def identity_aad(response_id: str) -> bytes:
     return f"identity:{response_id}".encode()
 
 
+def request_aad(request_id: str) -> bytes:
+    """AAD of a patient request's contact (name, email, phone, prefill): bound to it."""
+    return f"request:{request_id}".encode()
+
+
 def pdf_aad(response_id: str) -> bytes:
     return f"pdf:{response_id}".encode()
 

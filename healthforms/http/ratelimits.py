@@ -51,7 +51,8 @@ log = structlog.get_logger("healthforms.security")
 
 AUTH_POLICY_PATHS = frozenset({"/api/auth/session-login", "/login"})
 PUBLIC_PREFIX = "/api/public/"
-_SUBMISSION_PATH_RE = re.compile(r"^/api/public/forms/[^/]+/responses/?$")
+# Submissions through a public link or a patient's request link.
+_SUBMISSION_PATH_RE = re.compile(r"^/api/public/(forms|requests)/[^/]+/responses/?$")
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -70,7 +70,8 @@ LOGIN_PATH = "/api/auth/session-login"
 # Static assets and probes never need a session: no round trip for them. The public
 # form endpoints and pages are for patients and protected by their nonce, not a session:
 # a staff member's cookie (previewing their own form) must neither help nor hinder there.
-_SKIP_PREFIXES = ("/static/", "/favicon.ico", "/health", "/metrics", "/api/public/", "/f/")
+# /r/: a patient's personal request link (patient_requests/), protected by its token.
+_SKIP_PREFIXES = ("/static/", "/favicon.ico", "/health", "/metrics", "/api/public/", "/f/", "/r/")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # The last-seen cookie is renewed at most this often (and at most every tenth of the
 # idle timeout): the degraded mode's idle log-off may come that much early, never late.

@@ -17,6 +17,7 @@ from healthforms.db.engine import create_engine
 from healthforms.forms.models import AlertSubscription, Form, FormVersion  # noqa: F401
 from healthforms.identity.models import Organization, SessionRevocation, User  # noqa: F401
 from healthforms.outbox.models import Delivery, OutboxMessage  # noqa: F401
+from healthforms.patient_requests.models import PatientRequest  # noqa: F401
 from healthforms.responses.models import ResponsePdf, ResponseRow  # noqa: F401
 from healthforms.security.fencing import LockFence, LockLease  # noqa: F401
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,12 +61,13 @@ class RotationCount:
 async def _rotate_columns(
     db: Database,
     keys: KeyRing,
-    model: type[ResponseRow] | type[ResponsePdf] | type[ResponseNote] | type[ResponseIdentity],
+    model: type[Any],
     batch: int,
 ) -> RotationCount:
     """Rows with their own `wrapped_key` and `key_id` columns (responses, PDFs, notes,
-    patient identities)."""
-    pk = model.response_id if model in (ResponsePdf, ResponseIdentity) else model.id  # type: ignore[union-attr]
+    patient identities, and the `also` models of rotate_keys), keyed by `id` or, for
+    PDFs and identities, `response_id`."""
+    pk = model.response_id if model in (ResponsePdf, ResponseIdentity) else model.id
     count = RotationCount(model.__tablename__)
     last = ""
     while True:
@@ -169,9 +171,11 @@ async def _rotate_one_totp(
 
 
 async def rotate_keys(
-    db: Database, keys: KeyRing, *, batch: int = DEFAULT_BATCH
+    db: Database, keys: KeyRing, *, batch: int = DEFAULT_BATCH, also: Sequence[type[Any]] = ()
 ) -> list[RotationCount]:
-    """Re-wrap responses, PDFs and TOTP secrets under `keys.current`; return the counts."""
+    """Re-wrap responses, PDFs and TOTP secrets under `keys.current`; return the counts.
+    `also`: other features' sealed rows (an `id` key, `wrapped_key` and `key_id`
+    columns), which this module cannot import (cli.py passes patient requests)."""
     return [
         await _rotate_columns(db, keys, ResponseRow, batch),
         await _rotate_columns(db, keys, ResponsePdf, batch),
@@ -179,6 +183,7 @@ async def rotate_keys(
         await _rotate_columns(db, keys, ResponseIdentity, batch),
         await _rotate_search_tokens(db, keys, batch),
         await _rotate_totp(db, keys, batch),
+        *[await _rotate_columns(db, keys, model, batch) for model in also],
     ]
 
 

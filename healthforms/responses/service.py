@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVarTuple
 
 import structlog
-from sqlalchemy import Select, and_, delete, func, or_, select
+from sqlalchemy import Select, and_, column, delete, func, or_, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -365,12 +365,26 @@ def rows_of(response_id: InstrumentedAttribute[Any]) -> RecordsDeleter:
 # own RecordsDeleter (files kept outside the database: delete their rows here and the
 # files once the transaction committed). Its model names `responses.id` as a string, so
 # this module imports its models only and no import cycle forms.
+def rows_named(table_name: str) -> RecordsDeleter:
+    """The deleter of a table's rows whose `response_id` names the response, for a
+    feature above this one (its model cannot be imported here without a cycle)."""
+    target = table(table_name, column("response_id"))
+
+    async def delete_rows(session: AsyncSession, response_ids: Sequence[str]) -> None:
+        await session.execute(delete(target).where(target.c.response_id.in_(response_ids)))
+
+    return delete_rows
+
+
 RESPONSE_RECORDS: tuple[RecordsDeleter, ...] = (
     rows_of(ResponsePdf.response_id),
     rows_of(ResponseNote.response_id),
     rows_of(ResponseIdentity.response_id),
     rows_of(ResponseSearchToken.response_id),
     rows_of(Alert.response_id),
+    # The request that asked for it (patient_requests/): it holds the patient's name and
+    # contact details, which serve no purpose once the response is gone.
+    rows_named("patient_requests"),
 )
 
 

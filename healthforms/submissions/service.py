@@ -20,14 +20,14 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import structlog
 from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from healthforms.audit.events import RESPONSE_SUBMITTED
+from healthforms.audit.events import RESPONSE_SUBMITTED, AuditEvent
 from healthforms.audit.recorder import Auditor
 from healthforms.clock import rfc3339, utcnow
 from healthforms.crypto.envelope import response_aad, seal_json
@@ -39,7 +39,7 @@ from healthforms.outbox.store import RESPONSE_SUBMITTED as RESPONSE_SUBMITTED_ME
 from healthforms.outbox.store import enqueue
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.models import ResponseRow
-from healthforms.responses.patients import identity_of, store_identity
+from healthforms.responses.patients import PatientIdentity, identity_of, store_identity
 from healthforms.security.context import RequestContext
 from healthforms.security.ratelimit import RateVerdict
 from healthforms.state import AppState
@@ -101,6 +101,23 @@ class SubmissionResult:
     confirmation: str
     response_id: str | None  # known when stored now or looked up in the database
     created: bool  # True: stored now (201); False: a resend of a stored one (200)
+
+
+class ResponseLink(Protocol):
+    """What a caller adds to a response's own transaction: patient_requests/ completes
+    the request a response answers. Raising from `stored` refuses the submission:
+    nothing is stored and the nonce is given back."""
+
+    def identity(self, from_answers: PatientIdentity) -> PatientIdentity:
+        """The patient's identity to store with the response (given the answers')."""
+        ...
+
+    async def stored(
+        self, session: AsyncSession, response_id: str, at: datetime, auditor: Auditor
+    ) -> list[AuditEvent]:
+        """Run right after the response's INSERT, in its transaction; return the audit
+        events (from `auditor.event`) to commit with the response's own."""
+        ...
 
 
 def canonical_json(value: object) -> bytes:
@@ -190,9 +207,11 @@ class SubmissionService:
         self.state.metrics.degraded_decisions.labels(feature="nonces", decision=decision).inc()
         log.warning("nonce_fallback", decision=decision)
 
-    def issue_nonce(self, form: PublishedForm) -> IssuedNonce:
+    def issue_nonce(self, form: PublishedForm, scope: str | None = None) -> IssuedNonce:
+        """A nonce for the form's public link, or for `scope` (another link to the same
+        form, e.g. one patient's request): a nonce works only where it was issued."""
         # Nothing to store: a nonce with a valid MAC and no key in Redis is issued.
-        token, nonce = nonces.mint(self.state.keys, form.public_id)
+        token, nonce = nonces.mint(self.state.keys, scope or form.public_id)
         return IssuedNonce(token, datetime.fromtimestamp(nonce.expires_at, UTC))
 
     def answers_digest(self, answers: dict[str, Any]) -> str:
@@ -208,13 +227,17 @@ class SubmissionService:
         context: RequestContext,
         auditor: Auditor,
         rate_check: Callable[[], Awaitable[RateVerdict]] | None = None,
+        *,
+        scope: str | None = None,
+        link: ResponseLink | None = None,
     ) -> SubmissionResult:
         """Store one submission once, with its `response.submitted` audit event in the
         same transaction. `rate_check` takes the client's `public` token; it is run
-        together with the nonce claim (http/ratelimits.py)."""
+        together with the nonce claim (http/ratelimits.py). `scope` is where the nonce
+        was issued (issue_nonce); `link` adds its work to the response's transaction."""
         if not isinstance(body, dict):
             raise NonceInvalid()
-        nonce = nonces.verify(self.state.keys, form.public_id, body.get("nonce"))
+        nonce = nonces.verify(self.state.keys, scope or form.public_id, body.get("nonce"))
         if nonce is None:
             raise NonceInvalid()
         # Validation first: a 422 leaves the nonce untouched, so the patient can resend.
@@ -247,7 +270,9 @@ class SubmissionService:
             if hmac.compare_digest(state.digest, digest):
                 return SubmissionResult(state.confirmation, None, created=False)
             raise NonceUsed()
-        return await self._store(session, form, nonce, answers, digest, context, auditor, redis_up)
+        return await self._store(
+            session, form, nonce, answers, digest, context, auditor, redis_up, link
+        )
 
     async def _claim(self, nonce: Nonce, digest: str) -> tuple[ClaimState, bool]:
         """The claim's outcome and whether Redis answered it."""
@@ -308,8 +333,10 @@ class SubmissionService:
         context: RequestContext,
         auditor: Auditor,
         redis_up: bool,
+        link: ResponseLink | None = None,
     ) -> SubmissionResult:
         now = utcnow()
+        linked_events: list[AuditEvent] = []
         response_id = new_id("rsp_")
         payload = {"answers": answers, "signatures": self._evidence(form, answers, context, now)}
         sealed = seal_json(self.state.keys, payload, response_aad(response_id, form.form_id))
@@ -333,14 +360,16 @@ class SubmissionService:
                     "submitted_at": now,
                 },
             )
+            identity = identity_of(form.fields, answers)
+            if link is not None:
+                # Before the audit chain's lock: a refused copy (the link was used by
+                # another phone a moment ago) holds nothing others wait for.
+                linked_events = await link.stored(session, response_id, now, auditor)
+                identity = link.identity(identity)
             # Whose response it is (sealed, and blind indexes to find it), if the form
             # marks the fields that say so.
             await store_identity(
-                session,
-                self.state.keys,
-                form.organization_id,
-                response_id,
-                identity_of(form.fields, answers),
+                session, self.state.keys, form.organization_id, response_id, identity
             )
             # The alert that a response arrived: committed with it, so neither a crash
             # nor a Redis outage loses it (outbox/).
@@ -359,6 +388,8 @@ class SubmissionService:
                 organization_id=form.organization_id,
             )
             await auditor.record_in(session, event)
+            for linked in linked_events:
+                await auditor.record_in(session, linked)
             await session.commit()
         except IntegrityError:
             # Another copy got there first (the nonce id is UNIQUE): answer as a resend.
@@ -375,6 +406,8 @@ class SubmissionService:
             raise
         auditor.committed(event)
         self.state.outbox.nudge()
+        for linked in linked_events:
+            auditor.committed(linked)
         await self._confirm(nonce, digest, confirmation, redis_up)
         return SubmissionResult(confirmation, response_id, created=True)
 

@@ -39,6 +39,7 @@ from healthforms.identity.service import (
     list_users,
     recovery_codes_left,
 )
+from healthforms.patient_requests.service import RequestClosed, clinic_name, live_request
 from healthforms.pdf.routes import pdf_response
 from healthforms.pdf.service import PdfInProgress, PdfNotGenerated, PdfService
 from healthforms.responses.models import ResponseRow
@@ -369,6 +370,25 @@ async def find_patient_page(
     )
 
 
+@router.get("/forms/{form_id}/requests")
+async def requests_page(
+    form_id: str, request: Request, staff: StaffPage, state: StateDep, db: DbSessionDep
+) -> Response:
+    """Requests to a patient (patient_requests/): a new one's link and QR code to hand
+    over or print, and the form's requests with their states (data: the JSON API)."""
+    form = await get_form(db, staff.principal.organization_id, form_id)
+    return render(
+        request,
+        "requests_list.html",
+        title=f"Requests: {form.title}",
+        nav="forms",
+        form_id=form.id,
+        form_title=form.title,
+        form_published=form.status == "published",
+        **_staff_context(state, staff),
+    )
+
+
 @router.get("/responses/{response_id}")
 async def response_page(
     response_id: str,
@@ -504,6 +524,41 @@ async def public_form_page(
         "public_form.html",
         title=form.title,
         public_id=public_id,
+        form_title=form.title,
+        description=form.description,
+        fields=form.raw_fields,
+        version=form.version,
+    )
+
+
+# The patient's personal link: no session, its token in the path (never in a Referer:
+# every answer is no-referrer, http/edge.py) and the page no-store (render's default).
+@router.get("/r/{token}")
+async def request_form_page(
+    token: str, request: Request, db: DbSessionDep, state: StateDep
+) -> Response:
+    """A patient's request: the published form, with the prefilled answers filled in by
+    the page's script (public_form.js reads them from the JSON API, which also records
+    that the link was opened: link previewers that fetch this HTML alone do not).
+    Unknown, used, expired or cancelled: one message that says no more than that."""
+    try:
+        row, form = await live_request(state, db, token)
+    except (NotFound, RequestClosed) as exc:
+        return render(
+            request,
+            "request_closed.html",
+            status_code=exc.status_code,
+            title="This link cannot be used",
+        )
+    clinic = await clinic_name(db, row.organization_id)
+    return render(
+        request,
+        "public_form.html",
+        # The title is what a browser's history and tab show: no PHI, not the form.
+        title=f"Your form from {clinic}",
+        public_id="",
+        request_mode=True,
+        clinic=clinic,
         form_title=form.title,
         description=form.description,
         fields=form.raw_fields,

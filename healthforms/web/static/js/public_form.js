@@ -2,13 +2,20 @@
 // is kept in sessionStorage until the submission is confirmed and afterwards with its
 // confirmation, so a double click, a retry or going back and sending again never stores a
 // second response: the server answers the same nonce with the same confirmation.
+// The same page serves a patient's personal request link (/r/<token>, data-request): its
+// own endpoints, its prefilled answers, and no "new response" (the link works once).
 import { api, ApiError, el } from "./api.js";
 import {
   applyShowWhen, clientErrors, collectAnswers, firstControl, initSignaturePads, showFieldErrors,
 } from "./fields.js";
+import { applyPrefill } from "./prefill.js";
 
 const publicId = document.body.dataset.publicId;
-const KEY = `healthforms:submission:${publicId}`;
+const requestToken = document.body.dataset.request ? location.pathname.split("/").pop() : null;
+const formApi = requestToken
+  ? `/api/public/requests/${encodeURIComponent(requestToken)}`
+  : `/api/public/forms/${encodeURIComponent(publicId)}`;
+const KEY = requestToken ? `healthforms:request:${requestToken}` : `healthforms:submission:${publicId}`;
 const form = document.getElementById("patient-form");
 const submitBtn = document.getElementById("submit-btn");
 const summary = document.getElementById("error-summary");
@@ -27,16 +34,32 @@ let memory = load();
 const state = () => memory;
 
 async function fetchNonce() {
-  const { data } = await api(`/api/public/forms/${encodeURIComponent(publicId)}`, { credentials: "omit", auth401: false });
+  const { data } = await api(formApi, { credentials: "omit", auth401: false });
   save({ ...state(), nonce: data.nonce, expiresAt: data.nonceExpiresAt });
   return data.nonce;
 }
 
-async function currentNonce() {
+function heldNonce() {
   const s = state();
   const expires = s.expiresAt ? Date.parse(s.expiresAt) : 0;
-  if (s.nonce && (s.confirmation || expires - Date.now() > 30_000)) return s.nonce;
-  return fetchNonce();
+  return s.nonce && (s.confirmation || expires - Date.now() > 30_000) ? s.nonce : null;
+}
+
+async function currentNonce() {
+  return heldNonce() || fetchNonce();
+}
+
+// A request link: its answers come prefilled (once per page load, into empty fields), and
+// a nonce still held from before a reload is kept (it may already carry a submission).
+async function loadRequest() {
+  const { status, data } = await api(formApi, { credentials: "omit", auth401: false, expect: [404, 410] });
+  if (status !== 200) {
+    showSummary({}, (data && data.error) || "This link cannot be used. Please contact your clinic.");
+    return;
+  }
+  if (!state().confirmation && data.prefill) applyPrefill(form, data.prefill);
+  applyShowWhen(form);
+  if (!heldNonce()) save({ ...state(), nonce: data.nonce, expiresAt: data.nonceExpiresAt });
 }
 
 function showSummary(errors, message) {
@@ -99,9 +122,9 @@ async function post(answers) {
   let nonce = await currentNonce();
   let refreshed = false;
   for (let attempt = 0; attempt < 8; attempt += 1) {
-    const { status, data, headers } = await api(`/api/public/forms/${encodeURIComponent(publicId)}/responses`, {
+    const { status, data, headers } = await api(`${formApi}/responses`, {
       method: "POST", csrf: false, credentials: "omit", auth401: false,
-      body: { nonce, answers }, expect: [400, 404, 409, 422, 429],
+      body: { nonce, answers }, expect: [400, 404, 409, 410, 422, 429],
     });
     const code = data && data.code;
     if (status === 200 || status === 201) return { ok: true, confirmation: data.confirmation };
@@ -148,6 +171,8 @@ form.addEventListener("submit", async (event) => {
     } else if (result.status === 429) {
       const wait = Number(result.retryAfter) || 60;
       showSummary({}, `Too many attempts from this connection. Please wait ${wait} second${wait === 1 ? "" : "s"} and send again; your answers are kept.`);
+    } else if (result.status === 410) {
+      showSummary({}, (result.data && result.data.error) || "This link was already used or has expired. Contact your clinic.");
     } else if (result.status === 404) {
       showSummary({}, "This form is no longer accepting responses. Please contact the clinic.");
     } else {
@@ -168,7 +193,7 @@ form.addEventListener("submit", async (event) => {
 
 form.addEventListener("input", () => applyShowWhen(form));
 form.addEventListener("change", () => applyShowWhen(form));
-document.getElementById("start-over").addEventListener("click", async () => {
+document.getElementById("start-over")?.addEventListener("click", async () => {
   save({});
   alreadySent.hidden = true;
   form.reset();
@@ -187,4 +212,5 @@ applyShowWhen(form);
 if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);
 else showForm();
 // Fetch the nonce early so sending is one request; failures are retried on send.
-currentNonce().catch(() => {});
+if (requestToken) loadRequest().catch(() => {});
+else currentNonce().catch(() => {});

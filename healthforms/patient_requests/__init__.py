@@ -1,0 +1,1 @@
+"""Requests to a patient: a personal, single-use link to one form (docs/requests.md)."""

@@ -1,0 +1,65 @@
+"""The patient's side of a request (docs/requests.md): the form behind a personal link,
+and its submission. No session: the link's token and the nonce protect them.
+
+Under /api/public/, so the `public` rate limit applies (http/ratelimits.py; a
+submission's token is taken together with its nonce claim, as for public links). Every
+answer is no-store (prefilled answers are PHI; the token is in the URL); like every
+answer of the service it is no-referrer (http/edge.py), so the token never leaves in a
+Referer header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body
+from fastapi.responses import JSONResponse
+
+from healthforms.audit.recorder import PatientAuditorDep
+from healthforms.clock import rfc3339
+from healthforms.patient_requests import service
+from healthforms.security.context import RequestStateDep
+from healthforms.state import DbSessionDep, StateDep
+from healthforms.submissions.service import SubmissionService
+
+router = APIRouter(prefix="/api/public/requests", tags=["public"])
+
+PRIVATE = {"Cache-Control": "no-store"}
+
+
+@router.get("/{token}")
+async def get_request_form(
+    token: str, state: StateDep, session: DbSessionDep, auditor: PatientAuditorDep
+) -> JSONResponse:
+    opened = await service.open_request(state, session, token, auditor)
+    issued = SubmissionService(state).issue_nonce(
+        opened.form, scope=service.nonce_scope(opened.row.id)
+    )
+    body = {
+        "form": opened.form.public_json(),
+        "nonce": issued.token,
+        "nonceExpiresAt": rfc3339(issued.expires_at),
+        "prefill": opened.prefill,
+        "request": {"expiresAt": rfc3339(opened.row.expires_at)},
+    }
+    return JSONResponse(body, headers=PRIVATE)
+
+
+@router.post("/{token}/responses")
+async def submit_request_response(
+    token: str,
+    current: RequestStateDep,
+    state: StateDep,
+    session: DbSessionDep,
+    auditor: PatientAuditorDep,
+    body: Any = Body(None),  # noqa: B008
+) -> JSONResponse:
+    # The response, the request's completion and both audit events commit together.
+    result = await service.submit_to_request(
+        state, session, token, body, current.context, auditor, current.public_token
+    )
+    return JSONResponse(
+        {"confirmation": result.confirmation},
+        status_code=201 if result.created else 200,
+        headers=PRIVATE,
+    )

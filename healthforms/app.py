@@ -33,6 +33,7 @@ from healthforms.identity.service import user_standing
 from healthforms.logs import configure_logging
 from healthforms.metrics import Metrics
 from healthforms.outbox.worker import OutboxWorker
+from healthforms.patient_requests.notify import request_handlers
 from healthforms.patient_requests.public_routes import router as public_requests_router
 from healthforms.patient_requests.routes import router as requests_router
 from healthforms.pdf.routes import router as pdf_router
@@ -129,7 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.published_forms.start()
         outbox: OutboxWorker | None = None
         if settings.outbox_worker:
-            outbox = OutboxWorker(settings, db, redis, metrics, outbox_handlers(), state.outbox)
+            handlers = {**outbox_handlers(), **request_handlers(state.keys)}
+            outbox = OutboxWorker(settings, db, redis, metrics, handlers, state.outbox)
             outbox.start()
         app.front = build_pipeline(app.framework, state, html_error_page=static_error_html)
         if app.state.freeze_gc:

@@ -65,6 +65,7 @@ from healthforms.logs import configure_logging
 from healthforms.metrics import Metrics
 from healthforms.outbox.worker import OutboxWorker
 from healthforms.patient_requests.models import PatientRequest
+from healthforms.patient_requests.notify import request_handlers
 from healthforms.redis.client import build_redis
 from healthforms.redis.embedded import EmbeddedServerError, open_embedded_redis
 from healthforms.redis.errors import RedisUnavailable
@@ -635,7 +636,9 @@ async def _outbox_work(settings: Settings, url: str) -> None:
     db = Database.connect(settings.resolved_database_url())
     redis = build_redis(settings, url, embedded=False)
     redis.start_probe()
-    worker = OutboxWorker(settings, db, redis, Metrics(), outbox_handlers())
+    keys = KeyRing.from_settings(settings)
+    handlers = {**outbox_handlers(), **request_handlers(keys)}
+    worker = OutboxWorker(settings, db, redis, Metrics(), handlers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

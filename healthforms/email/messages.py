@@ -1,10 +1,12 @@
-"""The emails healthforms sends. They never carry PHI: no answers, no patient names,
-no confirmation codes of another person; a link and the form's title at most (a form
-title is the clinic's own text, e.g. "New patient intake")."""
+"""The emails healthforms sends. Staff alerts carry no PHI: no answers, no patient names,
+no confirmation codes; a link and the form's title at most (a form title is the clinic's
+own text, e.g. "New patient intake"). Emails to a patient carry their own link or their
+own confirmation code, never an answer and never the form's title."""
 
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -33,6 +35,51 @@ def response_alert(
         "You receive it because you asked to be alerted about this form; turn alerts "
         "off on the form's responses page.\n"
     )
+    return message
+
+
+def request_link(
+    *,
+    to: str,
+    clinic: str,
+    link: str,
+    expires_at: datetime,
+    delivery_id: str,
+    domain: str,
+) -> EmailMessage:
+    """A patient's personal link to a form. The form is not named: its title can say what
+    the visit is about to whoever reads the inbox."""
+    message = _patient_message(to, f"{_one_line(clinic)} has sent you a form", delivery_id, domain)
+    message.set_content(
+        f"{_one_line(clinic)} asks you to fill in a form before your visit.\n\n"
+        f"Open it here (the link is for you alone and works once):\n{link}\n\n"
+        f"The link works until {expires_at.strftime('%B %d, %Y')}. If you did not expect "
+        "this email, you can ignore it.\n"
+    )
+    return message
+
+
+def receipt(
+    *, to: str, clinic: str, confirmation: str, delivery_id: str, domain: str
+) -> EmailMessage:
+    """After the patient sent the form: the confirmation code, nothing they answered."""
+    message = _patient_message(to, f"{_one_line(clinic)} received your form", delivery_id, domain)
+    message.set_content(
+        f"{_one_line(clinic)} received the form you sent.\n\n"
+        f"Your confirmation code: {confirmation}\n\n"
+        "Keep it in case the clinic asks for it. For your privacy this email holds none of "
+        "your answers.\n"
+    )
+    return message
+
+
+def _patient_message(to: str, subject: str, delivery_id: str, domain: str) -> EmailMessage:
+    message = EmailMessage()
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = message_id(delivery_id, domain)
+    message["Auto-Submitted"] = "auto-generated"
     return message
 
 

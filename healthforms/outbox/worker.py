@@ -71,14 +71,16 @@ REPUBLISH_AFTER = timedelta(minutes=5)
 
 @dataclass(frozen=True, slots=True)
 class Handler:
-    """What a feature does with one kind of message (alerts/ registers its own; the
-    worker knows no feature). Both run in a session of the worker's."""
+    """What a feature does with one kind of message (alerts/ and patient_requests/
+    register their own; the worker knows no feature). All run in the worker's sessions."""
 
     # (session, message, mail configured) -> the ids of its deliveries; idempotent.
     fan_out: Callable[[AsyncSession, OutboxMessage, bool], Awaitable[list[str]]]
     # (session, delivery, message, public base URL) -> the email, or None when it has
     # no one to go to any more (then it is `skipped`).
     compose: Callable[[AsyncSession, Delivery, OutboxMessage, str], Awaitable[EmailMessage | None]]
+    # Run in the transaction that marks a delivery sent (e.g. a request becomes `sent`).
+    sent: Callable[[AsyncSession, Delivery, OutboxMessage], Awaitable[None]] | None = None
 
 
 def consumer_name() -> str:
@@ -425,6 +427,13 @@ class OutboxWorker:
                 .values(status=status, sent_at=utcnow(), lease_until=None, last_error=error)
                 .execution_options(synchronize_session=False)
             )
+            if status != "sent":
+                return
+            delivery = await session.get(Delivery, delivery_id)
+            message = await session.get(OutboxMessage, delivery.message_id) if delivery else None
+            handler = self.handlers.get(message.kind) if message is not None else None
+            if delivery is not None and message is not None and handler and handler.sent:
+                await handler.sent(session, delivery, message)
 
     async def _compose(self, delivery_id: str) -> EmailMessage | None:
         async with self.db.sessions() as session:

@@ -52,6 +52,7 @@ from healthforms.errors import Conflict, HealthformsError, NotFound, ValidationF
 from healthforms.forms.models import Form
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
+from healthforms.patient_requests.mail import enqueue_link, enqueue_receipt
 from healthforms.patient_requests.models import PatientRequest
 from healthforms.responses.patients import PatientIdentity
 from healthforms.responses.service import get_form
@@ -188,13 +189,14 @@ def open_contact(keys: KeyRing, row: PatientRequest) -> Contact | None:
 class NewRequest:
     contact: Contact
     expires_in: timedelta
+    send_email: bool = False  # email the link to the patient (patient_requests/notify.py)
 
 
 _CONTACT_FIELDS = [
     FieldDef(id="email", type=FieldType.EMAIL, label="Email"),
     FieldDef(id="phone", type=FieldType.PHONE, label="Phone"),
 ]
-_BODY_KEYS = frozenset({"patientName", "email", "phone", "prefill", "expiresInDays"})
+_BODY_KEYS = frozenset({"patientName", "email", "phone", "prefill", "expiresInDays", "sendEmail"})
 
 
 def parse_expiry(body: dict[str, Any], errors: dict[str, str]) -> timedelta:
@@ -250,9 +252,16 @@ def parse_new_request(body: object, form: PublishedForm) -> NewRequest:
             except ValidationFailed as exc:
                 errors.update({f"prefill.{k}": v for k, v in exc.extra["fields"].items()})
     expires_in = parse_expiry(body, errors)
+    send_email = body.get("sendEmail", False)
+    if not isinstance(send_email, bool):
+        errors["sendEmail"] = "true or false"
+        send_email = False
+    elif send_email and not checked.get("email") and "email" not in errors:
+        errors["sendEmail"] = "give the patient's email address to send the link to"
     if errors:
         raise ValidationFailed(errors)
     return NewRequest(
+        send_email=send_email,
         contact=Contact(
             name=name.strip(),
             email=checked.get("email"),
@@ -416,6 +425,10 @@ async def create_request(
     if published is None:
         raise FormNotPublished()
     new = parse_new_request(body, published)
+    if new.send_email and not state.settings.mail_enabled:
+        raise ValidationFailed(
+            {"sendEmail": "this service sends no email (HEALTHFORMS_SMTP_HOST is not set)"}
+        )
     now = utcnow()
     token = new_token()
     request_id = new_id("req_")
@@ -435,6 +448,10 @@ async def create_request(
     )
     session.add(row)
     await session.flush()
+    if new.send_email:
+        # Committed with the request: the email cannot be lost, nor sent for a request
+        # that was not stored.
+        await enqueue_link(session, state.keys, row, token)
     event = auditor.event(
         REQUEST_CREATED,
         resource_type=RESOURCE_TYPE,
@@ -702,6 +719,8 @@ class RequestCompletion:
         if _rowcount(result) != 1:
             # Used by another copy a moment ago, expired, or cancelled: store nothing.
             raise RequestClosed()
+        # A receipt with the confirmation code, if the request has an email address.
+        await enqueue_receipt(session, self.organization_id, self.request_id, response_id)
         return [
             auditor.event(
                 REQUEST_COMPLETED,

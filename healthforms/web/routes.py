@@ -385,6 +385,7 @@ async def requests_page(
         form_id=form.id,
         form_title=form.title,
         form_published=form.status == "published",
+        mail_enabled=state.settings.mail_enabled,
         **_staff_context(state, staff),
     )
 

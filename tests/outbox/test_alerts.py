@@ -9,115 +9,31 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
-import pytest
-from fastapi import FastAPI
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from healthforms.alerts.service import outbox_handlers
 from healthforms.email.messages import message_id
-from healthforms.outbox.models import Delivery, OutboxMessage
+from healthforms.outbox.models import Delivery
 from healthforms.outbox.worker import STREAM, OutboxWorker
 from healthforms.security.principal import Role
-from tests.support.apps import asgi_client, running_app
-from tests.support.identity import identity_settings
+from tests.outbox.conftest import (
+    MARKER,
+    AppFactory,
+    all_handled,
+    delivery_statuses,
+    eventually,
+    published_form,
+    submit,
+    wait_for_mail,
+)
 from tests.support.response_factory import create_organization
 from tests.support.servers import REPO_ROOT
 from tests.support.smtp import SmtpServer
 from tests.support.staff import signed_in_client
-
-MARKER = "Quillfeather"  # a patient's name that must never reach an email
-FIELDS = [
-    {"id": "name", "type": "text", "label": "Full name", "required": True, "identifies": "name"},
-    {"id": "reason", "type": "textarea", "label": "Reason for visit"},
-]
-
-
-class AppFactory(Protocol):
-    def __call__(self, **overrides: Any) -> AbstractAsyncContextManager[FastAPI]: ...
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer.running() as server:
-        yield server
-
-
-@pytest.fixture
-def outbox_app(
-    fresh_database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path, redis_client: Redis
-) -> AppFactory:
-    """An app of this test alone (its own database: the outbox worker carries every
-    message it finds) with the outbox worker on and short retry times."""
-
-    @asynccontextmanager
-    async def running(**overrides: Any) -> AsyncIterator[FastAPI]:
-        values: dict[str, Any] = {
-            "outbox_worker": True,
-            "outbox_poll_s": 0.1,
-            "outbox_reclaim_s": 1.0,
-            "outbox_retry_base_s": 0.2,
-            "public_url": "https://forms.clinic.example",
-            **overrides,
-        }
-        settings = identity_settings(
-            database_url=values.pop("database_url", fresh_database_url),
-            redis_url=values.pop("redis_url", redis_url),
-            redis_prefix=redis_prefix,
-            data_dir=tmp_path / "data",
-            **values,
-        )
-        async with running_app(settings) as application:
-            yield application
-
-    return running
-
-
-async def published_form(http: httpx.AsyncClient) -> tuple[str, str]:
-    created = await http.post("/api/forms", json={"title": "Knee pain intake", "fields": FIELDS})
-    assert created.status_code == 201, created.text
-    form_id = created.json()["id"]
-    published = await http.post(f"/api/forms/{form_id}/publish")
-    assert published.status_code == 200, published.text
-    return form_id, published.json()["publicId"]
-
-
-async def submit(app: FastAPI, public_id: str, name: str = MARKER) -> str:
-    async with asgi_client(app) as patient:
-        page = await patient.get(f"/api/public/forms/{public_id}")
-        sent = await patient.post(
-            f"/api/public/forms/{public_id}/responses",
-            json={"nonce": page.json()["nonce"], "answers": {"name": name, "reason": "Sore knee"}},
-        )
-        assert sent.status_code == 201, sent.text
-        return str(sent.json()["confirmation"])
-
-
-async def eventually(check: Any, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        await asyncio.sleep(0.05)
-
-
-async def wait_for_mail(smtp: SmtpServer, count: int, timeout_s: float = 20.0) -> list[Any]:
-    return await asyncio.to_thread(smtp.wait_for, count, timeout_s)
-
-
-async def delivery_statuses(app: FastAPI) -> list[str]:
-    async with app.state.hf.db.sessions() as session:
-        return sorted((await session.execute(select(Delivery.status))).scalars())
 
 
 async def test_subscribers_get_an_email_without_phi_and_an_unread_alert(
@@ -171,18 +87,10 @@ async def test_subscribers_get_an_email_without_phi_and_an_unread_alert(
             await submit(app, public_id, name="Second Patient")
             got = await wait_for_mail(smtp, 3)
             assert got[-1].recipients == [builder_staff.email]
-            await eventually(lambda: _all_handled(app))
+            await eventually(lambda: all_handled(app))
         redis: Redis = app.state.hf.redis.client
         ttl = await redis.ttl(app.state.hf.redis.key(STREAM))
         assert 0 < ttl <= 7 * 24 * 3600  # every key has a TTL, the stream too
-
-
-async def _all_handled(app: FastAPI) -> bool:
-    async with app.state.hf.db.sessions() as session:
-        waiting = await session.execute(
-            select(func.count()).where(OutboxMessage.handled_at.is_(None))
-        )
-        return int(waiting.scalar_one()) == 0
 
 
 async def test_without_smtp_the_alert_is_an_unread_count_only(outbox_app: AppFactory) -> None:
@@ -215,7 +123,7 @@ async def test_a_response_stored_while_redis_is_down_alerts_once_when_it_returns
             assert smtp.received == []
             private_redis.restart()
             got = await wait_for_mail(smtp, 1, timeout_s=30)
-            await eventually(lambda: _all_handled(app), timeout_s=30)
+            await eventually(lambda: all_handled(app), timeout_s=30)
             await asyncio.sleep(1.5)  # a reclaim round: nothing is sent again
             assert len(smtp.received) == 1 and got[0].message["Subject"].endswith("intake")
             assert await delivery_statuses(app) == ["sent"]
@@ -275,7 +183,7 @@ async def test_two_workers_send_every_alert_exactly_once(
                 _, public_id = await published_form(builder)
                 await asyncio.gather(*(submit(app, public_id, f"Patient {i}") for i in range(12)))
                 got = await wait_for_mail(smtp, 12, timeout_s=60)
-                await eventually(lambda: _all_handled(app), timeout_s=30)
+                await eventually(lambda: all_handled(app), timeout_s=30)
                 await asyncio.sleep(2.5)  # reclaim rounds of both workers
         finally:
             await second.stop()
@@ -341,7 +249,7 @@ async def test_a_worker_killed_mid_send_leaves_exactly_one_email(
         second = _worker(env, tmp_path / "worker2.log")
         try:
             got = await wait_for_mail(smtp, 1, timeout_s=40)
-            await eventually(lambda: _all_handled(app), timeout_s=30)
+            await eventually(lambda: all_handled(app), timeout_s=30)
             await asyncio.sleep(2.5)  # reclaim rounds: nothing is sent twice
         finally:
             second.send_signal(signal.SIGTERM)

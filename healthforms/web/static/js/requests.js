@@ -114,6 +114,7 @@ async function load() {
 
 function showErrors(fields) {
   const ids = { patientName: "rq-name", email: "rq-email", phone: "rq-phone", expiresInDays: "rq-days" };
+  if ($("rq-send")) ids.sendEmail = "rq-send";
   for (const [key, id] of Object.entries(ids)) {
     const box = $(`${id}-error`);
     const message = fields[key];
@@ -135,6 +136,7 @@ if (createForm) {
     const body = { patientName: name, expiresInDays: Number($("rq-days").value) || 7 };
     if ($("rq-email").value.trim()) body.email = $("rq-email").value.trim();
     if ($("rq-phone").value.trim()) body.phone = $("rq-phone").value.trim();
+    if ($("rq-send") && $("rq-send").checked) body.sendEmail = true;
     const button = $("rq-submit");
     button.disabled = true;
     try {

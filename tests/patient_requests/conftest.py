@@ -18,13 +18,14 @@ from tests.support.response_fixtures import (
     keys,
     staff,
 )
-from tests.web.conftest import browser, server, web_prefix
+from tests.web.conftest import browser, mailbox, server, web_prefix
 
 __all__ = [
     "StaffFactory",
     "admin",
     "app_with",
     "browser",
+    "mailbox",
     "clinic",
     "db",
     "keys",

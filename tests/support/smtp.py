@@ -135,6 +135,15 @@ class SmtpServer:
             "smtp_timeout_s": 60.0,
         }
 
+    def env(self) -> dict[str, str]:
+        """The same, as a served process's environment."""
+        return {
+            "HEALTHFORMS_SMTP_HOST": "127.0.0.1",
+            "HEALTHFORMS_SMTP_PORT": str(self.port),
+            "HEALTHFORMS_SMTP_SECURITY": "none",
+            "HEALTHFORMS_SMTP_FROM": "alerts@clinic.example",
+        }
+
 
 class _Running:
     def __init__(self, server: SmtpServer) -> None:

@@ -14,6 +14,7 @@ import redis
 
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.servers import REPO_ROOT, ServerProcess, start_server
+from tests.support.smtp import SmtpServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -45,11 +46,23 @@ def web_prefix(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def mailbox() -> Iterator[SmtpServer]:
+    """The SMTP server the module's service sends its alerts and patient emails to."""
+    with SmtpServer.running() as smtp:
+        yield smtp
+
+
+@pytest.fixture(scope="module")
 def server(
-    database_url: str, redis_url: str, web_prefix: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    redis_url: str,
+    web_prefix: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    mailbox: SmtpServer,
 ) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("web-data")
     env = {
+        **mailbox.env(),
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "HEALTHFORMS_REDIS_PREFIX": web_prefix,

@@ -213,3 +213,46 @@ def test_server_side_errors_appear_next_to_fields_and_keep_the_answers(
     expect(page.locator("#confirmation-code")).to_be_visible()
     context.close()
     assert watch.unexpected(422) == []
+
+
+@pytest.mark.parametrize(
+    ("bounds", "accepted", "refused", "message"),
+    [
+        ({}, "42", None, None),  # issue 15: no min/max used to refuse every positive answer
+        ({"min": 0}, "130", "-1", "Enter a number of at least 0."),
+        ({"max": 130}, "0", "131", "Enter a number of at most 130."),
+        ({"min": 0, "max": 130}, "42", "200", "Enter a number of at most 130."),
+    ],
+)
+def test_a_number_field_checks_only_the_bounds_it_has(
+    browser: Browser,
+    server: ServerProcess,
+    database_url: str,
+    bounds: dict[str, int],
+    accepted: str,
+    refused: str | None,
+    message: str | None,
+) -> None:
+    (admin,) = create_users(database_url, [("Ada Admin", "admin")])
+    fields = [{"id": "age", "type": "number", "label": "Age", "required": True, **bounds}]
+    _, public_id = publish_form(database_url, admin.organization_id, "Age check", fields)
+    watch = Watch()
+    context = new_context(browser, watch, **PHONE)
+    page = context.new_page()
+    page.goto(f"{server.base_url}/f/{public_id}")
+    wrap = page.locator("#q-age-wrap")
+    for bound in ("min", "max"):
+        if bound in bounds:
+            expect(wrap).to_have_attribute(f"data-{bound}", str(bounds[bound]))
+        else:
+            assert wrap.get_attribute(f"data-{bound}") is None
+            assert page.get_by_label("Age").get_attribute(bound) is None
+    if refused is not None:
+        page.get_by_label("Age").fill(refused)
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator("#q-age-error")).to_have_text(message or "")
+    page.get_by_label("Age").fill(accepted)
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#confirmation-code")).to_be_visible()
+    context.close()
+    assert watch.unexpected() == []

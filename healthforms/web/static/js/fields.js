@@ -171,8 +171,8 @@ export function clientErrors(root) {
     if (type === "email" && !EMAIL_RE.test(value)) errors[id] = "Enter an email address like name@example.com.";
     if (type === "number") {
       if (typeof value !== "number") errors[id] = "Enter a number.";
-      else if (wrap.dataset.min !== undefined && value < Number(wrap.dataset.min)) errors[id] = `Enter a number of at least ${wrap.dataset.min}.`;
-      else if (wrap.dataset.max !== undefined && value > Number(wrap.dataset.max)) errors[id] = `Enter a number of at most ${wrap.dataset.max}.`;
+      else if (hasBound(wrap.dataset.min) && value < Number(wrap.dataset.min)) errors[id] = `Enter a number of at least ${wrap.dataset.min}.`;
+      else if (hasBound(wrap.dataset.max) && value > Number(wrap.dataset.max)) errors[id] = `Enter a number of at most ${wrap.dataset.max}.`;
     }
   }
   return errors;
@@ -284,4 +284,9 @@ export function initSignaturePads(root, onChange = () => {}) {
       commit();
     });
   }
+}
+
+/** A min or max the page carries: absent or empty means the field has none. */
+function hasBound(raw) {
+  return raw !== undefined && raw !== null && raw.trim() !== "" && Number.isFinite(Number(raw));
 }

@@ -12,11 +12,11 @@ from playwright.sync_api import Browser, BrowserContext, expect
 
 from tests.support.servers import ServerProcess
 from tests.web.browser import Watch, check_page, new_context
-from tests.web.conftest import api_paths, browser, require_api, server, web_prefix
+from tests.web.conftest import api_paths, browser, mailbox, require_api, server, web_prefix
 from tests.web.seed import ALL_TYPES_FIELDS, create_response_row, create_users, publish_form
 from tests.web.test_staff_flow import DESKTOP, sign_in
 
-__all__ = ["api_paths", "browser", "server", "web_prefix"]
+__all__ = ["api_paths", "browser", "mailbox", "server", "web_prefix"]
 
 pytestmark = pytest.mark.browser
 

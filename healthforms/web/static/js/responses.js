@@ -67,7 +67,12 @@ const dobInput = document.getElementById("patient-dob");
 const clear = document.getElementById("search-clear");
 let searching = false;
 
+// Each load is numbered: a reply that arrives after a newer load was started (the filter
+// changed twice quickly) is dropped, so the table never shows an older filter's rows.
+let loads = 0;
+
 async function load(append = false) {
+  const mine = ++loads;
   document.getElementById("loading").hidden = false;
   if (more) more.disabled = true;
   try {
@@ -80,6 +85,7 @@ async function load(append = false) {
     searching = Boolean(name || dob);
     if (append && cursor) params.set("after", cursor);
     const { data } = await api(`/api/forms/${encodeURIComponent(formId)}/responses?${params}`);
+    if (mine !== loads) return;  // superseded
     const rows = data.responses || [];  // newest first, as the server pages them
     const body = document.querySelector("#responses-table tbody");
     if (append) body.append(...rows.map(render)); else body.replaceChildren(...rows.map(render));
@@ -91,10 +97,12 @@ async function load(append = false) {
     clear.hidden = !searching;
     if (more) more.hidden = !cursor;
   } catch (err) {
-    showError(err);
+    if (mine === loads) showError(err);
   } finally {
-    document.getElementById("loading").hidden = true;
-    if (more) more.disabled = false;
+    if (mine === loads) {
+      document.getElementById("loading").hidden = true;
+      if (more) more.disabled = false;
+    }
   }
 }
 

@@ -22,6 +22,7 @@ from healthforms.db.engine import Database
 from healthforms.db.migrate import upgrade_in_thread
 from healthforms.errors import ServiceUnavailable
 from healthforms.exports.routes import router as exports_router
+from healthforms.exports.service import sweep_export_workspace
 from healthforms.forms.routes import router as forms_router
 from healthforms.health.routes import package_version
 from healthforms.health.routes import router as health_router
@@ -123,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.audit_checkpoint_interval_s,
         )
         checkpoints.start()
+        # Decrypted rows a process killed mid-export left in the data directory.
+        sweep_export_workspace(settings.data_dir)
         # The daily retention purge: one process of the deployment runs each round.
         purge_job = PurgeJob(db, redis, state.keys, metrics, settings.purge_interval_s)
         purge_job.start()

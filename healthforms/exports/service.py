@@ -25,7 +25,9 @@ Logs name ids and counts only, never an answer.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.errors import HealthformsError, NotFound, ValidationFailed
 from healthforms.exports.sheets import CSV_BOM, CsvSheet, XlsxSheet
 from healthforms.exports.table import Cell, ExportTable, table_of
+from healthforms.files import private_dir
 from healthforms.forms.models import FormVersion
 from healthforms.pdf.service import PdfService, PdfTooExpensive, file_stem
 from healthforms.responses.models import ResponsePdf, ResponseRow
@@ -201,7 +204,9 @@ class ExportService:
     async def xlsx_file(self, plan: ExportPlan) -> BuiltFile:
         """The XLSX file, written whole into a private temporary directory; the caller
         records the export (with `written`), then streams it."""
-        workdir = tempfile.TemporaryDirectory(prefix="healthforms-export-")
+        workdir = tempfile.TemporaryDirectory(
+            prefix="healthforms-export-", dir=export_workspace(self.state.settings.data_dir)
+        )
         built = BuiltFile(workdir, (Path(workdir.name) / "export.xlsx").open("w+b"), [])
         tally = Tally(written=built.written)
         try:
@@ -217,6 +222,36 @@ class ExportService:
             raise
         _log_written(plan, ExportFormat.XLSX, tally, finished=True)
         return built
+
+
+EXPORT_WORKSPACE = "exports-tmp"
+# A directory this old was left by a process killed mid-build (a finished export is
+# streamed and removed within the minute): its decrypted rows are removed at start-up.
+STALE_AFTER_S = 3600
+
+
+def export_workspace(data_dir: Path) -> Path:
+    """Where XLSX files are built: a 0700 folder in the data directory (which sits on the
+    same encrypted storage as the database), not the machine's shared temp directory."""
+    return private_dir(data_dir / EXPORT_WORKSPACE)
+
+
+def sweep_export_workspace(data_dir: Path, *, now: float | None = None) -> int:
+    """Remove what a killed process left in the workspace; how many directories. Another
+    process's export in progress is younger than STALE_AFTER_S and stays."""
+    folder = data_dir / EXPORT_WORKSPACE
+    if not folder.is_dir():
+        return 0
+    cutoff = (now if now is not None else time.time()) - STALE_AFTER_S
+    removed = 0
+    for leftover in folder.iterdir():
+        if leftover.stat().st_mtime < cutoff:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 @dataclass(slots=True)

@@ -3,6 +3,8 @@ the API reads, audited as one event, for editors and admins, under the pdf polic
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,28 @@ async def test_the_csv_and_the_xlsx_hold_the_same_cells(
     as_csv = table_of(await admin.get(export_url(made["form_id"], "csv")), "csv")
     as_xlsx = table_of(await admin.get(export_url(made["form_id"], "xlsx")), "xlsx")
     assert as_csv == as_xlsx
+
+
+async def test_the_xlsx_is_built_in_the_data_dir_and_a_killed_builds_leftovers_go(
+    app: FastAPI, db: Database, keys: KeyRing, clinic: PublishedForm, admin: httpx.AsyncClient
+) -> None:
+    """The decrypted rows of an XLSX being built sit in <data dir>/exports-tmp (on the
+    database's encrypted storage, 0700), gone once the download ended; what a process
+    killed mid-build left is swept at start-up once an hour old, never a live build."""
+    data_dir: Path = app.state.hf.settings.data_dir
+    made = await versioned_clinic(db, keys, clinic.organization_id)
+    assert (await admin.get(export_url(made["form_id"], "xlsx"))).status_code == 200
+    workspace = data_dir / export_service.EXPORT_WORKSPACE
+    assert workspace.is_dir() and oct(workspace.stat().st_mode & 0o777) == "0o700"
+    assert list(workspace.iterdir()) == []
+    old, young = workspace / "healthforms-export-old", workspace / "healthforms-export-live"
+    for folder in (old, young):
+        folder.mkdir()
+        (folder / "rows.tmp").write_bytes(b"decrypted rows")
+    hour_ago = time.time() - export_service.STALE_AFTER_S - 5
+    os.utime(old, (hour_ago, hour_ago))
+    assert export_service.sweep_export_workspace(data_dir) == 1
+    assert not old.exists() and young.exists()
 
 
 @pytest.mark.parametrize("file_format", FORMATS)

@@ -52,6 +52,8 @@ DELIVERY_REDELIVERED = "delivery.redelivered"
 # The retention purge deleted a batch of a form's expired responses (no actor: the
 # command or the daily job; detail: count, responseIds, retentionDays, before).
 RESPONSES_PURGED = "responses.purged"
+# ... and the requests to patients of that form that ended unanswered before the cutoff.
+REQUESTS_PURGED = "requests.purged"
 # Exports (exports/): ONE event per export file, recorded before its first byte leaves,
 # whose detail names every response it holds ({"format", "count", "responseIds"}: ids
 # and counts, never answers), rather than an event per response.

@@ -27,15 +27,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from healthforms.audit.events import RESPONSES_PURGED, AuditEvent
+from healthforms.audit.events import REQUESTS_PURGED, RESPONSES_PURGED, AuditEvent
 from healthforms.audit.store import append_in
 from healthforms.clock import rfc3339, utcnow
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database, DatabaseUnavailable
 from healthforms.forms.models import Form
+from healthforms.patient_requests.models import PatientRequest
 from healthforms.responses.models import ResponseRow
 from healthforms.responses.service import delete_responses
 
@@ -154,6 +155,62 @@ async def _purge_batch(
     return len(candidates), deleted
 
 
+async def _purge_requests_batch(
+    db: Database, keys: KeyRing, form: RetainedForm, batch: int
+) -> list[str]:
+    """One transaction: delete up to `batch` of the form's requests that never produced
+    a response and stopped working (expired, or cancelled: both carry `expires_at`)
+    before the cutoff, with one `requests.purged` event; their ids. A request that did
+    produce a response goes with that response (RESPONSE_RECORDS)."""
+    async with db.sessions() as session, session.begin():
+        ended = list(
+            (
+                await session.execute(
+                    select(PatientRequest.id)
+                    .where(
+                        PatientRequest.form_id == form.form_id,
+                        PatientRequest.response_id.is_(None),
+                        PatientRequest.state != "completed",
+                        PatientRequest.expires_at < form.before,
+                    )
+                    .order_by(PatientRequest.id)
+                    .limit(batch)
+                    .with_for_update(skip_locked=True)
+                )
+            ).scalars()
+        )
+        if not ended:
+            return []
+        deleted = sorted(
+            (
+                await session.execute(
+                    delete(PatientRequest)
+                    .where(PatientRequest.id.in_(ended))
+                    .returning(PatientRequest.id)
+                    .execution_options(synchronize_session=False)
+                )
+            ).scalars()
+        )
+        if deleted:
+            await append_in(
+                session,
+                keys,
+                AuditEvent(
+                    action=REQUESTS_PURGED,
+                    organization_id=form.organization_id,
+                    resource_type=FORM_RESOURCE,
+                    resource_id=form.form_id,
+                    detail={
+                        "count": len(deleted),
+                        "requestIds": deleted,
+                        "retentionDays": form.retention_days,
+                        "before": rfc3339(form.before),
+                    },
+                ),
+            )
+    return deleted
+
+
 async def purge_form(
     db: Database,
     keys: KeyRing,
@@ -171,6 +228,10 @@ async def purge_form(
             purged += len(deleted)
             if found == 0:
                 break
+        # Requests that asked a patient and were never answered hold the patient's name
+        # and contact details: they go once ended for longer than the period too.
+        while not should_stop() and len(await _purge_requests_batch(db, keys, form, batch)):
+            pass
     except (SQLAlchemyError, DatabaseUnavailable, OSError) as exc:
         # The batch rolled back with its event; the next run picks it up again.
         log.error("purge_failed", form_id=form.form_id, error_type=type(exc).__name__)

@@ -5,12 +5,18 @@ its ids, the audit chains still verify, and two purges at once never both take a
 from __future__ import annotations
 
 import asyncio
+import secrets
 from datetime import timedelta
 
+from sqlalchemy import select
+
+from healthforms.audit.models import AuditEventRow
 from healthforms.audit.store import verify_chains
 from healthforms.clock import rfc3339, utcnow
 from healthforms.crypto.keys import KeyRing
+from healthforms.db.base import new_id
 from healthforms.db.engine import Database
+from healthforms.patient_requests.models import PatientRequest
 from healthforms.retention.service import cutoff, purge_expired
 from tests.retention.helpers import (
     accept_purge_events,
@@ -149,4 +155,62 @@ async def test_two_purges_at_once_take_each_response_once(
     named = [i for e in await purge_events(own_db, form.form_id) for i in detail(e)["responseIds"]]
     assert sorted(named) == sorted(ids)  # each once: no duplicate, none missing
     assert await left_of(own_db, ids) == {k: set() for k in ("responses", "pdfs", "notes")}
+    assert (await verify_chains(own_db, ring)).intact
+
+
+async def test_requests_that_ended_unanswered_before_the_cutoff_are_purged_with_an_event(
+    own_db: Database, ring: KeyRing
+) -> None:
+    """A request holds the patient's name and contact details: one that was never
+    answered goes once it stopped working longer ago than the form's period; a live one,
+    a recent one and one of a form without a period stay."""
+    now = utcnow()
+    clinic = await create_organization(own_db)
+    monthly = await retained_form(own_db, clinic, 30)
+    forever = await retained_form(own_db, clinic, None)
+
+    async def request(form_id: str, expired_days_ago: float, state: str = "created") -> str:
+        request_id = new_id("req_")
+        async with own_db.sessions() as session, session.begin():
+            session.add(
+                PatientRequest(
+                    id=request_id,
+                    organization_id=clinic,
+                    form_id=form_id,
+                    token_hash=secrets.token_hex(32),
+                    ciphertext=b"sealed contact",
+                    wrapped_key=b"wrapped",
+                    key_id=ring.current_id,
+                    state=state,
+                    expires_at=now - timedelta(days=expired_days_ago),
+                    created_by="usr_x",
+                    created_at=now - timedelta(days=expired_days_ago + 7),
+                )
+            )
+        return request_id
+
+    long_expired = await request(monthly.form_id, 45)
+    long_cancelled = await request(monthly.form_id, 31, state="cancelled")
+    recently_expired = await request(monthly.form_id, 10)
+    live = await request(monthly.form_id, -3)
+    of_forever = await request(forever.form_id, 4000)
+
+    await purge_expired(own_db, ring, now=now)
+
+    async with own_db.sessions() as session:
+        left = set((await session.execute(select(PatientRequest.id))).scalars())
+        events = (
+            (
+                await session.execute(
+                    select(AuditEventRow).where(AuditEventRow.action == "requests.purged")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert left >= {recently_expired, live, of_forever}
+    assert not left & {long_expired, long_cancelled}
+    (event,) = events
+    assert (event.resource_id, event.actor_id) == (monthly.form_id, None)
+    assert detail(event)["requestIds"] == sorted([long_expired, long_cancelled])
     assert (await verify_chains(own_db, ring)).intact

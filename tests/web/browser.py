@@ -20,6 +20,15 @@ document.addEventListener('securitypolicyviolation', (e) => {
 """
 
 BASICS = (Path(__file__).parent / "page_checks.js").read_text()
+# axe-core from the npm registry (tests/web/vendor/README.md), evaluated into the page
+# through the DevTools protocol: no script tag, so the page's CSP stays as it is.
+AXE_SOURCE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text()
+AXE_RUN = """async () => {
+  const result = await axe.run(document, { resultTypes: ["violations"] });
+  return result.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.impact} ${v.id}: ${v.help} @ ${v.nodes.map((n) => n.target.join(" ")).slice(0, 5).join(", ")}`);
+}"""
 
 _STATUS_RE = re.compile(r"status of (\d{3})")
 
@@ -66,6 +75,16 @@ def check_page(page: Page, name: str | None = None, *, full_page: bool = True) -
     except Error:
         violations = []
     assert violations == [], f"{page.url}: CSP violations {violations}"
+    findings = axe_findings(page)
+    assert findings == [], f"{page.url}: axe-core {findings}"
     if name:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
+def axe_findings(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE_SOURCE)
+    findings: list[str] = page.evaluate(AXE_RUN)
+    return findings

@@ -27,7 +27,10 @@ AXE_RUN = """async () => {
   const result = await axe.run(document, { resultTypes: ["violations"] });
   return result.violations
     .filter((v) => v.impact === "serious" || v.impact === "critical")
-    .map((v) => `${v.impact} ${v.id}: ${v.help} @ ${v.nodes.map((n) => n.target.join(" ")).slice(0, 5).join(", ")}`);
+    .map((v) => {
+      const where = v.nodes.slice(0, 5).map((n) => n.target.join(" ")).join(", ");
+      return `${v.impact} ${v.id}: ${v.help} @ ${where}`;
+    });
 }"""
 
 _STATUS_RE = re.compile(r"status of (\d{3})")

@@ -15,7 +15,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "healthforms"
 
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"__init__", "errors", "config", "clock", "files", "logs", "metrics", "processes"}),
+    frozenset(
+        {"__init__", "errors", "config", "clock", "files", "images", "logs", "metrics", "processes"}
+    ),
     frozenset({"redis", "db", "crypto", "email"}),
     frozenset({"security", "outbox"}),
     frozenset({"state"}),

@@ -81,6 +81,7 @@ def form_json(form: Form) -> dict[str, Any]:
         "publicId": form.public_id,
         "hasUnpublishedChanges": form.has_unpublished_changes,
         "retentionDays": form.retention_days,
+        "translations": dict(form.translations or {}),
         "createdAt": rfc3339(form.created_at),
         "updatedAt": rfc3339(form.updated_at),
     }
@@ -127,6 +128,7 @@ class FormService:
         description: str,
         fields: list[FieldDef],
         retention_days: int | None = None,
+        translations: dict[str, Any] | None = None,
     ) -> Form:
         _check_retention_change(self.principal, None, retention_days)
         now = utcnow()
@@ -135,6 +137,7 @@ class FormService:
             title=title,
             description=description,
             fields=fields_to_json(fields),
+            translations=translations or None,
             status=STATUS_DRAFT,
             revision=1,
             version=0,
@@ -168,6 +171,7 @@ class FormService:
         fields: list[FieldDef] | None,
         revision: int | None,
         retention_days: int | None | Literal[Unchanged.UNCHANGED] = UNCHANGED,
+        translations: dict[str, Any] | Literal[Unchanged.UNCHANGED] = UNCHANGED,
         fence: int | None = None,
         fence_check: FenceCheck | None = None,
     ) -> Form:
@@ -189,6 +193,8 @@ class FormService:
             values["description"] = description
         if fields is not None:
             values["fields"] = fields_to_json(fields)
+        if translations is not UNCHANGED:
+            values["translations"] = translations or None
         if retention_days is not UNCHANGED:
             _check_retention_change(self.principal, form.retention_days, retention_days)
             values["retention_days"] = retention_days
@@ -241,6 +247,7 @@ class FormService:
                     title=form.title,
                     description=form.description,
                     fields=list(form.fields or []),
+                    translations=form.translations or None,
                     published_at=now,
                     published_by=self.principal.user_id,
                 )

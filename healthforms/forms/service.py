@@ -69,8 +69,8 @@ def _check_retention_change(principal: Principal, current: int | None, wanted: i
 
 
 def form_json(form: Form) -> dict[str, Any]:
-    """The API.md Form object."""
-    return {
+    """The API.md Form object (`translations` only once a form has some)."""
+    body: dict[str, Any] = {
         "id": form.id,
         "title": form.title,
         "description": form.description,
@@ -81,10 +81,12 @@ def form_json(form: Form) -> dict[str, Any]:
         "publicId": form.public_id,
         "hasUnpublishedChanges": form.has_unpublished_changes,
         "retentionDays": form.retention_days,
-        "translations": dict(form.translations or {}),
         "createdAt": rfc3339(form.created_at),
         "updatedAt": rfc3339(form.updated_at),
     }
+    if form.translations:
+        body["translations"] = dict(form.translations)
+    return body
 
 
 def new_public_id() -> str:

@@ -5,8 +5,10 @@ import {
   api, cachedToken, clearNotices, el, initStaffPage, showError, showInfo,
 } from "./api.js";
 import { applyShowWhen, initSignaturePads, renderField } from "./fields.js";
+import { adoptTranslations, initTranslations, translationsBody } from "./builder_translations.js";
 
 initStaffPage();
+initTranslations({ fields: () => fields, onChange: () => markDirty() });
 
 const formId = document.body.dataset.formId;
 const meId = document.body.dataset.meId;
@@ -326,6 +328,7 @@ function adopt(data) {
   $("heading-title").textContent = form.title;
   $("crumb-title").textContent = form.title;
   fields = (form.fields || []).map((f) => ({ ...f }));
+  adoptTranslations(form);
   dirty = false;
   saveState.textContent = `Revision ${form.revision} saved`;
   renderEditor();
@@ -379,6 +382,7 @@ async function save() {
   try {
     const body = { title: titleInput.value.trim(), description: descInput.value, fields: fields.map(cleanField), revision: form.revision };
     if (canSetRetention) body.retentionDays = retentionDays();
+    body.translations = translationsBody();
     const { status, data } = await api(`/api/forms/${encodeURIComponent(formId)}`, {
       method: "PUT", body, expect: [409, 422],
     });

@@ -130,6 +130,10 @@ class LocalizedForm:
     # The field definitions with `label`/`helpText` in the language, plus
     # `optionLabels` (one per option) when its options are translated.
     fields: list[dict[str, Any]]
+    # The language the title and description are really in (the default language when
+    # they fell back): their `lang` attribute on the page.
+    title_language: str = DEFAULT_LANGUAGE
+    description_language: str = DEFAULT_LANGUAGE
 
     def option_labels(self) -> dict[str, dict[str, str]]:
         """field id -> canonical option -> its label in this language."""
@@ -173,13 +177,13 @@ def localize(
         fields.append(field)
     own_title = texts.get("title")
     own_description = texts.get("description")
+    has_title = isinstance(own_title, str) and bool(own_title.strip())
+    has_description = isinstance(own_description, str) and bool(own_description.strip())
     return LocalizedForm(
         language=language,
-        title=own_title if isinstance(own_title, str) and own_title.strip() else title,
-        description=(
-            own_description
-            if isinstance(own_description, str) and own_description.strip()
-            else description
-        ),
+        title=str(own_title) if has_title else title,
+        description=str(own_description) if has_description else description,
         fields=fields,
+        title_language=language if has_title else DEFAULT_LANGUAGE,
+        description_language=language if has_description else DEFAULT_LANGUAGE,
     )

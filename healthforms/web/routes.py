@@ -568,7 +568,9 @@ async def public_form_page(
         title=shown.title,
         public_id=public_id,
         form_title=shown.title,
+        form_title_lang=shown.title_language,
         description=shown.description,
+        description_lang=shown.description_language,
         fields=shown.fields,
         version=form.version,
     )
@@ -628,7 +630,9 @@ async def request_form_page(
         request_mode=True,
         clinic=clinic,
         form_title=shown.title,
+        form_title_lang=shown.title_language,
         description=shown.description,
+        description_lang=shown.description_language,
         fields=shown.fields,
         version=form.version,
     )

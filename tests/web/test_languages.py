@@ -90,6 +90,9 @@ def test_a_patient_on_a_spanish_phone_fills_in_and_sends_the_form_in_spanish(
     assert page.locator("html").get_attribute("lang") == "es"
     expect(page.get_by_role("heading", name="Datos del paciente")).to_be_visible()
     expect(page.get_by_text("Cinco cifras")).to_be_visible()
+    # The description has no Spanish text: it is marked as the English it is.
+    expect(page.locator("p.lead")).to_have_attribute("lang", "en")
+    assert page.get_by_role("heading", name="Datos del paciente").get_attribute("lang") is None
     check_page(page, "languages-es-form")
 
     # The page's own check, in Spanish.

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Header
 from fastapi.responses import JSONResponse
 
 from healthforms.audit.recorder import PatientAuditorDep
 from healthforms.clock import rfc3339
+from healthforms.languages import negotiate
 from healthforms.security.context import RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
 from healthforms.submissions.service import SubmissionService, current_published, published_form
@@ -44,11 +45,18 @@ async def submit_response(
     session: DbSessionDep,
     auditor: PatientAuditorDep,
     body: Any = Body(None),  # noqa: B008
+    accept_language: str | None = Header(None, include_in_schema=False),  # noqa: B008
 ) -> JSONResponse:
     form = await current_published(state, session, public_id)
     # The response row and its `response.submitted` event commit in one transaction.
     result = await SubmissionService(state).submit(
-        session, form, body, current.context, auditor, current.public_token
+        session,
+        form,
+        body,
+        current.context,
+        auditor,
+        current.public_token,
+        language=negotiate(accept_language),
     )
     return JSONResponse(
         {"confirmation": result.confirmation},

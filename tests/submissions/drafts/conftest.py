@@ -10,10 +10,11 @@ import pytest
 from tests.forms.helpers import GENEROUS_RATE
 from tests.support.identity import GENEROUS_AUTH_RATE
 from tests.support.response_fixtures import app_with, clinic, db, keys
-from tests.web.conftest import browser, server, web_prefix
+from tests.web.conftest import browser, mailbox, server, web_prefix
 
 __all__ = [
     "app_with",
+    "mailbox",
     "browser",
     "clinic",
     "db",

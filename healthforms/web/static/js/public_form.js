@@ -9,6 +9,7 @@ import {
   applyShowWhen, clientErrors, collectAnswers, firstControl, initSignaturePads, showFieldErrors,
 } from "./fields.js";
 import { applyPrefill } from "./prefill.js";
+import { draftSent, heldDraftToken, initDrafts } from "./drafts.js";
 
 const publicId = document.body.dataset.publicId;
 const requestToken = document.body.dataset.request ? location.pathname.split("/").pop() : null;
@@ -121,10 +122,12 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function post(answers) {
   let nonce = await currentNonce();
   let refreshed = false;
+  // A saved draft being sent (drafts.js): the server deletes it with the response.
+  const draft = requestToken ? null : heldDraftToken();
   for (let attempt = 0; attempt < 8; attempt += 1) {
     const { status, data, headers } = await api(`${formApi}/responses`, {
       method: "POST", csrf: false, credentials: "omit", auth401: false,
-      body: { nonce, answers }, expect: [400, 404, 409, 410, 422, 429],
+      body: draft ? { nonce, answers, draft } : { nonce, answers }, expect: [400, 404, 409, 410, 422, 429],
     });
     const code = data && data.code;
     if (status === 200 || status === 201) return { ok: true, confirmation: data.confirmation };
@@ -156,6 +159,7 @@ form.addEventListener("submit", async (event) => {
     const result = await post(collectAnswers(form));
     if (result.ok) {
       save({ ...state(), confirmation: result.confirmation });
+      draftSent();
       showFieldErrors(form, {});
       alreadySent.hidden = true;
       showConfirmation(result.confirmation, true);
@@ -214,3 +218,4 @@ else showForm();
 // Fetch the nonce early so sending is one request; failures are retried on send.
 if (requestToken) loadRequest().catch(() => {});
 else currentNonce().catch(() => {});
+if (!requestToken) initDrafts({ publicId, form, currentNonce });

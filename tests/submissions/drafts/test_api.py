@@ -20,6 +20,8 @@ from healthforms.clock import utcnow
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.forms.models import Form, FormVersion
+from healthforms.metrics import Metrics
+from healthforms.retention.job import PurgeJob, RoundOutcome
 from healthforms.submissions.drafts.service import normalize_code, sweep_expired
 from tests.submissions.drafts.helpers import (
     MARKER,
@@ -375,3 +377,39 @@ async def test_two_first_saves_at_once_make_one_draft(
         stored = (await resume_link(device, token)).json()["answers"]
     assert len(await draft_rows(db, clinic.form_id)) == 1
     assert stored in more
+
+
+async def test_the_daily_purge_round_sweeps_expired_drafts(
+    app: FastAPI, db: Database, clinic: PublishedForm
+) -> None:
+    public_id = await public_id_of(db, clinic.form_id)
+    async with phone(app) as device:
+        for _ in range(2):
+            nonce = await nonce_of(device, public_id)
+            assert (await save(device, public_id, half_answers(), nonce=nonce)).status_code == 201
+    await expire_drafts(db, clinic.form_id)
+    state = app.state.hf
+    job = PurgeJob(state.db, state.redis, state.keys, Metrics(), 3600.0, clock=lambda: 7.0e9)
+    assert await job.run_round() is RoundOutcome.RAN
+    assert await draft_rows(db, clinic.form_id) == []
+    recorded = details(await events(db, clinic.organization_id, "draft.deleted"))
+    assert recorded == [("draft.deleted", {"reason": "expired"})] * 2
+
+
+async def test_the_holder_can_throw_a_draft_away(
+    app: FastAPI, db: Database, clinic: PublishedForm, redis_client: Redis
+) -> None:
+    public_id = await public_id_of(db, clinic.form_id)
+    async with phone(app) as device:
+        nonce = await nonce_of(device, public_id)
+        draft = (await save(device, public_id, half_answers(), nonce=nonce)).json()["draft"]
+        pointer = app.state.hf.redis.key(f"draft:{{{_sha(draft['token'])}}}")
+        assert await redis_client.exists(pointer) == 1
+        thrown = await device.delete(f"/api/public/drafts/{draft['token']}")
+        assert thrown.status_code == 204, thrown.text
+        assert (await device.delete(f"/api/public/drafts/{draft['token']}")).status_code == 404
+        assert (await resume_link(device, draft["token"])).status_code == 404
+    assert await redis_client.exists(pointer) == 0
+    assert await draft_rows(db, clinic.form_id) == []
+    recorded = details(await events(db, clinic.organization_id, "draft.deleted"))
+    assert recorded == [("draft.deleted", {"reason": "discarded"})]

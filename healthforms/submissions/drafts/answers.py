@@ -14,6 +14,8 @@ keeps whatever JSON its answer is, bounded by the overall cap.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,7 @@ from healthforms.submissions.validation import (
 )
 
 MAX_SHORT_TEXT = 64  # a phone number, a date or a number typed as text
+MAX_NUMBER = 1e15  # as at submission
 _TEXT_LIMITS = {FieldType.TEXT: DEFAULT_TEXT_MAX, FieldType.TEXTAREA: DEFAULT_TEXTAREA_MAX}
 _SHORT = {FieldType.PHONE: MAX_SHORT_TEXT, FieldType.DATE: MAX_SHORT_TEXT}
 
@@ -66,9 +69,14 @@ def _loose_one(field: FieldDef, value: object) -> object:
     if kind in _SHORT:
         return _text(value, _SHORT[kind])
     if kind is FieldType.NUMBER:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        if isinstance(value, str):
+            return _text(value, MAX_SHORT_TEXT)  # being typed: checked when sent
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("must be a number")
-        return _text(value, MAX_SHORT_TEXT) if isinstance(value, str) else value
+        # NaN and Infinity parse from a body but are not JSON: refused, never stored.
+        if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+            raise ValueError("must be a number")
+        return value
     if kind in (FieldType.SELECT, FieldType.RADIO):
         if not isinstance(value, str) or value not in (field.options or []):
             raise ValueError("must be one of the options")
@@ -81,7 +89,11 @@ def _loose_one(field: FieldDef, value: object) -> object:
         if not isinstance(value, list) or any(item not in field.options for item in value):
             raise ValueError("must only contain the options")
         return [option for option in field.options if option in value]
-    # A type a later feature added: kept as sent; the overall cap bounds it.
+    # A type a later feature added: kept as sent (plain JSON only); the cap bounds it.
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError("is not a valid answer") from exc
     return value
 
 

@@ -242,6 +242,15 @@ async def test_answers_are_checked_loosely_but_checked(
                 else:
                     assert fields == expected
                 assert MARKER not in refused.text
+            # NaN parses from a body but is no JSON: refused, never stored (nor a 500
+            # later, when the draft would be served back).
+            for raw in ("NaN", "Infinity", "-Infinity", "1e400"):
+                odd_number = await device.post(
+                    f"/api/public/forms/{public_id}/drafts",
+                    content=f'{{"nonce": "{nonce}", "answers": {{"packs": {raw}}}}}',
+                    headers={"Content-Type": "application/json"},
+                )
+                assert odd_number.status_code in (400, 422), (raw, odd_number.text)
             bodies: list[object] = [[], "x", None]
             for body in bodies:
                 odd = await device.post(f"/api/public/forms/{public_id}/drafts", json=body)

@@ -77,6 +77,7 @@ REQUESTS_LISTED = "requests.listed"
 DRAFT_SAVED = "draft.saved"
 DRAFT_RESUMED = "draft.resumed"
 DRAFT_DELETED = "draft.deleted"
+DRAFT_EMAILED = "draft.emailed"  # the patient asked for the link by email (no address)
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

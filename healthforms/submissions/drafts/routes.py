@@ -65,7 +65,7 @@ async def save_draft(
     form = await current_published(state, session, public_id)
     saved = await service.save_draft(state, session, form, body, auditor)
     return JSONResponse(
-        {"draft": draft_json(state, request, saved.view)},
+        {"draft": draft_json(state, request, saved.view), "canEmail": state.settings.mail_enabled},
         status_code=201 if saved.created else 200,
         headers=PRIVATE,
     )
@@ -105,6 +105,18 @@ async def resume_by_link(
 ) -> JSONResponse:
     resumed = await service.resume_by_token(state, session, token, auditor)
     return JSONResponse(resumed_json(state, request, resumed), headers=PRIVATE)
+
+
+@router.post("/drafts/{token}/email", status_code=202)
+async def email_link(
+    token: str,
+    state: StateDep,
+    session: DbSessionDep,
+    auditor: PatientAuditorDep,
+    body: Any = Body(None),  # noqa: B008
+) -> JSONResponse:
+    await service.email_link(state, session, token, body, auditor)
+    return JSONResponse({"queued": True}, status_code=202, headers=PRIVATE)
 
 
 @router.delete("/drafts/{token}", status_code=204)

@@ -45,7 +45,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from healthforms.audit.events import DRAFT_DELETED, DRAFT_RESUMED, DRAFT_SAVED, AuditEvent
+from healthforms.audit.events import (
+    DRAFT_DELETED,
+    DRAFT_EMAILED,
+    DRAFT_RESUMED,
+    DRAFT_SAVED,
+    AuditEvent,
+)
 from healthforms.audit.recorder import Auditor
 from healthforms.audit.store import append_in
 from healthforms.clock import utcnow
@@ -53,14 +59,17 @@ from healthforms.crypto.envelope import DecryptionFailed, Sealed, draft_aad, ope
 from healthforms.crypto.keys import KeyRing, key_id
 from healthforms.db.base import new_id
 from healthforms.db.engine import Database
-from healthforms.errors import HealthformsError, NotFound
+from healthforms.errors import HealthformsError, NotFound, ValidationFailed
+from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.patients import PatientIdentity
 from healthforms.state import AppState
 from healthforms.submissions import nonces
 from healthforms.submissions.drafts.answers import check_draft_answers, fit_answers
+from healthforms.submissions.drafts.mail import enqueue_link
 from healthforms.submissions.drafts.models import FormDraft
 from healthforms.submissions.service import PublishedForm, current_published
+from healthforms.submissions.validation import validate_answers
 
 log = structlog.get_logger("healthforms.drafts")
 
@@ -546,6 +555,45 @@ def deleted_event(auditor: Auditor, draft_id: str, organization_id: str, reason:
         organization_id=organization_id,
         detail={"reason": reason},
     )
+
+
+# Emailing the link ----------------------------------------------------------------------
+
+EMAIL_WINDOW_MS = 60_000  # at most one email of a draft's link a minute
+_EMAIL_FIELD = [FieldDef(id="email", type=FieldType.EMAIL, label="Email", required=True)]
+
+
+class DraftEmailTooSoon(HealthformsError):
+    status_code, code = 429, "rate_limited"
+    message = "The link was emailed a moment ago. Wait a minute before asking again."
+
+
+async def email_link(
+    state: AppState, session: AsyncSession, raw_token: object, body: object, auditor: Auditor
+) -> None:
+    """Put an email of the draft's link to the address in `body` in the outbox, with
+    its `draft.emailed` event (no address in it); at most once a minute per draft, so a
+    link cannot be turned into a mailer."""
+    if not state.settings.mail_enabled:
+        raise ValidationFailed({"email": "this service sends no email"})
+    email = validate_answers(
+        _EMAIL_FIELD, {"email": body.get("email") if isinstance(body, dict) else None}
+    )["email"]
+    row, _hashed = await _by_token(state, session, raw_token)
+    if not await state.limiter.first_in_window(row.id, "draft-email", EMAIL_WINDOW_MS):
+        raise DraftEmailTooSoon(headers={"Retry-After": str(EMAIL_WINDOW_MS // 1000)})
+    assert isinstance(raw_token, str)  # _by_token checked its shape
+    await enqueue_link(session, state.keys, row, raw_token, email)
+    event = auditor.event(
+        DRAFT_EMAILED,
+        resource_type=RESOURCE_TYPE,
+        resource_id=row.id,
+        organization_id=row.organization_id,
+    )
+    await auditor.record_in(session, event)
+    await session.commit()
+    auditor.committed(event)
+    state.outbox.nudge()
 
 
 # Sent: deleted with the response -----------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.support.servers import ServerProcess
+from tests.support.smtp import SmtpServer
 from tests.web.browser import Watch, check_page, new_context
 from tests.web.seed import create_users, publish_form
 from tests.web.test_public_pages import PHONE
@@ -35,7 +36,7 @@ NAME = "Philippa Marchbanks-Oyelaran"
 
 
 def test_save_on_one_phone_continue_on_another_send_and_the_draft_is_gone(
-    browser: Browser, server: ServerProcess, database_url: str
+    browser: Browser, server: ServerProcess, database_url: str, mailbox: SmtpServer
 ) -> None:
     base = server.base_url
     (admin,) = create_users(database_url, [("Ada Admin", "admin")])
@@ -66,6 +67,12 @@ def test_save_on_one_phone_continue_on_another_send_and_the_draft_is_gone(
     expect(page.locator("#draft-expiry")).not_to_be_empty()
     page.get_by_role("button", name="Copy link").click()
     expect(page.locator("#draft-copy-status")).not_to_be_empty()
+    # The service sends mail: the link can be emailed (errors announced beside the input).
+    page.get_by_role("button", name="Email the link").click()
+    expect(page.locator("#draft-email-error")).to_have_text("Enter your email address.")
+    page.get_by_label("Email me the link (optional)").fill("philippa@example.org")
+    page.get_by_role("button", name="Email the link").click()
+    expect(page.locator("#draft-copy-status")).to_have_text("The link is on its way to your inbox.")
     check_page(page, "draft-saved-phone")
     # Saving again from the same page: the same draft, the same link and code.
     page.get_by_role("button", name="Back to the form").click()
@@ -111,6 +118,10 @@ def test_save_on_one_phone_continue_on_another_send_and_the_draft_is_gone(
     other.get_by_role("button", name="Send").click()
     expect(other.locator("#confirmation")).to_be_visible()
     second.close()
+
+    mail = next(m for m in mailbox.wait_for(1) if m.recipients == ["philippa@example.org"])
+    assert f"/f/{public_id}#draft={token}" in mail.text
+    assert NAME not in mail.text and "Before your visit" not in mail.text
 
     gone = httpx.get(f"{base}/api/public/drafts/{token}", timeout=10)
     assert gone.status_code == 404, gone.text

@@ -56,7 +56,8 @@ function showError(message) {
   box.hidden = !message;
 }
 
-function showSaved(draft) {
+function showSaved(draft, canEmail) {
+  $("draft-email-form").hidden = !canEmail;
   $("draft-link").value = draft.resumeUrl;
   $("draft-code").textContent = draft.code;
   const expiry = $("draft-expiry");
@@ -87,7 +88,7 @@ async function save() {
       });
       if (status === 200 || status === 201) {
         hold(data.draft);
-        showSaved(data.draft);
+        showSaved(data.draft, data.canEmail === true);
         return;
       }
       if (draft && (status === 404 || status === 410)) { hold(null); draft = null; continue; }  // expired: a new one
@@ -199,6 +200,43 @@ async function resumeByCode(event) {
   }
 }
 
+function emailError(message) {
+  const box = $("draft-email-error");
+  box.textContent = message || "";
+  box.hidden = !message;
+  const input = $("draft-email");
+  if (message) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+}
+
+async function emailLink(event) {
+  event.preventDefault();
+  const draft = held();
+  const input = $("draft-email");
+  const email = input.value.trim();
+  if (!email) { emailError("Enter your email address."); input.focus(); return; }
+  if (!draft) return;
+  emailError("");
+  const button = $("draft-email-send");
+  button.disabled = true;
+  try {
+    const { status, data } = await api(`/api/public/drafts/${encodeURIComponent(draft.token)}/email`, {
+      method: "POST", csrf: false, credentials: "omit", auth401: false, body: { email },
+      expect: [404, 410, 422, 429],
+    });
+    if (status === 202) {
+      $("draft-copy-status").textContent = "The link is on its way to your inbox.";
+      return;
+    }
+    const field = data && data.fields && data.fields.email;
+    emailError(field === "must be an email address" ? "Enter an email address like name@example.org." : (field || (data && data.error) || "The email could not be sent."));
+    input.focus();
+  } catch {
+    emailError("Could not reach the clinic's server. Check your connection and try again.");
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function copyLink() {
   const input = $("draft-link");
   const status = $("draft-copy-status");
@@ -219,6 +257,7 @@ export function initDrafts(options) {
   $("save-draft").addEventListener("click", save);
   $("draft-code-form").addEventListener("submit", resumeByCode);
   $("draft-copy").addEventListener("click", copyLink);
+  $("draft-email-form").addEventListener("submit", emailLink);
   $("draft-back").addEventListener("click", () => {
     $("draft-saved").hidden = true;
     $("save-draft").focus();

@@ -62,6 +62,7 @@ from healthforms.db.engine import Database
 from healthforms.errors import HealthformsError, NotFound, ValidationFailed
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.redis.errors import RedisUnavailable
+from healthforms.responses.models import ResponseRow
 from healthforms.responses.patients import PatientIdentity
 from healthforms.state import AppState
 from healthforms.submissions import nonces
@@ -112,6 +113,11 @@ class DraftExpired(HealthformsError):
 class DraftNonceInvalid(HealthformsError):
     status_code, code = 400, "nonce_invalid"
     message = "This form link has expired. Reload the page and save again."
+
+
+class DraftAfterSending(HealthformsError):
+    status_code, code = 409, "nonce_used"
+    message = "This form was already sent from this page: there is nothing left to save."
 
 
 # Secrets ----------------------------------------------------------------------------------
@@ -446,7 +452,14 @@ async def _save_by_nonce(
     answers: dict[str, Any],
     now: datetime,
 ) -> tuple[FormDraft, datetime, bool]:
-    """A page's first save (no token yet): the draft of this nonce, made or updated."""
+    """A page's first save (no token yet): the draft of this nonce, made or updated.
+    Refused once the page sent its response: a draft made then would outlive the form
+    it belongs to until it expired."""
+    sent = await session.execute(
+        select(ResponseRow.id).where(ResponseRow.nonce_id == nonce.nonce_id)
+    )
+    if sent.first() is not None:
+        raise DraftAfterSending()
     for _attempt in range(3):
         existing = await _by_nonce(session, nonce.nonce_id)
         if existing is not None and existing.form_id == form.form_id:

@@ -134,6 +134,9 @@ async def test_sending_the_form_deletes_its_draft_in_the_same_transaction(
         again = await other.post(f"/api/public/forms/{public_id}/responses", json=body)
         assert again.status_code == 200, again.text
         assert (await resume_link(other, token)).status_code == 404
+        # That page saving again (its nonce now used) makes no orphan draft.
+        late = await save(other, public_id, half_answers(), nonce=nonce)
+        assert late.status_code == 409 and late.json()["code"] == "nonce_used", late.text
         code = resumed["draft"]["code"]
         assert (await resume_code(other, public_id, code)).status_code == 404
     assert await draft_rows(db, clinic.form_id) == []

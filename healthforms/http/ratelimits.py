@@ -52,6 +52,8 @@ log = structlog.get_logger("healthforms.security")
 
 AUTH_POLICY_PATHS = frozenset({"/api/auth/session-login", "/login"})
 PUBLIC_PREFIX = "/api/public/"
+# Policies a patient's request takes: their refusals are audited with pseudonyms.
+PATIENT_POLICIES = frozenset({"public", "draft_code", "draft_code_form"})
 # Submissions through a public link or a patient's request link.
 _SUBMISSION_PATH_RE = re.compile(r"^/api/public/(forms|requests)/[^/]+/responses/?$")
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -74,7 +76,7 @@ async def record_refusal(
             context,
             actor_id=actor_id,
             organization_id=organization_id,
-            patient=decision.policy == "public",
+            patient=decision.policy in PATIENT_POLICIES,
         )
         try:
             await auditor.record(

@@ -11,6 +11,7 @@ import {
 import { initPages } from "./form_pages.js";
 import { applyPrefill } from "./prefill.js";
 import { _, lang } from "./i18n.js";
+import { draftSent, heldDraftToken, initDrafts } from "./drafts.js";
 
 const publicId = document.body.dataset.publicId;
 const requestToken = document.body.dataset.request ? location.pathname.split("/").pop() : null;
@@ -137,10 +138,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function post(answers) {
   let nonce = await currentNonce();
   let refreshed = false;
+  // A saved draft being sent (drafts.js): the server deletes it with the response.
+  const draft = requestToken ? null : heldDraftToken();
   for (let attempt = 0; attempt < 8; attempt += 1) {
     const { status, data, headers } = await api(`${formApi}/responses`, {
       method: "POST", csrf: false, credentials: "omit", auth401: false,
-      body: { nonce, answers, language: lang }, expect: [400, 404, 409, 410, 422, 429], language: lang,
+      body: draft ? { nonce, answers, draft, language: lang } : { nonce, answers, language: lang },
+      expect: [400, 404, 409, 410, 422, 429], language: lang,
     });
     const code = data && data.code;
     if (status === 200 || status === 201) return { ok: true, confirmation: data.confirmation };
@@ -177,6 +181,7 @@ form.addEventListener("submit", async (event) => {
     const result = await post(collectAnswers(form));
     if (result.ok) {
       save({ ...state(), confirmation: result.confirmation });
+      draftSent();
       clearAnswers();
       alreadySent.hidden = true;
       showConfirmation(result.confirmation, true);
@@ -243,3 +248,4 @@ else showForm();
 // Fetch the nonce early so sending is one request; failures are retried on send.
 if (requestToken) loadRequest().catch(() => {});
 else currentNonce().catch(() => {});
+if (!requestToken) initDrafts({ publicId, form, currentNonce });

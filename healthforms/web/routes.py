@@ -39,7 +39,12 @@ from healthforms.identity.service import (
     list_users,
     recovery_codes_left,
 )
-from healthforms.patient_requests.service import RequestClosed, clinic_name, live_request
+from healthforms.patient_requests.service import (
+    RequestClosed,
+    clinic_name,
+    live_request,
+    nonce_scope,
+)
 from healthforms.pdf.routes import pdf_response
 from healthforms.pdf.service import PdfInProgress, PdfNotGenerated, PdfService
 from healthforms.responses.models import ResponseRow
@@ -57,10 +62,13 @@ from healthforms.responses.service import (
 from healthforms.security.context import request_state
 from healthforms.security.principal import Principal, Role
 from healthforms.state import AppState, DbSessionDep, StateDep
-from healthforms.submissions.service import published_form
 from healthforms.web.pages import STATIC_DIR, login_url, render, safe_next
-
-INVALID_LINK = "This form link is not valid."
+from healthforms.web.patient_page import (
+    PatientPage,
+    closed_page,
+    fresh_form_page,
+    public_page,
+)
 
 
 class SignInRequired(Exception):
@@ -514,22 +522,9 @@ async def audit_page(request: Request, staff: AdminPage, state: StateDep) -> Res
 async def public_form_page(
     public_id: str, request: Request, db: DbSessionDep, state: StateDep
 ) -> Response:
-    """The published version of a form, rendered for a patient's phone."""
-    try:
-        # The public API's own lookup: the page and the API agree on what is published.
-        form = await published_form(state, db, public_id)
-    except NotFound:
-        raise NotFound(INVALID_LINK) from None
-    return render(
-        request,
-        "public_form.html",
-        title=form.title,
-        public_id=public_id,
-        form_title=form.title,
-        description=form.description,
-        fields=form.raw_fields,
-        version=form.version,
-    )
+    """The published version of a form, rendered for a patient's phone; it also posts
+    without JavaScript (web/patient_page.py)."""
+    return fresh_form_page(request, state, await public_page(state, db, public_id))
 
 
 # The patient's personal link: no session, its token in the path (never in a Referer:
@@ -545,23 +540,7 @@ async def request_form_page(
     try:
         row, form = await live_request(state, db, token)
     except (NotFound, RequestClosed) as exc:
-        return render(
-            request,
-            "request_closed.html",
-            status_code=exc.status_code,
-            title="This link cannot be used",
-        )
+        return closed_page(request, exc.status_code)
     clinic = await clinic_name(db, row.organization_id)
-    return render(
-        request,
-        "public_form.html",
-        # The title is what a browser's history and tab show: no PHI, not the form.
-        title=f"Your form from {clinic}",
-        public_id="",
-        request_mode=True,
-        clinic=clinic,
-        form_title=form.title,
-        description=form.description,
-        fields=form.raw_fields,
-        version=form.version,
-    )
+    page = PatientPage(form=form, action=None, clinic=clinic)
+    return fresh_form_page(request, state, page, scope=nonce_scope(row.id))

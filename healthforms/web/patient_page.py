@@ -1,0 +1,345 @@
+"""The patient's form page, and its submission without JavaScript (docs/patient-page.md).
+
+The page carries a nonce in a hidden field and posts to its own address (/f/{publicId}
+or a request's /r/{token}) as a plain HTML form. The POST reads the form's own
+controls into the typed answers of the JSON API (submissions/html_form.py) and hands
+them to the same SubmissionService.submit: the same nonce claim, validation,
+exactly-once storage and `public` rate limit (http/ratelimits.py takes its token
+together with the claim, as for the API). With JavaScript the page's script sends the
+same answers as JSON instead and this POST is never made.
+
+No session: the session layer skips /f/ and /r/ (http/sessions.py), so a staff
+member's cookie neither helps nor hinders here, and nothing a session could authorise
+happens. What protects the POST is what protects the API's: a nonce minted for this
+link (scope), used once. Answers never go into a URL: every answer of a POST is a page
+(no redirect), no-store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.datastructures import FormData
+
+from healthforms.audit.recorder import PatientAuditorDep
+from healthforms.clock import rfc3339
+from healthforms.errors import NotFound, ValidationFailed
+from healthforms.forms.schema import FieldType
+from healthforms.patient_requests.service import (
+    RequestClosed,
+    clinic_name,
+    nonce_scope,
+    submit_to_request,
+    submittable_request,
+)
+from healthforms.security.context import RequestStateDep
+from healthforms.state import DbSessionDep, StateDep
+from healthforms.submissions.html_form import (
+    MAX_TYPED_NAME,
+    TYPED_SUFFIX,
+    PostedForm,
+    max_form_fields,
+    posted_answers,
+)
+from healthforms.submissions.service import (
+    NonceInvalid,
+    NonceUsed,
+    PublishedForm,
+    SubmissionInProgress,
+    SubmissionService,
+    current_published,
+    published_form,
+)
+from healthforms.submissions.validation import MAX_SIGNATURE_CHARS, client_rules
+from healthforms.web.pages import render
+
+INVALID_LINK = "This form link is not valid."
+# A drawn signature (a data URL up to 256 KiB) is the largest control; the body as a
+# whole is bounded by the edge layer (HEALTHFORMS_MAX_BODY_BYTES).
+MAX_PART_BYTES = MAX_SIGNATURE_CHARS + 16 * 1024
+
+EXPIRED_MESSAGE = (
+    "This page was open for a long time and its link expired. Your answers are kept: "
+    "check them and press Send again."
+)
+IN_PROGRESS_MESSAGE = (
+    "Your answers are being stored. Wait a moment, then press Send again: "
+    "they will not be stored twice."
+)
+ALREADY_SENT_MESSAGE = "This form was already sent from this page with other answers."
+
+router = APIRouter(include_in_schema=False, tags=["web"])
+
+
+@dataclass(frozen=True, slots=True)
+class PatientPage:
+    """Where a patient form page posts to and what frames it (a public link or a
+    patient's request)."""
+
+    form: PublishedForm
+    # None: the page's own address. A request's token never goes into its HTML (a saved
+    # or shared copy of the page must not carry the link); the form posts to its URL.
+    action: str | None
+    public_id: str = ""
+    clinic: str | None = None  # a request's clinic: the page greets with its name
+
+    @property
+    def title(self) -> str:
+        # What a browser's history shows: for a request no PHI, not even the form.
+        return f"Your form from {self.clinic}" if self.clinic else self.form.title
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a POST's page shows besides the form: the answers to keep in the controls,
+    the errors next to them, a message for the summary."""
+
+    answers: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    message: str | None = None
+    new_response_link: bool = False
+
+
+def render_form_page(
+    request: Request,
+    page: PatientPage,
+    nonce: str,
+    nonce_expires_at: str,
+    outcome: Outcome | None = None,
+    *,
+    status_code: int = 200,
+) -> Response:
+    """The form page: every field with its client rules (data-rules), the nonce in a
+    hidden field, and after a POST the kept answers, errors and summary."""
+    shown = outcome or Outcome()
+    views = {
+        f.id: {
+            "rules": client_rules(f),
+            "answer": shown.answers.get(f.id),
+            "typed": shown.answers.get(f.id + TYPED_SUFFIX),
+            "error": _sentence(shown.errors.get(f.id)),
+        }
+        for f in page.form.fields
+    }
+    labels = {f.id: f.label for f in page.form.fields}
+    summary = [
+        {"href": f"#q-{key}-wrap", "text": f"{labels[key]}: {text}"}
+        if key in labels
+        else {"href": None, "text": _sentence(text)}
+        for key, text in shown.errors.items()
+    ]
+    if shown.message:
+        summary.append({"href": None, "text": shown.message})
+    return render(
+        request,
+        "public_form.html",
+        status_code=status_code,
+        title=("Check your answers: " if summary else "") + page.title,
+        public_id=page.public_id,
+        request_mode=page.clinic is not None,
+        clinic=page.clinic,
+        form_title=page.form.title,
+        description=page.form.description,
+        fields=page.form.raw_fields,
+        version=page.form.version,
+        action=page.action,
+        nonce=nonce,
+        nonce_expires_at=nonce_expires_at,
+        views=views,
+        summary=summary,
+        new_response_link=shown.new_response_link,
+    )
+
+
+def _sentence(text: str | None) -> str | None:
+    """A validator's message as the page shows it ("is required" -> "Is required"),
+    exactly as static/js/fields.js `showFieldErrors` does."""
+    return text[:1].upper() + text[1:] if text else text
+
+
+def fresh_form_page(
+    request: Request, state: StateDep, page: PatientPage, scope: str | None = None
+) -> Response:
+    """The form page with a new nonce (issuing one writes nothing)."""
+    issued = SubmissionService(state).issue_nonce(page.form, scope=scope)
+    return render_form_page(request, page, issued.token, rfc3339(issued.expires_at))
+
+
+async def public_page(state: StateDep, db: DbSessionDep, public_id: str) -> PatientPage:
+    try:
+        # The public API's own lookup: the page and the API agree on what is published.
+        form = await published_form(state, db, public_id)
+    except NotFound:
+        raise NotFound(INVALID_LINK) from None
+    return PatientPage(form=form, action=f"/f/{public_id}", public_id=public_id)
+
+
+async def _read_posted(request: Request, page: PatientPage) -> tuple[PostedForm, FormData]:
+    """The posted controls, parsed within bounds (field count, part size); a body that
+    is not a form parses as an empty one (and then fails its nonce check)."""
+    fields = page.form.fields
+    data = await request.form(
+        max_files=0, max_fields=max_form_fields(fields), max_part_size=MAX_PART_BYTES
+    )
+
+    def one(name: str) -> str | None:
+        value = data.get(name)
+        return value if isinstance(value, str) else None
+
+    def every(name: str) -> list[str]:
+        return [v for v in data.getlist(name) if isinstance(v, str)]
+
+    return posted_answers(fields, one, every), data
+
+
+def _kept(page: PatientPage, posted: PostedForm, data: FormData) -> dict[str, Any]:
+    """The answers to put back into the controls: what the patient sent (a typed
+    signature as the name they typed, so a corrected name is drawn anew)."""
+    kept = dict(posted.answers)
+    for f in page.form.fields:
+        if f.type is FieldType.SIGNATURE:
+            typed = data.get(f.id + TYPED_SUFFIX)
+            if isinstance(typed, str) and typed.strip() and not data.get(f.id):
+                kept[f.id + TYPED_SUFFIX] = typed[:MAX_TYPED_NAME]
+                kept.pop(f.id, None)
+    return kept
+
+
+async def _submit_page(
+    request: Request,
+    state: StateDep,
+    page: PatientPage,
+    posted: PostedForm,
+    data: FormData,
+    submit: Any,
+    scope: str | None,
+) -> Response:
+    """Run `submit` (SubmissionService.submit, bound) and answer with a page."""
+    kept = _kept(page, posted, data)
+    nonce = posted.nonce or ""
+    expires = _nonce_expiry(nonce)
+    try:
+        result = await submit()
+    except ValidationFailed as exc:
+        # Validation runs before the claim: the nonce was not used, so it stays.
+        errors = exc.extra.get("fields", {})
+        return render_form_page(
+            request, page, nonce, expires, Outcome(kept, errors), status_code=422
+        )
+    except NonceInvalid:
+        issued = SubmissionService(state).issue_nonce(page.form, scope=scope)
+        return render_form_page(
+            request,
+            page,
+            issued.token,
+            rfc3339(issued.expires_at),
+            Outcome(kept, message=EXPIRED_MESSAGE),
+            status_code=NonceInvalid.status_code,
+        )
+    except SubmissionInProgress:
+        return render_form_page(
+            request,
+            page,
+            nonce,
+            expires,
+            Outcome(kept, message=IN_PROGRESS_MESSAGE),
+            status_code=SubmissionInProgress.status_code,
+        )
+    except NonceUsed:
+        return render_form_page(
+            request,
+            page,
+            nonce,
+            expires,
+            Outcome(kept, message=ALREADY_SENT_MESSAGE, new_response_link=not page.clinic),
+            status_code=NonceUsed.status_code,
+        )
+    return render(
+        request,
+        "public_sent.html",
+        title="Your form was sent",
+        confirmation=result.confirmation,
+        public_id=page.public_id,
+    )
+
+
+def _nonce_expiry(token: str) -> str:
+    """The expiry a nonce names (`<id>.<expiry>.<mac>`), for the page's script; its MAC
+    is checked by the service, never here."""
+    parts = token.split(".")
+    if len(parts) == 3 and parts[1].isdigit() and len(parts[1]) <= 11:
+        return rfc3339_from_epoch(int(parts[1]))
+    return ""
+
+
+def rfc3339_from_epoch(seconds: int) -> str:
+    return rfc3339(datetime.fromtimestamp(seconds, UTC))
+
+
+@router.post("/f/{public_id}")
+async def post_public_form(
+    public_id: str,
+    request: Request,
+    current: RequestStateDep,
+    state: StateDep,
+    db: DbSessionDep,
+    auditor: PatientAuditorDep,
+) -> Response:
+    """The form page's plain HTML POST (no JavaScript): the JSON API's submission."""
+    if not public_id or len(public_id) > 64:
+        raise NotFound(INVALID_LINK)
+    try:
+        form = await current_published(state, db, public_id)
+    except NotFound:
+        raise NotFound(INVALID_LINK) from None
+    page = PatientPage(form=form, action=f"/f/{public_id}", public_id=public_id)
+    posted, data = await _read_posted(request, page)
+
+    async def submit() -> Any:
+        return await SubmissionService(state).submit(
+            db, form, posted.body(), current.context, auditor, current.public_token
+        )
+
+    return await _submit_page(request, state, page, posted, data, submit, None)
+
+
+@router.post("/r/{token}")
+async def post_request_form(
+    token: str,
+    request: Request,
+    current: RequestStateDep,
+    state: StateDep,
+    db: DbSessionDep,
+    auditor: PatientAuditorDep,
+) -> Response:
+    """A patient's request link, posted without JavaScript: the request API's submission
+    (the response and the request's completion in one transaction). A completed request
+    still answers a resend of the submission that completed it."""
+    try:
+        row, form = await submittable_request(state, db, token)
+    except (NotFound, RequestClosed) as exc:
+        return closed_page(request, exc.status_code)
+    clinic = await clinic_name(db, row.organization_id)
+    page = PatientPage(form=form, action=None, clinic=clinic)
+    posted, data = await _read_posted(request, page)
+
+    async def submit() -> Any:
+        return await submit_to_request(
+            state, db, token, posted.body(), current.context, auditor, current.public_token
+        )
+
+    try:
+        return await _submit_page(request, state, page, posted, data, submit, nonce_scope(row.id))
+    except RequestClosed as exc:
+        return closed_page(request, exc.status_code)
+
+
+def closed_page(request: Request, status_code: int) -> Response:
+    """Unknown, used, expired or cancelled: one page that says no more than that."""
+    return render(
+        request, "request_closed.html", status_code=status_code, title="This link cannot be used"
+    )

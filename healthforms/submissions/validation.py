@@ -64,12 +64,19 @@ def too_short(limit: int) -> str:
     return f"must be at least {limit} characters"
 
 
+def _bound_text(bound: float) -> str:
+    """A bound as people write it: 1234567, not 1.23457e+06 (which `:g` gives)."""
+    if bound.is_integer() and abs(bound) < NUMBER_LIMIT:
+        return str(int(bound))
+    return f"{bound:.15g}"
+
+
 def below_min(bound: float) -> str:
-    return f"must be at least {bound:g}"
+    return f"must be at least {_bound_text(bound)}"
 
 
 def above_max(bound: float) -> str:
-    return f"must be at most {bound:g}"
+    return f"must be at most {_bound_text(bound)}"
 
 
 # The cap on all answers of one response together (HEALTHFORMS_MAX_ANSWERS_BYTES): a

@@ -17,6 +17,7 @@ link (scope), used once. Answers never go into a URL: every answer of a POST is 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,7 @@ from healthforms.submissions.service import (
     NonceUsed,
     PublishedForm,
     SubmissionInProgress,
+    SubmissionResult,
     SubmissionService,
     current_published,
     published_form,
@@ -215,7 +217,7 @@ async def _submit_page(
     page: PatientPage,
     posted: PostedForm,
     data: FormData,
-    submit: Any,
+    submit: Callable[[], Awaitable[SubmissionResult]],
     scope: str | None,
 ) -> Response:
     """Run `submit` (SubmissionService.submit, bound) and answer with a page."""
@@ -271,13 +273,9 @@ def _nonce_expiry(token: str) -> str:
     """The expiry a nonce names (`<id>.<expiry>.<mac>`), for the page's script; its MAC
     is checked by the service, never here."""
     parts = token.split(".")
-    if len(parts) == 3 and parts[1].isdigit() and len(parts[1]) <= 11:
-        return rfc3339_from_epoch(int(parts[1]))
+    if len(parts) == 3 and parts[1].isascii() and parts[1].isdigit() and len(parts[1]) <= 11:
+        return rfc3339(datetime.fromtimestamp(int(parts[1]), UTC))
     return ""
-
-
-def rfc3339_from_epoch(seconds: int) -> str:
-    return rfc3339(datetime.fromtimestamp(seconds, UTC))
 
 
 @router.post("/f/{public_id}")
@@ -299,7 +297,7 @@ async def post_public_form(
     page = PatientPage(form=form, action=f"/f/{public_id}", public_id=public_id)
     posted, data = await _read_posted(request, page)
 
-    async def submit() -> Any:
+    async def submit() -> SubmissionResult:
         return await SubmissionService(state).submit(
             db, form, posted.body(), current.context, auditor, current.public_token
         )
@@ -327,7 +325,7 @@ async def post_request_form(
     page = PatientPage(form=form, action=None, clinic=clinic)
     posted, data = await _read_posted(request, page)
 
-    async def submit() -> Any:
+    async def submit() -> SubmissionResult:
         return await submit_to_request(
             state, db, token, posted.body(), current.context, auditor, current.public_token
         )

@@ -236,6 +236,7 @@ window.addEventListener("popstate", () => {
 
 recheckOnInput(form, (fieldId, message) => {
   if (summary.hidden) return;
+  if ((listed.errors[fieldId] || null) === message) return; // the alert region is not re-announced
   const errors = { ...listed.errors };
   if (message) errors[fieldId] = message; else delete errors[fieldId];
   if (!Object.keys(errors).length && !listed.message) { clearSummary(); return; }

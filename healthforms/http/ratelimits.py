@@ -12,7 +12,8 @@
   together with the nonce claim (two scripts in one write: one round trip, DESIGN.md),
   and if the route answers without taking it (a 400, a 422, a 404), it is taken here
   before that answer leaves. Either way no response leaves without it, and over the
-  limit the answer is 429, whatever the route had to say.
+  limit the answer is 429, whatever the route had to say (the patient page draws its own
+  429, the form with the answers kept: RequestState.refusal_drawn).
 - Every response of an /api/ request that went through a limiter (these two, the
   session layer's `api` token, a route's `PdfRateLimit`) gets the RateLimit headers of
   API.md, rendered from the request's RequestState.rate_decisions.
@@ -221,10 +222,16 @@ class RateLimitMiddleware:
                 return  # the route's answer was replaced by the 429
             if message["type"] == "http.response.start":
                 verdict = await deferred.take()
-                if not verdict.allowed:
+                if not verdict.allowed and not (
+                    request.refusal_drawn and message.get("status") == RateLimited.status_code
+                ):
                     refused = True
                     await refuse(send, self.state, request, verdict)
                     return
+                if not verdict.allowed:
+                    # The route's own 429 (a page that keeps a patient's answers):
+                    # recorded like every refusal, sent with Retry-After and the headers.
+                    await record_refusal(self.state, request, verdict)
                 message = with_rate_headers(message, request.rate_decisions)
             await send(message)
 

@@ -28,7 +28,7 @@ from starlette.datastructures import FormData
 
 from healthforms.audit.recorder import PatientAuditorDep
 from healthforms.clock import rfc3339
-from healthforms.errors import NotFound, ValidationFailed
+from healthforms.errors import NotFound, RateLimited, ValidationFailed
 from healthforms.forms.schema import FieldType
 from healthforms.patient_requests.service import (
     RequestClosed,
@@ -37,7 +37,7 @@ from healthforms.patient_requests.service import (
     submit_to_request,
     submittable_request,
 )
-from healthforms.security.context import RequestStateDep
+from healthforms.security.context import RequestState, RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
 from healthforms.submissions.html_form import (
     MAX_TYPED_NAME,
@@ -213,6 +213,7 @@ def _kept(page: PatientPage, posted: PostedForm, data: FormData) -> dict[str, An
 
 async def _submit_page(
     request: Request,
+    current: RequestState,
     state: StateDep,
     page: PatientPage,
     posted: PostedForm,
@@ -224,48 +225,58 @@ async def _submit_page(
     kept = _kept(page, posted, data)
     nonce = posted.nonce or ""
     expires = _nonce_expiry(nonce)
+    status_code = 200
     try:
         result = await submit()
+    except RateLimited:
+        outcome, status_code = Outcome(kept), RateLimited.status_code
     except ValidationFailed as exc:
         # Validation runs before the claim: the nonce was not used, so it stays.
-        errors = exc.extra.get("fields", {})
-        return render_form_page(
-            request, page, nonce, expires, Outcome(kept, errors), status_code=422
-        )
+        outcome, status_code = Outcome(kept, exc.extra.get("fields", {})), 422
     except NonceInvalid:
         issued = SubmissionService(state).issue_nonce(page.form, scope=scope)
-        return render_form_page(
-            request,
-            page,
-            issued.token,
-            rfc3339(issued.expires_at),
-            Outcome(kept, message=EXPIRED_MESSAGE),
-            status_code=NonceInvalid.status_code,
-        )
+        nonce, expires = issued.token, rfc3339(issued.expires_at)
+        outcome, status_code = Outcome(kept, message=EXPIRED_MESSAGE), NonceInvalid.status_code
     except SubmissionInProgress:
-        return render_form_page(
-            request,
-            page,
-            nonce,
-            expires,
-            Outcome(kept, message=IN_PROGRESS_MESSAGE),
-            status_code=SubmissionInProgress.status_code,
-        )
+        outcome = Outcome(kept, message=IN_PROGRESS_MESSAGE)
+        status_code = SubmissionInProgress.status_code
     except NonceUsed:
-        return render_form_page(
+        outcome = Outcome(kept, message=ALREADY_SENT_MESSAGE, new_response_link=not page.clinic)
+        status_code = NonceUsed.status_code
+    else:
+        return render(
             request,
-            page,
-            nonce,
-            expires,
-            Outcome(kept, message=ALREADY_SENT_MESSAGE, new_response_link=not page.clinic),
-            status_code=NonceUsed.status_code,
+            "public_sent.html",
+            title="Your form was sent",
+            confirmation=result.confirmation,
+            public_id=page.public_id,
         )
-    return render(
-        request,
-        "public_sent.html",
-        title="Your form was sent",
-        confirmation=result.confirmation,
-        public_id=page.public_id,
+    wait = await _over_limit(current)
+    if wait is not None:
+        # Over the `public` limit, whatever else was wrong: say so on the form itself, so
+        # the answers stay (the rate-limit layer's own 429 would be a bare error body).
+        current.refusal_drawn = True
+        outcome = Outcome(kept, message=over_limit_message(wait))
+        status_code = RateLimited.status_code
+    return render_form_page(request, page, nonce, expires, outcome, status_code=status_code)
+
+
+async def _over_limit(current: RequestState) -> int | None:
+    """Seconds to wait when this request is over the `public` limit, else None. Takes the
+    request's token if the submission did not (the layer would take it anyway)."""
+    if current.public_token is None:
+        return None
+    verdict = await current.public_token()
+    if verdict.allowed:
+        return None
+    return max([d.retry_after_s for d in verdict.decisions if not d.allowed] or [1])
+
+
+def over_limit_message(wait: int) -> str:
+    unit = "second" if wait == 1 else "seconds"
+    return (
+        f"Too many attempts from this connection. Wait {wait} {unit}, then press Send "
+        "again: your answers are kept."
     )
 
 
@@ -302,7 +313,7 @@ async def post_public_form(
             db, form, posted.body(), current.context, auditor, current.public_token
         )
 
-    return await _submit_page(request, state, page, posted, data, submit, None)
+    return await _submit_page(request, current, state, page, posted, data, submit, None)
 
 
 @router.post("/r/{token}")
@@ -331,7 +342,9 @@ async def post_request_form(
         )
 
     try:
-        return await _submit_page(request, state, page, posted, data, submit, nonce_scope(row.id))
+        return await _submit_page(
+            request, current, state, page, posted, data, submit, nonce_scope(row.id)
+        )
     except RequestClosed as exc:
         return closed_page(request, exc.status_code)
 

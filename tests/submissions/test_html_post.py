@@ -288,7 +288,21 @@ async def test_the_post_spends_the_public_rate_limit(tight_app: FastAPI) -> None
             reply = await post(phone, form["publicId"], nonce, with_value(GOOD, "email", "bad"))
             statuses.append(reply.status_code)
         assert statuses == [422, 422, 429]
+        # Over the limit: the form itself, its answers kept, with the wait and headers.
+        assert "Too many attempts from this connection" in reply.text
+        assert 'value="Ada Patient"' in reply.text and page_nonce(reply.text) == nonce
+        assert int(reply.headers["retry-after"]) >= 1
         assert "ratelimit-policy" in {k.lower() for k in reply.headers}
+        # Valid answers over the limit: refused with the claim given back, nothing stored.
+        valid = await post(phone, form["publicId"], nonce, GOOD)
+        assert valid.status_code == 429 and 'value="Ada Patient"' in valid.text
+        assert await count_rows(tight_app, form["id"]) == 0
+        # The JSON API's submissions are refused by the layer as before, in JSON.
+        api = await phone.post(
+            f"/api/public/forms/{form['publicId']}/responses",
+            json={"nonce": nonce, "answers": {}},
+        )
+        assert api.status_code == 429 and api.json()["code"] == "rate_limited"
     assert GENEROUS_RATE != "1/min+1"
 
 

@@ -10,9 +10,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from healthforms.patient_requests.service import new_token
+from tests.patient_requests.test_concurrency import _insert_request as insert_request
 from tests.support.servers import ServerProcess
 from tests.web.browser import Watch, check_page, new_context
-from tests.web.seed import ALL_TYPES_FIELDS, create_users, publish_form
+from tests.web.seed import ALL_TYPES_FIELDS, create_users, publish_form, run_async
 from tests.web.test_public_pages import PHONE
 
 pytestmark = pytest.mark.browser
@@ -139,3 +141,35 @@ def test_without_javascript_every_field_type_sends_and_errors_come_back_in_place
     ]
     context.close()
     assert watch.unexpected(422) == []
+
+
+def test_without_javascript_a_request_link_sends_once_then_is_closed(
+    browser: Browser, server: ServerProcess, database_url: str
+) -> None:
+    (admin,) = create_users(database_url, [("Ada Admin", "admin")])
+    fields: list[dict[str, Any]] = [
+        {"id": "reason", "type": "textarea", "label": "Reason for visit", "required": True},
+        {"id": "consent", "type": "checkbox", "label": "I consent to treatment", "required": True},
+    ]
+    form_id, _ = publish_form(database_url, admin.organization_id, "Before your visit", fields)
+    token = new_token()
+    run_async(insert_request(database_url, form_id, token))
+    watch = Watch()
+    context = new_context(browser, watch, java_script_enabled=False, **PHONE)
+    page = context.new_page()
+    page.goto(f"{server.base_url}/r/{token}")
+    expect(page.get_by_role("heading", name="Before your visit")).to_be_visible()
+    page.get_by_label("Reason for visit").fill("Check-up")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#q-consent-error")).to_have_text("Is required")
+    expect(page.get_by_label("Reason for visit")).to_have_value("Check-up")
+    check_as_served(browser, server, page, "request-form-nojs-errors")
+    page.get_by_label("I consent to treatment").check()
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("heading", name="Thank you, your form was sent")).to_be_visible()
+    # The link worked once: opening it again says it cannot be used.
+    response = page.goto(f"{server.base_url}/r/{token}")
+    assert response is not None and response.status == 410
+    expect(page.get_by_role("heading", name="This link cannot be used")).to_be_visible()
+    context.close()
+    assert watch.unexpected(410, 422) == []

@@ -70,6 +70,10 @@ class PdfDocument:
     response_id: str
     submitted_at: datetime
     items: tuple[PdfItem, ...]
+    confirmation: str = ""  # the code the patient was shown
+    form_id: str = ""
+    # The organisation's logo (branding/): PNG or JPEG, re-encoded at upload.
+    logo: bytes | None = None
 
     @property
     def submitted_text(self) -> str:
@@ -199,6 +203,9 @@ def build_document(
     fields: list[FieldDef],
     answers: dict[str, Any],
     signatures: dict[str, Any],
+    confirmation: str = "",
+    form_id: str = "",
+    logo: bytes | None = None,
 ) -> PdfDocument:
     """The PDF model of one response: its version's fields, in order, shown ones only."""
     shown = shown_field_ids(fields, answers)
@@ -211,4 +218,7 @@ def build_document(
         response_id=response_id,
         submitted_at=submitted_at,
         items=items,
+        confirmation=clean_text(confirmation),
+        form_id=clean_text(form_id),
+        logo=logo,
     )

@@ -28,7 +28,6 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
@@ -42,6 +41,7 @@ from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_sealed, p
 from healthforms.errors import Conflict, HealthformsError, NotFound, ServiceUnavailable
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
+from healthforms.pdf.filenames import PdfFileName, pdf_filename
 from healthforms.pdf.gotenberg import GotenbergRenderer
 from healthforms.pdf.render import RenderJob, document_of, render_job
 from healthforms.processes import ChildFailed, ChildrenBusy, ChildTimedOut
@@ -100,7 +100,7 @@ PdfState = Literal["stored", "in_progress", "none"]
 class DeliveredPdf:
     content: bytes
     sha256: str
-    filename: str  # form title, submission date, confirmation; safe for Content-Disposition
+    filename: PdfFileName  # form, submission date, confirmation code (filenames.py)
     generated: bool  # this request made it (False: served the stored one)
 
 
@@ -111,16 +111,6 @@ def file_stem(*parts: str) -> str:
     base = unicodedata.normalize("NFC", " ".join(p for p in parts if p))
     base = re.sub(r'[\x00-\x1f\x7f"\\/:*?<>|;]+', " ", base)
     return re.sub(r"\s+", " ", base).strip(" .")[:160]
-
-
-def pdf_filename(title: str, submitted_at: datetime | None = None, confirmation: str = "") -> str:
-    """`<form title> <yyyy-mm-dd> <confirmation code>.pdf` (API.md "Pages"), reduced to
-    characters every browser and OS accept."""
-    parts = [title]
-    if submitted_at is not None:
-        parts.append(submitted_at.astimezone(UTC).strftime("%Y-%m-%d"))
-    parts.append(confirmation)
-    return f"{file_stem(*parts) or 'response'}.pdf"
 
 
 def render_queue_wait(timeout_s: float) -> float:
@@ -224,7 +214,7 @@ class PdfService:
 
     async def _stored(
         self, principal: Principal, response_id: str
-    ) -> tuple[str, ResponsePdf | None]:
+    ) -> tuple[PdfFileName, ResponsePdf | None]:
         """(file name, stored PDF or None), organisation-scoped: 404 for anyone else's."""
         async with self.state.db.sessions() as session:
             row = await get_response(session, principal.organization_id, response_id)
@@ -249,6 +239,8 @@ class PdfService:
             fields=[version_field(raw) for raw in version.fields],
             answers=content.answers,
             signatures=content.signatures,
+            confirmation=row.confirmation,
+            form_id=row.form_id,
         )
 
     async def state_of(self, response_id: str) -> PdfState:
@@ -292,7 +284,7 @@ class PdfService:
 
     async def generate(
         self, principal: Principal, response_id: str, auditor: Auditor
-    ) -> tuple[str, bytes, bool]:
+    ) -> tuple[PdfFileName, bytes, bool]:
         """(file name, content, generated now): the stored PDF, or one generated now
         (once, under the lock) and stored. Delivers nothing: no `pdf.served` here."""
         filename, stored = await self._stored(principal, response_id)

@@ -99,6 +99,23 @@ def test_a_signature_stays_on_one_page_with_its_label_date_and_the_question_befo
     assert moved_to_a_later_page >= 10
 
 
+def test_a_consent_paragraph_moves_with_the_signature_under_it() -> None:
+    consent = "By signing below I consent to treatment and to the clinic's privacy practices."
+    moved = 0
+    for count in range(0, 28, 2):
+        raw, answers = padded(count)
+        raw = [f for f in raw if f["id"] not in ("consent", "signature")] + [
+            {"id": "terms", "type": "paragraph", "label": consent},
+            {"id": "signature", "type": "signature", "label": "Patient signature"},
+        ]
+        pages = pages_of(render(raw, answers))
+        (signed,) = [p for p in pages if "Patient signature" in p.extract_text()]
+        assert consent in re.sub(r"\s*\n\s*", " ", signed.extract_text()), count
+        assert image_count(signed) == 1, count
+        moved += signed is not pages[0]
+    assert moved >= 3
+
+
 def test_a_signature_after_a_long_answer_keeps_its_label_image_and_date_together() -> None:
     # The answer before it runs over pages: it cannot come along, the block still does.
     for lines in range(40, 80, 3):

@@ -36,6 +36,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "retention",
             "exports",
             "patient_requests",
+            "branding",
         }
     ),
     frozenset({"app", "cli", "migrations", "__main__"}),

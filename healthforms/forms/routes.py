@@ -22,6 +22,7 @@ from healthforms.forms.validation import (
     validate_description,
     validate_fields,
     validate_retention_days,
+    validate_thank_you_message,
     validate_title,
 )
 from healthforms.security.context import CurrentPrincipal, EditorPrincipal
@@ -80,8 +81,13 @@ async def create_form(
     description = validate_description(body.get("description"))
     fields = validate_fields(body.get("fields") or [])
     retention_days = validate_retention_days(body.get("retentionDays"))
+    thank_you = validate_thank_you_message(body.get("thankYouMessage"))
     form = await FormService(session, principal).create(
-        title=title, description=description, fields=fields, retention_days=retention_days
+        title=title,
+        description=description,
+        fields=fields,
+        retention_days=retention_days,
+        thank_you_message=thank_you,
     )
     await auditor.record(
         FORM_CREATED,
@@ -122,6 +128,11 @@ async def update_form(
     retention_days = (
         validate_retention_days(body["retentionDays"]) if "retentionDays" in body else UNCHANGED
     )
+    thank_you = (
+        validate_thank_you_message(body["thankYouMessage"])
+        if "thankYouMessage" in body
+        else UNCHANGED
+    )
     edit_locks = FormEditLocks(state.locks, session, principal)
     try:
         form = await service.update(
@@ -131,6 +142,7 @@ async def update_form(
             fields=fields,
             revision=_revision(body),
             retention_days=retention_days,
+            thank_you_message=thank_you,
             fence=guard.fence,
             fence_check=guard.check,
         )

@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 
 from healthforms.audit.events import LOCK_CONFLICT, PDF_GENERATED, PDF_SERVED, Outcome
 from healthforms.audit.recorder import Auditor
+from healthforms.branding.service import load_branding, logo_of
 from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_sealed, pdf_aad, seal
 from healthforms.errors import Conflict, HealthformsError, NotFound, ServiceUnavailable
 from healthforms.forms.schema import FieldDef, FieldType
@@ -228,9 +229,12 @@ class PdfService:
         async with self.state.db.sessions() as session:
             version = await get_version(session, row)
             organization = await session.get(Organization, row.organization_id)
+            branding = await load_branding(session, row.organization_id)
+            logo = await logo_of(session, row.organization_id)
         content = open_response(self.state.keys, row)
+        name = branding.name if branding else (organization.name if organization else "")
         return RenderJob(
-            organization=organization.name if organization else "",
+            organization=name,
             title=version.title,
             description=version.description,
             version=row.form_version,
@@ -241,6 +245,7 @@ class PdfService:
             signatures=content.signatures,
             confirmation=row.confirmation,
             form_id=row.form_id,
+            logo=logo.logo if logo is not None else None,
         )
 
     async def state_of(self, response_id: str) -> PdfState:

@@ -80,6 +80,7 @@ class PublishedForm:
     description: str
     raw_fields: list[dict[str, Any]]
     fields: list[FieldDef]
+    thank_you_message: str | None = None  # the version's, shown after sending
 
     def public_json(self) -> dict[str, Any]:
         return {
@@ -154,6 +155,7 @@ async def load_published(session: AsyncSession, public_id: str) -> PublishedForm
         description=version.description,
         raw_fields=list(version.fields),
         fields=fields_from_json(version.fields),
+        thank_you_message=version.thank_you_message,
     )
 
 

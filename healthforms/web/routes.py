@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 
 from healthforms.alerts.service import list_alerts, mark_read, unread_count
 from healthforms.audit.recorder import AuditorDep
+from healthforms.branding.service import BrandingService, patient_branding
 from healthforms.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from healthforms.http.errors import wants_html
 from healthforms.http.hot_routes import from_request
@@ -510,6 +511,23 @@ async def audit_page(request: Request, staff: AdminPage, state: StateDep) -> Res
     )
 
 
+@router.get("/admin/branding")
+async def branding_page(
+    request: Request, staff: AdminPage, state: StateDep, db: DbSessionDep
+) -> Response:
+    """Name, accent colour and logo patients see (data and changes: the branding API)."""
+    branding, _ = await BrandingService(db, staff.principal.organization_id).current()
+    return render(
+        request,
+        "admin_branding.html",
+        title="Branding",
+        nav="branding",
+        branding=branding,
+        organization_name=await clinic_name(db, staff.principal.organization_id),
+        **_staff_context(state, staff),
+    )
+
+
 @router.get("/f/{public_id}")
 async def public_form_page(
     public_id: str, request: Request, db: DbSessionDep, state: StateDep
@@ -529,6 +547,8 @@ async def public_form_page(
         description=form.description,
         fields=form.raw_fields,
         version=form.version,
+        branding=await patient_branding(db, form.organization_id),
+        thank_you_message=form.thank_you_message,
     )
 
 
@@ -551,7 +571,8 @@ async def request_form_page(
             status_code=exc.status_code,
             title="This link cannot be used",
         )
-    clinic = await clinic_name(db, row.organization_id)
+    branding = await patient_branding(db, row.organization_id)
+    clinic = branding.name if branding is not None else await clinic_name(db, row.organization_id)
     return render(
         request,
         "public_form.html",
@@ -564,4 +585,6 @@ async def request_form_page(
         description=form.description,
         fields=form.raw_fields,
         version=form.version,
+        branding=branding,
+        thank_you_message=form.thank_you_message,
     )

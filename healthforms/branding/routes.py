@@ -10,18 +10,23 @@ allows no inline style, and the re-encoded logo; both with an ETag and a cache l
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.audit.events import BRANDING_LOGO_REMOVED, BRANDING_LOGO_SET, BRANDING_UPDATED
-from healthforms.audit.recorder import AuditorDep
+from healthforms.audit.recorder import Auditor, AuditorDep
 from healthforms.branding.service import (
     CACHE,
     MAX_LOGO_BYTES,
     BrandingService,
     LogoRefused,
     branding_json,
+    clean_logo,
     logo_of,
     patient_branding,
     updated_at_of,
@@ -47,6 +52,37 @@ async def get_branding(principal: CurrentPrincipal, session: DbSessionDep) -> di
     return await _json(BrandingService(session, principal.organization_id))
 
 
+# What a change did, for its audit event: (action, detail), or None when it changed nothing.
+Change = Callable[[], Awaitable[tuple[str, dict[str, object] | None] | None]]
+
+
+async def _apply(
+    session: AsyncSession, auditor: Auditor, organization_id: str, change: Change
+) -> None:
+    """Run `change` and commit it with its audit event. Two first-ever saves of one
+    organisation race to insert its branding row: the loser's insert fails on the
+    primary key, and it runs again against the row the winner wrote (never a 500)."""
+    for attempt in (1, 2):
+        try:
+            outcome = await change()
+            if outcome is None:
+                return
+            action, detail = outcome
+            event = auditor.event(
+                action, resource_type=RESOURCE_TYPE, resource_id=organization_id, detail=detail
+            )
+            await auditor.record_in(session, event)
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            if attempt == 2:
+                raise
+            continue
+        auditor.committed(event)
+        CACHE.forget(organization_id)
+        return
+
+
 @router.put("/api/organization/branding")
 async def put_branding(
     request: Request, principal: AdminPrincipal, session: DbSessionDep, auditor: AuditorDep
@@ -58,18 +94,12 @@ async def put_branding(
     if not isinstance(body, dict):
         raise ValidationFailed({"body": "Send a JSON object."})
     service = BrandingService(session, principal.organization_id)
-    changed = await service.update(body)
-    if changed:
-        event = auditor.event(
-            BRANDING_UPDATED,
-            resource_type=RESOURCE_TYPE,
-            resource_id=principal.organization_id,
-            detail={"changed": changed},
-        )
-        await auditor.record_in(session, event)
-        await session.commit()
-        auditor.committed(event)
-        CACHE.forget(principal.organization_id)
+
+    async def change() -> tuple[str, dict[str, object] | None] | None:
+        changed = await service.update(body)
+        return (BRANDING_UPDATED, {"changed": changed}) if changed else None
+
+    await _apply(session, auditor, principal.organization_id, change)
     return await _json(service)
 
 
@@ -84,18 +114,21 @@ async def put_logo(
         data += chunk
         if len(data) > MAX_LOGO_BYTES:
             raise LogoRefused("is larger than 1 MB")
+    # Decoding and re-encoding is CPU work: off the event loop.
+    logo = await asyncio.to_thread(clean_logo, bytes(data))
     service = BrandingService(session, principal.organization_id)
-    media_type, width, height, size = await service.set_logo(bytes(data))
-    event = auditor.event(
-        BRANDING_LOGO_SET,
-        resource_type=RESOURCE_TYPE,
-        resource_id=principal.organization_id,
-        detail={"type": media_type, "width": width, "height": height, "bytes": size},
-    )
-    await auditor.record_in(session, event)
-    await session.commit()
-    auditor.committed(event)
-    CACHE.forget(principal.organization_id)
+
+    async def change() -> tuple[str, dict[str, object] | None]:
+        await service.set_logo(logo)
+        detail: dict[str, object] = {
+            "type": logo.media_type,
+            "width": logo.width,
+            "height": logo.height,
+            "bytes": len(logo.data),
+        }
+        return BRANDING_LOGO_SET, detail
+
+    await _apply(session, auditor, principal.organization_id, change)
     return await _json(service)
 
 
@@ -104,16 +137,11 @@ async def delete_logo(
     principal: AdminPrincipal, session: DbSessionDep, auditor: AuditorDep
 ) -> dict[str, object]:
     service = BrandingService(session, principal.organization_id)
-    if await service.remove_logo():
-        event = auditor.event(
-            BRANDING_LOGO_REMOVED,
-            resource_type=RESOURCE_TYPE,
-            resource_id=principal.organization_id,
-        )
-        await auditor.record_in(session, event)
-        await session.commit()
-        auditor.committed(event)
-        CACHE.forget(principal.organization_id)
+
+    async def change() -> tuple[str, dict[str, object] | None] | None:
+        return (BRANDING_LOGO_REMOVED, None) if await service.remove_logo() else None
+
+    await _apply(session, auditor, principal.organization_id, change)
     return await _json(service)
 
 

@@ -121,9 +121,17 @@ def validate_display_name(value: object) -> str | None:
     return text or None
 
 
-def clean_logo(data: bytes) -> tuple[bytes, str, int, int]:
-    """(image, media type, width, height) of an uploaded logo, re-encoded without any
-    metadata and at most MAX_LOGO_SIDE pixels a side; LogoRefused otherwise."""
+@dataclass(frozen=True, slots=True)
+class CleanLogo:
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+
+
+def clean_logo(data: bytes) -> CleanLogo:
+    """An uploaded logo re-encoded without any metadata and at most MAX_LOGO_SIDE pixels
+    a side; LogoRefused otherwise. CPU-bound: callers run it off the event loop."""
     if not data:
         raise LogoRefused("is empty: choose a PNG or JPEG file")
     if len(data) > MAX_LOGO_BYTES:
@@ -135,7 +143,7 @@ def clean_logo(data: bytes) -> tuple[bytes, str, int, int]:
     except UnsafeFile as exc:
         raise LogoRefused(str(exc)) from None
     assert clean.width is not None and clean.height is not None  # noqa: S101 - images set both
-    return clean.data, clean.media_type, clean.width, clean.height
+    return CleanLogo(clean.data, clean.media_type, clean.width, clean.height)
 
 
 class BrandingCache:
@@ -213,9 +221,12 @@ class BrandingService:
     async def _writable(self) -> OrganizationBranding:
         row = await _row(self.session, self.organization_id)
         if row is None:
-            row = OrganizationBranding(organization_id=self.organization_id, revision=0)
+            row = OrganizationBranding(organization_id=self.organization_id, revision=1)
             self.session.add(row)
-        row.revision = (row.revision or 0) + 1
+        else:
+            # Counted by the database: two concurrent saves make two revisions, so the
+            # second change never hides behind a URL a browser cached for the first.
+            row.revision = OrganizationBranding.revision + 1
         row.updated_at = utcnow()
         return row
 
@@ -243,14 +254,12 @@ class BrandingService:
                 setattr(row, column, value)
         return changed
 
-    async def set_logo(self, data: bytes) -> tuple[str, int, int, int]:
-        """Store the cleaned logo; return (type, width, height, bytes) for the audit."""
-        image, media_type, width, height = clean_logo(data)
+    async def set_logo(self, logo: CleanLogo) -> None:
+        """Store a logo `clean_logo` made."""
         row = await self._writable()
-        row.logo, row.logo_type = image, media_type
-        row.logo_width, row.logo_height = width, height
-        row.logo_sha256 = hashlib.sha256(image).hexdigest()
-        return media_type, width, height, len(image)
+        row.logo, row.logo_type = logo.data, logo.media_type
+        row.logo_width, row.logo_height = logo.width, logo.height
+        row.logo_sha256 = hashlib.sha256(logo.data).hexdigest()
 
     async def remove_logo(self) -> bool:
         row = await _row(self.session, self.organization_id)

@@ -3,6 +3,7 @@ stylesheet and logo; the patient page and the PDF showing them; a form's thank-y
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import struct
@@ -357,3 +358,23 @@ async def test_the_pdf_prints_the_logo_and_the_display_name(
         if str(obj["/Subtype"]) == "/Image":
             sizes.append((int(cast(int, obj["/Width"])), int(cast(int, obj["/Height"]))))
     assert (400, 100) in sizes  # the logo, beside the name on page 1
+
+
+async def test_concurrent_first_saves_all_land_and_each_gets_its_own_revision(
+    db: Database, staff: StaffFactory
+) -> None:
+    org = await create_organization(db)
+    colours = ["#5a2ca0", "#0f6272", "#b00020", "#1d4ed8", "#166534", "#7c2d12"]
+    async with staff(org, Role.ADMIN) as first, staff(org, Role.ADMIN) as second:
+        clients = [first, second] * 3
+        replies = await asyncio.gather(
+            *(
+                http.put(BRANDING, json={"accentColor": colour})
+                for http, colour in zip(clients, colours, strict=True)
+            )
+        )
+        assert [r.status_code for r in replies] == [200] * len(colours), [r.text for r in replies]
+        final = (await first.get(BRANDING)).json()
+    assert final["revision"] == len(colours)
+    assert final["accentColor"] in colours
+    assert len(await events(db, "branding.updated", org)) == len(colours)

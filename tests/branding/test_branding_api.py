@@ -21,6 +21,7 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.forms.validation import MAX_THANK_YOU
 from healthforms.security.principal import Role
+from tests.patient_requests.helpers import create_request, token_of
 from tests.support.response_factory import (
     UNICODE_NAME,
     PublishedForm,
@@ -34,6 +35,7 @@ from tests.support.response_fixtures import StaffFactory
 BRANDING = "/api/organization/branding"
 LOGO = "/api/organization/branding/logo"
 GPS_IFD = 0x8825
+ACCENT = "#5a2ca0"
 
 
 def png(size: tuple[int, int] = (300, 120), color: tuple[int, int, int] = (15, 98, 114)) -> bytes:
@@ -378,3 +380,19 @@ async def test_concurrent_first_saves_all_land_and_each_gets_its_own_revision(
     assert final["revision"] == len(colours)
     assert final["accentColor"] in colours
     assert len(await events(db, "branding.updated", org)) == len(colours)
+
+
+async def test_a_patient_s_personal_link_shows_the_clinic_s_branding(
+    clinic: PublishedForm, admin: httpx.AsyncClient
+) -> None:
+    await admin.put(BRANDING, json={"displayName": "Sunrise Family Clinic", "accentColor": ACCENT})
+    branding = (await put_logo(admin, png())).json()
+    form = await publish_with_thank_you(admin, clinic.form_id, "See you soon.")
+    created = await create_request(admin, form["id"])
+    page = await admin.get(f"/r/{token_of(created['link'])}", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    html = page.text
+    assert f'<link rel="stylesheet" href="{branding["stylesheet"]}">' in html
+    assert f'src="{branding["logo"]["url"]}"' in html
+    assert "Your form from Sunrise Family Clinic" in html
+    assert "See you soon." in html

@@ -75,6 +75,14 @@ REQUESTS_LISTED = "requests.listed"
 BRANDING_UPDATED = "branding.updated"
 BRANDING_LOGO_SET = "branding.logo_set"
 BRANDING_LOGO_REMOVED = "branding.logo_removed"
+# A patient's saved draft (submissions/drafts/): ids only, never answers. Saved (detail
+# {"formId", "created"}), resumed (a read of PHI; detail {"formId", "via": "link"|"code",
+# "dropped"}), deleted (detail {"reason": "submitted"|"expired"|"discarded"}; when sent,
+# in the response's transaction; when expired, by the sweep, with no actor).
+DRAFT_SAVED = "draft.saved"
+DRAFT_RESUMED = "draft.resumed"
+DRAFT_DELETED = "draft.deleted"
+DRAFT_EMAILED = "draft.emailed"  # the patient asked for the link by email (no address)
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

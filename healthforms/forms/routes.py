@@ -17,7 +17,9 @@ from healthforms.audit.events import (
 from healthforms.audit.recorder import Auditor, AuditorDep
 from healthforms.errors import ValidationFailed
 from healthforms.forms.edit_lock import FormEditLocks, FormLocked, lock_json
+from healthforms.forms.schema import fields_from_json
 from healthforms.forms.service import UNCHANGED, FormService, StaleLock, form_json
+from healthforms.forms.translations import validate_translations
 from healthforms.forms.validation import (
     validate_description,
     validate_fields,
@@ -82,12 +84,14 @@ async def create_form(
     fields = validate_fields(body.get("fields") or [])
     retention_days = validate_retention_days(body.get("retentionDays"))
     thank_you = validate_thank_you_message(body.get("thankYouMessage"))
+    translations = validate_translations(body.get("translations"), fields)
     form = await FormService(session, principal).create(
         title=title,
         description=description,
         fields=fields,
         retention_days=retention_days,
         thank_you_message=thank_you,
+        translations=translations,
     )
     await auditor.record(
         FORM_CREATED,
@@ -117,7 +121,8 @@ async def update_form(
     service = FormService(session, principal)
     # 404 before any validation detail leaks. The save is a compare-and-set on the
     # revision read here, so this is the retention period the save replaces.
-    previous_retention = (await service.get(form_id)).retention_days
+    stored = await service.get(form_id)
+    previous_retention = stored.retention_days
     try:
         guard = await FormEditLocks(state.locks, session, principal).guard_save(form_id)
     except FormLocked as error:
@@ -133,6 +138,16 @@ async def update_form(
         if "thankYouMessage" in body
         else UNCHANGED
     )
+    # Checked against the fields they are saved with (the stored ones when the save
+    # leaves the fields as they are).
+    translations = (
+        validate_translations(
+            body["translations"],
+            fields if fields is not None else fields_from_json(list(stored.fields or [])),
+        )
+        if "translations" in body
+        else UNCHANGED
+    )
     edit_locks = FormEditLocks(state.locks, session, principal)
     try:
         form = await service.update(
@@ -143,6 +158,7 @@ async def update_form(
             revision=_revision(body),
             retention_days=retention_days,
             thank_you_message=thank_you,
+            translations=translations,
             fence=guard.fence,
             fence_check=guard.check,
         )

@@ -72,3 +72,14 @@ def pdf_filename(
     ascii_name = name(slug(title, ascii_only=True))
     exact = name(slug(title, ascii_only=False))
     return PdfFileName(ascii=ascii_name, exact=exact)
+
+
+def in_language(name: PdfFileName, language: str) -> PdfFileName:
+    """The name of a copy printed in another language: `..._<code>_<language>.pdf`."""
+    tag = _CODE.sub("", language)[:16]
+    if not tag:
+        return name
+    return PdfFileName(
+        ascii=f"{name.ascii.removesuffix('.pdf')}_{tag}.pdf",
+        exact=f"{name.exact.removesuffix('.pdf')}_{tag}.pdf",
+    )

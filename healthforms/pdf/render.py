@@ -21,6 +21,8 @@ from fpdf.enums import MethodReturnValue, XPos, YPos
 from PIL import Image
 
 from healthforms.forms.schema import LAYOUT_TYPES, FieldDef, FieldType
+from healthforms.forms.translations import localize
+from healthforms.languages import DEFAULT_LANGUAGE, N_, Message, translate
 from healthforms.pdf.document import NOT_ANSWERED, PdfDocument, PdfItem, build_document
 
 FONT_DIR = Path(__file__).parent / "fonts"
@@ -84,9 +86,9 @@ class _ResponsePdf(FPDF):
 
     def _running_header(self) -> tuple[str, float]:
         doc = self.doc
-        text = f"{doc.title}  ·  Response {doc.response_id}"
+        text = self._t(N_("{title}  ·  Response {id}", title=doc.title, id=doc.response_id))
         if doc.confirmation:
-            text += f"  ·  Confirmation {doc.confirmation}"
+            text += "  ·  " + self._t(N_("Confirmation {code}", code=doc.confirmation))
         return text, self._fitting_size(text, "", 8, self._width, smallest=7)
 
     def body_top(self) -> float:
@@ -96,6 +98,10 @@ class _ResponsePdf(FPDF):
         text, size = self._running_header()
         self._body_top = self.t_margin + self._text_height(text, self._width, 4.5, "", size) + 3
         return self._body_top
+
+    def _t(self, message: Message) -> str:
+        """A fixed text of the PDF in the document's language."""
+        return translate(message, self.doc.language)
 
     def header(self) -> None:
         if self.page_no() == 1:
@@ -109,13 +115,20 @@ class _ResponsePdf(FPDF):
 
     def footer(self) -> None:
         self.set_y(-15)
-        text = f"{self.doc.organization}  ·  version {self.doc.version}"
+        text = self._t(
+            N_(
+                "{clinic}  ·  version {version}",
+                clinic=self.doc.organization,
+                version=self.doc.version,
+            )
+        )
         left = self._width - 32
         self.set_font(FONT, "", self._fitting_size(text, "", 8, left))
         self.set_text_color(*_MUTED)
         self.multi_cell(left, 3.5, text, align="L", new_x=XPos.RIGHT, new_y=YPos.TOP)
         self.set_font(FONT, "", 8)
-        self.cell(32, 3.5, f"Page {self.page_no()} of {{nb}}", align="R")
+        page = self._t(N_("Page {page} of {pages}", page=self.page_no(), pages="{nb}"))
+        self.cell(32, 3.5, page, align="R")
 
     def _rule(self) -> None:
         self.set_draw_color(*_RULE)
@@ -156,11 +169,16 @@ class _ResponsePdf(FPDF):
         not fit half the width; a value shrinks to fit, then wraps: a long id, code or
         title is never cut off."""
         doc = self.doc
-        form = f"{doc.form_id}, version {doc.version}" if doc.form_id else f"version {doc.version}"
-        pairs = [("Response", doc.response_id)]
+        if doc.form_id:
+            form = self._t(
+                N_("{form_id}, version {version}", form_id=doc.form_id, version=doc.version)
+            )
+        else:
+            form = self._t(N_("version {version}", version=doc.version))
+        pairs = [(self._t(N_("Response")), doc.response_id)]
         if doc.confirmation:
-            pairs.append(("Confirmation", doc.confirmation))
-        pairs += [("Submitted", doc.submitted_text), ("Form", form)]
+            pairs.append((self._t(N_("Confirmation")), doc.confirmation))
+        pairs += [(self._t(N_("Submitted")), doc.submitted_text), (self._t(N_("Form")), form)]
         half = self._width / 2
         rows: list[list[tuple[str, str]]] = []
         for name, value in pairs:
@@ -221,7 +239,7 @@ class _ResponsePdf(FPDF):
         elif item.choices:
             height += 6 * len(item.choices)
         else:
-            height += 5.5 * self._lines(item.text or NOT_ANSWERED, 11)
+            height += 5.5 * self._lines(item.text or self._t(NOT_ANSWERED), 11)
         return height + 3
 
     def block(self, item: PdfItem) -> None:
@@ -262,7 +280,7 @@ class _ResponsePdf(FPDF):
                 total += image_size(item.signature_png, _SIGNATURE_MAX_W, _SIGNATURE_MAX_H)[1]
                 total += 2.5
             else:
-                total += self._text_height(NOT_ANSWERED, width, 5.5, "", 11)
+                total += self._text_height(self._t(NOT_ANSWERED), width, 5.5, "", 11)
             for line in self._evidence_lines(item):
                 total += self._text_height(line, width, 4, "", 8)
         elif item.choices:
@@ -272,7 +290,7 @@ class _ResponsePdf(FPDF):
         elif item.checked is not None:
             total += 5.2 + 0.6
         else:
-            text = item.text or NOT_ANSWERED
+            text = item.text or self._t(NOT_ANSWERED)
             if len(text) > _MEASURE_MAX_CHARS:
                 return math.inf
             total += self._text_height(text, width, 5.5, "", 11)
@@ -316,7 +334,9 @@ class _ResponsePdf(FPDF):
             for option, ticked in item.choices:
                 self._tick_line(option, ticked)
         elif item.checked is not None:
-            self._tick_line("Agreed" if item.checked else "Not agreed", item.checked)
+            self._tick_line(
+                self._t(N_("Agreed")) if item.checked else self._t(N_("Not agreed")), item.checked
+            )
         else:
             self._answer_text(item.text)
         self.ln(3)
@@ -327,7 +347,7 @@ class _ResponsePdf(FPDF):
         self.set_font(FONT, "", 11)
         if text is None:
             self.set_text_color(*_MUTED)
-            text = NOT_ANSWERED
+            text = self._t(NOT_ANSWERED)
         else:
             self.set_text_color(*_INK)
         self.multi_cell(0, 5.5, text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -354,18 +374,25 @@ class _ResponsePdf(FPDF):
         ev = item.evidence
         if ev is None:
             return []
+        unknown = self._t(N_("unknown"))
         lines = [
-            f"Signed at: {ev.signed_at or 'unknown'}    IP: {ev.ip or 'unknown'}",
-            f"User agent: {ev.user_agent or 'unknown'}",
-            f"Form version hash: {ev.version_hash or 'unknown'}",
+            self._t(
+                N_(
+                    "Signed at: {at}    IP: {ip}",
+                    at=ev.signed_at or unknown,
+                    ip=ev.ip or unknown,
+                )
+            ),
+            self._t(N_("User agent: {agent}", agent=ev.user_agent or unknown)),
+            self._t(N_("Form version hash: {hash}", hash=ev.version_hash or unknown)),
         ]
         if ev.answers_hash:
-            lines.append(f"Answers hash: {ev.answers_hash}")
+            lines.append(self._t(N_("Answers hash: {hash}", hash=ev.answers_hash)))
         return lines
 
     def _signature(self, item: PdfItem) -> None:
         if item.signature_png is None:
-            unreadable = "Signature image could not be read"
+            unreadable = self._t(N_("Signature image could not be read"))
             self._answer_text(unreadable if item.signature_unreadable else None)
         else:
             # Image size in mm from its pixels, bounded to the signature box.
@@ -393,7 +420,7 @@ def render_pdf(doc: PdfDocument) -> bytes:
     if not doc.items:
         pdf.set_font(FONT, "", 11)
         pdf.set_text_color(*_MUTED)
-        pdf.multi_cell(0, 6, "This response has no answers.")
+        pdf.multi_cell(0, 6, translate(N_("This response has no answers."), doc.language))
     for index, item in enumerate(doc.items):
         following = doc.items[index + 1] if index + 1 < len(doc.items) else None
         pdf.item(item, following)
@@ -416,23 +443,41 @@ class RenderJob:
     confirmation: str = ""
     form_id: str = ""
     logo: bytes | None = None
+    # Printed in `language`: the version's `translations` for its texts (forms/
+    # translations.py), the catalogue for the PDF's own words.
+    language: str = DEFAULT_LANGUAGE
+    translations: dict[str, Any] | None = None
 
 
 def document_of(job: RenderJob) -> PdfDocument:
     """The document model of a render job (what either renderer draws)."""
+    shown = localize(
+        job.title,
+        job.description,
+        [field.to_json() for field in job.fields],
+        job.translations,
+        job.language,
+    )
+    labels = {str(raw.get("id")): str(raw.get("label")) for raw in shown.fields}
+    fields = [
+        field.model_copy(update={"label": labels.get(field.id, field.label)})
+        for field in job.fields
+    ]
     return build_document(
         organization=job.organization,
-        title=job.title,
-        description=job.description,
+        title=shown.title,
+        description=shown.description,
         version=job.version,
         response_id=job.response_id,
         submitted_at=job.submitted_at,
-        fields=job.fields,
+        fields=fields,
         answers=job.answers,
         signatures=job.signatures,
         confirmation=job.confirmation,
         form_id=job.form_id,
         logo=job.logo,
+        option_labels=shown.option_labels(),
+        language=job.language,
     )
 
 

@@ -1,22 +1,41 @@
 // Patient-facing fields: render (builder preview), read answers, evaluate showWhen,
 // client-side hints, the signature pad. Markup mirrors templates/_fields.html.
 import { el } from "./api.js";
+import { LAYOUT, visibleIds } from "./conditions.js";
+import { _ } from "./i18n.js";
 
 const INPUT_TYPES = { text: "text", email: "email", phone: "tel", number: "number", date: "date" };
 
 function requiredMark(f) {
   return f.required
     ? [" ", el("span", { class: "req", "aria-hidden": "true", text: "*" }),
-       el("span", { class: "visually-hidden", text: " (required)" })]
+       el("span", { class: "visually-hidden", text: ` ${_("(required)")}` })]
     : [];
 }
 
 // Node.append(null) would insert the text "null".
 const present = (...nodes) => nodes.filter(Boolean);
 
+/** A heading, paragraph or page title, as the server renders it on the patient page. */
+function renderBlock(f, fid, headingLevel) {
+  const showWhen = f.showWhen ? JSON.stringify(f.showWhen) : null;
+  if (f.type === "pageBreak") {
+    // The builder's preview is one column: a page break shows as its page's title.
+    return el("div", { class: "form-page page-marker", id: `${fid}-wrap`, "data-field-id": f.id,
+      "data-type": f.type, "data-show-when": showWhen },
+    el("h3", { class: "page-title", text: f.label || "New page" }));
+  }
+  return el("div", { class: `block block-${f.type}`, id: `${fid}-wrap`, "data-field-id": f.id,
+    "data-type": f.type, "data-show-when": showWhen },
+  f.type === "heading"
+    ? el(`h${headingLevel}`, { class: "block-heading", text: f.label })
+    : el("p", { class: "block-text", text: f.label }));
+}
+
 /** Build one field's DOM, as the server renders it on the patient page. */
-export function renderField(f, prefix = "q") {
+export function renderField(f, prefix = "q", headingLevel = 2) {
   const fid = `${prefix}-${f.id}`;
+  if (LAYOUT.has(f.type)) return renderBlock(f, fid, headingLevel);
   const described = [...(f.helpText ? [`${fid}-help`] : []), `${fid}-error`].join(" ");
   const help = f.helpText ? el("p", { class: "help", id: `${fid}-help`, text: f.helpText }) : null;
   const error = el("p", { class: "field-error", id: `${fid}-error`, hidden: true });
@@ -100,39 +119,29 @@ export function fieldValue(wrap) {
   return type === "textarea" ? raw : raw.trim();
 }
 
-function same(a, b) {
-  if (a === undefined || a === null) return false;
-  if (typeof a === typeof b) return a === b;
-  return String(a) === String(b);
+function parseShowWhen(raw) {
+  if (!raw) return undefined;
+  try { return JSON.parse(raw); } catch { return undefined; }
 }
 
-function conditionHolds(cond, value) {
-  if (cond.equals !== undefined) return Array.isArray(value) ? value.some((v) => same(v, cond.equals)) : same(value, cond.equals);
-  if (cond.notEquals !== undefined) return !(Array.isArray(value) ? value.some((v) => same(v, cond.notEquals)) : same(value, cond.notEquals));
-  if (cond.contains !== undefined) {
-    if (Array.isArray(value)) return value.some((v) => same(v, cond.contains));
-    return typeof value === "string" && value.toLowerCase().includes(String(cond.contains).toLowerCase());
-  }
-  return true;
-}
-
-/** Show or hide fields by their showWhen (display only: the server decides again). */
+/**
+ * Show or hide fields, blocks and pages by their showWhen, through conditions.js (the
+ * twin of the server's evaluation). Display only: the server decides again. A page
+ * hidden by its condition is marked data-skipped; its fields are hidden one by one.
+ */
 export function applyShowWhen(root) {
-  const wraps = [...root.querySelectorAll(".q[data-field-id]")];
-  const byId = new Map(wraps.map((w) => [w.dataset.fieldId, w]));
-  // Repeat so chains (c depends on b depends on a) settle.
-  for (let round = 0; round < 5; round += 1) {
-    let changed = false;
-    for (const wrap of wraps) {
-      if (!wrap.dataset.showWhen) continue;
-      let cond;
-      try { cond = JSON.parse(wrap.dataset.showWhen); } catch { continue; }
-      const target = byId.get(cond.field);
-      const value = target && !target.hidden ? fieldValue(target) : undefined;
-      const show = conditionHolds(cond, value);
-      if (wrap.hidden === show) { wrap.hidden = !show; changed = true; }
-    }
-    if (!changed) break;
+  const nodes = [...root.querySelectorAll(".form-page[data-field-id], .q[data-field-id], .block[data-field-id]")];
+  const items = nodes.map((node) => ({
+    id: node.dataset.fieldId,
+    type: node.dataset.type,
+    showWhen: parseShowWhen(node.dataset.showWhen),
+    value: node.classList.contains("q") ? fieldValue(node) : undefined,
+  }));
+  const shown = visibleIds(items);
+  for (const node of nodes) {
+    const on = shown.has(node.dataset.fieldId);
+    if (node.classList.contains("form-page")) node.toggleAttribute("data-skipped", !on);
+    else if (node.hidden === on) node.hidden = !on;
   }
 }
 
@@ -162,17 +171,17 @@ export function clientErrors(root) {
     const required = Boolean(wrap.dataset.required);
     const empty = value === undefined || value === false || (Array.isArray(value) && value.length === 0);
     if (required && empty) {
-      errors[id] = type === "signature" ? "Please sign here." :
-        type === "checkbox" && wrap.querySelector(".consent") ? "Please tick this box to continue." :
-        "This field is required.";
+      errors[id] = type === "signature" ? _("Please sign here.") :
+        type === "checkbox" && wrap.querySelector(".consent") ? _("Please tick this box to continue.") :
+        _("This field is required.");
       continue;
     }
     if (empty) continue;
-    if (type === "email" && !EMAIL_RE.test(value)) errors[id] = "Enter an email address like name@example.com.";
+    if (type === "email" && !EMAIL_RE.test(value)) errors[id] = _("Enter an email address like name@example.com.");
     if (type === "number") {
-      if (typeof value !== "number") errors[id] = "Enter a number.";
-      else if (hasBound(wrap.dataset.min) && value < Number(wrap.dataset.min)) errors[id] = `Enter a number of at least ${wrap.dataset.min}.`;
-      else if (hasBound(wrap.dataset.max) && value > Number(wrap.dataset.max)) errors[id] = `Enter a number of at most ${wrap.dataset.max}.`;
+      if (typeof value !== "number") errors[id] = _("Enter a number.");
+      else if (hasBound(wrap.dataset.min) && value < Number(wrap.dataset.min)) errors[id] = _("Enter a number of at least {min}.", { min: wrap.dataset.min });
+      else if (hasBound(wrap.dataset.max) && value > Number(wrap.dataset.max)) errors[id] = _("Enter a number of at most {max}.", { max: wrap.dataset.max });
     }
   }
   return errors;

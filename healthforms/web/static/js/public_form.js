@@ -8,7 +8,10 @@ import { api, ApiError, el } from "./api.js";
 import {
   applyShowWhen, clientErrors, collectAnswers, firstControl, initSignaturePads, showFieldErrors,
 } from "./fields.js";
+import { initPages } from "./form_pages.js";
 import { applyPrefill } from "./prefill.js";
+import { _, lang } from "./i18n.js";
+import { draftSent, heldDraftToken, initDrafts } from "./drafts.js";
 
 const publicId = document.body.dataset.publicId;
 const requestToken = document.body.dataset.request ? location.pathname.split("/").pop() : null;
@@ -34,7 +37,7 @@ let memory = load();
 const state = () => memory;
 
 async function fetchNonce() {
-  const { data } = await api(formApi, { credentials: "omit", auth401: false });
+  const { data } = await api(formApi, { credentials: "omit", auth401: false, language: lang });
   save({ ...state(), nonce: data.nonce, expiresAt: data.nonceExpiresAt });
   return data.nonce;
 }
@@ -52,9 +55,9 @@ async function currentNonce() {
 // A request link: its answers come prefilled (once per page load, into empty fields), and
 // a nonce still held from before a reload is kept (it may already carry a submission).
 async function loadRequest() {
-  const { status, data } = await api(formApi, { credentials: "omit", auth401: false, expect: [404, 410] });
+  const { status, data } = await api(formApi, { credentials: "omit", auth401: false, expect: [404, 410], language: lang });
   if (status !== 200) {
-    showSummary({}, (data && data.error) || "This link cannot be used. Please contact your clinic.");
+    showSummary({}, (data && data.error) || _("This link cannot be used. Please contact your clinic."));
     return;
   }
   if (!state().confirmation && data.prefill) applyPrefill(form, data.prefill);
@@ -95,6 +98,20 @@ function clearSummary() {
   summary.querySelector("ul").replaceChildren();
 }
 
+const pages = initPages(form, {
+  onErrors: (errors) => { if (errors) showSummary(errors); else clearSummary(); },
+});
+
+/** Empty every answer: after a confirmation nobody may page back to them. */
+function clearAnswers() {
+  form.reset();
+  for (const pad of form.querySelectorAll(".sigpad-clear")) pad.click();
+  showFieldErrors(form, {});
+  clearSummary();
+  applyShowWhen(form);
+  if (pages) pages.reset();
+}
+
 function showConfirmation(code, push) {
   document.getElementById("confirmation-code").textContent = code;
   formSection.hidden = true;
@@ -121,10 +138,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function post(answers) {
   let nonce = await currentNonce();
   let refreshed = false;
+  // A saved draft being sent (drafts.js): the server deletes it with the response.
+  const draft = requestToken ? null : heldDraftToken();
   for (let attempt = 0; attempt < 8; attempt += 1) {
     const { status, data, headers } = await api(`${formApi}/responses`, {
       method: "POST", csrf: false, credentials: "omit", auth401: false,
-      body: { nonce, answers }, expect: [400, 404, 409, 410, 422, 429],
+      body: draft ? { nonce, answers, draft, language: lang } : { nonce, answers, language: lang },
+      expect: [400, 404, 409, 410, 422, 429], language: lang,
     });
     const code = data && data.code;
     if (status === 200 || status === 201) return { ok: true, confirmation: data.confirmation };
@@ -143,20 +163,26 @@ let sending = false;
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   if (sending) return;
+  if (pages && !pages.onLastPage()) { pages.next(); return; }
   applyShowWhen(form);
   const hints = clientErrors(form);
   showFieldErrors(form, hints);
-  if (Object.keys(hints).length) { showSummary(hints); return; }
+  if (Object.keys(hints).length) {
+    if (pages) pages.showField(Object.keys(hints)[0]);
+    showSummary(hints);
+    return;
+  }
   clearSummary();
   sending = true;
   submitBtn.disabled = true;
   submitBtn.setAttribute("aria-busy", "true");
-  submitBtn.textContent = "Sending…";
+  submitBtn.textContent = _("Sending…");
   try {
     const result = await post(collectAnswers(form));
     if (result.ok) {
       save({ ...state(), confirmation: result.confirmation });
-      showFieldErrors(form, {});
+      draftSent();
+      clearAnswers();
       alreadySent.hidden = true;
       showConfirmation(result.confirmation, true);
       return;
@@ -164,30 +190,33 @@ form.addEventListener("submit", async (event) => {
     if (result.status === 422) {
       const fields = (result.data && result.data.fields) || {};
       showFieldErrors(form, fields);
-      showSummary(fields, Object.keys(fields).length ? null : (result.data && result.data.error) || "Some answers are not valid.");
+      if (pages && Object.keys(fields).length) pages.showField(Object.keys(fields)[0]);
+      showSummary(fields, Object.keys(fields).length ? null : (result.data && result.data.error) || _("Some answers are not valid."));
     } else if (result.code === "nonce_used" || (result.code === "nonce_invalid" && state().confirmation)) {
       if (state().confirmation) showConfirmation(state().confirmation, true);
-      else showSummary({}, "This form was already sent from this page. Reload the page to send a new response.");
+      else showSummary({}, _("This form was already sent from this page. Reload the page to send a new response."));
     } else if (result.status === 429) {
       const wait = Number(result.retryAfter) || 60;
-      showSummary({}, `Too many attempts from this connection. Please wait ${wait} second${wait === 1 ? "" : "s"} and send again; your answers are kept.`);
+      showSummary({}, wait === 1
+        ? _("Too many attempts from this connection. Please wait 1 second and send again; your answers are kept.")
+        : _("Too many attempts from this connection. Please wait {seconds} seconds and send again; your answers are kept.", { seconds: wait }));
     } else if (result.status === 410) {
-      showSummary({}, (result.data && result.data.error) || "This link was already used or has expired. Contact your clinic.");
+      showSummary({}, (result.data && result.data.error) || _("This link was already used or has expired. Contact your clinic."));
     } else if (result.status === 404) {
-      showSummary({}, "This form is no longer accepting responses. Please contact the clinic.");
+      showSummary({}, _("This form is no longer accepting responses. Please contact the clinic."));
     } else {
-      showSummary({}, (result.data && result.data.error) || "The form could not be sent. Please try again.");
+      showSummary({}, (result.data && result.data.error) || _("The form could not be sent. Please try again."));
     }
   } catch (err) {
     const message = err instanceof ApiError && err.status === 0
-      ? "Could not reach the clinic's server. Your answers are kept; check your connection and press Send again."
-      : "The form could not be sent. Your answers are kept; please press Send again.";
+      ? _("Could not reach the clinic's server. Your answers are kept; check your connection and press Send again.")
+      : _("The form could not be sent. Your answers are kept; please press Send again.");
     showSummary({}, message);
   } finally {
     sending = false;
     submitBtn.disabled = false;
     submitBtn.removeAttribute("aria-busy");
-    submitBtn.textContent = "Send";
+    submitBtn.textContent = _("Send");
   }
 });
 
@@ -196,21 +225,27 @@ form.addEventListener("change", () => applyShowWhen(form));
 document.getElementById("start-over")?.addEventListener("click", async () => {
   save({});
   alreadySent.hidden = true;
-  form.reset();
-  for (const pad of form.querySelectorAll(".sigpad-clear")) pad.click();
-  applyShowWhen(form);
+  clearAnswers();
   try { await fetchNonce(); } catch { /* fetched again on send */ }
   firstControl(form) && firstControl(form).focus();
 });
-window.addEventListener("popstate", () => {
-  if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);
-  else showForm();
+window.addEventListener("popstate", (event) => {
+  if (location.hash === "#confirmation" && state().confirmation) { showConfirmation(state().confirmation, false); return; }
+  showForm();
+  // Back from the confirmation: an empty form under "already sent", never the answers.
+  if (state().confirmation) clearAnswers();
+  else if (pages) pages.fromHistory(event.state);
 });
+// Restored from the back/forward cache or refilled by the browser's form restoration
+// after a confirmation (a shared waiting-room tablet): empty it again.
+window.addEventListener("pageshow", () => { if (state().confirmation) clearAnswers(); });
 
 initSignaturePads(form, () => applyShowWhen(form));
+if (state().confirmation) clearAnswers();
 applyShowWhen(form);
 if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);
 else showForm();
 // Fetch the nonce early so sending is one request; failures are retried on send.
 if (requestToken) loadRequest().catch(() => {});
 else currentNonce().catch(() => {});
+if (!requestToken) initDrafts({ publicId, form, currentNonce });

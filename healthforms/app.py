@@ -16,6 +16,7 @@ from healthforms.alerts.service import outbox_handlers
 from healthforms.audit.batch import close_appender
 from healthforms.audit.checkpoints import CheckpointWriter
 from healthforms.audit.routes import router as audit_router
+from healthforms.branding.routes import router as branding_router
 from healthforms.config import Settings, load_settings
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
@@ -192,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(exports_router)
     app.include_router(requests_router)
     app.include_router(public_requests_router)
+    app.include_router(branding_router)
     app.include_router(web_router)
     app.include_router(patient_page_router)
     return app

@@ -47,6 +47,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "retention",
             "exports",
             "patient_requests",
+            "branding",
         }
     ),
     frozenset({"app", "cli", "migrations", "__main__"}),

@@ -70,6 +70,11 @@ REQUEST_OPENED = "request.opened"
 REQUEST_COMPLETED = "request.completed"
 # A list that showed patients' names and contacts: one event naming the requests (detail).
 REQUESTS_LISTED = "requests.listed"
+# Branding (branding/): an admin changed what patients see of the clinic. No PHI; the
+# detail names what changed ({"changed": [...]}) or the new logo's type and size.
+BRANDING_UPDATED = "branding.updated"
+BRANDING_LOGO_SET = "branding.logo_set"
+BRANDING_LOGO_REMOVED = "branding.logo_removed"
 # A patient's saved draft (submissions/drafts/): ids only, never answers. Saved (detail
 # {"formId", "created"}), resumed (a read of PHI; detail {"formId", "via": "link"|"code",
 # "dropped"}), deleted (detail {"reason": "submitted"|"expired"|"discarded"}; when sent,

@@ -34,6 +34,8 @@ class Form(Base):
     # Days a response is kept after it was submitted; None keeps responses for ever.
     # The retention purge (retention/service.py) deletes older ones with their records.
     retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    # Shown to the patient after sending (plain text); frozen into the version at publish.
+    thank_you_message: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
     # Highest fencing number of the edit lock that saved this form (see security/locks.py).
     edit_fence: Mapped[int] = mapped_column(BigInteger, default=0)
     created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
@@ -55,6 +57,7 @@ class FormVersion(Base):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     fields: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    thank_you_message: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
     translations: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     published_by: Mapped[str | None] = mapped_column(String(40), nullable=True)

@@ -24,6 +24,7 @@ from healthforms.forms.validation import (
     validate_description,
     validate_fields,
     validate_retention_days,
+    validate_thank_you_message,
     validate_title,
 )
 from healthforms.security.context import CurrentPrincipal, EditorPrincipal
@@ -82,12 +83,14 @@ async def create_form(
     description = validate_description(body.get("description"))
     fields = validate_fields(body.get("fields") or [])
     retention_days = validate_retention_days(body.get("retentionDays"))
+    thank_you = validate_thank_you_message(body.get("thankYouMessage"))
     translations = validate_translations(body.get("translations"), fields)
     form = await FormService(session, principal).create(
         title=title,
         description=description,
         fields=fields,
         retention_days=retention_days,
+        thank_you_message=thank_you,
         translations=translations,
     )
     await auditor.record(
@@ -130,6 +133,11 @@ async def update_form(
     retention_days = (
         validate_retention_days(body["retentionDays"]) if "retentionDays" in body else UNCHANGED
     )
+    thank_you = (
+        validate_thank_you_message(body["thankYouMessage"])
+        if "thankYouMessage" in body
+        else UNCHANGED
+    )
     # Checked against the fields they are saved with (the stored ones when the save
     # leaves the fields as they are).
     translations = (
@@ -149,6 +157,7 @@ async def update_form(
             fields=fields,
             revision=_revision(body),
             retention_days=retention_days,
+            thank_you_message=thank_you,
             translations=translations,
             fence=guard.fence,
             fence_check=guard.check,

@@ -81,6 +81,7 @@ def form_json(form: Form) -> dict[str, Any]:
         "publicId": form.public_id,
         "hasUnpublishedChanges": form.has_unpublished_changes,
         "retentionDays": form.retention_days,
+        "thankYouMessage": form.thank_you_message,
         "createdAt": rfc3339(form.created_at),
         "updatedAt": rfc3339(form.updated_at),
     }
@@ -130,6 +131,7 @@ class FormService:
         description: str,
         fields: list[FieldDef],
         retention_days: int | None = None,
+        thank_you_message: str | None = None,
         translations: dict[str, Any] | None = None,
     ) -> Form:
         _check_retention_change(self.principal, None, retention_days)
@@ -146,6 +148,7 @@ class FormService:
             public_id=None,
             has_unpublished_changes=True,
             retention_days=retention_days,
+            thank_you_message=thank_you_message,
             edit_fence=0,
             created_by=self.principal.user_id,
             created_at=now,
@@ -173,6 +176,7 @@ class FormService:
         fields: list[FieldDef] | None,
         revision: int | None,
         retention_days: int | None | Literal[Unchanged.UNCHANGED] = UNCHANGED,
+        thank_you_message: str | None | Literal[Unchanged.UNCHANGED] = UNCHANGED,
         translations: dict[str, Any] | Literal[Unchanged.UNCHANGED] = UNCHANGED,
         fence: int | None = None,
         fence_check: FenceCheck | None = None,
@@ -200,6 +204,8 @@ class FormService:
         if retention_days is not UNCHANGED:
             _check_retention_change(self.principal, form.retention_days, retention_days)
             values["retention_days"] = retention_days
+        if thank_you_message is not UNCHANGED:
+            values["thank_you_message"] = thank_you_message
         if fence is not None:
             values["edit_fence"] = fence
         if fence_check is not None and not await fence_check(self.session):
@@ -249,6 +255,7 @@ class FormService:
                     title=form.title,
                     description=form.description,
                     fields=list(form.fields or []),
+                    thank_you_message=form.thank_you_message,
                     translations=form.translations or None,
                     published_at=now,
                     published_by=self.principal.user_id,

@@ -335,3 +335,21 @@ def validate_retention_days(value: object) -> int | None:
     if not MIN_RETENTION_DAYS <= value <= MAX_RETENTION_DAYS:
         raise ValidationFailed({"retentionDays": _RETENTION_MESSAGE})
     return value
+
+
+# What the patient reads after sending (docs/branding.md): plain text, never markup.
+MAX_THANK_YOU = 1000
+
+
+def validate_thank_you_message(value: object) -> str | None:
+    """Plain text of at most MAX_THANK_YOU characters; None (or blank) for the default."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationFailed({"thankYouMessage": "thankYouMessage must be text"})
+    text = value.replace("\r\n", "\n").strip()
+    if len(text) > MAX_THANK_YOU:
+        raise ValidationFailed({"thankYouMessage": f"at most {MAX_THANK_YOU} characters"})
+    if any(ord(ch) < 0x20 and ch not in "\n\t" for ch in text):
+        raise ValidationFailed({"thankYouMessage": "control characters are not allowed"})
+    return text or None

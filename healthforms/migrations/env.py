@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 # app.py and cli.py: nothing in the package imports it.
 from healthforms.alerts.models import Alert  # noqa: F401
 from healthforms.audit.models import AuditEventRow  # noqa: F401
+from healthforms.branding.models import OrganizationBranding  # noqa: F401
 from healthforms.db.base import Base
 from healthforms.db.engine import create_engine
 from healthforms.forms.models import AlertSubscription, Form, FormVersion  # noqa: F401

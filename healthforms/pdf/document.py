@@ -72,6 +72,10 @@ class PdfDocument:
     response_id: str
     submitted_at: datetime
     items: tuple[PdfItem, ...]
+    confirmation: str = ""  # the code the patient was shown
+    form_id: str = ""
+    # The organisation's logo (branding/): PNG or JPEG, re-encoded at upload.
+    logo: bytes | None = None
     # The language its labels, options and fixed texts are printed in (languages.py).
     language: str = "en"
 
@@ -212,6 +216,9 @@ def build_document(
     fields: list[FieldDef],
     answers: dict[str, Any],
     signatures: dict[str, Any],
+    confirmation: str = "",
+    form_id: str = "",
+    logo: bytes | None = None,
     option_labels: Mapping[str, Mapping[str, str]] | None = None,
     language: str = "en",
 ) -> PdfDocument:
@@ -232,5 +239,8 @@ def build_document(
         response_id=response_id,
         submitted_at=submitted_at,
         items=items,
+        confirmation=clean_text(confirmation),
+        form_id=clean_text(form_id),
+        logo=logo,
         language=language,
     )

@@ -47,9 +47,18 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _image_type(data: bytes) -> str:
+    return "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+
+
 def render_html(doc: PdfDocument) -> tuple[str, str]:
     """The page and its footer (page numbers) as Gotenberg's index.html and footer.html."""
-    context = {"doc": doc, "not_answered": NOT_ANSWERED, "signature_b64": _b64}
+    context = {
+        "doc": doc,
+        "not_answered": NOT_ANSWERED,
+        "signature_b64": _b64,
+        "image_type": _image_type,
+    }
     page = _templates.get_template("response.html").render(context)
     footer = _templates.get_template("footer.html").render(context)
     return page, footer

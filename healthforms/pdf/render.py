@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from fpdf import FPDF
-from fpdf.enums import XPos, YPos
+from fpdf.enums import MethodReturnValue, XPos, YPos
+from PIL import Image
 
 from healthforms.forms.schema import LAYOUT_TYPES, FieldDef, FieldType
 from healthforms.forms.translations import localize
@@ -33,6 +34,21 @@ _MUTED = (95, 104, 118)
 _RULE = (210, 214, 220)
 _SIGNATURE_MAX_W = 80.0
 _SIGNATURE_MAX_H = 30.0
+_LOGO_MAX_W = 40.0
+_LOGO_MAX_H = 16.0
+# Identifiers shrink to fit their line down to this size, then wrap: never cut off.
+_SMALLEST = 6.0
+# An answer longer than this is not measured for keeping it with a signature: it cannot
+# share one page with it anyway, and measuring costs as much as drawing.
+_MEASURE_MAX_CHARS = 6000
+
+
+def image_size(data: bytes, max_w: float, max_h: float) -> tuple[float, float]:
+    """An image's size in mm from its pixels, scaled to fit max_w x max_h."""
+    with Image.open(io.BytesIO(data)) as image:
+        px_w, px_h = image.size
+    scale = min(max_w / px_w, max_h / px_h)
+    return px_w * scale, px_h * scale
 
 
 class _ResponsePdf(FPDF):
@@ -41,6 +57,7 @@ class _ResponsePdf(FPDF):
     def __init__(self, doc: PdfDocument) -> None:
         super().__init__(orientation="portrait", unit="mm", format="A4")
         self.doc = doc
+        self._body_top: float | None = None
         self.set_margins(_MARGIN, _MARGIN, _MARGIN)
         self.set_auto_page_break(auto=True, margin=20)
         self.add_font(FONT, "", str(FONT_DIR / "DejaVuSans.ttf"))
@@ -50,6 +67,38 @@ class _ResponsePdf(FPDF):
         self.set_creator("healthforms")
         self.set_author(doc.organization)
 
+    @property
+    def _width(self) -> float:
+        return self.w - 2 * _MARGIN
+
+    def _fitting_size(
+        self, text: str, style: str, size: float, width: float, smallest: float = _SMALLEST
+    ) -> float:
+        """The largest size up to `size` at which `text` fits a cell `width` wide on one
+        line, but not below `smallest` (the caller's multi_cell wraps what still does
+        not fit)."""
+        self.set_font(FONT, style, size)
+        text_w = self.get_string_width(text)
+        room = width - 2 * self.c_margin - 0.01
+        if text_w <= room:
+            return size
+        return max(smallest, math.floor(10 * size * room / text_w) / 10)
+
+    def _running_header(self) -> tuple[str, float]:
+        doc = self.doc
+        text = self._t(N_("{title}  ·  Response {id}", title=doc.title, id=doc.response_id))
+        if doc.confirmation:
+            text += "  ·  " + self._t(N_("Confirmation {code}", code=doc.confirmation))
+        return text, self._fitting_size(text, "", 8, self._width, smallest=7)
+
+    def body_top(self) -> float:
+        """Where the items start on a page after the first (below the running header)."""
+        if self._body_top is not None:
+            return self._body_top
+        text, size = self._running_header()
+        self._body_top = self.t_margin + self._text_height(text, self._width, 4.5, "", size) + 3
+        return self._body_top
+
     def _t(self, message: Message) -> str:
         """A fixed text of the PDF in the document's language."""
         return translate(message, self.doc.language)
@@ -57,40 +106,29 @@ class _ResponsePdf(FPDF):
     def header(self) -> None:
         if self.page_no() == 1:
             return
-        self.set_font(FONT, "", 8)
+        text, size = self._running_header()
+        self.set_font(FONT, "", size)
         self.set_text_color(*_MUTED)
-        self.cell(
-            0,
-            5,
-            self._t(N_("{title}  ·  Response {id}", title=self.doc.title, id=self.doc.response_id)),
-            new_x=XPos.LMARGIN,
-            new_y=YPos.NEXT,
-        )
+        self.multi_cell(self._width, 4.5, text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self._rule()
         self.ln(3)
 
     def footer(self) -> None:
-        self.set_y(-14)
-        self.set_font(FONT, "", 8)
+        self.set_y(-15)
+        text = self._t(
+            N_(
+                "{clinic}  ·  version {version}",
+                clinic=self.doc.organization,
+                version=self.doc.version,
+            )
+        )
+        left = self._width - 32
+        self.set_font(FONT, "", self._fitting_size(text, "", 8, left))
         self.set_text_color(*_MUTED)
-        width = self.w - 2 * _MARGIN
-        self.cell(
-            width / 2,
-            5,
-            self._t(
-                N_(
-                    "{clinic}  ·  version {version}",
-                    clinic=self.doc.organization,
-                    version=self.doc.version,
-                )
-            ),
-        )
-        self.cell(
-            width / 2,
-            5,
-            self._t(N_("Page {page} of {pages}", page=self.page_no(), pages="{nb}")),
-            align="R",
-        )
+        self.multi_cell(left, 3.5, text, align="L", new_x=XPos.RIGHT, new_y=YPos.TOP)
+        self.set_font(FONT, "", 8)
+        page = self._t(N_("Page {page} of {pages}", page=self.page_no(), pages="{nb}"))
+        self.cell(32, 3.5, page, align="R")
 
     def _rule(self) -> None:
         self.set_draw_color(*_RULE)
@@ -101,9 +139,19 @@ class _ResponsePdf(FPDF):
 
     def title_block(self) -> None:
         doc = self.doc
-        self.set_font(FONT, "", 9)
-        self.set_text_color(*_MUTED)
-        self.multi_cell(0, 5, doc.organization, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        top = self.get_y()
+        text_x, logo_h = _MARGIN, 0.0
+        if doc.logo is not None:
+            logo_w, logo_h = image_size(doc.logo, _LOGO_MAX_W, _LOGO_MAX_H)
+            self.image(io.BytesIO(doc.logo), x=_MARGIN, y=top, w=logo_w, h=logo_h)
+            text_x = _MARGIN + logo_w + 4
+        self.set_font(FONT, "B" if doc.logo is not None else "", 10 if doc.logo else 9)
+        self.set_text_color(*(_INK if doc.logo is not None else _MUTED))
+        self.set_xy(text_x, top + (max(0.0, logo_h / 2 - 2.5) if doc.logo else 0.0))
+        self.multi_cell(
+            self.w - _MARGIN - text_x, 5, doc.organization, new_x=XPos.LMARGIN, new_y=YPos.NEXT
+        )
+        self.set_y(max(self.get_y(), top + logo_h + 2))
         self.ln(1)
         self.set_font(FONT, "B", 18)
         self.set_text_color(*_INK)
@@ -114,28 +162,61 @@ class _ResponsePdf(FPDF):
             self.set_text_color(*_MUTED)
             self.multi_cell(0, 5, doc.description, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.ln(3)
-        self.set_font(FONT, "", 9)
-        self.set_text_color(*_INK)
-        pairs = (
-            (self._t(N_("Form version")), str(doc.version)),
-            (self._t(N_("Submitted")), doc.submitted_text),
-            (self._t(N_("Response")), doc.response_id),
-        )
-        width = (self.w - 2 * _MARGIN) / len(pairs)
+        self._facts()
+
+    def _facts(self) -> None:
+        """The grey box of identifiers, two to a row, or one to a row when a value does
+        not fit half the width; a value shrinks to fit, then wraps: a long id, code or
+        title is never cut off."""
+        doc = self.doc
+        if doc.form_id:
+            form = self._t(
+                N_("{form_id}, version {version}", form_id=doc.form_id, version=doc.version)
+            )
+        else:
+            form = self._t(N_("version {version}", version=doc.version))
+        pairs = [(self._t(N_("Response")), doc.response_id)]
+        if doc.confirmation:
+            pairs.append((self._t(N_("Confirmation")), doc.confirmation))
+        pairs += [(self._t(N_("Submitted")), doc.submitted_text), (self._t(N_("Form")), form)]
+        half = self._width / 2
+        rows: list[list[tuple[str, str]]] = []
+        for name, value in pairs:
+            last = rows[-1] if rows else []
+            if self._is_half(value) and len(last) == 1 and self._is_half(last[0][1]):
+                rows[-1].append((name, value))
+            else:
+                rows.append([(name, value)])
         top = self.get_y()
+        drawn: list[tuple[float, list[tuple[str, str, float, float]]]] = []
+        for row in rows:
+            column = half if len(row) == 2 or self._is_half(row[0][1]) else self._width
+            cells = []
+            for name, value in row:
+                size = self._fitting_size(value, "B", 9, column - 6)
+                cells.append((name, value, size, column))
+            value_h = max(self._text_height(v, c - 6, 4.5, "B", z) for _, v, z, c in cells)
+            drawn.append((4.5 + value_h + 1.5, cells))
+        box_h = sum(height for height, _ in drawn) + 3
         self.set_fill_color(244, 246, 249)
-        self.rect(_MARGIN, top, self.w - 2 * _MARGIN, 13, style="F")
-        for index, (name, value) in enumerate(pairs):
-            x = _MARGIN + index * width + 3
-            self.set_xy(x, top + 2)
-            self.set_font(FONT, "", 7.5)
-            self.set_text_color(*_MUTED)
-            self.cell(width - 6, 4, name.upper())
-            self.set_xy(x, top + 6.5)
-            self.set_font(FONT, "B", 9)
-            self.set_text_color(*_INK)
-            self.cell(width - 6, 5, value)
-        self.set_xy(_MARGIN, top + 13 + 6)
+        self.rect(_MARGIN, top, self._width, box_h, style="F")
+        y = top + 2
+        for height, cells in drawn:
+            for index, (name, value, size, column) in enumerate(cells):
+                x = _MARGIN + index * column + 3
+                self.set_xy(x, y)
+                self.set_font(FONT, "", 7.5)
+                self.set_text_color(*_MUTED)
+                self.cell(column - 6, 4, name.upper())
+                self.set_xy(x, y + 4.5)
+                self.set_font(FONT, "B", size)
+                self.set_text_color(*_INK)
+                self.multi_cell(column - 6, 4.5, value, align="L")
+            y += height
+        self.set_xy(_MARGIN, top + box_h + 6)
+
+    def _is_half(self, value: str) -> bool:
+        return self._fitting_size(value, "B", 9, self._width / 2 - 6) >= 7.5
 
     # Items --------------------------------------------------------------------------------
 
@@ -178,12 +259,71 @@ class _ResponsePdf(FPDF):
         self.multi_cell(0, 7, item.label, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.ln(3)
 
-    def item(self, item: PdfItem) -> None:
+    def _text_height(self, text: str, width: float, line: float, style: str, size: float) -> float:
+        """The height multi_cell(width, line, text) takes in this font, drawing nothing."""
+        self.set_font(FONT, style, size)
+        height = self.multi_cell(width, line, text, dry_run=True, output=MethodReturnValue.HEIGHT)
+        assert isinstance(height, float | int)  # noqa: S101 - HEIGHT alone returns a number
+        return float(height)
+
+    def height(self, item: PdfItem) -> float:
+        """The exact height `item` draws, separator included (as `item` draws it);
+        math.inf for answers too long to be worth measuring."""
+        width = self._width
+        if item.kind is FieldType.PARAGRAPH:
+            return self._text_height(item.label, width, 4.8, "", 9.5) + 4
+        if item.kind in LAYOUT_TYPES:
+            return 2 + self._text_height(item.label, width, 7, "B", 13) + 3
+        total = self._text_height(item.label, width, 5, "B", 10) + 1.5
+        if item.kind is FieldType.SIGNATURE:
+            if item.signature_png is not None:
+                total += image_size(item.signature_png, _SIGNATURE_MAX_W, _SIGNATURE_MAX_H)[1]
+                total += 2.5
+            else:
+                total += self._text_height(self._t(NOT_ANSWERED), width, 5.5, "", 11)
+            for line in self._evidence_lines(item):
+                total += self._text_height(line, width, 4, "", 8)
+        elif item.choices:
+            for option, ticked in item.choices:
+                total += self._text_height(option, width - 6.1, 5.2, "B" if ticked else "", 10.5)
+                total += 0.6
+        elif item.checked is not None:
+            total += 5.2 + 0.6
+        else:
+            text = item.text or self._t(NOT_ANSWERED)
+            if len(text) > _MEASURE_MAX_CHARS:
+                return math.inf
+            total += self._text_height(text, width, 5.5, "", 11)
+        return total + 3 + 4
+
+    def _breaks_before(self, item: PdfItem, following: PdfItem | None) -> bool:
+        """Whether `item` starts on a new page.
+
+        A signature block (label, image, date and evidence lines) is drawn in one piece,
+        and takes the question before it along rather than open a page alone: a
+        signature that could be read as signing a different page's text proves less.
+        """
+        room = self.page_break_trigger - self.get_y()
+        fresh = self.page_break_trigger - self.body_top()
+        at_top = self.page_no() > 1 and self.get_y() <= self.body_top() + 0.01
+        if at_top:
+            return False
+        if item.kind is FieldType.SIGNATURE:
+            return self.height(item) > room
+        if following is not None and following.kind is FieldType.SIGNATURE:
+            together = self.height(item) + self.height(following)
+            if room < together <= fresh:
+                return True
+        if item.kind in LAYOUT_TYPES:
+            return False  # block() keeps a title with what follows it
+        return self._estimate(item) > room and self.get_y() > 40
+
+    def item(self, item: PdfItem, following: PdfItem | None = None) -> None:
+        if self._breaks_before(item, following):
+            self.add_page()
         if item.kind in LAYOUT_TYPES:
             self.block(item)
             return
-        if self.get_y() + self._estimate(item) > self.page_break_trigger and self.get_y() > 40:
-            self.add_page()
         self.set_font(FONT, "B", 10)
         self.set_text_color(*_INK)
         self.multi_cell(0, 5, item.label, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -230,29 +370,10 @@ class _ResponsePdf(FPDF):
         self.multi_cell(0, 5.2, text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.ln(0.6)
 
-    def _signature(self, item: PdfItem) -> None:
-        if item.signature_png is None:
-            unreadable = self._t(N_("Signature image could not be read"))
-            self._answer_text(unreadable if item.signature_unreadable else None)
-        else:
-            # Image size in mm from its pixels, bounded to the signature box.
-            from PIL import Image
-
-            with Image.open(io.BytesIO(item.signature_png)) as image:
-                px_w, px_h = image.size
-            scale = min(_SIGNATURE_MAX_W / px_w, _SIGNATURE_MAX_H / px_h)
-            w, h = px_w * scale, px_h * scale
-            top = self.get_y()
-            self.image(io.BytesIO(item.signature_png), x=self.l_margin, y=top, w=w, h=h)
-            self.set_draw_color(*_MUTED)
-            self.set_line_width(0.3)
-            self.line(self.l_margin, top + h + 1, self.l_margin + _SIGNATURE_MAX_W, top + h + 1)
-            self.set_y(top + h + 2.5)
+    def _evidence_lines(self, item: PdfItem) -> list[str]:
         ev = item.evidence
         if ev is None:
-            return
-        self.set_font(FONT, "", 8)
-        self.set_text_color(*_MUTED)
+            return []
         unknown = self._t(N_("unknown"))
         lines = [
             self._t(
@@ -267,7 +388,27 @@ class _ResponsePdf(FPDF):
         ]
         if ev.answers_hash:
             lines.append(self._t(N_("Answers hash: {hash}", hash=ev.answers_hash)))
-        for line in lines:
+        return lines
+
+    def _signature(self, item: PdfItem) -> None:
+        if item.signature_png is None:
+            unreadable = self._t(N_("Signature image could not be read"))
+            self._answer_text(unreadable if item.signature_unreadable else None)
+        else:
+            # Image size in mm from its pixels, bounded to the signature box.
+            w, h = image_size(item.signature_png, _SIGNATURE_MAX_W, _SIGNATURE_MAX_H)
+            if self.get_y() + h + 2.5 > self.page_break_trigger:
+                # Only when the label alone filled the page: never draw into the footer.
+                self.add_page()
+            top = self.get_y()
+            self.image(io.BytesIO(item.signature_png), x=self.l_margin, y=top, w=w, h=h)
+            self.set_draw_color(*_MUTED)
+            self.set_line_width(0.3)
+            self.line(self.l_margin, top + h + 1, self.l_margin + _SIGNATURE_MAX_W, top + h + 1)
+            self.set_y(top + h + 2.5)
+        self.set_font(FONT, "", 8)
+        self.set_text_color(*_MUTED)
+        for line in self._evidence_lines(item):
             self.multi_cell(0, 4, line, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
 
@@ -280,8 +421,9 @@ def render_pdf(doc: PdfDocument) -> bytes:
         pdf.set_font(FONT, "", 11)
         pdf.set_text_color(*_MUTED)
         pdf.multi_cell(0, 6, translate(N_("This response has no answers."), doc.language))
-    for item in doc.items:
-        pdf.item(item)
+    for index, item in enumerate(doc.items):
+        following = doc.items[index + 1] if index + 1 < len(doc.items) else None
+        pdf.item(item, following)
     return bytes(pdf.output())
 
 
@@ -298,6 +440,9 @@ class RenderJob:
     fields: list[FieldDef]
     answers: dict[str, Any]
     signatures: dict[str, Any]
+    confirmation: str = ""
+    form_id: str = ""
+    logo: bytes | None = None
     # Printed in `language`: the version's `translations` for its texts (forms/
     # translations.py), the catalogue for the PDF's own words.
     language: str = DEFAULT_LANGUAGE
@@ -328,6 +473,9 @@ def document_of(job: RenderJob) -> PdfDocument:
         fields=fields,
         answers=job.answers,
         signatures=job.signatures,
+        confirmation=job.confirmation,
+        form_id=job.form_id,
+        logo=job.logo,
         option_labels=shown.option_labels(),
         language=job.language,
     )

@@ -24,9 +24,17 @@ router = APIRouter(tags=["responses"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def content_disposition(filename: str) -> str:
-    """`attachment` with an ASCII fallback name and the exact UTF-8 name (RFC 6266)."""
-    fallback = filename.encode("ascii", "replace").decode("ascii").replace("?", "_")
+def content_disposition(filename: str, ascii_name: str | None = None) -> str:
+    """`attachment` with an ASCII name and the exact UTF-8 name (RFC 6266, RFC 5987).
+
+    Without `ascii_name` the ASCII one is `filename` with '_' for what is not ASCII and
+    the UTF-8 one always follows; with it, the UTF-8 one follows only when it differs."""
+    if ascii_name is None:
+        fallback = filename.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    elif ascii_name == filename:
+        return f'attachment; filename="{ascii_name}"'
+    else:
+        fallback = ascii_name
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
@@ -36,7 +44,7 @@ def pdf_response(pdf: DeliveredPdf) -> Response:
         media_type="application/pdf",
         headers={
             **NO_STORE,
-            "Content-Disposition": content_disposition(pdf.filename),
+            "Content-Disposition": content_disposition(pdf.filename.exact, pdf.filename.ascii),
             "X-Content-SHA256": pdf.sha256,
         },
     )

@@ -28,7 +28,6 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
@@ -38,11 +37,13 @@ from sqlalchemy.exc import IntegrityError
 
 from healthforms.audit.events import LOCK_CONFLICT, PDF_GENERATED, PDF_SERVED, Outcome
 from healthforms.audit.recorder import Auditor
+from healthforms.branding.service import load_branding, logo_of
 from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_sealed, pdf_aad, seal
 from healthforms.errors import Conflict, HealthformsError, NotFound, ServiceUnavailable
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
 from healthforms.languages import DEFAULT_LANGUAGE
+from healthforms.pdf.filenames import PdfFileName, in_language, pdf_filename
 from healthforms.pdf.gotenberg import GotenbergRenderer
 from healthforms.pdf.render import RenderJob, document_of, render_job
 from healthforms.processes import ChildFailed, ChildrenBusy, ChildTimedOut
@@ -101,7 +102,7 @@ PdfState = Literal["stored", "in_progress", "none"]
 class DeliveredPdf:
     content: bytes
     sha256: str
-    filename: str  # form title, submission date, confirmation; safe for Content-Disposition
+    filename: PdfFileName  # form, submission date, confirmation code (filenames.py)
     generated: bool  # this request made it (False: served the stored one)
 
 
@@ -112,16 +113,6 @@ def file_stem(*parts: str) -> str:
     base = unicodedata.normalize("NFC", " ".join(p for p in parts if p))
     base = re.sub(r'[\x00-\x1f\x7f"\\/:*?<>|;]+', " ", base)
     return re.sub(r"\s+", " ", base).strip(" .")[:160]
-
-
-def pdf_filename(title: str, submitted_at: datetime | None = None, confirmation: str = "") -> str:
-    """`<form title> <yyyy-mm-dd> <confirmation code>.pdf` (API.md "Pages"), reduced to
-    characters every browser and OS accept."""
-    parts = [title]
-    if submitted_at is not None:
-        parts.append(submitted_at.astimezone(UTC).strftime("%Y-%m-%d"))
-    parts.append(confirmation)
-    return f"{file_stem(*parts) or 'response'}.pdf"
 
 
 def render_queue_wait(timeout_s: float) -> float:
@@ -225,7 +216,7 @@ class PdfService:
 
     async def _stored(
         self, principal: Principal, response_id: str
-    ) -> tuple[str, ResponsePdf | None]:
+    ) -> tuple[PdfFileName, ResponsePdf | None]:
         """(file name, stored PDF or None), organisation-scoped: 404 for anyone else's."""
         async with self.state.db.sessions() as session:
             row = await get_response(session, principal.organization_id, response_id)
@@ -240,9 +231,12 @@ class PdfService:
         async with self.state.db.sessions() as session:
             version = await get_version(session, row)
             organization = await session.get(Organization, row.organization_id)
+            branding = await load_branding(session, row.organization_id)
+            logo = await logo_of(session, row.organization_id)
         content = open_response(self.state.keys, row)
+        name = branding.name if branding else (organization.name if organization else "")
         return RenderJob(
-            organization=organization.name if organization else "",
+            organization=name,
             title=version.title,
             description=version.description,
             version=row.form_version,
@@ -251,6 +245,9 @@ class PdfService:
             fields=[version_field(raw) for raw in version.fields],
             answers=content.answers,
             signatures=content.signatures,
+            confirmation=row.confirmation,
+            form_id=row.form_id,
+            logo=logo.logo if logo is not None else None,
             language=language or row.language or DEFAULT_LANGUAGE,
             translations=dict(version.translations or {}),
         )
@@ -266,11 +263,11 @@ class PdfService:
             version = await get_version(session, row)
         content = await self._render(principal, await self.job(row, language))
         await auditor.record(PDF_SERVED, resource_type=RESOURCE_TYPE, resource_id=row.id)
-        stem = pdf_filename(version.title, row.submitted_at, row.confirmation).removesuffix(".pdf")
+        name = pdf_filename(version.title, row.submitted_at, row.confirmation)
         return DeliveredPdf(
             content=content,
             sha256=hashlib.sha256(content).hexdigest(),
-            filename=f"{stem} {language}.pdf",
+            filename=in_language(name, language),
             generated=True,
         )
 
@@ -315,7 +312,7 @@ class PdfService:
 
     async def generate(
         self, principal: Principal, response_id: str, auditor: Auditor
-    ) -> tuple[str, bytes, bool]:
+    ) -> tuple[PdfFileName, bytes, bool]:
         """(file name, content, generated now): the stored PDF, or one generated now
         (once, under the lock) and stored. Delivers nothing: no `pdf.served` here."""
         filename, stored = await self._stored(principal, response_id)

@@ -81,6 +81,7 @@ class PublishedForm:
     description: str
     raw_fields: list[dict[str, Any]]
     fields: list[FieldDef]
+    thank_you_message: str | None = None  # the version's, shown after sending
     # The version's texts in other languages (forms/translations.py); {} if none.
     translations: dict[str, Any] = field(default_factory=dict)
 
@@ -160,6 +161,7 @@ async def load_published(session: AsyncSession, public_id: str) -> PublishedForm
         description=version.description,
         raw_fields=list(version.fields),
         fields=fields_from_json(version.fields),
+        thank_you_message=version.thank_you_message,
         translations=dict(version.translations or {}),
     )
 

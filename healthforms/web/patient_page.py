@@ -27,6 +27,7 @@ from fastapi.responses import Response
 from starlette.datastructures import FormData
 
 from healthforms.audit.recorder import PatientAuditorDep
+from healthforms.branding.service import Branding, patient_branding
 from healthforms.clock import rfc3339
 from healthforms.errors import NotFound, RateLimited, ValidationFailed
 from healthforms.forms.schema import FieldType
@@ -97,6 +98,7 @@ class PatientPage:
     action: str | None
     public_id: str = ""
     clinic: str | None = None  # a request's clinic: the page greets with its name
+    branding: Branding | None = None  # the clinic's name, logo and accent (branding/)
 
     def title(self, language: str, form_title: str) -> str:
         # What a browser's history shows: for a request no PHI, not even the form.
@@ -175,6 +177,8 @@ def render_form_page(
         views=views,
         summary=summary,
         new_response_link=shown.new_response_link,
+        branding=page.branding,
+        thank_you_message=form.thank_you_message,
     )
     return remember_language(request, html)
 
@@ -216,7 +220,8 @@ async def public_page(state: StateDep, db: DbSessionDep, public_id: str) -> Pati
         form = await published_form(state, db, public_id)
     except NotFound:
         raise NotFound(INVALID_LINK) from None
-    return PatientPage(form=form, action=f"/f/{public_id}", public_id=public_id)
+    branding = await patient_branding(db, form.organization_id)
+    return PatientPage(form=form, action=f"/f/{public_id}", public_id=public_id, branding=branding)
 
 
 async def _read_posted(request: Request, page: PatientPage) -> tuple[PostedForm, FormData]:
@@ -292,6 +297,8 @@ async def _submit_page(
             title=translate(N_("Your form was sent"), language),
             confirmation=result.confirmation,
             public_id=page.public_id,
+            branding=page.branding,
+            thank_you_message=page.form.thank_you_message,
         )
     wait = await _over_limit(current)
     if wait is not None:
@@ -352,7 +359,12 @@ async def post_public_form(
         form = await current_published(state, db, public_id)
     except NotFound:
         raise NotFound(INVALID_LINK) from None
-    page = PatientPage(form=form, action=f"/f/{public_id}", public_id=public_id)
+    page = PatientPage(
+        form=form,
+        action=f"/f/{public_id}",
+        public_id=public_id,
+        branding=await patient_branding(db, form.organization_id),
+    )
     posted, data = await _read_posted(request, page)
 
     async def submit() -> SubmissionResult:
@@ -385,8 +397,9 @@ async def post_request_form(
         row, form = await submittable_request(state, db, token)
     except (NotFound, RequestClosed) as exc:
         return closed_page(request, exc.status_code)
-    clinic = await clinic_name(db, row.organization_id)
-    page = PatientPage(form=form, action=None, clinic=clinic)
+    branding = await patient_branding(db, row.organization_id)
+    clinic = branding.name if branding is not None else await clinic_name(db, row.organization_id)
+    page = PatientPage(form=form, action=None, clinic=clinic, branding=branding)
     posted, data = await _read_posted(request, page)
 
     async def submit() -> SubmissionResult:

@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 
 from healthforms.alerts.service import list_alerts, mark_read, unread_count
 from healthforms.audit.recorder import AuditorDep
+from healthforms.branding.service import BrandingService, patient_branding
 from healthforms.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from healthforms.http.errors import wants_html
 from healthforms.http.hot_routes import from_request
@@ -548,12 +549,29 @@ async def audit_page(request: Request, staff: AdminPage, state: StateDep) -> Res
     )
 
 
+@router.get("/admin/branding")
+async def branding_page(
+    request: Request, staff: AdminPage, state: StateDep, db: DbSessionDep
+) -> Response:
+    """Name, accent colour and logo patients see (data and changes: the branding API)."""
+    branding, _ = await BrandingService(db, staff.principal.organization_id).current()
+    return render(
+        request,
+        "admin_branding.html",
+        title="Branding",
+        nav="branding",
+        branding=branding,
+        organization_name=await clinic_name(db, staff.principal.organization_id),
+        **_staff_context(state, staff),
+    )
+
+
 @router.get("/f/{public_id}")
 async def public_form_page(
     public_id: str, request: Request, db: DbSessionDep, state: StateDep
 ) -> Response:
-    """The published version of a form, rendered for a patient's phone; it also posts
-    without JavaScript (web/patient_page.py)."""
+    """The published version of a form, rendered for a patient's phone in their language,
+    with the clinic's branding; it also posts without JavaScript (web/patient_page.py)."""
     return fresh_form_page(request, state, await public_page(state, db, public_id))
 
 
@@ -571,6 +589,7 @@ async def request_form_page(
         row, form = await live_request(state, db, token)
     except (NotFound, RequestClosed) as exc:
         return closed_page(request, exc.status_code)
-    clinic = await clinic_name(db, row.organization_id)
-    page = PatientPage(form=form, action=None, clinic=clinic)
+    branding = await patient_branding(db, row.organization_id)
+    clinic = branding.name if branding is not None else await clinic_name(db, row.organization_id)
+    page = PatientPage(form=form, action=None, clinic=clinic, branding=branding)
     return fresh_form_page(request, state, page, scope=nonce_scope(row.id))

@@ -27,6 +27,7 @@ FORM_KEYS = {
     "publicId",
     "hasUnpublishedChanges",
     "retentionDays",
+    "thankYouMessage",  # docs/branding.md: an addition to the shape
     "createdAt",
     "updatedAt",
 }

@@ -156,7 +156,11 @@ async def test_the_page_button_posts_then_the_page_offers_the_stored_pdf(
     assert download.status_code == 200
     assert download.headers["content-type"] == "application/pdf"
     assert download.headers["cache-control"] == "no-store"
-    assert download.headers["content-disposition"].startswith('attachment; filename="New patient')
+    # Named after the form, the day and the confirmation code (ASCII only: no filename*).
+    assert re.fullmatch(
+        r'attachment; filename="new-patient-intake_\d{4}-\d\d-\d\d_[A-Z0-9]{4,32}\.pdf"',
+        download.headers["content-disposition"],
+    )
     assert UNICODE_NAME in pdf_text(download.content)
     assert await count_events(db, "pdf.served", response_id) == 1
     # Posting again stores nothing new.

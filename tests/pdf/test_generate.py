@@ -68,7 +68,9 @@ async def test_generate_returns_the_pdf_then_serves_the_same_bytes_again(
     assert first.status_code == 200
     assert first.headers["content-type"] == "application/pdf"
     assert first.headers["cache-control"] == "no-store"
-    assert first.headers["content-disposition"].startswith('attachment; filename="New patient')
+    assert first.headers["content-disposition"].startswith(
+        'attachment; filename="new-patient-intake_'
+    )
     assert first.content.startswith(b"%PDF-")
     assert second.status_code == 200
     assert second.content == first.content
@@ -234,10 +236,11 @@ async def test_viewers_may_download_and_the_file_is_named_after_form_date_and_co
         page = await viewer.get(f"/responses/{response_id}/pdf")
     assert page.status_code == 200
     assert page.headers["content-type"] == "application/pdf"
-    # API.md "Pages": named after the form, the date and the confirmation code.
-    name = f"Anamnèse Erwachsene 2026 2026-11-25 {code}.pdf"
+    # API.md "Pages": named after the form, the date and the confirmation code; the
+    # title's accents in filename* only (RFC 5987), an ASCII slug in filename.
+    name = f"anamnèse-erwachsene-2026_2026-11-25_{code}.pdf"
     assert page.headers["content-disposition"] == (
-        f'attachment; filename="Anamn_se Erwachsene 2026 2026-11-25 {code}.pdf"; '
+        f'attachment; filename="anamnese-erwachsene-2026_2026-11-25_{code}.pdf"; '
         f"filename*=UTF-8''{quote(name)}"
     )
     assert api.headers["content-disposition"] == page.headers["content-disposition"]

@@ -69,7 +69,8 @@ def test_the_pdf_prints_labels_options_and_its_own_words_in_spanish() -> None:
         "Sí",
         "Doy mi consentimiento al tratamiento",
         "Aceptado",
-        "Versión del formulario".upper(),
+        "Formulario".upper(),  # the header box (pdf/render.py `_facts`)
+        "versión 1",
         "Sin respuesta",
         "Página 1 de",
         "Email address",  # no Spanish text: the form's own
@@ -114,7 +115,7 @@ async def test_the_stored_pdf_is_the_patients_and_staff_download_the_clinics_cop
     assert copy.status_code == 200
     assert copy.headers["content-type"] == "application/pdf"
     assert copy.headers["cache-control"].startswith("no-store")
-    assert " en.pdf" in copy.headers["content-disposition"]
+    assert "_en.pdf" in copy.headers["content-disposition"]  # pdf/filenames.py in_language
     text = pdf_text(copy.content)
     assert "Known allergies" in text and "Alergias conocidas" not in text
     # The copy is not stored: the stored PDF stays the patient's Spanish one.

@@ -39,6 +39,8 @@ async def test_a_page_view_reads_nothing_from_the_database_once_the_version_is_k
     form = await publish(editor_http)
     public_id = form["publicId"]
     assert (await client.get(f"/api/public/forms/{public_id}")).status_code == 200
+    # The first page view also learns the clinic's branding (branding/service.py's cache).
+    assert (await client.get(f"/f/{public_id}")).status_code == 200
     with statements_run(app.state.hf.db) as seen:
         for _ in range(5):
             api = await client.get(f"/api/public/forms/{public_id}")

@@ -129,7 +129,7 @@ def build_form(page: Page, base: str, title: str) -> str:
 def fill_patient_form(page: Page) -> None:
     page.get_by_label("Full name").first.fill("Pat Patient")
     page.get_by_label("Medical history").fill("Appendix removed in 2009.")
-    page.get_by_label("Email").fill("pat@example.com")
+    page.locator("#q-email").fill("pat@example.com")  # not "Email me the link" (drafts)
     page.get_by_label("Phone").fill("+1 555 0100")
     page.get_by_label("Age").fill("42")
     page.get_by_label("Date of birth").fill("1984-02-29")

@@ -40,6 +40,7 @@ const saveState = $("save-state");
 const lockBanner = $("lock-banner");
 const titleInput = $("form-title");
 const descInput = $("form-description");
+const thankYouInput = $("form-thank-you");
 // The retention period: only an admin may change it (the API refuses an editor's change).
 const retentionInput = $("form-retention");
 const canSetRetention = document.body.dataset.role === "admin";
@@ -516,6 +517,7 @@ function adopt(data) {
   form = data;
   titleInput.value = form.title;
   descInput.value = form.description || "";
+  thankYouInput.value = form.thankYouMessage || "";
   retentionInput.value = form.retentionDays == null ? "" : String(form.retentionDays);
   $("heading-title").textContent = form.title;
   $("crumb-title").textContent = form.title;
@@ -605,6 +607,7 @@ async function save() {
   saveState.textContent = "Saving…";
   try {
     const body = { title: titleInput.value.trim(), description: descInput.value, fields: fields.map(cleanField), revision: form.revision };
+    body.thankYouMessage = thankYouInput.value.trim() || null;
     if (canSetRetention) body.retentionDays = retentionDays();
     body.translations = translationsBody();
     const { status, data } = await api(`/api/forms/${encodeURIComponent(formId)}`, {
@@ -757,6 +760,7 @@ for (const [button, fold] of [["collapse-all", true], ["expand-all", false]]) {
 }
 titleInput.addEventListener("input", markDirty);
 descInput.addEventListener("input", markDirty);
+thankYouInput.addEventListener("input", markDirty);
 retentionInput.addEventListener("input", markDirty);
 saveBtn.addEventListener("click", save);
 publishBtn.addEventListener("click", () => setPublished(true));

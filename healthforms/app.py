@@ -44,6 +44,7 @@ from healthforms.responses.routes import router as responses_router
 from healthforms.retention.job import PurgeJob
 from healthforms.state import STATE_ATTRIBUTE, AppState
 from healthforms.submissions.routes import router as public_forms_router
+from healthforms.uploads.routes import router as uploads_router
 from healthforms.web.pages import error_page, static_error_html
 from healthforms.web.routes import router as web_router
 
@@ -184,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(exports_router)
     app.include_router(requests_router)
     app.include_router(public_requests_router)
+    app.include_router(uploads_router)
     app.include_router(web_router)
     return app
 

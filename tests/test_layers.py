@@ -36,6 +36,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "retention",
             "exports",
             "patient_requests",
+            "uploads",
         }
     ),
     frozenset({"app", "cli", "migrations", "__main__"}),

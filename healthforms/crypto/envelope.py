@@ -93,6 +93,11 @@ def request_aad(request_id: str) -> bytes:
     return f"request:{request_id}".encode()
 
 
+def upload_aad(upload_id: str) -> bytes:
+    """AAD of an uploaded file's bytes (uploads/): bound to this upload."""
+    return f"upload:{upload_id}".encode()
+
+
 def pdf_aad(response_id: str) -> bytes:
     return f"pdf:{response_id}".encode()
 

@@ -38,6 +38,11 @@ log = structlog.get_logger("healthforms.http")
 
 # A client-supplied request id is echoed only if it cannot smuggle anything into logs.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+# A patient's file upload (docs/uploads.md) is the one body allowed past the general
+# cap: one file of at most 20 MiB (the largest maxSizeMb) plus the multipart envelope.
+# Anything larger is refused here, before a byte of it is read (413).
+UPLOAD_PATH_RE = re.compile(r"^/api/public/(forms|requests)/[^/]+/files/?$")
+MAX_UPLOAD_BODY_BYTES = 20 * 1024 * 1024 + 64 * 1024
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -126,12 +131,15 @@ class EdgeMiddleware:
         )
         path: str = scope.get("path", "")
         is_api = path.startswith("/api/")
+        max_body = self.max_body
+        if scope.get("method") == "POST" and UPLOAD_PATH_RE.match(path):
+            max_body = max(max_body, MAX_UPLOAD_BODY_BYTES)
         status_holder = [500]
         started_response = [False]
 
         if content_length is not None:
             try:
-                too_large = int(content_length) > self.max_body
+                too_large = int(content_length) > max_body
             except ValueError:
                 too_large = False
             if too_large:
@@ -147,7 +155,7 @@ class EdgeMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > max_body:
                     # A streamed (chunked) body has no Content-Length to refuse up front.
                     # Frameworks may turn this exception into their own 400 while parsing,
                     # so remember it and answer 413 whatever the app then sends.

@@ -13,6 +13,7 @@ import binascii
 import io
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,33 @@ class SignatureEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class PdfFile:
+    """A file a patient attached (uploads/): images were re-encoded when they arrived,
+    PDFs checked; `data` None when it could not be decrypted."""
+
+    media_type: str
+    data: bytes | None
+    pages: int | None = None
+
+    @property
+    def is_pdf(self) -> bool:
+        return self.media_type == "application/pdf"
+
+
+def files_text(files: tuple[PdfFile, ...]) -> str | None:
+    """What a file answer holds, in words (the renderers draw the files themselves)."""
+    photos = sum(not f.is_pdf for f in files)
+    pdfs = [f for f in files if f.is_pdf]
+    parts = []
+    if photos:
+        parts.append(f"{photos} photo{'s' if photos != 1 else ''}")
+    for document in pdfs:
+        pages = document.pages or 0
+        parts.append(f"PDF document ({pages} page{'s' if pages != 1 else ''})")
+    return ", ".join(parts) if parts else None
+
+
+@dataclass(frozen=True, slots=True)
 class PdfItem:
     """One question and its answer, ready to draw."""
 
@@ -58,6 +86,8 @@ class PdfItem:
     signature_png: bytes | None = None
     signature_unreadable: bool = False
     evidence: SignatureEvidence | None = None
+    # File answers: the attached files, in the answer's order.
+    files: tuple[PdfFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +220,23 @@ def _evidence(raw: Any) -> SignatureEvidence | None:
     )
 
 
-def build_item(field: FieldDef, answer: Any, signatures: dict[str, Any]) -> PdfItem:
+def build_item(
+    field: FieldDef,
+    answer: Any,
+    signatures: dict[str, Any],
+    files: Mapping[str, PdfFile] | None = None,
+) -> PdfItem:
     label = clean_text(field.label)
+    if field.type is FieldType.FILE:
+        ids = answer if isinstance(answer, list) else []
+        attached = tuple((files or {})[i] for i in ids if isinstance(i, str) and i in (files or {}))
+        return PdfItem(
+            field_id=field.id,
+            label=label,
+            kind=field.type,
+            text=files_text(attached),
+            files=attached,
+        )
     if field.type is FieldType.SIGNATURE:
         png = decode_signature(answer)
         return PdfItem(
@@ -227,10 +272,14 @@ def build_document(
     fields: list[FieldDef],
     answers: dict[str, Any],
     signatures: dict[str, Any],
+    files: Mapping[str, PdfFile] | None = None,
 ) -> PdfDocument:
-    """The PDF model of one response: its version's fields, in order, shown ones only."""
+    """The PDF model of one response: its version's fields, in order, shown ones only.
+    `files`: the response's attached files by upload id (uploads/)."""
     shown = shown_field_ids(fields, answers)
-    items = tuple(build_item(f, answers.get(f.id), signatures) for f in fields if f.id in shown)
+    items = tuple(
+        build_item(f, answers.get(f.id), signatures, files) for f in fields if f.id in shown
+    )
     return PdfDocument(
         organization=clean_text(organization),
         title=clean_text(title),

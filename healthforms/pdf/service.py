@@ -42,6 +42,7 @@ from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_sealed, p
 from healthforms.errors import Conflict, HealthformsError, NotFound, ServiceUnavailable
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
+from healthforms.pdf.document import PdfFile
 from healthforms.pdf.gotenberg import GotenbergRenderer
 from healthforms.pdf.render import RenderJob, document_of, render_job
 from healthforms.processes import ChildFailed, ChildrenBusy, ChildTimedOut
@@ -56,6 +57,7 @@ from healthforms.responses.service import (
 from healthforms.security.locks import PDF_LOCK_KEY, PDF_LOCK_TTL_MS, LockBusy, LockUnavailable
 from healthforms.security.principal import Principal
 from healthforms.state import AppState
+from healthforms.uploads.service import open_files
 
 log = structlog.get_logger("healthforms.pdf")
 
@@ -238,7 +240,9 @@ class PdfService:
         async with self.state.db.sessions() as session:
             version = await get_version(session, row)
             organization = await session.get(Organization, row.organization_id)
+            attached = await open_files(session, self.state.keys, row.id)
         content = open_response(self.state.keys, row)
+        files = {meta.id: PdfFile(meta.media_type, data, meta.pages) for meta, data in attached}
         return RenderJob(
             organization=organization.name if organization else "",
             title=version.title,
@@ -249,6 +253,7 @@ class PdfService:
             fields=[version_field(raw) for raw in version.fields],
             answers=content.answers,
             signatures=content.signatures,
+            files=files,
         )
 
     async def state_of(self, response_id: str) -> PdfState:

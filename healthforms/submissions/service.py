@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -32,7 +32,13 @@ from healthforms.audit.recorder import Auditor
 from healthforms.clock import rfc3339, utcnow
 from healthforms.crypto.envelope import response_aad, seal_json
 from healthforms.db.base import new_id
-from healthforms.errors import Conflict, HealthformsError, NotFound, RateLimited
+from healthforms.errors import (
+    Conflict,
+    HealthformsError,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
 from healthforms.outbox.store import RESPONSE_SUBMITTED as RESPONSE_SUBMITTED_MESSAGE
@@ -46,6 +52,15 @@ from healthforms.state import AppState
 from healthforms.submissions import nonces
 from healthforms.submissions.nonces import ClaimState, Nonce, NonceStore
 from healthforms.submissions.validation import validate_answers
+from healthforms.uploads.receive import read_upload
+from healthforms.uploads.service import (
+    MAX_FILE_BYTES,
+    StoredUpload,
+    attach_uploads,
+    file_field,
+    receive_upload,
+    sweep_expired,
+)
 
 log = structlog.get_logger("healthforms.submissions")
 
@@ -274,6 +289,40 @@ class SubmissionService:
             session, form, nonce, answers, digest, context, auditor, redis_up, link
         )
 
+    async def upload(
+        self,
+        session: AsyncSession,
+        form: PublishedForm,
+        content_type: str | None,
+        body: AsyncIterator[bytes],
+        *,
+        scope: str | None = None,
+    ) -> StoredUpload:
+        """Keep one file for a file field of the page whose nonce comes with it
+        (docs/uploads.md). The nonce is only verified, never claimed: the page's
+        submission still uses it, and names the upload's id in its answers."""
+        received = await read_upload(content_type, body, max_file_bytes=MAX_FILE_BYTES)
+        nonce = nonces.verify(self.state.keys, scope or form.public_id, received.nonce)
+        if nonce is None or nonce.is_expired():
+            raise NonceInvalid()
+        field = file_field(form.fields, received.field_id)
+        if received.truncated:
+            limit = field.file_size_limit // (1024 * 1024)
+            raise ValidationFailed({field.id: f"is too large (at most {limit} MB per file)"})
+        # Pending uploads whose page is long gone go first (an indexed range, bounded).
+        await sweep_expired(session)
+        return await receive_upload(
+            session,
+            self.state.keys,
+            organization_id=form.organization_id,
+            form_id=form.form_id,
+            field=field,
+            scope=scope or form.public_id,
+            nonce_id=nonce.nonce_id,
+            nonce_expires_at=datetime.fromtimestamp(nonce.expires_at, UTC),
+            data=received.data,
+        )
+
     async def _claim(self, nonce: Nonce, digest: str) -> tuple[ClaimState, bool]:
         """The claim's outcome and whether Redis answered it."""
         try:
@@ -360,6 +409,22 @@ class SubmissionService:
                     "submitted_at": now,
                 },
             )
+            # The files the answers name become the response's, in its transaction.
+            files = {
+                f.id: answers[f.id]
+                for f in form.fields
+                if f.type is FieldType.FILE and f.id in answers
+            }
+            if files:
+                await attach_uploads(
+                    session,
+                    form_id=form.form_id,
+                    scope=nonce.public_id,
+                    nonce_id=nonce.nonce_id,
+                    response_id=response_id,
+                    files=files,
+                    now=now,
+                )
             identity = identity_of(form.fields, answers)
             if link is not None:
                 # Before the audit chain's lock: a refused copy (the link was used by

@@ -8,11 +8,13 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import httpx
 from fastapi import FastAPI
 from PIL import Image
-from pypdf import PdfReader
+from pypdf import PageObject, PdfReader
+from pypdf.generic import DictionaryObject
 from sqlalchemy import func, select
 
 from healthforms.audit.models import AuditEventRow
@@ -69,6 +71,19 @@ async def bytes_columns_holding(app: FastAPI, needle: bytes) -> list[str]:
                     if isinstance(value, bytes | bytearray | memoryview) and needle in bytes(value):
                         found.append(f"{table.name}.{column.name}")
     return found
+
+
+def image_xobjects(page: PageObject) -> list[str]:
+    """Names of the image XObjects a page draws."""
+    resources = cast(DictionaryObject, page["/Resources"].get_object())
+    if "/XObject" not in resources:
+        return []
+    xobjects = cast(DictionaryObject, resources["/XObject"].get_object())
+    return [
+        str(name)
+        for name, obj in xobjects.items()
+        if str(cast(DictionaryObject, obj.get_object())["/Subtype"]) == "/Image"
+    ]
 
 
 def sqlite_file_holds(url: str, needle: bytes) -> bool:
@@ -392,13 +407,7 @@ async def test_the_response_pdf_embeds_photos_and_appends_documents(
     generated = await editor_http.post(f"/api/responses/{row.response_id}/generate-pdf")
     assert generated.status_code == 200, generated.text
     reader = PdfReader(io.BytesIO(generated.content))
-    images = [
-        name
-        for page in reader.pages
-        for name, obj in (page["/Resources"].get("/XObject") or {}).items()  # type: ignore[union-attr]
-        if obj.get_object()["/Subtype"] == "/Image"
-    ]
-    assert images, "the photo is drawn on a page"
+    assert any(image_xobjects(page) for page in reader.pages), "the photo is on a page"
     text = "".join(page.extract_text() for page in reader.pages)
     assert "PDF document, 3 pages (appended at the end)" in text
     # The answers' pages, then the referral's three.

@@ -9,6 +9,7 @@ import {
   applyShowWhen, clientErrors, collectAnswers, firstControl, initSignaturePads, showFieldErrors,
 } from "./fields.js";
 import { applyPrefill } from "./prefill.js";
+import { clearFileFields, initFileFields } from "./uploads.js";
 
 const publicId = document.body.dataset.publicId;
 const requestToken = document.body.dataset.request ? location.pathname.split("/").pop() : null;
@@ -197,6 +198,7 @@ document.getElementById("start-over")?.addEventListener("click", async () => {
   save({});
   alreadySent.hidden = true;
   form.reset();
+  clearFileFields(form);
   for (const pad of form.querySelectorAll(".sigpad-clear")) pad.click();
   applyShowWhen(form);
   try { await fetchNonce(); } catch { /* fetched again on send */ }
@@ -208,6 +210,7 @@ window.addEventListener("popstate", () => {
 });
 
 initSignaturePads(form, () => applyShowWhen(form));
+initFileFields(form, { endpoint: formApi, nonce: currentNonce, onChange: () => applyShowWhen(form) });
 applyShowWhen(form);
 if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);
 else showForm();

@@ -3,6 +3,8 @@ staff, deleted with their response (docs/uploads.md)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import io
 import json
 import os
@@ -19,11 +21,18 @@ from sqlalchemy import func, select
 
 from healthforms.audit.models import AuditEventRow
 from healthforms.clock import utcnow
+from healthforms.crypto.keys import KeyRing, generate_key
 from healthforms.db.base import Base
+from healthforms.responses.key_rotation import rotate_keys
 from healthforms.responses.models import ResponseRow
 from healthforms.state import AppState
 from healthforms.uploads.models import Upload, UploadBlob
-from healthforms.uploads.service import STALE_UPLOAD, extend_pending, sweep_expired
+from healthforms.uploads.service import (
+    STALE_UPLOAD,
+    extend_pending,
+    open_file,
+    sweep_expired,
+)
 from tests.patient_requests.helpers import create_request, token_of
 from tests.submissions.helpers import fetch_nonce, publish, submit
 from tests.support.plaintext import sqlite_files_holding, tables_holding
@@ -413,3 +422,48 @@ async def test_the_response_pdf_embeds_photos_and_appends_documents(
     # The answers' pages, then the referral's three.
     assert len(reader.pages) >= 4
     assert [p.mediabox.width for p in reader.pages[-3:]] == [200, 200, 200]
+
+
+async def test_key_rotation_rewraps_the_files_data_keys(
+    editor_http: httpx.AsyncClient, client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    form = await publish(editor_http, UPLOAD_FIELDS)
+    public_id = form["publicId"]
+    nonce = await fetch_nonce(client, public_id)
+    document = pdf_document()
+    sent = await upload(client, public_id, nonce, "papers", document, "r.pdf", "application/pdf")
+    assert (
+        await submit(client, public_id, nonce, {"papers": [sent.json()["id"]]})
+    ).status_code == 201
+    (row,) = await upload_rows(app, form["id"])
+    assert row.response_id is not None
+    state = state_of(app)
+    rotated = KeyRing(current=base64.b64decode(generate_key()), previous=(state.keys.current,))
+    counts = {c.name: c for c in await rotate_keys(state.db, rotated, also=(UploadBlob,))}
+    assert counts["upload_blobs"].rewrapped >= 1  # the database is shared by a worker
+    async with state.db.sessions() as session:
+        _, data = await open_file(
+            session, KeyRing(current=rotated.current), row.response_id, row.id
+        )
+    assert data == document
+
+
+async def test_concurrent_copies_of_a_submission_attach_its_files_once(
+    editor_http: httpx.AsyncClient, client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    form = await publish(editor_http, UPLOAD_FIELDS)
+    public_id = form["publicId"]
+    nonce = await fetch_nonce(client, public_id)
+    ids = [
+        (await upload(client, public_id, nonce, "papers", photo_with_gps())).json()["id"]
+        for _ in range(2)
+    ]
+    replies = await asyncio.gather(
+        *(submit(client, public_id, nonce, {"papers": ids}) for _ in range(6))
+    )
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses.count(201) == 1, statuses
+    assert set(statuses) <= {200, 201, 409}, statuses
+    assert await response_count(app, form["id"]) == 1
+    rows = await upload_rows(app, form["id"])
+    assert len({r.response_id for r in rows}) == 1 and rows[0].response_id is not None

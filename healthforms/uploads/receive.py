@@ -53,6 +53,8 @@ class _Parts:
         self._field = bytearray()
         self._value = bytearray()
         self._disposition = b""
+        # The closing boundary was read: a body cut short never yields a partial file.
+        self.ended = False
 
     def callbacks(self) -> MultipartCallbacks:
         return {
@@ -62,7 +64,11 @@ class _Parts:
             "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._data,
+            "on_end": self._end,
         }
+
+    def _end(self) -> None:
+        self.ended = True
 
     def _begin(self) -> None:
         self._current = None
@@ -117,7 +123,7 @@ async def read_upload(
         parser.finalize()
     except FormParserError:
         raise UploadUnreadable() from None
-    if parts.over & {"nonce", "field"} or not KNOWN_PARTS <= parts.parts.keys():
+    if not parts.ended or parts.over & {"nonce", "field"} or not KNOWN_PARTS <= parts.parts.keys():
         raise UploadUnreadable()
     try:
         nonce = parts.parts["nonce"].decode("ascii")

@@ -467,3 +467,50 @@ async def test_concurrent_copies_of_a_submission_attach_its_files_once(
     assert await response_count(app, form["id"]) == 1
     rows = await upload_rows(app, form["id"])
     assert len({r.response_id for r in rows}) == 1 and rows[0].response_id is not None
+
+
+async def test_hostile_upload_bodies_get_a_clear_4xx_never_a_500(
+    editor_http: httpx.AsyncClient, client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    form = await publish(editor_http, UPLOAD_FIELDS)
+    public_id = form["publicId"]
+    nonce = await fetch_nonce(client, public_id)
+    url = f"/api/public/forms/{public_id}/files"
+    boundary = "xyzBOUNDARYxyz"
+    multipart = f"multipart/form-data; boundary={boundary}"
+
+    def body(*parts: tuple[str, bytes]) -> bytes:
+        out = b""
+        for name, value in parts:
+            out += (
+                (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n').encode()
+                + value
+                + b"\r\n"
+            )
+        return out + f"--{boundary}--\r\n".encode()
+
+    photo = photo_with_gps()
+    cases: list[tuple[str, bytes]] = [
+        ("multipart/form-data", body(("nonce", nonce.encode()))),  # no boundary
+        ("multipart/form-data; boundary=", b"--\r\n"),
+        ("text/plain", photo),
+        (multipart, b"garbage without any boundary"),
+        (multipart, body(("nonce", nonce.encode()), ("field", b"card"))),  # no file
+        (multipart, body(("nonce", b"x" * 5000), ("field", b"card"), ("file", photo))),
+        (multipart, body(("nonce", nonce.encode()), ("field", "cärd".encode()), ("file", photo))),
+        (multipart, body(("nonce", nonce.encode()), ("field", b"card"), ("file", photo))[:-40]),
+    ]
+    for content_type, content in cases:
+        reply = await client.post(url, content=content, headers={"Content-Type": content_type})
+        assert reply.status_code == 400, (content_type, content[:80], reply.text)
+        assert reply.json()["code"] in {"upload_unreadable", "nonce_invalid"}
+    # Unknown and repeated parts are read past; the first copy of each counts.
+    extra = body(
+        ("nonce", nonce.encode()), ("comment", b"hello"), ("field", b"card"),
+        ("field", b"papers"), ("file", photo),
+    )  # fmt: skip
+    reply = await client.post(url, content=extra, headers={"Content-Type": multipart})
+    assert reply.status_code == 201 and reply.json()["fieldId"] == "card"
+    # Staff paths with odd ids are 404s.
+    for odd in ("x" * 3000, "upl_%00", "..%2F..%2Fetc"):
+        assert (await editor_http.get(f"/api/responses/{odd}/files/{odd}")).status_code == 404

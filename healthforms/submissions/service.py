@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -135,6 +136,11 @@ class ResponseLink(Protocol):
         ...
 
 
+# A public id is a URL-safe token: anything else (a NUL byte, which PostgreSQL refuses in
+# text) is a 404 before it reaches the database.
+_PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -145,7 +151,7 @@ def new_confirmation() -> str:
 
 async def load_published(session: AsyncSession, public_id: str) -> PublishedForm:
     """The currently published version behind a public link, or 404."""
-    if not public_id or len(public_id) > 64:
+    if not _PUBLIC_ID.fullmatch(public_id):
         raise NotFound()
     query = (
         select(Form, FormVersion)
@@ -199,7 +205,7 @@ async def current_published(
     """What a submission is checked against. The database stays the last word on which
     version is published now (one indexed lookup of two columns); the version itself
     is frozen, so this process's cached copy serves when it is that version."""
-    if not public_id or len(public_id) > 64:
+    if not _PUBLIC_ID.fullmatch(public_id):
         raise NotFound()
     cached = state.published_forms.get(public_id)
     if isinstance(cached, PublishedForm):

@@ -7,17 +7,30 @@ cached, and PDFs as attachments (a PDF viewer in the page's origin is script sur
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from healthforms.audit.events import RESPONSE_FILE_VIEWED
 from healthforms.audit.recorder import AuditorDep
+from healthforms.errors import NotFound
 from healthforms.responses.service import RESOURCE_TYPE, get_response
 from healthforms.security.context import CurrentPrincipal
 from healthforms.state import DbSessionDep, StateDep
 from healthforms.uploads.service import open_file, response_files
 
 router = APIRouter(tags=["responses"])
+
+# Ids are URL-safe tokens: anything else (a NUL byte, which PostgreSQL refuses in text,
+# a 3000-character path segment) is a 404 before it reaches the database.
+_ID_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _check_ids(*ids: str) -> None:
+    if not all(_ID_SHAPE.fullmatch(value) for value in ids):
+        raise NotFound()
+
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # The edge layer adds nosniff and the pages' CSP to every answer; this second policy
@@ -34,6 +47,7 @@ async def list_files(
     response_id: str, principal: CurrentPrincipal, session: DbSessionDep
 ) -> JSONResponse:
     """What is attached (type, size, pages): no content, so not a PHI read."""
+    _check_ids(response_id)
     row = await get_response(session, principal.organization_id, response_id)
     files = await response_files(session, row.id)
     return JSONResponse({"files": [f.as_json() for f in files]}, headers=NO_STORE)
@@ -48,6 +62,7 @@ async def read_file(
     state: StateDep,
     auditor: AuditorDep,
 ) -> Response:
+    _check_ids(response_id, file_id)
     row = await get_response(session, principal.organization_id, response_id)
     stored, data = await open_file(session, state.keys, row.id, file_id)
     await auditor.record(

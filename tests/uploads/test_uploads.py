@@ -514,3 +514,9 @@ async def test_hostile_upload_bodies_get_a_clear_4xx_never_a_500(
     # Staff paths with odd ids are 404s.
     for odd in ("x" * 3000, "upl_%00", "..%2F..%2Fetc"):
         assert (await editor_http.get(f"/api/responses/{odd}/files/{odd}")).status_code == 404
+        assert (await editor_http.get(f"/api/responses/{odd}/files")).status_code == 404
+    for odd in ("%00", "x" * 70):
+        reply = await client.post(f"/api/public/forms/{odd}/files", content=extra)
+        assert reply.status_code == 404, reply.text
+        reply = await client.post(f"/api/public/requests/{odd}/files", content=extra)
+        assert reply.status_code == 404, reply.text

@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from healthforms.db.outage import is_database_outage
-from healthforms.errors import HealthformsError, PayloadTooLarge, ServiceUnavailable
+from healthforms.errors import HealthformsError, NotFound, PayloadTooLarge, ServiceUnavailable
 from healthforms.http.answers import send_body, send_error
 from healthforms.http.client_ip import IPNetwork, client_ip
 from healthforms.logs import write_request_line
@@ -136,6 +136,13 @@ class EdgeMiddleware:
             max_body = max(max_body, MAX_UPLOAD_BODY_BYTES)
         status_holder = [500]
         started_response = [False]
+
+        if "\x00" in path:
+            # No route has a NUL byte, and PostgreSQL refuses one in text: a path segment
+            # carrying it (%00) would reach a query as a 500. Refused here, for every route.
+            await self._send_error(send, NotFound(), request_id)
+            self._finish(scope, 404, started, request_id)
+            return
 
         if content_length is not None:
             try:

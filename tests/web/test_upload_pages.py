@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from typing import cast
 
@@ -17,7 +18,7 @@ from tests.web.browser import Watch, check_page, new_context
 from tests.web.conftest import require_api
 from tests.web.seed import create_users, publish_form
 from tests.web.test_public_pages import PHONE
-from tests.web.test_staff_flow import sign_in
+from tests.web.test_staff_flow import add_field, api_json, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -145,3 +146,44 @@ def test_a_phone_uploads_a_photo_staff_see_it_and_it_is_in_the_pdf(
     for ctx in (admin_ctx, patient_ctx):
         ctx.close()
     assert watch.unexpected(422) == []
+
+
+def test_the_builder_adds_a_file_field_with_its_limits(
+    browser: Browser,
+    server: ServerProcess,
+    database_url: str,
+    api_paths: set[str],
+    watch: Watch,
+) -> None:
+    require_api(api_paths, *UPLOADS)
+    (admin,) = create_users(database_url, [("Ada Admin", "admin")])
+    base = server.base_url
+    context = new_context(browser, watch, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    sign_in(page, base, admin)
+    page.get_by_role("link", name=re.compile("New form|Create your first form")).first.click()
+    page.get_by_label("Title").fill("Photos please")
+    page.get_by_role("button", name="Create and add fields").click()
+    page.wait_for_url(re.compile(rf"{re.escape(base)}/forms/frm_[^/]+$"))
+    form_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#save-btn")).to_be_visible()  # the edit lock is held
+    add_field(page, {"id": "card", "type": "file", "label": "Insurance card"})
+    card = page.locator(".field-card").last
+    card.get_by_label("Accepts").select_option("image")
+    card.get_by_label("Most files, 1 to 10").fill("3")
+    card.get_by_label("Largest file (MB), 1 to 20").fill("5")
+    expect(page.locator("#preview")).to_contain_text("Photos, up to 3 files, at most 5 MB each.")
+    expect(page.locator("#preview input[type=file]")).to_have_attribute("accept", "image/*")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#save-state")).to_contain_text("saved")
+    check_page(page, "builder-file-field")
+    saved = api_json(context, base, f"/api/forms/{form_id}")
+    (field,) = saved["fields"]
+    assert {k: field.get(k) for k in ("type", "accept", "maxFiles", "maxSizeMb")} == {
+        "type": "file",
+        "accept": ["image"],
+        "maxFiles": 3,
+        "maxSizeMb": 5,
+    }
+    context.close()
+    assert watch.unexpected() == []

@@ -17,14 +17,16 @@ from fastapi import FastAPI
 from PIL import Image
 from pypdf import PageObject, PdfReader
 from pypdf.generic import DictionaryObject
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from healthforms.audit.models import AuditEventRow
 from healthforms.clock import utcnow
 from healthforms.crypto.keys import KeyRing, generate_key
 from healthforms.db.base import Base
+from healthforms.metrics import Metrics
 from healthforms.responses.key_rotation import rotate_keys
 from healthforms.responses.models import ResponseRow
+from healthforms.retention.job import PurgeJob, RoundOutcome
 from healthforms.state import AppState
 from healthforms.uploads.models import Upload, UploadBlob
 from healthforms.uploads.service import (
@@ -520,3 +522,28 @@ async def test_hostile_upload_bodies_get_a_clear_4xx_never_a_500(
         assert reply.status_code == 404, reply.text
         reply = await client.post(f"/api/public/requests/{odd}/files", content=extra)
         assert reply.status_code == 404, reply.text
+
+
+async def test_the_retention_round_sweeps_expired_uploads(
+    editor_http: httpx.AsyncClient, client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    form = await publish(editor_http, UPLOAD_FIELDS)
+    public_id = form["publicId"]
+    nonce = await fetch_nonce(client, public_id)
+    stale, fresh = [
+        (await upload(client, public_id, nonce, "papers", photo_with_gps())).json()["id"]
+        for _ in range(2)
+    ]
+    state = state_of(app)
+    async with state.db.sessions() as session:
+        await session.execute(
+            update(Upload)
+            .where(Upload.id == stale)
+            .values(expires_at=utcnow() - timedelta(minutes=1))
+        )
+        await session.commit()
+    # A round of its own (an interval no other test uses), on this app's Redis and database.
+    job = PurgeJob(state.db, state.redis, state.keys, Metrics(), 7 * 86400.0 + 13)
+    assert await job.run_round() is RoundOutcome.RAN
+    assert [r.id for r in await upload_rows(app, form["id"])] == [fresh]
+    assert await blob_count(app, [stale]) == 0

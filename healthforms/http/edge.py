@@ -137,9 +137,10 @@ class EdgeMiddleware:
         status_holder = [500]
         started_response = [False]
 
-        if "\x00" in path:
-            # No route has a NUL byte, and PostgreSQL refuses one in text: a path segment
-            # carrying it (%00) would reach a query as a 500. Refused here, for every route.
+        if is_api and "\x00" in path:
+            # No API route has a NUL byte, and PostgreSQL refuses one in text: a path
+            # segment carrying it (%00) would reach a query as a 500. Refused here for
+            # every API route (pages answer their own 404 page).
             await self._send_error(send, NotFound(), request_id)
             self._finish(scope, 404, started, request_id)
             return

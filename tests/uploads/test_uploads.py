@@ -547,3 +547,8 @@ async def test_the_retention_round_sweeps_expired_uploads(
     assert await job.run_round() is RoundOutcome.RAN
     assert [r.id for r in await upload_rows(app, form["id"])] == [fresh]
     assert await blob_count(app, [stale]) == 0
+
+
+async def test_a_nul_byte_in_a_patient_page_path_is_its_404_page(client: httpx.AsyncClient) -> None:
+    page = await client.get("/f/%00", headers={"Accept": "text/html"})
+    assert page.status_code == 404

@@ -52,6 +52,7 @@ from healthforms.errors import Conflict, HealthformsError, NotFound, ValidationF
 from healthforms.forms.models import Form
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
+from healthforms.languages import DEFAULT_LANGUAGE, N_
 from healthforms.patient_requests.mail import enqueue_link, enqueue_receipt
 from healthforms.patient_requests.models import PatientRequest
 from healthforms.responses.patients import PatientIdentity
@@ -92,7 +93,7 @@ CHANNEL_EMAIL = "email"
 
 class RequestClosed(HealthformsError):
     status_code, code = 410, "request_closed"
-    message = "This link was already used or has expired. Contact your clinic."
+    message = N_("This link was already used or has expired. Contact your clinic.")
 
 
 class FormNotPublished(Conflict):
@@ -515,6 +516,28 @@ class Moved:
     event: AuditEvent | None
 
 
+async def move_to_sent(
+    session: AsyncSession, request_id: str, organization_id: str, now: datetime
+) -> bool:
+    """created -> sent if the request is still created and unexpired; True if it moved.
+
+    The one transition both staff ("Mark as handed over", mark_sent) and the email
+    outbox (notify.py, once the link is handed to the mail server) make; each records
+    its own `request.sent` event in the same transaction."""
+    result = await session.execute(
+        update(PatientRequest)
+        .where(
+            PatientRequest.id == request_id,
+            PatientRequest.organization_id == organization_id,
+            PatientRequest.state == CREATED,
+            PatientRequest.expires_at > now,
+        )
+        .values(state=SENT, sent_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
 async def mark_sent(
     session: AsyncSession,
     request_id: str,
@@ -530,19 +553,9 @@ async def mark_sent(
     (409). The email outbox calls this with channel="email" once a message is handed to
     the mail server; staff's "Mark as handed over" with the default."""
     now = utcnow()
-    result = await session.execute(
-        update(PatientRequest)
-        .where(
-            PatientRequest.id == request_id,
-            PatientRequest.organization_id == organization_id,
-            PatientRequest.state == CREATED,
-            PatientRequest.expires_at > now,
-        )
-        .values(state=SENT, sent_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    moved = await move_to_sent(session, request_id, organization_id, now)
     row = await get_request(session, organization_id, request_id)
-    if _rowcount(result) == 1:
+    if moved:
         await session.refresh(row)
         event = auditor.event(
             REQUEST_SENT,
@@ -732,6 +745,21 @@ class RequestCompletion:
         ]
 
 
+async def submittable_request(
+    state: AppState, session: AsyncSession, raw_token: object
+) -> tuple[PatientRequest, PublishedForm]:
+    """A request a submission may be sent to and the version it is checked against: a
+    live one, or a completed one (whose resend is answered); 404 unknown, 410 closed."""
+    row = await find_by_token(session, raw_token)
+    if state_of(row) not in (*LIVE, COMPLETED):
+        raise RequestClosed()
+    form = await get_form(session, row.organization_id, row.form_id)
+    published = await published_version(state, session, form)
+    if published is None:
+        raise RequestClosed()
+    return row, published
+
+
 async def submit_to_request(
     state: AppState,
     session: AsyncSession,
@@ -740,20 +768,14 @@ async def submit_to_request(
     context: RequestContext,
     auditor: Auditor,
     rate_check: Callable[[], Awaitable[RateVerdict]] | None = None,
+    language: str = DEFAULT_LANGUAGE,
 ) -> SubmissionResult:
     """A submission through a request's link: SubmissionService's exactly-once storage
     (nonce claim, validation, resends) plus the request's completion in the same
     transaction. A completed request still answers a resend of the submission that
     completed it (the same nonce and answers: 200, the same confirmation); any other
     copy is 410."""
-    row = await find_by_token(session, raw_token)
-    current = state_of(row)
-    if current not in (*LIVE, COMPLETED):
-        raise RequestClosed()
-    form = await get_form(session, row.organization_id, row.form_id)
-    published = await published_version(state, session, form)
-    if published is None:
-        raise RequestClosed()
+    row, published = await submittable_request(state, session, raw_token)
     contact = open_contact(state.keys, row)
     link = RequestCompletion(row.id, row.organization_id, contact.name if contact else None)
     return await SubmissionService(state).submit(
@@ -765,4 +787,5 @@ async def submit_to_request(
         rate_check,
         scope=nonce_scope(row.id),
         link=link,
+        language=language,
     )

@@ -20,7 +20,9 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from healthforms.forms.conditions import visible_fields
 from healthforms.forms.schema import FieldDef, FieldType
+from healthforms.languages import N_
 from healthforms.submissions.validation import MAX_SIGNATURE_PIXELS
 
 # Signatures are at most 256 KiB of PNG (API.md); larger or huge-canvas images are
@@ -30,7 +32,7 @@ _DATA_URL_PREFIX = "data:image/png;base64,"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # C0 controls except tab and newline, DEL and C1 controls: never drawn.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-NOT_ANSWERED = "Not answered"
+NOT_ANSWERED = N_("Not answered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,8 @@ class PdfDocument:
     response_id: str
     submitted_at: datetime
     items: tuple[PdfItem, ...]
+    # The language its labels, options and fixed texts are printed in (languages.py).
+    language: str = "en"
 
     @property
     def submitted_text(self) -> str:
@@ -130,47 +134,14 @@ def format_answer(value: Any) -> str | None:
     return text if text.strip() else None
 
 
-def _condition_holds(answer: Any, condition: Any) -> bool:
-    if condition.equals is not None:
-        return bool(answer == condition.equals)
-    if condition.not_equals is not None:
-        return bool(answer != condition.not_equals)
-    if condition.contains is not None:
-        if isinstance(answer, list):
-            return condition.contains in answer
-        if isinstance(answer, str):
-            return condition.contains in answer
-        return False
-    return True
-
-
 def shown_field_ids(fields: list[FieldDef], answers: dict[str, Any]) -> set[str]:
-    """Ids of the fields the patient saw: no `showWhen`, or its condition held.
+    """Ids of the fields and blocks the patient saw (forms/conditions.py).
 
-    A field whose controlling field was itself hidden is hidden too (chains resolve
-    in order; a cycle, which definition validation forbids, counts as hidden).
+    A stored answer proves its field was shown when it was submitted, whatever a
+    later reading of the conditions says.
     """
-    by_id = {f.id: f for f in fields}
-    memo: dict[str, bool] = {}
-
-    def is_shown(field_id: str, visiting: frozenset[str]) -> bool:
-        if field_id in memo:
-            return memo[field_id]
-        field = by_id.get(field_id)
-        if field is None or field_id in visiting:
-            return False
-        cond = field.show_when
-        if cond is None:
-            result = True
-        else:
-            result = is_shown(cond.field, visiting | {field_id}) and _condition_holds(
-                answers.get(cond.field), cond
-            )
-        memo[field_id] = result
-        return result
-
-    # A stored answer proves the field was shown when it was submitted.
-    return {f.id for f in fields if f.id in answers or is_shown(f.id, frozenset())}
+    shown = {f.id for f in visible_fields(fields, answers)}
+    return shown | {f.id for f in fields if f.takes_answer and f.id in answers}
 
 
 def decode_signature(value: Any) -> bytes | None:
@@ -224,9 +195,17 @@ def build_item(
     field: FieldDef,
     answer: Any,
     signatures: dict[str, Any],
+    option_labels: Mapping[str, str] | None = None,
     files: Mapping[str, PdfFile] | None = None,
 ) -> PdfItem:
+    """One question; `option_labels` prints canonical options in another language;
+    `files`: the response's attached files by upload id (uploads/)."""
+    labels = option_labels or {}
     label = clean_text(field.label)
+    if not field.takes_answer:
+        # Headings and page titles print as section titles; a paragraph prints its text
+        # (the consent wording the patient signed under belongs on the record).
+        return PdfItem(field_id=field.id, label=label, kind=field.type)
     if field.type is FieldType.FILE:
         ids = answer if isinstance(answer, list) else []
         attached = tuple((files or {})[i] for i in ids if isinstance(i, str) and i in (files or {}))
@@ -250,7 +229,7 @@ def build_item(
     if field.type is FieldType.CHECKBOX and field.options:
         raw = answer if isinstance(answer, list) else ([] if answer is None else [answer])
         chosen = [str(c) for c in raw if isinstance(c, str | int | float)]
-        choices = [(clean_text(opt), opt in chosen) for opt in field.options]
+        choices = [(clean_text(labels.get(opt, opt)), opt in chosen) for opt in field.options]
         # An answer outside the version's options is still shown, never dropped.
         known = set(field.options)
         choices += [(clean_text(c), True) for c in chosen if c not in known]
@@ -258,6 +237,8 @@ def build_item(
     if field.type is FieldType.CHECKBOX:
         checked = answer if isinstance(answer, bool) else None
         return PdfItem(field_id=field.id, label=label, kind=field.type, checked=checked)
+    if isinstance(answer, str) and answer in labels:
+        answer = labels[answer]
     return PdfItem(field_id=field.id, label=label, kind=field.type, text=format_answer(answer))
 
 
@@ -272,13 +253,19 @@ def build_document(
     fields: list[FieldDef],
     answers: dict[str, Any],
     signatures: dict[str, Any],
+    option_labels: Mapping[str, Mapping[str, str]] | None = None,
+    language: str = "en",
     files: Mapping[str, PdfFile] | None = None,
 ) -> PdfDocument:
-    """The PDF model of one response: its version's fields, in order, shown ones only.
-    `files`: the response's attached files by upload id (uploads/)."""
+    """The PDF model of one response: its version's fields, in order, shown ones only
+    (labels as given; `option_labels`: field id -> option -> its printed label; `files`:
+    the response's attached files by upload id, uploads/)."""
     shown = shown_field_ids(fields, answers)
+    labels = option_labels or {}
     items = tuple(
-        build_item(f, answers.get(f.id), signatures, files) for f in fields if f.id in shown
+        build_item(f, answers.get(f.id), signatures, labels.get(f.id), files)
+        for f in fields
+        if f.id in shown
     )
     return PdfDocument(
         organization=clean_text(organization),
@@ -288,4 +275,5 @@ def build_document(
         response_id=response_id,
         submitted_at=submitted_at,
         items=items,
+        language=language,
     )

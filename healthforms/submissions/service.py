@@ -19,7 +19,7 @@ import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -42,6 +42,7 @@ from healthforms.errors import (
 )
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
+from healthforms.languages import DEFAULT_LANGUAGE, N_, is_supported
 from healthforms.outbox.store import RESPONSE_SUBMITTED as RESPONSE_SUBMITTED_MESSAGE
 from healthforms.outbox.store import enqueue
 from healthforms.redis.errors import RedisUnavailable
@@ -72,17 +73,17 @@ CONFIRMATION_LENGTH = 10
 
 class NonceInvalid(HealthformsError):
     status_code, code = 400, "nonce_invalid"
-    message = "This form link has expired. Reload the page and submit again."
+    message = N_("This form link has expired. Reload the page and submit again.")
 
 
 class NonceUsed(Conflict):
     code = "nonce_used"
-    message = "This form was already submitted with different answers."
+    message = N_("This form was already submitted with different answers.")
 
 
 class SubmissionInProgress(Conflict):
     code = "submission_in_progress"
-    message = "This submission is being stored. Wait a moment and try again."
+    message = N_("This submission is being stored. Wait a moment and try again.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +97,19 @@ class PublishedForm:
     description: str
     raw_fields: list[dict[str, Any]]
     fields: list[FieldDef]
+    # The version's texts in other languages (forms/translations.py); {} if none.
+    translations: dict[str, Any] = field(default_factory=dict)
 
     def public_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "title": self.title,
             "description": self.description,
             "fields": self.raw_fields,
             "version": self.version,
         }
+        if self.translations:
+            body["translations"] = self.translations
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +181,7 @@ async def load_published(session: AsyncSession, public_id: str) -> PublishedForm
         description=version.description,
         raw_fields=list(version.fields),
         fields=fields_from_json(version.fields),
+        translations=dict(version.translations or {}),
     )
 
 
@@ -251,13 +258,19 @@ class SubmissionService:
         *,
         scope: str | None = None,
         link: ResponseLink | None = None,
+        language: str = DEFAULT_LANGUAGE,
     ) -> SubmissionResult:
         """Store one submission once, with its `response.submitted` audit event in the
         same transaction. `rate_check` takes the client's `public` token; it is run
         together with the nonce claim (http/ratelimits.py). `scope` is where the nonce
-        was issued (issue_nonce); `link` adds its work to the response's transaction."""
+        was issued (issue_nonce); `link` adds its work to the response's transaction.
+        The response records the language the patient answered in: the body's
+        `language` when it is one we speak, else `language` (the client's
+        Accept-Language)."""
         if not isinstance(body, dict):
             raise NonceInvalid()
+        if is_supported(body.get("language")):
+            language = str(body["language"])
         nonce = nonces.verify(self.state.keys, scope or form.public_id, body.get("nonce"))
         if nonce is None:
             raise NonceInvalid()
@@ -292,7 +305,7 @@ class SubmissionService:
                 return SubmissionResult(state.confirmation, None, created=False)
             raise NonceUsed()
         return await self._store(
-            session, form, nonce, answers, digest, context, auditor, redis_up, link
+            session, form, nonce, answers, digest, context, auditor, redis_up, link, language
         )
 
     async def upload(
@@ -354,17 +367,16 @@ class SubmissionService:
         ]
         if not signature_ids:
             return {}
-        version_hash = hashlib.sha256(
-            canonical_json(
-                {
-                    "formId": form.form_id,
-                    "version": form.version,
-                    "title": form.title,
-                    "description": form.description,
-                    "fields": form.raw_fields,
-                }
-            )
-        ).hexdigest()
+        shown: dict[str, Any] = {
+            "formId": form.form_id,
+            "version": form.version,
+            "title": form.title,
+            "description": form.description,
+            "fields": form.raw_fields,
+        }
+        if form.translations:  # what was signed may have been read in another language
+            shown["translations"] = form.translations
+        version_hash = hashlib.sha256(canonical_json(shown)).hexdigest()
         others = {k: v for k, v in answers.items() if k not in signature_ids}
         answers_hash = hashlib.sha256(canonical_json(others)).hexdigest()
         return {
@@ -389,6 +401,7 @@ class SubmissionService:
         auditor: Auditor,
         redis_up: bool,
         link: ResponseLink | None = None,
+        language: str = DEFAULT_LANGUAGE,
     ) -> SubmissionResult:
         now = utcnow()
         linked_events: list[AuditEvent] = []
@@ -413,6 +426,7 @@ class SubmissionService:
                     "wrapped_key": sealed.wrapped_key,
                     "key_id": sealed.key_id,
                     "submitted_at": now,
+                    "language": language,
                 },
             )
             # The files the answers name become the response's, in its transaction.

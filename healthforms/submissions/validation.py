@@ -20,13 +20,15 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from healthforms.errors import ValidationFailed
-from healthforms.forms.schema import FieldDef, FieldType, ShowWhen
+from healthforms.forms.conditions import Walk
+from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.forms.validation import (
     DEFAULT_TEXT_MAX,
     DEFAULT_TEXTAREA_MAX,
     UnsafePattern,
     compile_pattern,
 )
+from healthforms.languages import DEFAULT_LANGUAGE, N_, translate
 
 SIGNATURE_PREFIX = "data:image/png;base64,"
 MAX_SIGNATURE_CHARS = 256 * 1024
@@ -42,6 +44,46 @@ MAX_UNKNOWN_REPORTED = 20
 # An upload's id as uploads/ issues it (docs/uploads.md): the answer of a file field is
 # a list of these; whose they are is checked when the response is stored.
 UPLOAD_ID_RE = re.compile(r"^upl_[A-Za-z0-9_-]{8,36}$")
+_PHONE_DIGITS = (7, 15)
+NUMBER_LIMIT = 1e15
+
+# The server's words. client_rules() hands the same messages to the patient page's
+# checks (static/js/fields.js), so the browser refuses what this module refuses, in the
+# same words; a message never echoes the value (it may be PHI).
+REQUIRED = N_("is required")
+NOT_A_NUMBER = N_("must be a number")
+OUT_OF_RANGE = N_("is out of range")
+BAD_FORMAT = N_("does not have the expected format")
+NOT_AN_EMAIL = N_("must be an email address")
+NOT_A_PHONE = N_("must be a phone number")
+NOT_A_DATE = N_("must be a date (yyyy-mm-dd)")
+NOT_AN_OPTION = N_("must be one of the options")
+SIGNATURE_TOO_LARGE = N_("is too large (at most 256 KiB)")
+
+
+def too_long(limit: int) -> str:
+    return N_("must be at most {limit} characters", limit=limit)
+
+
+def too_short(limit: int) -> str:
+    return N_("must be at least {limit} characters", limit=limit)
+
+
+def _bound_text(bound: float) -> str:
+    """A bound as people write it: 1234567, not 1.23457e+06 (which `:g` gives)."""
+    if bound.is_integer() and abs(bound) < NUMBER_LIMIT:
+        return str(int(bound))
+    return f"{bound:.15g}"
+
+
+def below_min(bound: float) -> str:
+    return N_("must be at least {limit}", limit=_bound_text(bound))
+
+
+def above_max(bound: float) -> str:
+    return N_("must be at most {limit}", limit=_bound_text(bound))
+
+
 # The cap on all answers of one response together (HEALTHFORMS_MAX_ANSWERS_BYTES): a
 # long intake form plus one 256 KiB signature. Every byte is paid for again when the
 # response is printed (~12 s of CPU per MiB of text, pdf/render.py).
@@ -56,9 +98,10 @@ def answers_size(answers: Mapping[str, Any]) -> int:
 def answers_too_large(limit: int) -> str:
     """The 422 message for answers over the cap (names the limit, never a value)."""
     size = f"{limit // 1024} KiB" if limit >= 1024 else f"{limit} bytes"
-    return (
-        f"The answers are too large to send together (at most {size} in all). "
-        "Shorten the longest answers and send again."
+    return N_(
+        "The answers are too large to send together (at most {size} in all). "
+        "Shorten the longest answers and send again.",
+        size=size,
     )
 
 
@@ -71,51 +114,14 @@ def _is_blank(value: object) -> bool:
     return value is None or value == []
 
 
-def condition_holds(condition: ShowWhen, answers: Mapping[str, object]) -> bool:
-    """Evaluate a declarative showWhen against the answers of visible fields."""
-    other = answers.get(condition.field)
-    if "equals" in condition.model_fields_set:
-        return other is not None and _same(other, condition.equals)
-    if "not_equals" in condition.model_fields_set:
-        return other is None or not _same(other, condition.not_equals)
-    if "contains" in condition.model_fields_set:
-        needle = condition.contains
-        if isinstance(other, list):
-            return needle in other
-        if isinstance(other, str) and isinstance(needle, str):
-            return needle in other
-    return False
-
-
-def _same(answer: object, expected: object) -> bool:
-    if isinstance(answer, bool) or isinstance(expected, bool):
-        return answer is expected
-    if isinstance(answer, int | float) and isinstance(expected, int | float):
-        return float(answer) == float(expected)
-    return answer == expected
-
-
-def visible_fields(fields: list[FieldDef], answers: Mapping[str, object]) -> list[FieldDef]:
-    """The fields a patient saw, given the answers (conditions only look backwards)."""
-    shown: list[FieldDef] = []
-    seen: dict[str, object] = {}
-    for field in fields:
-        if field.show_when is None or condition_holds(field.show_when, seen):
-            shown.append(field)
-            value = answers.get(field.id)
-            if not _is_blank(value):
-                seen[field.id] = value
-    return shown
-
-
 def _text(field: FieldDef, value: object, default_max: int) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be text")
+        raise ValueError(N_("must be text"))
     limit = int(field.max) if field.max is not None else default_max
     if len(value) > limit:
-        raise ValueError(f"must be at most {limit} characters")
+        raise ValueError(too_long(limit))
     if field.min is not None and len(value.strip()) < int(field.min):
-        raise ValueError(f"must be at least {int(field.min)} characters")
+        raise ValueError(too_short(int(field.min)))
     _check_pattern(field, value)
     return value
 
@@ -126,28 +132,28 @@ def _check_pattern(field: FieldDef, value: str) -> None:
     try:
         compiled = compile_pattern(field.pattern)
     except UnsafePattern as exc:  # a definition that predates the rule: refuse, never hang
-        raise ValueError("cannot be checked") from exc
+        raise ValueError(N_("cannot be checked")) from exc
     if compiled.fullmatch(value) is None:
-        raise ValueError("does not have the expected format")
+        raise ValueError(BAD_FORMAT)
 
 
 def _email(field: FieldDef, value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be an email address")
+        raise ValueError(NOT_AN_EMAIL)
     value = value.strip()
     if len(value) > MAX_EMAIL or not _EMAIL_RE.match(value):
-        raise ValueError("must be an email address")
+        raise ValueError(NOT_AN_EMAIL)
     _check_pattern(field, value)
     return value
 
 
 def _phone(field: FieldDef, value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be a phone number")
+        raise ValueError(NOT_A_PHONE)
     value = value.strip()
     digits = sum(ch.isdigit() for ch in value)
-    if not _PHONE_RE.match(value) or not 7 <= digits <= 15:
-        raise ValueError("must be a phone number")
+    if not _PHONE_RE.match(value) or not _PHONE_DIGITS[0] <= digits <= _PHONE_DIGITS[1]:
+        raise ValueError(NOT_A_PHONE)
     _check_pattern(field, value)
     return value
 
@@ -155,75 +161,75 @@ def _phone(field: FieldDef, value: object) -> str:
 def _number(field: FieldDef, value: object) -> int | float:
     number: int | float
     if isinstance(value, bool):
-        raise ValueError("must be a number")
+        raise ValueError(NOT_A_NUMBER)
     if isinstance(value, int | float):
         number = value
     elif isinstance(value, str) and _NUMBER_RE.match(value.strip()):
         text = value.strip()
         number = float(text) if "." in text else int(text)
     else:
-        raise ValueError("must be a number")
+        raise ValueError(NOT_A_NUMBER)
     if isinstance(number, float) and not math.isfinite(number):
-        raise ValueError("must be a number")
-    if abs(number) > 1e15:
-        raise ValueError("is out of range")
+        raise ValueError(NOT_A_NUMBER)
+    if abs(number) > NUMBER_LIMIT:
+        raise ValueError(OUT_OF_RANGE)
     if field.min is not None and number < field.min:
-        raise ValueError(f"must be at least {field.min:g}")
+        raise ValueError(below_min(field.min))
     if field.max is not None and number > field.max:
-        raise ValueError(f"must be at most {field.max:g}")
+        raise ValueError(above_max(field.max))
     return number
 
 
 def _date(value: object) -> str:
     if not isinstance(value, str) or not _DATE_RE.match(value):
-        raise ValueError("must be a date (yyyy-mm-dd)")
+        raise ValueError(NOT_A_DATE)
     try:
         date.fromisoformat(value)
     except ValueError as exc:
-        raise ValueError("must be a date (yyyy-mm-dd)") from exc
+        raise ValueError(NOT_A_DATE) from exc
     return value
 
 
 def _choice(field: FieldDef, value: object) -> str:
     if not isinstance(value, str) or value not in (field.options or []):
-        raise ValueError("must be one of the options")
+        raise ValueError(NOT_AN_OPTION)
     return value
 
 
 def _checkbox(field: FieldDef, value: object) -> bool | list[str]:
     if field.options is None:
         if not isinstance(value, bool):
-            raise ValueError("must be true or false")
+            raise ValueError(N_("must be true or false"))
         return value
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError("must be a list of options")
+        raise ValueError(N_("must be a list of options"))
     allowed = set(field.options)
     if any(item not in allowed for item in value):
-        raise ValueError("must only contain the options")
+        raise ValueError(N_("must only contain the options"))
     if len(set(value)) != len(value):
-        raise ValueError("must not repeat an option")
+        raise ValueError(N_("must not repeat an option"))
     # Keep the form's order so equal choices always store (and hash) the same.
     return [option for option in field.options if option in set(value)]
 
 
 def _signature(value: object) -> str:
     if not isinstance(value, str) or not value.startswith(SIGNATURE_PREFIX):
-        raise ValueError("must be a PNG image")
+        raise ValueError(N_("must be a PNG image"))
     if len(value) > MAX_SIGNATURE_CHARS:
-        raise ValueError("is too large (at most 256 KiB)")
+        raise ValueError(SIGNATURE_TOO_LARGE)
     try:
         decoded = base64.b64decode(value[len(SIGNATURE_PREFIX) :], validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ValueError("must be a PNG image") from exc
+        raise ValueError(N_("must be a PNG image")) from exc
     if not decoded.startswith(PNG_MAGIC):
-        raise ValueError("must be a PNG image")
+        raise ValueError(N_("must be a PNG image"))
     # A few KiB of PNG can claim a huge canvas (a decompression bomb for whoever draws
     # it, e.g. the PDF renderer): check the size it declares, then that it decodes.
     try:
         with Image.open(io.BytesIO(decoded), formats=("PNG",)) as image:
             width, height = image.size
             if width * height > MAX_SIGNATURE_PIXELS:
-                raise ValueError("is too large (at most 4 megapixels)")
+                raise ValueError(N_("is too large (at most 4 megapixels)"))
             image.load()
     except (
         UnidentifiedImageError,
@@ -231,7 +237,7 @@ def _signature(value: object) -> str:
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as exc:
-        raise ValueError("must be a PNG image") from exc
+        raise ValueError(N_("must be a PNG image")) from exc
     return value
 
 
@@ -278,39 +284,98 @@ def validate_answers(
 ) -> dict[str, Any]:
     """The answers to store, or ValidationFailed keyed by field id.
 
-    One pass in form order: a field's condition is evaluated on the already
-    normalised answers of the visible fields before it, exactly as the stored
-    answers will be evaluated again when they are shown (visible_fields).
+    One pass in form order: a field's condition (and its page's) is evaluated on the
+    already normalised answers of the visible fields before it, exactly as the stored
+    answers will be evaluated again when they are shown (forms/conditions.py).
     Answers that pass one by one may still be refused together: over `max_bytes`
     as stored, `fields` carries the key "answers" (a patient sees the message).
     """
     if not isinstance(raw, dict):
-        raise ValidationFailed({"answers": "answers must be an object"})
-    known = {field.id for field in fields}
+        raise ValidationFailed({"answers": N_("answers must be an object")})
+    known = {field.id for field in fields if field.takes_answer}
     errors: dict[str, str] = {}
     for key in raw:
         if key not in known and len(errors) < MAX_UNKNOWN_REPORTED:
-            errors[str(key)[:64]] = "unknown field"
+            errors[str(key)[:64]] = N_("unknown field")
     cleaned: dict[str, Any] = {}
+    walk = Walk()
     for field in fields:
-        if field.show_when is not None and not condition_holds(field.show_when, cleaned):
-            continue  # hidden: neither required nor stored
+        if not walk.shows(field, cleaned) or not field.takes_answer:
+            continue  # hidden: neither required nor stored; a block has no answer
         value = raw.get(field.id)
         consent_unticked = (
             field.type is FieldType.CHECKBOX and field.options is None and value is False
         )
         if _is_blank(value) or consent_unticked:
             if field.required:
-                errors[field.id] = "is required"
+                errors[field.id] = REQUIRED
             elif consent_unticked:
                 cleaned[field.id] = False
             continue
         try:
             cleaned[field.id] = _validate_one(field, value)
         except ValueError as exc:
-            errors[field.id] = str(exc)
+            # The Message itself (not str()): the answer translates it (languages.py).
+            message = exc.args[0] if exc.args else ""
+            errors[field.id] = message if isinstance(message, str) else str(exc)
     if answers_size(cleaned) > max_bytes:
         errors["answers"] = answers_too_large(max_bytes)
     if errors:
         raise ValidationFailed(errors)
     return cleaned
+
+
+def client_rules(field: FieldDef, language: str = DEFAULT_LANGUAGE) -> dict[str, Any]:
+    """The checks of this module a patient's browser can make before sending, with their
+    messages (the page's data-rules; static/js/fields.js `clientErrors` applies them).
+
+    Only what the browser can decide exactly is here; the rest (a pattern JavaScript
+    cannot compile the same way, the total size) stays with the server's 422.
+    """
+    rules: dict[str, Any] = {}
+    if field.required:
+        rules["required"] = REQUIRED
+    kind = field.type
+    if kind in (FieldType.TEXT, FieldType.TEXTAREA):
+        default = DEFAULT_TEXT_MAX if kind is FieldType.TEXT else DEFAULT_TEXTAREA_MAX
+        limit = int(field.max) if field.max is not None else default
+        rules["maxLength"] = {"value": limit, "message": too_long(limit)}
+        if field.min is not None:
+            shortest = int(field.min)
+            rules["minLength"] = {"value": shortest, "message": too_short(shortest)}
+    elif kind is FieldType.EMAIL:
+        rules["email"] = {"re": _EMAIL_RE.pattern, "maxLength": MAX_EMAIL, "message": NOT_AN_EMAIL}
+    elif kind is FieldType.PHONE:
+        low, high = _PHONE_DIGITS
+        rules["phone"] = {"re": _PHONE_RE.pattern, "digits": [low, high], "message": NOT_A_PHONE}
+    elif kind is FieldType.NUMBER:
+        rules["number"] = {"message": NOT_A_NUMBER}
+        rules["range"] = {"value": NUMBER_LIMIT, "message": OUT_OF_RANGE}
+        if field.min is not None:
+            rules["min"] = {"value": field.min, "message": below_min(field.min)}
+        if field.max is not None:
+            rules["max"] = {"value": field.max, "message": above_max(field.max)}
+    elif kind is FieldType.DATE:
+        rules["date"] = {"re": _DATE_RE.pattern, "message": NOT_A_DATE}
+    elif kind is FieldType.SIGNATURE:
+        rules["signature"] = {"maxChars": MAX_SIGNATURE_CHARS, "message": SIGNATURE_TOO_LARGE}
+    if field.pattern is not None and kind in (
+        FieldType.TEXT,
+        FieldType.TEXTAREA,
+        FieldType.EMAIL,
+        FieldType.PHONE,
+    ):
+        # RE2 syntax; the page compiles it with `new RegExp` only when it can.
+        rules["pattern"] = {"value": field.pattern, "message": BAD_FORMAT}
+    return _translated(rules, language)
+
+
+def _translated(rules: dict[str, Any], language: str) -> dict[str, Any]:
+    """The rules with their messages in the page's language."""
+    out: dict[str, Any] = {}
+    for name, rule in rules.items():
+        if isinstance(rule, str):
+            out[name] = translate(rule, language)
+        else:
+            out[name] = {**rule, "message": translate(rule["message"], language)}
+    return out

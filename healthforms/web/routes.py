@@ -39,7 +39,17 @@ from healthforms.identity.service import (
     list_users,
     recovery_codes_left,
 )
-from healthforms.patient_requests.service import RequestClosed, clinic_name, live_request
+from healthforms.languages import (
+    DEFAULT_LANGUAGE,
+    LANGUAGE_NAMES,
+    is_supported,
+)
+from healthforms.patient_requests.service import (
+    RequestClosed,
+    clinic_name,
+    live_request,
+    nonce_scope,
+)
 from healthforms.pdf.routes import pdf_response
 from healthforms.pdf.service import PdfInProgress, PdfNotGenerated, PdfService
 from healthforms.responses.models import ResponseRow
@@ -57,10 +67,18 @@ from healthforms.responses.service import (
 from healthforms.security.context import request_state
 from healthforms.security.principal import Principal, Role
 from healthforms.state import AppState, DbSessionDep, StateDep
-from healthforms.submissions.service import published_form
-from healthforms.web.pages import STATIC_DIR, login_url, render, safe_next
-
-INVALID_LINK = "This form link is not valid."
+from healthforms.web.pages import (
+    STATIC_DIR,
+    login_url,
+    render,
+    safe_next,
+)
+from healthforms.web.patient_page import (
+    PatientPage,
+    closed_page,
+    fresh_form_page,
+    public_page,
+)
 
 
 class SignInRequired(Exception):
@@ -420,6 +438,10 @@ async def response_page(
         submitted_at=row.submitted_at,
         fields=list(version.fields),
         pdf_state=pdf_state,
+        # A response answered in another language also offers the clinic's copy.
+        answered_in=row.language or DEFAULT_LANGUAGE,
+        clinic_language=DEFAULT_LANGUAGE,
+        language_names=LANGUAGE_NAMES,
         pdf_just_generated=pdf == "generated" and pdf_state == "stored",
         csrf_token=csrf_token,
         **_staff_context(state, staff),
@@ -428,12 +450,28 @@ async def response_page(
 
 @router.get("/responses/{response_id}/pdf")
 async def response_pdf_download(
-    response_id: str, request: Request, staff: StaffPage, state: StateDep, auditor: AuditorDep
+    response_id: str,
+    request: Request,
+    staff: StaffPage,
+    state: StateDep,
+    auditor: AuditorDep,
+    lang: str | None = None,
 ) -> Response:
     """The stored PDF as an attachment named after the form, the date and the
     confirmation code. Generates nothing and takes no `pdf` token: a GET has no side
     effects (API.md "Pages"); without a stored PDF, 404 (409 while one is generated),
-    for a browser as a page that offers the button."""
+    for a browser as a page that offers the button.
+
+    `?lang=en` (any language we speak): the staff copy, the response printed in that
+    language, rendered for this download and not stored (docs/languages.md); it takes
+    a `pdf` token like a generation."""
+    if lang is not None:
+        if not is_supported(lang):
+            raise ValidationFailed({"lang": "unsupported language"})
+        await take_policy_token("pdf", request, staff.principal.user_id, state)
+        return pdf_response(
+            await PdfService(state).copy_in(staff.principal, response_id, lang, auditor)
+        )
     try:
         pdf = await PdfService(state).serve_stored(staff.principal, response_id, auditor)
     except (PdfNotGenerated, PdfInProgress) as exc:
@@ -514,22 +552,9 @@ async def audit_page(request: Request, staff: AdminPage, state: StateDep) -> Res
 async def public_form_page(
     public_id: str, request: Request, db: DbSessionDep, state: StateDep
 ) -> Response:
-    """The published version of a form, rendered for a patient's phone."""
-    try:
-        # The public API's own lookup: the page and the API agree on what is published.
-        form = await published_form(state, db, public_id)
-    except NotFound:
-        raise NotFound(INVALID_LINK) from None
-    return render(
-        request,
-        "public_form.html",
-        title=form.title,
-        public_id=public_id,
-        form_title=form.title,
-        description=form.description,
-        fields=form.raw_fields,
-        version=form.version,
-    )
+    """The published version of a form, rendered for a patient's phone; it also posts
+    without JavaScript (web/patient_page.py)."""
+    return fresh_form_page(request, state, await public_page(state, db, public_id))
 
 
 # The patient's personal link: no session, its token in the path (never in a Referer:
@@ -545,23 +570,7 @@ async def request_form_page(
     try:
         row, form = await live_request(state, db, token)
     except (NotFound, RequestClosed) as exc:
-        return render(
-            request,
-            "request_closed.html",
-            status_code=exc.status_code,
-            title="This link cannot be used",
-        )
+        return closed_page(request, exc.status_code)
     clinic = await clinic_name(db, row.organization_id)
-    return render(
-        request,
-        "public_form.html",
-        # The title is what a browser's history and tab show: no PHI, not the form.
-        title=f"Your form from {clinic}",
-        public_id="",
-        request_mode=True,
-        clinic=clinic,
-        form_title=form.title,
-        description=form.description,
-        fields=form.raw_fields,
-        version=form.version,
-    )
+    page = PatientPage(form=form, action=None, clinic=clinic)
+    return fresh_form_page(request, state, page, scope=nonce_scope(row.id))

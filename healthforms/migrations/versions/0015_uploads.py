@@ -1,7 +1,7 @@
 """add uploads: files patients attach to a response, and their sealed bytes
 
 Revision ID: 0015_uploads
-Revises: 0014_patient_requests
+Revises: 0019_languages
 Create Date: 2026-12-06 13:30:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015_uploads"
-down_revision: str | None = "0014_patient_requests"
+down_revision: str | None = "0019_languages"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,13 +1,15 @@
 // Patient-facing fields: render (builder preview), read answers, evaluate showWhen,
 // client-side hints, the signature pad. Markup mirrors templates/_fields.html.
 import { el } from "./api.js";
+import { LAYOUT, visibleIds } from "./conditions.js";
+import { _ } from "./i18n.js";
 
 const INPUT_TYPES = { text: "text", email: "email", phone: "tel", number: "number", date: "date" };
 
 function requiredMark(f) {
   return f.required
     ? [" ", el("span", { class: "req", "aria-hidden": "true", text: "*" }),
-       el("span", { class: "visually-hidden", text: " (required)" })]
+       el("span", { class: "visually-hidden", text: ` ${_("(required)")}` })]
     : [];
 }
 
@@ -27,9 +29,26 @@ export function fileLimits(f) {
   };
 }
 
+/** A heading, paragraph or page title, as the server renders it on the patient page. */
+function renderBlock(f, fid, headingLevel) {
+  const showWhen = f.showWhen ? JSON.stringify(f.showWhen) : null;
+  if (f.type === "pageBreak") {
+    // The builder's preview is one column: a page break shows as its page's title.
+    return el("div", { class: "form-page page-marker", id: `${fid}-wrap`, "data-field-id": f.id,
+      "data-type": f.type, "data-show-when": showWhen },
+    el("h3", { class: "page-title", text: f.label || "New page" }));
+  }
+  return el("div", { class: `block block-${f.type}`, id: `${fid}-wrap`, "data-field-id": f.id,
+    "data-type": f.type, "data-show-when": showWhen },
+  f.type === "heading"
+    ? el(`h${headingLevel}`, { class: "block-heading", text: f.label })
+    : el("p", { class: "block-text", text: f.label }));
+}
+
 /** Build one field's DOM, as the server renders it on the patient page. */
-export function renderField(f, prefix = "q") {
+export function renderField(f, prefix = "q", headingLevel = 2) {
   const fid = `${prefix}-${f.id}`;
+  if (LAYOUT.has(f.type)) return renderBlock(f, fid, headingLevel);
   const described = [...(f.helpText ? [`${fid}-help`] : []), `${fid}-error`].join(" ");
   const help = f.helpText ? el("p", { class: "help", id: `${fid}-help`, text: f.helpText }) : null;
   const error = el("p", { class: "field-error", id: `${fid}-error`, hidden: true });
@@ -130,39 +149,29 @@ export function fieldValue(wrap) {
   return type === "textarea" ? raw : raw.trim();
 }
 
-function same(a, b) {
-  if (a === undefined || a === null) return false;
-  if (typeof a === typeof b) return a === b;
-  return String(a) === String(b);
+function parseShowWhen(raw) {
+  if (!raw) return undefined;
+  try { return JSON.parse(raw); } catch { return undefined; }
 }
 
-function conditionHolds(cond, value) {
-  if (cond.equals !== undefined) return Array.isArray(value) ? value.some((v) => same(v, cond.equals)) : same(value, cond.equals);
-  if (cond.notEquals !== undefined) return !(Array.isArray(value) ? value.some((v) => same(v, cond.notEquals)) : same(value, cond.notEquals));
-  if (cond.contains !== undefined) {
-    if (Array.isArray(value)) return value.some((v) => same(v, cond.contains));
-    return typeof value === "string" && value.toLowerCase().includes(String(cond.contains).toLowerCase());
-  }
-  return true;
-}
-
-/** Show or hide fields by their showWhen (display only: the server decides again). */
+/**
+ * Show or hide fields, blocks and pages by their showWhen, through conditions.js (the
+ * twin of the server's evaluation). Display only: the server decides again. A page
+ * hidden by its condition is marked data-skipped; its fields are hidden one by one.
+ */
 export function applyShowWhen(root) {
-  const wraps = [...root.querySelectorAll(".q[data-field-id]")];
-  const byId = new Map(wraps.map((w) => [w.dataset.fieldId, w]));
-  // Repeat so chains (c depends on b depends on a) settle.
-  for (let round = 0; round < 5; round += 1) {
-    let changed = false;
-    for (const wrap of wraps) {
-      if (!wrap.dataset.showWhen) continue;
-      let cond;
-      try { cond = JSON.parse(wrap.dataset.showWhen); } catch { continue; }
-      const target = byId.get(cond.field);
-      const value = target && !target.hidden ? fieldValue(target) : undefined;
-      const show = conditionHolds(cond, value);
-      if (wrap.hidden === show) { wrap.hidden = !show; changed = true; }
-    }
-    if (!changed) break;
+  const nodes = [...root.querySelectorAll(".form-page[data-field-id], .q[data-field-id], .block[data-field-id]")];
+  const items = nodes.map((node) => ({
+    id: node.dataset.fieldId,
+    type: node.dataset.type,
+    showWhen: parseShowWhen(node.dataset.showWhen),
+    value: node.classList.contains("q") ? fieldValue(node) : undefined,
+  }));
+  const shown = visibleIds(items);
+  for (const node of nodes) {
+    const on = shown.has(node.dataset.fieldId);
+    if (node.classList.contains("form-page")) node.toggleAttribute("data-skipped", !on);
+    else if (node.hidden === on) node.hidden = !on;
   }
 }
 
@@ -179,52 +188,126 @@ export function collectAnswers(root) {
   return answers;
 }
 
-const EMAIL_RE = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+/** The server's checks a field carries (data-rules: submissions/validation.py
+ * `client_rules`), with the server's own messages. A field drawn without them (the
+ * builder preview) is only checked for being required. */
+function rulesOf(wrap) {
+  if (wrap.dataset.rules) {
+    try { return JSON.parse(wrap.dataset.rules) || {}; } catch { return {}; }
+  }
+  return wrap.dataset.required ? { required: "is required" } : {};
+}
 
-/** Client-side hints only (the server's 422 is the truth): {fieldId: message}. */
+const compiled = new Map();
+/** A rule's pattern (RE2 syntax, matched whole) as a RegExp, or null when JavaScript
+ * would read it differently or not at all: then only the server's 422 decides. */
+function patternOf(source) {
+  if (compiled.has(source)) return compiled.get(source);
+  let re = null;
+  // RE2-only syntax JavaScript reads otherwise: [:alpha:], \A \z \Q \E \C, (?P<n>, (?i).
+  if (!/\[:|\\[AzQEC]|\(\?[^:]/.test(source)) {
+    try { re = new RegExp(`^(?:${source})$`, "u"); } catch { re = null; }
+  }
+  compiled.set(source, re);
+  return re;
+}
+
+// Python counts characters (code points), not UTF-16 units.
+const chars = (text) => [...text].length;
+
+function isDate(text, rule) {
+  if (!new RegExp(rule.re, "u").test(text)) return false;
+  const [y, m, d] = text.split("-").map(Number);
+  const day = new Date(0);
+  day.setUTCFullYear(y, m - 1, d);
+  return y >= 1 && day.getUTCFullYear() === y && day.getUTCMonth() === m - 1 && day.getUTCDate() === d;
+}
+
+/** The server's message for one field's current answer, or null: the same checks in
+ * the same order as submissions/validation.py, so the page refuses what the server
+ * refuses, in its words. */
+export function fieldError(wrap) {
+  // A file still uploading is not an answer yet (static/js/uploads.js).
+  if (wrap.dataset.type === "file" && wrap.querySelector("[data-uploading]")) return "Wait until the file has finished uploading.";
+  const rules = rulesOf(wrap);
+  const control = wrap.querySelector("input:not([type=hidden]), textarea, select");
+  // A number input holding text the browser cannot read reports "": say what it is.
+  if (rules.number && control && control.validity && control.validity.badInput) return rules.number.message;
+  const value = fieldValue(wrap);
+  const blank = value === undefined || value === false || (Array.isArray(value) && value.length === 0) ||
+    (typeof value === "string" && value.trim() === "");
+  if (blank) return rules.required || null;
+  if (rules.maxLength && chars(value) > rules.maxLength.value) return rules.maxLength.message;
+  if (rules.minLength && chars(value.trim()) < rules.minLength.value) return rules.minLength.message;
+  if (rules.email && (chars(value) > rules.email.maxLength || !new RegExp(rules.email.re, "u").test(value))) {
+    return rules.email.message;
+  }
+  if (rules.phone) {
+    const digits = (value.match(/[0-9]/g) || []).length;
+    const [low, high] = rules.phone.digits;
+    if (!new RegExp(rules.phone.re, "u").test(value) || digits < low || digits > high) return rules.phone.message;
+  }
+  if (rules.pattern) {
+    const re = patternOf(rules.pattern.value);
+    if (re && !re.test(value)) return rules.pattern.message;
+  }
+  if (rules.number) {
+    if (typeof value !== "number") return rules.number.message;
+    if (Math.abs(value) > rules.range.value) return rules.range.message;
+    if (rules.min && value < rules.min.value) return rules.min.message;
+    if (rules.max && value > rules.max.value) return rules.max.message;
+  }
+  if (rules.date && !isDate(value, rules.date)) return rules.date.message;
+  if (rules.signature && value.length > rules.signature.maxChars) return rules.signature.message;
+  return null;
+}
+
+/** The server's messages for every visible field the page can check: {fieldId: message}.
+ * The server's 422 stays the truth (a pattern JavaScript cannot read, the total size). */
 export function clientErrors(root) {
   const errors = {};
   for (const wrap of root.querySelectorAll(".q[data-field-id]")) {
     if (wrap.hidden) continue;
-    const id = wrap.dataset.fieldId;
-    const type = wrap.dataset.type;
-    const value = fieldValue(wrap);
-    const required = Boolean(wrap.dataset.required);
-    const empty = value === undefined || value === false || (Array.isArray(value) && value.length === 0);
-    if (type === "file" && wrap.querySelector("[data-uploading]")) {
-      errors[id] = "Wait until the file has finished uploading.";
-      continue;
-    }
-    if (required && empty) {
-      errors[id] = type === "signature" ? "Please sign here." :
-        type === "file" ? "Please add a file." :
-        type === "checkbox" && wrap.querySelector(".consent") ? "Please tick this box to continue." :
-        "This field is required.";
-      continue;
-    }
-    if (empty) continue;
-    if (type === "email" && !EMAIL_RE.test(value)) errors[id] = "Enter an email address like name@example.com.";
-    if (type === "number") {
-      if (typeof value !== "number") errors[id] = "Enter a number.";
-      else if (hasBound(wrap.dataset.min) && value < Number(wrap.dataset.min)) errors[id] = `Enter a number of at least ${wrap.dataset.min}.`;
-      else if (hasBound(wrap.dataset.max) && value > Number(wrap.dataset.max)) errors[id] = `Enter a number of at most ${wrap.dataset.max}.`;
-    }
+    const message = fieldError(wrap);
+    if (message) errors[wrap.dataset.fieldId] = message;
   }
   return errors;
 }
 
+/** After the first attempt to send (`root.dataset.attempted`), check a field again
+ * whenever its answer changes: a fixed answer's message goes at once, a new problem
+ * shows. `onChange(fieldId, message)` hears each outcome (e.g. to update a summary). */
+export function recheckOnInput(root, onChange = () => {}) {
+  const recheck = (event) => {
+    if (!root.dataset.attempted) return;
+    const wrap = event.target.closest && event.target.closest(".q[data-field-id]");
+    if (!wrap || wrap.hidden) return;
+    const message = fieldError(wrap);
+    showFieldError(wrap, message);
+    onChange(wrap.dataset.fieldId, message);
+  };
+  root.addEventListener("input", recheck);
+  root.addEventListener("change", recheck);
+}
+
 /** Put each message next to its field (aria-invalid + the described-by error text). */
 export function showFieldErrors(root, errors) {
-  for (const wrap of root.querySelectorAll(".q[data-field-id]")) {
-    const raw = errors[wrap.dataset.fieldId];
-    // Server messages may start lower-case ("does not have the expected format").
-    const message = raw ? String(raw).charAt(0).toUpperCase() + String(raw).slice(1) : raw;
-    const box = wrap.querySelector(".field-error");
-    const controls = wrap.querySelectorAll("input:not([type=hidden]), textarea, select, canvas");
-    if (box) { box.textContent = message || ""; box.hidden = !message; }
-    for (const c of controls) {
-      if (message) c.setAttribute("aria-invalid", "true"); else c.removeAttribute("aria-invalid");
-    }
+  for (const wrap of root.querySelectorAll(".q[data-field-id]")) showFieldError(wrap, errors[wrap.dataset.fieldId]);
+}
+
+/** The server's words as a sentence: "is required" -> "Is required" (as the no-JavaScript
+ * page shows them, web/patient_page.py `_sentence`). */
+export function sentence(raw) {
+  return raw ? String(raw).charAt(0).toUpperCase() + String(raw).slice(1) : raw;
+}
+
+function showFieldError(wrap, raw) {
+  const message = sentence(raw);
+  const box = wrap.querySelector(".field-error");
+  const controls = wrap.querySelectorAll("input:not([type=hidden]), textarea, select, canvas");
+  if (box) { box.textContent = message || ""; box.hidden = !message; }
+  for (const c of controls) {
+    if (message) c.setAttribute("aria-invalid", "true"); else c.removeAttribute("aria-invalid");
   }
 }
 
@@ -259,6 +342,8 @@ export function initSignaturePads(root, onChange = () => {}) {
     };
     const commit = () => {
       hidden.value = inked ? canvas.toDataURL("image/png") : "";
+      // A script's change fires no event: announce it, so checks re-run (recheckOnInput).
+      hidden.dispatchEvent(new Event("change", { bubbles: true }));
       onChange();
     };
     const start = (x, y) => {
@@ -319,9 +404,4 @@ export function initSignaturePads(root, onChange = () => {}) {
       commit();
     });
   }
-}
-
-/** A min or max the page carries: absent or empty means the field has none. */
-function hasBound(raw) {
-  return raw !== undefined && raw !== null && raw.trim() !== "" && Number.isFinite(Number(raw));
 }

@@ -6,9 +6,13 @@
 // own endpoints, its prefilled answers, and no "new response" (the link works once).
 import { api, ApiError, el } from "./api.js";
 import {
-  applyShowWhen, clientErrors, collectAnswers, firstControl, initSignaturePads, showFieldErrors,
+  applyShowWhen, clientErrors, collectAnswers, firstControl, initSignaturePads, recheckOnInput,
+  showFieldErrors,
 } from "./fields.js";
+import { initPages } from "./form_pages.js";
 import { applyPrefill } from "./prefill.js";
+import { _, lang } from "./i18n.js";
+import { draftSent, heldDraftToken, initDrafts } from "./drafts.js";
 import { clearFileFields, initFileFields } from "./uploads.js";
 
 const publicId = document.body.dataset.publicId;
@@ -23,6 +27,8 @@ const summary = document.getElementById("error-summary");
 const formSection = document.getElementById("form-section");
 const confirmation = document.getElementById("confirmation");
 const alreadySent = document.getElementById("already-sent");
+// The page also sends without JavaScript; with it, the signature pad can draw (app.css).
+document.body.classList.add("js");
 
 function load() {
   try { return JSON.parse(sessionStorage.getItem(KEY)) || {}; } catch { return {}; }
@@ -35,7 +41,7 @@ let memory = load();
 const state = () => memory;
 
 async function fetchNonce() {
-  const { data } = await api(formApi, { credentials: "omit", auth401: false });
+  const { data } = await api(formApi, { credentials: "omit", auth401: false, language: lang });
   save({ ...state(), nonce: data.nonce, expiresAt: data.nonceExpiresAt });
   return data.nonce;
 }
@@ -46,16 +52,30 @@ function heldNonce() {
   return s.nonce && (s.confirmation || expires - Date.now() > 30_000) ? s.nonce : null;
 }
 
+// The nonce the page was served with (the no-JavaScript form's hidden field): the first
+// one this page uses, so sending needs no extra request. Taken once: a new response
+// after "Fill in a new response" fetches its own.
+let pageNonceTaken = false;
+function pageNonce() {
+  const input = document.getElementById("form-nonce");
+  if (pageNonceTaken || !input || !input.value) return null;
+  pageNonceTaken = true;
+  const expires = Date.parse(input.dataset.expiresAt || "");
+  if (!(expires - Date.now() > 30_000)) return null;
+  save({ ...state(), nonce: input.value, expiresAt: input.dataset.expiresAt });
+  return input.value;
+}
+
 async function currentNonce() {
-  return heldNonce() || fetchNonce();
+  return heldNonce() || pageNonce() || fetchNonce();
 }
 
 // A request link: its answers come prefilled (once per page load, into empty fields), and
 // a nonce still held from before a reload is kept (it may already carry a submission).
 async function loadRequest() {
-  const { status, data } = await api(formApi, { credentials: "omit", auth401: false, expect: [404, 410] });
+  const { status, data } = await api(formApi, { credentials: "omit", auth401: false, expect: [404, 410], language: lang });
   if (status !== 200) {
-    showSummary({}, (data && data.error) || "This link cannot be used. Please contact your clinic.");
+    showSummary({}, (data && data.error) || _("This link cannot be used. Please contact your clinic."));
     return;
   }
   if (!state().confirmation && data.prefill) applyPrefill(form, data.prefill);
@@ -63,7 +83,17 @@ async function loadRequest() {
   if (!heldNonce()) save({ ...state(), nonce: data.nonce, expiresAt: data.nonceExpiresAt });
 }
 
+// What the summary lists now, so a fixed answer's line goes as soon as it is fixed.
+let listed = { errors: {}, message: null };
+
 function showSummary(errors, message) {
+  fillSummary(errors, message);
+  summary.hidden = false;
+  summary.focus();
+}
+
+function fillSummary(errors, message) {
+  listed = { errors: { ...errors }, message };
   const list = summary.querySelector("ul");
   list.replaceChildren();
   const labels = new Map();
@@ -87,13 +117,27 @@ function showSummary(errors, message) {
     }
   }
   if (message) list.append(el("li", { text: message }));
-  summary.hidden = false;
-  summary.focus();
 }
 
 function clearSummary() {
+  listed = { errors: {}, message: null };
   summary.hidden = true;
   summary.querySelector("ul").replaceChildren();
+}
+
+const pages = initPages(form, {
+  onErrors: (errors) => { if (errors) showSummary(errors); else clearSummary(); },
+});
+
+/** Empty every answer: after a confirmation nobody may page back to them. */
+function clearAnswers() {
+  form.reset();
+  clearFileFields(form);
+  for (const pad of form.querySelectorAll(".sigpad-clear")) pad.click();
+  showFieldErrors(form, {});
+  clearSummary();
+  applyShowWhen(form);
+  if (pages) pages.reset();
 }
 
 function showConfirmation(code, push) {
@@ -122,10 +166,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function post(answers) {
   let nonce = await currentNonce();
   let refreshed = false;
+  // A saved draft being sent (drafts.js): the server deletes it with the response.
+  const draft = requestToken ? null : heldDraftToken();
   for (let attempt = 0; attempt < 8; attempt += 1) {
     const { status, data, headers } = await api(`${formApi}/responses`, {
       method: "POST", csrf: false, credentials: "omit", auth401: false,
-      body: { nonce, answers }, expect: [400, 404, 409, 410, 422, 429],
+      body: draft ? { nonce, answers, draft, language: lang } : { nonce, answers, language: lang },
+      expect: [400, 404, 409, 410, 422, 429], language: lang,
     });
     const code = data && data.code;
     if (status === 200 || status === 201) return { ok: true, confirmation: data.confirmation };
@@ -144,20 +191,27 @@ let sending = false;
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   if (sending) return;
+  if (pages && !pages.onLastPage()) { pages.next(); return; }
   applyShowWhen(form);
+  form.dataset.attempted = "1";
   const hints = clientErrors(form);
   showFieldErrors(form, hints);
-  if (Object.keys(hints).length) { showSummary(hints); return; }
+  if (Object.keys(hints).length) {
+    if (pages) pages.showField(Object.keys(hints)[0]);
+    showSummary(hints);
+    return;
+  }
   clearSummary();
   sending = true;
   submitBtn.disabled = true;
   submitBtn.setAttribute("aria-busy", "true");
-  submitBtn.textContent = "Sending…";
+  submitBtn.textContent = _("Sending…");
   try {
     const result = await post(collectAnswers(form));
     if (result.ok) {
       save({ ...state(), confirmation: result.confirmation });
-      showFieldErrors(form, {});
+      draftSent();
+      clearAnswers();
       alreadySent.hidden = true;
       showConfirmation(result.confirmation, true);
       return;
@@ -165,30 +219,33 @@ form.addEventListener("submit", async (event) => {
     if (result.status === 422) {
       const fields = (result.data && result.data.fields) || {};
       showFieldErrors(form, fields);
-      showSummary(fields, Object.keys(fields).length ? null : (result.data && result.data.error) || "Some answers are not valid.");
+      if (pages && Object.keys(fields).length) pages.showField(Object.keys(fields)[0]);
+      showSummary(fields, Object.keys(fields).length ? null : (result.data && result.data.error) || _("Some answers are not valid."));
     } else if (result.code === "nonce_used" || (result.code === "nonce_invalid" && state().confirmation)) {
       if (state().confirmation) showConfirmation(state().confirmation, true);
-      else showSummary({}, "This form was already sent from this page. Reload the page to send a new response.");
+      else showSummary({}, _("This form was already sent from this page. Reload the page to send a new response."));
     } else if (result.status === 429) {
       const wait = Number(result.retryAfter) || 60;
-      showSummary({}, `Too many attempts from this connection. Please wait ${wait} second${wait === 1 ? "" : "s"} and send again; your answers are kept.`);
+      showSummary({}, wait === 1
+        ? _("Too many attempts from this connection. Please wait 1 second and send again; your answers are kept.")
+        : _("Too many attempts from this connection. Please wait {seconds} seconds and send again; your answers are kept.", { seconds: wait }));
     } else if (result.status === 410) {
-      showSummary({}, (result.data && result.data.error) || "This link was already used or has expired. Contact your clinic.");
+      showSummary({}, (result.data && result.data.error) || _("This link was already used or has expired. Contact your clinic."));
     } else if (result.status === 404) {
-      showSummary({}, "This form is no longer accepting responses. Please contact the clinic.");
+      showSummary({}, _("This form is no longer accepting responses. Please contact the clinic."));
     } else {
-      showSummary({}, (result.data && result.data.error) || "The form could not be sent. Please try again.");
+      showSummary({}, (result.data && result.data.error) || _("The form could not be sent. Please try again."));
     }
   } catch (err) {
     const message = err instanceof ApiError && err.status === 0
-      ? "Could not reach the clinic's server. Your answers are kept; check your connection and press Send again."
-      : "The form could not be sent. Your answers are kept; please press Send again.";
+      ? _("Could not reach the clinic's server. Your answers are kept; check your connection and press Send again.")
+      : _("The form could not be sent. Your answers are kept; please press Send again.");
     showSummary({}, message);
   } finally {
     sending = false;
     submitBtn.disabled = false;
     submitBtn.removeAttribute("aria-busy");
-    submitBtn.textContent = "Send";
+    submitBtn.textContent = _("Send");
   }
 });
 
@@ -197,23 +254,36 @@ form.addEventListener("change", () => applyShowWhen(form));
 document.getElementById("start-over")?.addEventListener("click", async () => {
   save({});
   alreadySent.hidden = true;
-  form.reset();
-  clearFileFields(form);
-  for (const pad of form.querySelectorAll(".sigpad-clear")) pad.click();
-  applyShowWhen(form);
+  clearAnswers();
   try { await fetchNonce(); } catch { /* fetched again on send */ }
   firstControl(form) && firstControl(form).focus();
 });
-window.addEventListener("popstate", () => {
-  if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);
-  else showForm();
+window.addEventListener("popstate", (event) => {
+  if (location.hash === "#confirmation" && state().confirmation) { showConfirmation(state().confirmation, false); return; }
+  showForm();
+  // Back from the confirmation: an empty form under "already sent", never the answers.
+  if (state().confirmation) clearAnswers();
+  else if (pages) pages.fromHistory(event.state);
 });
+// Restored from the back/forward cache or refilled by the browser's form restoration
+// after a confirmation (a shared waiting-room tablet): empty it again.
+window.addEventListener("pageshow", () => { if (state().confirmation) clearAnswers(); });
 
+recheckOnInput(form, (fieldId, message) => {
+  if (summary.hidden) return;
+  if ((listed.errors[fieldId] || null) === message) return; // the alert region is not re-announced
+  const errors = { ...listed.errors };
+  if (message) errors[fieldId] = message; else delete errors[fieldId];
+  if (!Object.keys(errors).length && !listed.message) { clearSummary(); return; }
+  fillSummary(errors, listed.message);
+});
 initSignaturePads(form, () => applyShowWhen(form));
 initFileFields(form, { endpoint: formApi, nonce: currentNonce, onChange: () => applyShowWhen(form) });
+if (state().confirmation) clearAnswers();
 applyShowWhen(form);
 if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);
 else showForm();
 // Fetch the nonce early so sending is one request; failures are retried on send.
 if (requestToken) loadRequest().catch(() => {});
 else currentNonce().catch(() => {});
+if (!requestToken) initDrafts({ publicId, form, currentNonce });

@@ -75,6 +75,7 @@ from healthforms.retention.service import PURGE_BATCH, FormPurge, count_expired,
 from healthforms.security.principal import Role
 from healthforms.security.sessions import SessionStore
 from healthforms.submissions.drafts.service import sweep_expired as sweep_expired_drafts
+from healthforms.uploads.models import UploadBlob
 
 app = typer.Typer(
     help="healthforms: HIPAA-minded forms platform for clinics.", no_args_is_help=True
@@ -583,7 +584,7 @@ async def _keys_rotate(settings: Settings, batch_size: int) -> bool:
         )
     db = Database.connect(settings.resolved_database_url())
     try:
-        counts = await rotate_keys(db, keys, batch=batch_size, also=(PatientRequest,))
+        counts = await rotate_keys(db, keys, batch=batch_size, also=(PatientRequest, UploadBlob))
     finally:
         await db.dispose()
     for count in counts:

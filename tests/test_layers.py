@@ -48,6 +48,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "exports",
             "patient_requests",
             "branding",
+            "uploads",
         }
     ),
     frozenset({"app", "cli", "migrations", "__main__"}),

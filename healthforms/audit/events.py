@@ -43,6 +43,8 @@ RESPONSE_FILED = "response.filed"
 RESPONSE_REOPENED = "response.reopened"
 RESPONSE_NOTE_ADDED = "response.note_added"
 RESPONSE_NOTES_VIEWED = "response.notes_viewed"  # staff notes are PHI: reads are audited
+# A file attached to a response was served to staff (uploads/; detail: which file).
+RESPONSE_FILE_VIEWED = "response.file_viewed"
 # A list or search that showed patients' names: one event naming the responses (detail).
 RESPONSES_LISTED = "responses.listed"
 # `healthforms responses reindex` decrypted responses to rebuild their patients' indexes.

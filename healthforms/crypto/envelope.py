@@ -93,6 +93,11 @@ def request_aad(request_id: str) -> bytes:
     return f"request:{request_id}".encode()
 
 
+def upload_aad(upload_id: str) -> bytes:
+    """AAD of an uploaded file's bytes (uploads/): bound to this upload."""
+    return f"upload:{upload_id}".encode()
+
+
 def draft_aad(draft_id: str, form_id: str) -> bytes:
     """AAD of a patient's saved draft (submissions/drafts/): bound to this draft of this form."""
     return f"draft:{draft_id}:form:{form_id}".encode()

@@ -92,6 +92,8 @@ class ExportTable:
             answer = content.answers.get(column.field_id)
             if kind == FieldType.SIGNATURE.value:
                 cells.append(signature_cell(answer, content.signatures.get(column.field_id)))
+            elif kind == FieldType.FILE.value:
+                cells.append(files_cell(answer))
             else:
                 cells.append(answer_cell(answer))
         return cells
@@ -132,6 +134,13 @@ def answer_cell(value: Any) -> Cell:
     if isinstance(value, dict):  # no field type answers with one; shown, never dropped
         return spreadsheet_text(json.dumps(value, ensure_ascii=False, sort_keys=True))
     return spreadsheet_text(str(value))
+
+
+def files_cell(answer: Any) -> str:
+    """A file answer as a cell: how many files (they are read on the response page and
+    printed in its PDF; an export carries no file, nor the ids that fetch one)."""
+    count = len(answer) if isinstance(answer, list) else 0
+    return f"{count} file{'s' if count != 1 else ''} attached" if count else ""
 
 
 def signature_cell(answer: Any, evidence: Any) -> str:

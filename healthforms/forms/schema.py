@@ -10,7 +10,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 FIELD_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 MAX_FIELDS = 200
@@ -22,6 +22,12 @@ MAX_HELP = 1000
 MAX_OPTIONS = 100
 MAX_OPTION_LEN = 200
 MAX_PATTERN = 200
+# File fields (docs/uploads.md): how many files one field takes and how large each may be.
+FILE_KINDS: tuple[str, ...] = ("image", "pdf")
+MAX_FILES_RANGE = (1, 10)
+MAX_SIZE_MB_RANGE = (1, 20)
+DEFAULT_MAX_FILES = 1
+DEFAULT_MAX_SIZE_MB = 10
 
 
 class FieldType(StrEnum):
@@ -35,6 +41,7 @@ class FieldType(StrEnum):
     RADIO = "radio"
     CHECKBOX = "checkbox"
     SIGNATURE = "signature"
+    FILE = "file"
     # Layout blocks: shown to the patient, never answered (docs/forms.md "Layout").
     HEADING = "heading"
     PARAGRAPH = "paragraph"
@@ -47,6 +54,8 @@ LAYOUT_TYPES = frozenset({FieldType.HEADING, FieldType.PARAGRAPH, FieldType.PAGE
 # What a field says about who the patient is (responses/patients.py): shown in the
 # responses list and searchable through blind indexes.
 Identifies = Literal["name", "birthDate"]
+# What a file field takes (docs/uploads.md): photos (JPEG, PNG, WebP) and/or PDF documents.
+FileKind = Literal["image", "pdf"]
 
 
 ConditionValue = str | int | float | bool
@@ -131,6 +140,10 @@ class FieldDef(BaseModel):
     help_text: str | None = Field(default=None, alias="helpText", max_length=MAX_HELP)
     show_when: ShowWhen | None = Field(default=None, alias="showWhen")
     identifies: Identifies | None = None
+    # File fields only (forms/validation.py checks the ranges; docs/uploads.md).
+    accept: list[FileKind] | None = Field(default=None, max_length=2)
+    max_files: StrictInt | None = Field(default=None, alias="maxFiles")
+    max_size_mb: StrictInt | None = Field(default=None, alias="maxSizeMb")
 
     @property
     def takes_answer(self) -> bool:
@@ -141,6 +154,21 @@ class FieldDef(BaseModel):
         if not self.takes_answer:  # a block is never "required"
             return self.model_dump(by_alias=True, exclude_none=True, exclude={"required"})
         return self.model_dump(by_alias=True, exclude_none=True)
+
+    @property
+    def file_kinds(self) -> tuple[str, ...]:
+        """A file field's accepted kinds ("image", "pdf"), both by default."""
+        return tuple(k for k in FILE_KINDS if k in self.accept) if self.accept else FILE_KINDS
+
+    @property
+    def file_count_limit(self) -> int:
+        return self.max_files if self.max_files is not None else DEFAULT_MAX_FILES
+
+    @property
+    def file_size_limit(self) -> int:
+        """Bytes one file of this field may have (maxSizeMb MiB)."""
+        mb = self.max_size_mb if self.max_size_mb is not None else DEFAULT_MAX_SIZE_MB
+        return mb * 1024 * 1024
 
 
 def fields_to_json(fields: list[FieldDef]) -> list[dict[str, Any]]:

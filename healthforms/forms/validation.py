@@ -20,8 +20,10 @@ from healthforms.errors import ValidationFailed
 from healthforms.forms.schema import (
     LAYOUT_TYPES,
     MAX_FIELDS,
+    MAX_FILES_RANGE,
     MAX_LABEL,
     MAX_OPTION_LEN,
+    MAX_SIZE_MB_RANGE,
     Condition,
     FieldDef,
     FieldType,
@@ -239,6 +241,9 @@ def _check_field(field: FieldDef, earlier: dict[str, FieldDef]) -> str | None:
             compile_pattern(field.pattern)
         except UnsafePattern as exc:
             return str(exc)
+    problem = _check_file_options(field)
+    if problem is not None:
+        return problem
     if field.identifies == "name" and field.type is not FieldType.TEXT:
         return "only a text field can hold the patient's name"
     if field.identifies == "birthDate" and field.type is not FieldType.DATE:
@@ -253,6 +258,24 @@ def _check_field(field: FieldDef, earlier: dict[str, FieldDef]) -> str | None:
         return f"at most {MAX_NAME_FIELDS} fields can hold parts of the patient's name"
     if field.show_when is not None:
         return _check_show_when(field.show_when, field, earlier)
+    return None
+
+
+def _check_file_options(field: FieldDef) -> str | None:
+    """A file field's accept, maxFiles and maxSizeMb (docs/uploads.md), or None."""
+    given = field.model_fields_set & {"accept", "max_files", "max_size_mb"}
+    if field.type is not FieldType.FILE:
+        return "accept, maxFiles and maxSizeMb are only allowed for file fields" if given else None
+    if field.accept is not None and (
+        not field.accept or len(set(field.accept)) != len(field.accept)
+    ):
+        return 'accept must list "image", "pdf" or both, once each'
+    low, high = MAX_FILES_RANGE
+    if field.max_files is not None and not low <= field.max_files <= high:
+        return f"maxFiles must be a whole number from {low} to {high}"
+    low, high = MAX_SIZE_MB_RANGE
+    if field.max_size_mb is not None and not low <= field.max_size_mb <= high:
+        return f"maxSizeMb must be a whole number of megabytes from {low} to {high}"
     return None
 
 

@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from healthforms.db.outage import is_database_outage
-from healthforms.errors import HealthformsError, PayloadTooLarge, ServiceUnavailable
+from healthforms.errors import HealthformsError, NotFound, PayloadTooLarge, ServiceUnavailable
 from healthforms.http.answers import send_body, send_error
 from healthforms.http.client_ip import IPNetwork, client_ip
 from healthforms.logs import write_request_line
@@ -38,6 +38,11 @@ log = structlog.get_logger("healthforms.http")
 
 # A client-supplied request id is echoed only if it cannot smuggle anything into logs.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+# A patient's file upload (docs/uploads.md) is the one body allowed past the general
+# cap: one file of at most 20 MiB (the largest maxSizeMb) plus the multipart envelope.
+# Anything larger is refused here, before a byte of it is read (413).
+UPLOAD_PATH_RE = re.compile(r"^/api/public/(forms|requests)/[^/]+/files/?$")
+MAX_UPLOAD_BODY_BYTES = 20 * 1024 * 1024 + 64 * 1024
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -126,12 +131,23 @@ class EdgeMiddleware:
         )
         path: str = scope.get("path", "")
         is_api = path.startswith("/api/")
+        max_body = self.max_body
+        if scope.get("method") == "POST" and UPLOAD_PATH_RE.match(path):
+            max_body = max(max_body, MAX_UPLOAD_BODY_BYTES)
         status_holder = [500]
         started_response = [False]
 
+        if is_api and "\x00" in path:
+            # No API route has a NUL byte, and PostgreSQL refuses one in text: a path
+            # segment carrying it (%00) would reach a query as a 500. Refused here for
+            # every API route (pages answer their own 404 page).
+            await self._send_error(send, NotFound(), request_id)
+            self._finish(scope, 404, started, request_id)
+            return
+
         if content_length is not None:
             try:
-                too_large = int(content_length) > self.max_body
+                too_large = int(content_length) > max_body
             except ValueError:
                 too_large = False
             if too_large:
@@ -147,7 +163,7 @@ class EdgeMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > max_body:
                     # A streamed (chunked) body has no Content-Length to refuse up front.
                     # Frameworks may turn this exception into their own 400 while parsing,
                     # so remember it and answer 413 whatever the app then sends.

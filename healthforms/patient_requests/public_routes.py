@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Header
+from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse
 
 from healthforms.audit.recorder import PatientAuditorDep
@@ -72,3 +72,19 @@ async def submit_request_response(
         status_code=201 if result.created else 200,
         headers=PRIVATE,
     )
+
+
+@router.post("/{token}/files")
+async def upload_request_file(
+    token: str, request: Request, state: StateDep, session: DbSessionDep
+) -> JSONResponse:
+    """One file for a file field of the request's form (docs/uploads.md)."""
+    row, form = await service.live_request(state, session, token)
+    stored = await SubmissionService(state).upload(
+        session,
+        form,
+        request.headers.get("content-type"),
+        request.stream(),
+        scope=service.nonce_scope(row.id),
+    )
+    return JSONResponse(stored.as_json(), status_code=201, headers=PRIVATE)

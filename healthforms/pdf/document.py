@@ -45,6 +45,33 @@ class SignatureEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class PdfFile:
+    """A file a patient attached (uploads/): images were re-encoded when they arrived,
+    PDFs checked; `data` None when it could not be decrypted."""
+
+    media_type: str
+    data: bytes | None
+    pages: int | None = None
+
+    @property
+    def is_pdf(self) -> bool:
+        return self.media_type == "application/pdf"
+
+
+def files_text(files: tuple[PdfFile, ...]) -> str | None:
+    """What a file answer holds, in words (the renderers draw the files themselves)."""
+    photos = sum(not f.is_pdf for f in files)
+    pdfs = [f for f in files if f.is_pdf]
+    parts = []
+    if photos:
+        parts.append(f"{photos} photo{'s' if photos != 1 else ''}")
+    for document in pdfs:
+        pages = document.pages or 0
+        parts.append(f"PDF document ({pages} page{'s' if pages != 1 else ''})")
+    return ", ".join(parts) if parts else None
+
+
+@dataclass(frozen=True, slots=True)
 class PdfItem:
     """One question and its answer, ready to draw."""
 
@@ -61,6 +88,8 @@ class PdfItem:
     signature_png: bytes | None = None
     signature_unreadable: bool = False
     evidence: SignatureEvidence | None = None
+    # File answers: the attached files, in the answer's order.
+    files: tuple[PdfFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +200,26 @@ def build_item(
     answer: Any,
     signatures: dict[str, Any],
     option_labels: Mapping[str, str] | None = None,
+    files: Mapping[str, PdfFile] | None = None,
 ) -> PdfItem:
-    """One question; `option_labels` prints canonical options in another language."""
+    """One question; `option_labels` prints canonical options in another language;
+    `files`: the response's attached files by upload id (uploads/)."""
     labels = option_labels or {}
     label = clean_text(field.label)
     if not field.takes_answer:
         # Headings and page titles print as section titles; a paragraph prints its text
         # (the consent wording the patient signed under belongs on the record).
         return PdfItem(field_id=field.id, label=label, kind=field.type)
+    if field.type is FieldType.FILE:
+        ids = answer if isinstance(answer, list) else []
+        attached = tuple((files or {})[i] for i in ids if isinstance(i, str) and i in (files or {}))
+        return PdfItem(
+            field_id=field.id,
+            label=label,
+            kind=field.type,
+            text=files_text(attached),
+            files=attached,
+        )
     if field.type is FieldType.SIGNATURE:
         png = decode_signature(answer)
         return PdfItem(
@@ -221,13 +262,15 @@ def build_document(
     logo: bytes | None = None,
     option_labels: Mapping[str, Mapping[str, str]] | None = None,
     language: str = "en",
+    files: Mapping[str, PdfFile] | None = None,
 ) -> PdfDocument:
     """The PDF model of one response: its version's fields, in order, shown ones only
-    (labels as given; `option_labels`: field id -> option -> its printed label)."""
+    (labels as given; `option_labels`: field id -> option -> its printed label; `files`:
+    the response's attached files by upload id, uploads/)."""
     shown = shown_field_ids(fields, answers)
     labels = option_labels or {}
     items = tuple(
-        build_item(f, answers.get(f.id), signatures, labels.get(f.id))
+        build_item(f, answers.get(f.id), signatures, labels.get(f.id), files)
         for f in fields
         if f.id in shown
     )

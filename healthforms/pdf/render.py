@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fpdf import FPDF
 from fpdf.enums import MethodReturnValue, XPos, YPos
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+from pypdf import PdfReader, PdfWriter
+from pypdf.errors import PyPdfError
 
 from healthforms.forms.schema import LAYOUT_TYPES, FieldDef, FieldType
 from healthforms.forms.translations import localize
+from healthforms.images import DEFAULT_MAX_PIXELS
 from healthforms.languages import DEFAULT_LANGUAGE, N_, Message, translate
-from healthforms.pdf.document import NOT_ANSWERED, PdfDocument, PdfItem, build_document
+from healthforms.pdf.document import (
+    NOT_ANSWERED,
+    PdfDocument,
+    PdfFile,
+    PdfItem,
+    build_document,
+)
 
 FONT_DIR = Path(__file__).parent / "fonts"
 FONT = "DejaVu"
@@ -49,6 +60,10 @@ def image_size(data: bytes, max_w: float, max_h: float) -> tuple[float, float]:
         px_w, px_h = image.size
     scale = min(max_w / px_w, max_h / px_h)
     return px_w * scale, px_h * scale
+
+
+# An attached photo is scaled to the text width and at most this tall.
+_FILE_IMAGE_MAX_H = 120.0
 
 
 class _ResponsePdf(FPDF):
@@ -236,6 +251,8 @@ class _ResponsePdf(FPDF):
         height = 5 * self._lines(item.label, 10, bold=True) + 1.5
         if item.kind is FieldType.SIGNATURE:
             height += _SIGNATURE_MAX_H + 22
+        elif item.kind is FieldType.FILE and any(not f.is_pdf for f in item.files):
+            height += 40  # the label stays with (the top of) its first photo
         elif item.choices:
             height += 6 * len(item.choices)
         else:
@@ -330,6 +347,8 @@ class _ResponsePdf(FPDF):
         self.ln(1.5)
         if item.kind is FieldType.SIGNATURE:
             self._signature(item)
+        elif item.kind is FieldType.FILE:
+            self._files(item)
         elif item.choices:
             for option, ticked in item.choices:
                 self._tick_line(option, ticked)
@@ -369,6 +388,31 @@ class _ResponsePdf(FPDF):
         self.set_text_color(*(_INK if ticked else _MUTED))
         self.multi_cell(0, 5.2, text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.ln(0.6)
+
+    def _files(self, item: PdfItem) -> None:
+        """Photos drawn scaled to fit; PDF documents listed (their pages are appended)."""
+        if not item.files:
+            self._answer_text(None)
+            return
+        width = self.w - self.l_margin - self.r_margin
+        for file in item.files:
+            if file.is_pdf:
+                pages = file.pages or 0
+                where = "appended at the end" if file.data else "could not be read"
+                plural = "s" if pages != 1 else ""
+                self._answer_text(f"PDF document, {pages} page{plural} ({where})")
+                continue
+            size = photo_pixels(file.data) if file.data else None
+            if size is None or file.data is None:
+                self._answer_text("Photo could not be read")
+                continue
+            scale = min(width / size[0], _FILE_IMAGE_MAX_H / size[1])
+            w, h = size[0] * scale, size[1] * scale
+            if self.get_y() + h > self.page_break_trigger:
+                self.add_page()
+            top = self.get_y()
+            self.image(io.BytesIO(file.data), x=self.l_margin, y=top, w=w, h=h)
+            self.set_y(top + h + 2)
 
     def _evidence_lines(self, item: PdfItem) -> list[str]:
         ev = item.evidence
@@ -412,6 +456,37 @@ class _ResponsePdf(FPDF):
             self.multi_cell(0, 4, line, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
 
+def photo_pixels(data: bytes) -> tuple[int, int] | None:
+    """An attached photo's size in pixels, within the pixel budget; None if unreadable."""
+    try:
+        with Image.open(io.BytesIO(data), formats=("JPEG", "PNG")) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    if width < 1 or height < 1 or width * height > DEFAULT_MAX_PIXELS:
+        return None
+    return width, height
+
+
+def append_documents(rendered: bytes, doc: PdfDocument) -> bytes:
+    """The rendered response followed by the pages of the PDF documents attached to it
+    (each was parsed and page-counted when it arrived; one that fails now is left out,
+    its line on the answers page says it was attached)."""
+    attached = [f.data for item in doc.items for f in item.files if f.is_pdf and f.data]
+    if not attached:
+        return rendered
+    writer = PdfWriter()
+    writer.append(PdfReader(io.BytesIO(rendered)))
+    for data in attached:
+        try:
+            writer.append(PdfReader(io.BytesIO(data), strict=False))
+        except (PyPdfError, OSError, ValueError, KeyError, TypeError, RecursionError):
+            continue
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 def render_pdf(doc: PdfDocument) -> bytes:
     """A printable A4 PDF of one response (CPU-bound: see `render_job`)."""
     pdf = _ResponsePdf(doc)
@@ -424,7 +499,7 @@ def render_pdf(doc: PdfDocument) -> bytes:
     for index, item in enumerate(doc.items):
         following = doc.items[index + 1] if index + 1 < len(doc.items) else None
         pdf.item(item, following)
-    return bytes(pdf.output())
+    return append_documents(bytes(pdf.output()), doc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +522,8 @@ class RenderJob:
     # translations.py), the catalogue for the PDF's own words.
     language: str = DEFAULT_LANGUAGE
     translations: dict[str, Any] | None = None
+    # The attached files by upload id (uploads/), decrypted for this render only.
+    files: Mapping[str, PdfFile] = dataclass_field(default_factory=dict)
 
 
 def document_of(job: RenderJob) -> PdfDocument:
@@ -478,6 +555,7 @@ def document_of(job: RenderJob) -> PdfDocument:
         logo=job.logo,
         option_labels=shown.option_labels(),
         language=job.language,
+        files=job.files,
     )
 
 

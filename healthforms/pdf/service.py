@@ -43,6 +43,7 @@ from healthforms.errors import Conflict, HealthformsError, NotFound, ServiceUnav
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
 from healthforms.languages import DEFAULT_LANGUAGE
+from healthforms.pdf.document import PdfFile
 from healthforms.pdf.filenames import PdfFileName, in_language, pdf_filename
 from healthforms.pdf.gotenberg import GotenbergRenderer
 from healthforms.pdf.render import RenderJob, document_of, render_job
@@ -58,6 +59,7 @@ from healthforms.responses.service import (
 from healthforms.security.locks import PDF_LOCK_KEY, PDF_LOCK_TTL_MS, LockBusy, LockUnavailable
 from healthforms.security.principal import Principal
 from healthforms.state import AppState
+from healthforms.uploads.service import open_files
 
 log = structlog.get_logger("healthforms.pdf")
 
@@ -233,8 +235,10 @@ class PdfService:
             organization = await session.get(Organization, row.organization_id)
             branding = await load_branding(session, row.organization_id)
             logo = await logo_of(session, row.organization_id)
+            attached = await open_files(session, self.state.keys, row.id)
         content = open_response(self.state.keys, row)
         name = branding.name if branding else (organization.name if organization else "")
+        files = {meta.id: PdfFile(meta.media_type, data, meta.pages) for meta, data in attached}
         return RenderJob(
             organization=name,
             title=version.title,
@@ -248,6 +252,7 @@ class PdfService:
             confirmation=row.confirmation,
             form_id=row.form_id,
             logo=logo.logo if logo is not None else None,
+            files=files,
             language=language or row.language or DEFAULT_LANGUAGE,
             translations=dict(version.translations or {}),
         )

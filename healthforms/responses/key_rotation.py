@@ -65,9 +65,11 @@ async def _rotate_columns(
     batch: int,
 ) -> RotationCount:
     """Rows with their own `wrapped_key` and `key_id` columns (responses, PDFs, notes,
-    patient identities, and the `also` models of rotate_keys), keyed by `id` or, for
-    PDFs and identities, `response_id`."""
-    pk = model.response_id if model in (ResponsePdf, ResponseIdentity) else model.id
+    patient identities, and the `also` models of rotate_keys)."""
+    # Keyed by their one primary-key column: `id`, or `response_id` (PDFs, identities),
+    # or `upload_id` (uploads/ blobs).
+    (key_column,) = model.__table__.primary_key.columns
+    pk = getattr(model, key_column.key)
     count = RotationCount(model.__tablename__)
     last = ""
     while True:

@@ -376,6 +376,21 @@ def rows_named(table_name: str) -> RecordsDeleter:
     return delete_rows
 
 
+def uploaded_files() -> RecordsDeleter:
+    """The deleter of the files patients attached to the responses (uploads/): their
+    sealed bytes, then their rows. The bytes live in the database (uploads/storage.py),
+    so they go in the same transaction as the response."""
+    uploads = table("uploads", column("id"), column("response_id"))
+    blobs = table("upload_blobs", column("upload_id"))
+
+    async def delete_rows(session: AsyncSession, response_ids: Sequence[str]) -> None:
+        owned = select(uploads.c.id).where(uploads.c.response_id.in_(response_ids))
+        await session.execute(delete(blobs).where(blobs.c.upload_id.in_(owned)))
+        await session.execute(delete(uploads).where(uploads.c.response_id.in_(response_ids)))
+
+    return delete_rows
+
+
 RESPONSE_RECORDS: tuple[RecordsDeleter, ...] = (
     rows_of(ResponsePdf.response_id),
     rows_of(ResponseNote.response_id),
@@ -385,6 +400,8 @@ RESPONSE_RECORDS: tuple[RecordsDeleter, ...] = (
     # The request that asked for it (patient_requests/): it holds the patient's name and
     # contact details, which serve no purpose once the response is gone.
     rows_named("patient_requests"),
+    # The photos and documents the patient attached (docs/uploads.md).
+    uploaded_files(),
 )
 
 

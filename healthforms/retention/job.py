@@ -43,6 +43,7 @@ from healthforms.redis.errors import RedisUnavailable
 from healthforms.retention.service import PURGE_BATCH, purge_expired
 from healthforms.security.locks import RELEASE_SCRIPT, new_token
 from healthforms.submissions.drafts.service import sweep_expired as sweep_expired_drafts
+from healthforms.uploads.service import SWEEP_BATCH, sweep_expired
 
 log = structlog.get_logger("healthforms.retention")
 
@@ -150,6 +151,7 @@ class PurgeJob:
             log.error("purge_round", round=number, outcome="failed", error_type=type(exc).__name__)
             await self._release(key)
             return RoundOutcome.FAILED
+        swept = await self._sweep_uploads()
         purged = sum(r.count for r in results)
         self.metrics.responses_purged.inc(purged)
         failed = [r.form.form_id for r in results if r.failed]
@@ -160,12 +162,28 @@ class PurgeJob:
             outcome=outcome.value,
             forms=len(results),
             purged=purged,
+            uploads_swept=swept,
             drafts_swept=drafts_swept,
             failed_forms=failed,
         )
         if failed:
             await self._release(key)
         return outcome
+
+    async def _sweep_uploads(self) -> int:
+        """Delete the patients' uploads that no response named in time (uploads/; each
+        upload also sweeps a batch, this catches a service nobody uploads to)."""
+        swept = 0
+        try:
+            while not self._stopping.is_set():
+                async with self.db.sessions() as session:
+                    count = await sweep_expired(session)
+                swept += count
+                if count < SWEEP_BATCH:
+                    break
+        except Exception as exc:  # noqa: BLE001 - the next round or upload sweeps again
+            log.warning("uploads_sweep_failed", error_type=type(exc).__name__)
+        return swept
 
     async def _claim(self, key: str) -> bool:
         ttl_ms = max(1, round(2 * self.interval_s * 1000))

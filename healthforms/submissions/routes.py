@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Header
+from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse
 
 from healthforms.audit.recorder import PatientAuditorDep
@@ -70,3 +70,16 @@ async def submit_response(
         status_code=201 if result.created else 200,
         headers=NO_STORE,
     )
+
+
+@router.post("/{public_id}/files")
+async def upload_file(
+    public_id: str, request: Request, state: StateDep, session: DbSessionDep
+) -> JSONResponse:
+    """One file for a file field of the page (docs/uploads.md): multipart `nonce`,
+    `field`, `file`; the answer names the returned id."""
+    form = await current_published(state, session, public_id)
+    stored = await SubmissionService(state).upload(
+        session, form, request.headers.get("content-type"), request.stream()
+    )
+    return JSONResponse(stored.as_json(), status_code=201, headers=NO_STORE)

@@ -16,8 +16,9 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -32,7 +33,13 @@ from healthforms.audit.recorder import Auditor
 from healthforms.clock import rfc3339, utcnow
 from healthforms.crypto.envelope import response_aad, seal_json
 from healthforms.db.base import new_id
-from healthforms.errors import Conflict, HealthformsError, NotFound, RateLimited
+from healthforms.errors import (
+    Conflict,
+    HealthformsError,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
 from healthforms.languages import DEFAULT_LANGUAGE, N_, is_supported
@@ -47,6 +54,15 @@ from healthforms.state import AppState
 from healthforms.submissions import nonces
 from healthforms.submissions.nonces import ClaimState, Nonce, NonceStore
 from healthforms.submissions.validation import validate_answers
+from healthforms.uploads.receive import read_upload
+from healthforms.uploads.service import (
+    MAX_FILE_BYTES,
+    StoredUpload,
+    attach_uploads,
+    file_field,
+    receive_upload,
+    sweep_expired,
+)
 
 log = structlog.get_logger("healthforms.submissions")
 
@@ -127,6 +143,11 @@ class ResponseLink(Protocol):
         ...
 
 
+# A public id is a URL-safe token: anything else (a NUL byte, which PostgreSQL refuses in
+# text) is a 404 before it reaches the database.
+_PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -137,7 +158,7 @@ def new_confirmation() -> str:
 
 async def load_published(session: AsyncSession, public_id: str) -> PublishedForm:
     """The currently published version behind a public link, or 404."""
-    if not public_id or len(public_id) > 64:
+    if not _PUBLIC_ID.fullmatch(public_id):
         raise NotFound()
     query = (
         select(Form, FormVersion)
@@ -193,7 +214,7 @@ async def current_published(
     """What a submission is checked against. The database stays the last word on which
     version is published now (one indexed lookup of two columns); the version itself
     is frozen, so this process's cached copy serves when it is that version."""
-    if not public_id or len(public_id) > 64:
+    if not _PUBLIC_ID.fullmatch(public_id):
         raise NotFound()
     cached = state.published_forms.get(public_id)
     if isinstance(cached, PublishedForm):
@@ -289,6 +310,40 @@ class SubmissionService:
             session, form, nonce, answers, digest, context, auditor, redis_up, link, language
         )
 
+    async def upload(
+        self,
+        session: AsyncSession,
+        form: PublishedForm,
+        content_type: str | None,
+        body: AsyncIterator[bytes],
+        *,
+        scope: str | None = None,
+    ) -> StoredUpload:
+        """Keep one file for a file field of the page whose nonce comes with it
+        (docs/uploads.md). The nonce is only verified, never claimed: the page's
+        submission still uses it, and names the upload's id in its answers."""
+        received = await read_upload(content_type, body, max_file_bytes=MAX_FILE_BYTES)
+        nonce = nonces.verify(self.state.keys, scope or form.public_id, received.nonce)
+        if nonce is None or nonce.is_expired():
+            raise NonceInvalid()
+        field = file_field(form.fields, received.field_id)
+        if received.truncated:
+            limit = field.file_size_limit // (1024 * 1024)
+            raise ValidationFailed({field.id: f"is too large (at most {limit} MB per file)"})
+        # Pending uploads whose page is long gone go first (an indexed range, bounded).
+        await sweep_expired(session)
+        return await receive_upload(
+            session,
+            self.state.keys,
+            organization_id=form.organization_id,
+            form_id=form.form_id,
+            field=field,
+            scope=scope or form.public_id,
+            nonce_id=nonce.nonce_id,
+            nonce_expires_at=datetime.fromtimestamp(nonce.expires_at, UTC),
+            data=received.data,
+        )
+
     async def _claim(self, nonce: Nonce, digest: str) -> tuple[ClaimState, bool]:
         """The claim's outcome and whether Redis answered it."""
         try:
@@ -376,6 +431,22 @@ class SubmissionService:
                     "language": language,
                 },
             )
+            # The files the answers name become the response's, in its transaction.
+            files = {
+                f.id: answers[f.id]
+                for f in form.fields
+                if f.type is FieldType.FILE and f.id in answers
+            }
+            if files:
+                await attach_uploads(
+                    session,
+                    form_id=form.form_id,
+                    scope=nonce.public_id,
+                    nonce_id=nonce.nonce_id,
+                    response_id=response_id,
+                    files=files,
+                    now=now,
+                )
             identity = identity_of(form.fields, answers)
             if link is not None:
                 # Before the audit chain's lock: a refused copy (the link was used by

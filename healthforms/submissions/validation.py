@@ -41,6 +41,9 @@ _PHONE_RE = re.compile(r"^\+?[0-9 ().-]{7,25}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMBER_RE = re.compile(r"^-?\d{1,15}(\.\d{1,10})?$")
 MAX_UNKNOWN_REPORTED = 20
+# An upload's id as uploads/ issues it (docs/uploads.md): the answer of a file field is
+# a list of these; whose they are is checked when the response is stored.
+UPLOAD_ID_RE = re.compile(r"^upl_[A-Za-z0-9_-]{8,36}$")
 _PHONE_DIGITS = (7, 15)
 NUMBER_LIMIT = 1e15
 
@@ -238,6 +241,19 @@ def _signature(value: object) -> str:
     return value
 
 
+def _files(field: FieldDef, value: object) -> list[str]:
+    if not isinstance(value, list) or not all(
+        isinstance(item, str) and UPLOAD_ID_RE.match(item) for item in value
+    ):
+        raise ValueError("must be a list of uploaded files")
+    limit = field.file_count_limit
+    if len(value) > limit:
+        raise ValueError(f"takes at most {limit} file{'s' if limit != 1 else ''}")
+    if len(set(value)) != len(value):
+        raise ValueError("must not list the same file twice")
+    return list(value)
+
+
 def _validate_one(field: FieldDef, value: object) -> Answer:
     kind = field.type
     if kind is FieldType.TEXT:
@@ -258,6 +274,8 @@ def _validate_one(field: FieldDef, value: object) -> Answer:
         return _checkbox(field, value)
     if kind is FieldType.SIGNATURE:
         return _signature(value)
+    if kind is FieldType.FILE:
+        return _files(field, value)
     raise ValueError("unsupported field type")  # pragma: no cover - FieldType is closed
 
 

@@ -296,3 +296,10 @@ async def test_logs_are_json_and_never_hold_bodies_cookies_or_secrets(
     assert any(r["route"] == "/health" and r["status"] == 200 for r in requests)
     for secret in (marker_body, marker_cookie, marker_auth, password):
         assert secret not in text
+
+
+async def test_a_nul_byte_in_an_api_path_is_404_before_any_route(http: httpx.AsyncClient) -> None:
+    for path in ("/api/responses/%00", "/api/forms/a%00b", "/api/public/forms/%00/files"):
+        response = await http.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["code"] == "not_found"

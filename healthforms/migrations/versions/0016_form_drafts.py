@@ -1,7 +1,7 @@
 """add form drafts: a patient's saved, unsent answers (sealed), resumable by link or code
 
 Revision ID: 0016_form_drafts
-Revises: 0014_patient_requests
+Revises: 0015_uploads
 Create Date: 2026-12-06 13:30:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016_form_drafts"
-down_revision: str | None = "0014_patient_requests"
+down_revision: str | None = "0015_uploads"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

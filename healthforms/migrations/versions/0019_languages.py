@@ -1,7 +1,7 @@
 """add languages: a form's texts in other languages, the language of a response
 
 Revision ID: 0019_languages
-Revises: 0016_form_drafts
+Revises: 0018_branding
 Create Date: 2026-12-06 13:30:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0019_languages"
-down_revision: str | None = "0016_form_drafts"
+down_revision: str | None = "0018_branding"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

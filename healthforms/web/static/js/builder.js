@@ -21,6 +21,7 @@ const TYPES = {
   text: "Short text", textarea: "Long text", email: "Email", phone: "Phone", number: "Number",
   date: "Date", select: "Dropdown", radio: "Single choice", checkbox: "Checkbox / multiple choice",
   signature: "Signature", heading: "Heading", paragraph: "Paragraph (text to read)", pageBreak: "Page break",
+  file: "File upload (photo or PDF)",
 };
 const HAS_OPTIONS = new Set(["select", "radio", "checkbox"]);
 // Blocks take no answer: no key in exports, no required, no help, no condition target.
@@ -95,6 +96,11 @@ function cleanField(f) {
     if (f.max !== undefined && f.max !== null && f.max !== "") out.max = Number(f.max);
   }
   if (f.pattern && ["text", "phone"].includes(f.type)) out.pattern = f.pattern;
+  if (f.type === "file") {
+    if (Array.isArray(f.accept) && f.accept.length === 1) out.accept = f.accept;
+    if (f.maxFiles) out.maxFiles = f.maxFiles;
+    if (f.maxSizeMb) out.maxSizeMb = f.maxSizeMb;
+  }
   if (f.helpText) out.helpText = f.helpText;
   if (f.identifies && IDENTIFIES[f.type] === f.identifies) out.identifies = f.identifies;
   if (f.showWhen) out.showWhen = f.showWhen;
@@ -414,6 +420,20 @@ function fieldCard(f, index) {
       const input = el("input", { type: "number", id: id(bound), step: "any", value: f[bound] ?? "" });
       input.addEventListener("input", () => { f[bound] = input.value === "" ? undefined : Number(input.value); markDirty(); });
       grid.append(labeled(id(bound), bound === "min" ? "Smallest allowed" : "Largest allowed", input));
+    }
+  }
+  if (f.type === "file") {
+    // What a file field takes (docs/uploads.md); the server checks the same ranges.
+    const accept = el("select", { id: id("accept") },
+      [["", "Photos or PDF documents"], ["image", "Photos only"], ["pdf", "PDF documents only"]].map(([value, text]) =>
+        el("option", { value, text, selected: (Array.isArray(f.accept) && f.accept.length === 1 ? f.accept[0] : "") === value })));
+    accept.addEventListener("change", () => { if (accept.value) f.accept = [accept.value]; else delete f.accept; markDirty(); });
+    grid.append(labeled(id("accept"), "Accepts", accept));
+    for (const [key, text, most] of [["maxFiles", "Most files", 10], ["maxSizeMb", "Largest file (MB)", 20]]) {
+      const input = el("input", { type: "number", id: id(key), min: 1, max: most, step: 1,
+        value: f[key] ?? (key === "maxFiles" ? 1 : 10) });
+      input.addEventListener("input", () => { f[key] = input.value === "" ? undefined : Number(input.value); markDirty(); });
+      grid.append(labeled(id(key), `${text}, 1 to ${most}`, input));
     }
   }
   // showWhen: only on questions that come earlier, so conditions never loop.

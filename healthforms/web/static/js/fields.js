@@ -16,6 +16,19 @@ function requiredMark(f) {
 // Node.append(null) would insert the text "null".
 const present = (...nodes) => nodes.filter(Boolean);
 
+/** A file field's limits, as the page states them (defaults: docs/uploads.md). */
+export function fileLimits(f) {
+  const kinds = Array.isArray(f.accept) && f.accept.length ? f.accept : ["image", "pdf"];
+  const maxFiles = f.maxFiles || 1;
+  const maxSizeMb = f.maxSizeMb || 10;
+  const what = kinds.length === 2 ? "Photos or PDF documents" : kinds[0] === "image" ? "Photos" : "PDF documents";
+  return {
+    accept: kinds.map((k) => (k === "image" ? "image/*" : "application/pdf")).join(","),
+    maxFiles, maxSizeMb,
+    text: `${what}, up to ${maxFiles} file${maxFiles === 1 ? "" : "s"}, at most ${maxSizeMb} MB each.`,
+  };
+}
+
 /** A heading, paragraph or page title, as the server renders it on the patient page. */
 function renderBlock(f, fid, headingLevel) {
   const showWhen = f.showWhen ? JSON.stringify(f.showWhen) : null;
@@ -69,6 +82,18 @@ export function renderField(f, prefix = "q", headingLevel = 2) {
       el("input", { type: "hidden", name: f.id, value: "" }));
     wrap.append(el("fieldset", { "aria-describedby": described },
       el("legend", {}, f.label, ...requiredMark(f)), help, pad, error));
+  } else if (f.type === "file") {
+    const limits = fileLimits(f);
+    const fileDescribed = [...(f.helpText ? [`${fid}-help`] : []), `${fid}-limits`, `${fid}-error`].join(" ");
+    wrap.append(el("label", { for: fid }, f.label, ...requiredMark(f)), ...present(help),
+      el("p", { class: "help", id: `${fid}-limits`, text: limits.text }),
+      el("input", { type: "file", id: fid, class: "file-input", accept: limits.accept,
+        multiple: limits.maxFiles > 1 ? true : null, "aria-describedby": fileDescribed,
+        "aria-required": f.required ? "true" : null,
+        "data-max-files": limits.maxFiles, "data-max-size-mb": limits.maxSizeMb }),
+      el("p", { class: "file-status muted small", id: `${fid}-status`, role: "status" }),
+      el("ul", { class: "file-list", id: `${fid}-list`, "aria-label": `Files added: ${f.label}` }),
+      error);
   } else {
     let control;
     const common = { id: fid, name: f.id, "aria-describedby": described, "aria-required": f.required ? "true" : null };
@@ -107,6 +132,11 @@ export function fieldValue(wrap) {
   if (type === "signature") {
     const hidden = wrap.querySelector('input[type="hidden"]');
     return hidden.value || undefined;
+  }
+  if (type === "file") {
+    // The ids of the files already uploaded (static/js/uploads.js lists them).
+    const ids = [...wrap.querySelectorAll("[data-upload-id]")].map((item) => item.dataset.uploadId);
+    return ids.length ? ids : undefined;
   }
   const control = wrap.querySelector("input, textarea, select");
   const raw = control.value;
@@ -197,6 +227,8 @@ function isDate(text, rule) {
  * the same order as submissions/validation.py, so the page refuses what the server
  * refuses, in its words. */
 export function fieldError(wrap) {
+  // A file still uploading is not an answer yet (static/js/uploads.js).
+  if (wrap.dataset.type === "file" && wrap.querySelector("[data-uploading]")) return "Wait until the file has finished uploading.";
   const rules = rulesOf(wrap);
   const control = wrap.querySelector("input:not([type=hidden]), textarea, select");
   // A number input holding text the browser cannot read reports "": say what it is.

@@ -13,6 +13,7 @@ import { initPages } from "./form_pages.js";
 import { applyPrefill } from "./prefill.js";
 import { _, lang } from "./i18n.js";
 import { draftSent, heldDraftToken, initDrafts } from "./drafts.js";
+import { clearFileFields, initFileFields } from "./uploads.js";
 
 const publicId = document.body.dataset.publicId;
 const requestToken = document.body.dataset.request ? location.pathname.split("/").pop() : null;
@@ -131,6 +132,7 @@ const pages = initPages(form, {
 /** Empty every answer: after a confirmation nobody may page back to them. */
 function clearAnswers() {
   form.reset();
+  clearFileFields(form);
   for (const pad of form.querySelectorAll(".sigpad-clear")) pad.click();
   showFieldErrors(form, {});
   clearSummary();
@@ -276,6 +278,7 @@ recheckOnInput(form, (fieldId, message) => {
   fillSummary(errors, listed.message);
 });
 initSignaturePads(form, () => applyShowWhen(form));
+initFileFields(form, { endpoint: formApi, nonce: currentNonce, onChange: () => applyShowWhen(form) });
 if (state().confirmation) clearAnswers();
 applyShowWhen(form);
 if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);

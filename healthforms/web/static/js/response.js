@@ -9,12 +9,41 @@ function show(dd, type, value) {
     dd.append(el("span", { class: "muted", text: "Not answered" }));
   } else if (type === "signature" && typeof value === "string" && value.startsWith("data:image/png;base64,")) {
     dd.append(el("img", { src: value, alt: "Patient's signature" }));
+  } else if (type === "file" && Array.isArray(value)) {
+    dd.append(el("span", { class: "muted", text: "Loading files…" }));  // showFiles fills it
   } else if (typeof value === "boolean") {
     dd.textContent = value ? "Yes" : "No";
   } else if (Array.isArray(value)) {
     dd.append(el("ul", {}, value.map((v) => el("li", { text: String(v) }))));
   } else {
     dd.textContent = String(value);
+  }
+}
+
+// Attached files (docs/uploads.md): photos shown, PDFs offered as downloads. Each file
+// is served by an audited read that is never cached.
+async function showFiles(answers) {
+  const rows = [...document.querySelectorAll('.answer[data-type="file"]')]
+    .filter((row) => Array.isArray(answers[row.dataset.fieldId]) && answers[row.dataset.fieldId].length);
+  if (!rows.length) return;
+  const base = `/api/responses/${encodeURIComponent(responseId)}/files`;
+  const { data } = await api(base);
+  const byId = new Map(((data && data.files) || []).map((f) => [f.id, f]));
+  for (const row of rows) {
+    const label = row.querySelector("dt").textContent.trim();
+    const ids = answers[row.dataset.fieldId];
+    const items = ids.map((id, i) => {
+      const file = byId.get(id);
+      if (!file) return el("li", { class: "muted", text: "This file is no longer available." });
+      const url = `${base}/${encodeURIComponent(id)}`;
+      if (file.mediaType.startsWith("image/")) {
+        return el("li", {}, el("a", { href: url, target: "_blank", rel: "noopener" },
+          el("img", { class: "file-photo", src: url, alt: `${label}: photo ${i + 1} of ${ids.length} (opens full size)` })));
+      }
+      const pages = `${file.pages} page${file.pages === 1 ? "" : "s"}`;
+      return el("li", {}, el("a", { href: url, download: "", text: `${label}: PDF document ${i + 1} of ${ids.length}, ${pages} (download)` }));
+    });
+    row.querySelector("dd").replaceChildren(el("ul", { class: "file-answers" }, items));
   }
 }
 
@@ -77,6 +106,7 @@ if (document.getElementById("answers")) (async () => {
       show(row.querySelector("dd"), row.dataset.type, answers[row.dataset.fieldId]);
     }
     document.getElementById("answers").hidden = false;
+    await showFiles(answers);
   } catch (err) {
     resolveReview(null);
     showError(err);

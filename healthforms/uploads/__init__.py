@@ -1,0 +1,1 @@
+"""Files patients attach to a form (docs/uploads.md)."""

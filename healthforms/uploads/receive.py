@@ -1,0 +1,138 @@
+"""Reading one upload from a multipart body, in memory and within bounds.
+
+Starlette's own form parser spools files over 1 MiB to a temporary file: a patient's
+photo would sit unencrypted on disk. This reader keeps the parts in memory, takes only
+the three it knows (`nonce`, `field`, `file`), stops keeping bytes past the limits (the
+edge layer caps the whole body, http/edge.py), and never keeps the file's name (it
+can be PHI) or trusts its declared type (the content decides, images.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from healthforms.errors import HealthformsError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
+
+TEXT_PART_LIMIT: Final = 512
+KNOWN_PARTS: Final = frozenset({"nonce", "field", "file"})
+
+
+class UploadUnreadable(HealthformsError):
+    status_code, code = 400, "upload_unreadable"
+    message = (
+        "Send the file as multipart/form-data with the parts nonce, field and file "
+        "(see docs/uploads.md)."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedUpload:
+    nonce: str
+    field_id: str
+    data: bytes
+    # More bytes came than `max_file_bytes`: `data` holds only the first of them.
+    truncated: bool
+
+
+class _Parts:
+    """The parser's callbacks: each known part's bytes, bounded."""
+
+    def __init__(self, max_file_bytes: int) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.parts: dict[str, bytearray] = {}
+        self.over: set[str] = set()
+        self._current: str | None = None
+        self._field = bytearray()
+        self._value = bytearray()
+        self._disposition = b""
+        # The closing boundary was read: a body cut short never yields a partial file.
+        self.ended = False
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._data,
+            "on_end": self._end,
+        }
+
+    def _end(self) -> None:
+        self.ended = True
+
+    def _begin(self) -> None:
+        self._current = None
+        self._disposition = b""
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        if bytes(self._field).lower() == b"content-disposition":
+            self._disposition = bytes(self._value)
+        self._field.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        name = options.get(b"name", b"").decode("latin-1")
+        # An unknown part, or a second copy of a known one, is read past and dropped.
+        if name in KNOWN_PARTS and name not in self.parts:
+            self.parts[name] = bytearray()
+            self._current = name
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        name = self._current
+        if name is None:
+            return
+        kept = self.parts[name]
+        limit = self.max_file_bytes if name == "file" else TEXT_PART_LIMIT
+        room = limit - len(kept)
+        if end - start > room:
+            self.over.add(name)
+            end = start + max(room, 0)
+        kept += data[start:end]
+
+
+async def read_upload(
+    content_type: str | None, body: AsyncIterator[bytes], *, max_file_bytes: int
+) -> ReceivedUpload:
+    """The nonce, field id and file bytes of a multipart upload; 400 when it is not one."""
+    media, options = parse_options_header(content_type or "")
+    boundary = options.get(b"boundary")
+    if media != b"multipart/form-data" or not boundary or len(boundary) > 200:
+        raise UploadUnreadable()
+    parts = _Parts(max_file_bytes)
+    try:
+        parser = MultipartParser(boundary, parts.callbacks())
+        async for chunk in body:
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError:
+        raise UploadUnreadable() from None
+    if not parts.ended or parts.over & {"nonce", "field"} or not KNOWN_PARTS <= parts.parts.keys():
+        raise UploadUnreadable()
+    try:
+        nonce = parts.parts["nonce"].decode("ascii")
+        field_id = parts.parts["field"].decode("ascii")
+    except UnicodeDecodeError:
+        raise UploadUnreadable() from None
+    return ReceivedUpload(
+        nonce=nonce.strip(),
+        field_id=field_id.strip(),
+        data=bytes(parts.parts["file"]),
+        truncated="file" in parts.over,
+    )

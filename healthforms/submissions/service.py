@@ -62,6 +62,7 @@ from healthforms.uploads.service import (
     file_field,
     receive_upload,
     sweep_expired,
+    too_large,
 )
 
 log = structlog.get_logger("healthforms.submissions")
@@ -328,8 +329,7 @@ class SubmissionService:
             raise NonceInvalid()
         field = file_field(form.fields, received.field_id)
         if received.truncated:
-            limit = field.file_size_limit // (1024 * 1024)
-            raise ValidationFailed({field.id: f"is too large (at most {limit} MB per file)"})
+            raise ValidationFailed({field.id: too_large(field.file_size_limit)})
         # Pending uploads whose page is long gone go first (an indexed range, bounded).
         await sweep_expired(session)
         return await receive_upload(

@@ -241,16 +241,22 @@ def _signature(value: object) -> str:
     return value
 
 
+def too_many_files(limit: int) -> str:
+    if limit == 1:
+        return N_("takes at most 1 file")
+    return N_("takes at most {limit} files", limit=limit)
+
+
 def _files(field: FieldDef, value: object) -> list[str]:
     if not isinstance(value, list) or not all(
         isinstance(item, str) and UPLOAD_ID_RE.match(item) for item in value
     ):
-        raise ValueError("must be a list of uploaded files")
+        raise ValueError(N_("must be a list of uploaded files"))
     limit = field.file_count_limit
     if len(value) > limit:
-        raise ValueError(f"takes at most {limit} file{'s' if limit != 1 else ''}")
+        raise ValueError(too_many_files(limit))
     if len(set(value)) != len(value):
-        raise ValueError("must not list the same file twice")
+        raise ValueError(N_("must not list the same file twice"))
     return list(value)
 
 

@@ -257,20 +257,26 @@ async def extend_pending(
 
 
 async def pending_uploads(
-    session: AsyncSession, form_id: str, upload_ids: Sequence[str], now: datetime
+    session: AsyncSession,
+    form_id: str,
+    upload_ids: Sequence[str],
+    now: datetime,
+    *,
+    nonce_id: str | None = None,
 ) -> dict[str, StoredUpload]:
     """The uploads of `upload_ids` still pending for `form_id` (not attached, not past
-    their time), by id: what a resumed draft can still send."""
+    their time; with `nonce_id`, that page's only), by id: what a page can still send."""
     if not upload_ids:
         return {}
-    rows = await session.execute(
-        select(Upload).where(
-            Upload.id.in_(list(upload_ids)),
-            Upload.form_id == form_id,
-            Upload.response_id.is_(None),
-            Upload.expires_at > now,
-        )
+    query = select(Upload).where(
+        Upload.id.in_(list(upload_ids)),
+        Upload.form_id == form_id,
+        Upload.response_id.is_(None),
+        Upload.expires_at > now,
     )
+    if nonce_id is not None:
+        query = query.where(Upload.nonce_id == nonce_id)
+    rows = await session.execute(query)
     return {row.id: StoredUpload.of(row) for row in rows.scalars()}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 FIELD_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 MAX_FIELDS = 200
@@ -31,6 +31,8 @@ class FieldType(StrEnum):
     RADIO = "radio"
     CHECKBOX = "checkbox"
     SIGNATURE = "signature"
+    # Calculated by the server from other answers (forms/scores.py): no patient answer.
+    SCORE = "score"
 
 
 # What a field says about who the patient is (responses/patients.py): shown in the
@@ -49,6 +51,42 @@ class ShowWhen(BaseModel):
     contains: str | None = None
 
 
+# A number in a score definition: a JSON int or float, never a bool or a string.
+ScoreNumber = StrictInt | StrictFloat
+MAX_SCORE_SOURCES = MAX_FIELDS
+MAX_SCORE_BANDS = 20
+MAX_BAND_LABEL = 100
+
+
+class ScoreTerm(BaseModel):
+    """One term of a score's sum: the chosen option's number times `weight`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(pattern=FIELD_ID_PATTERN)
+    weight: ScoreNumber = 1
+
+
+class ScoreBand(BaseModel):
+    """A labelled range of score values, `min` and `max` both included."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: ScoreNumber
+    max: ScoreNumber
+    label: str = Field(min_length=1, max_length=MAX_BAND_LABEL)
+
+
+class ScoreDef(BaseModel):
+    """A declarative calculated score (docs/scores.md): a weighted sum, never code."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    sum: list[ScoreTerm] = Field(min_length=1, max_length=MAX_SCORE_SOURCES)
+    bands: list[ScoreBand] = Field(default_factory=list, max_length=MAX_SCORE_BANDS)
+    show_patient: StrictBool = Field(default=False, alias="showPatient")
+
+
 class FieldDef(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -63,6 +101,11 @@ class FieldDef(BaseModel):
     help_text: str | None = Field(default=None, alias="helpText", max_length=MAX_HELP)
     show_when: ShowWhen | None = Field(default=None, alias="showWhen")
     identifies: Identifies | None = None
+    # One number per option (same order as `options`): what choosing it adds to a score.
+    option_scores: list[ScoreNumber] | None = Field(
+        default=None, alias="optionScores", max_length=MAX_OPTIONS
+    )
+    score: ScoreDef | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)

@@ -20,7 +20,7 @@ from healthforms.clock import rfc3339
 from healthforms.patient_requests import service
 from healthforms.security.context import RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
-from healthforms.submissions.service import SubmissionService
+from healthforms.submissions.service import SubmissionService, confirmation_json
 
 router = APIRouter(prefix="/api/public/requests", tags=["public"])
 
@@ -59,7 +59,7 @@ async def submit_request_response(
         state, session, token, body, current.context, auditor, current.public_token
     )
     return JSONResponse(
-        {"confirmation": result.confirmation},
+        confirmation_json(result),
         status_code=201 if result.created else 200,
         headers=PRIVATE,
     )

@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from healthforms.forms.schema import FieldDef, FieldType
+from healthforms.forms.scores import score_text
 from healthforms.submissions.validation import MAX_SIGNATURE_PIXELS
 
 # Signatures are at most 256 KiB of PNG (API.md); larger or huge-canvas images are
@@ -227,10 +228,18 @@ def build_document(
     fields: list[FieldDef],
     answers: dict[str, Any],
     signatures: dict[str, Any],
+    scores: dict[str, Any] | None = None,
 ) -> PdfDocument:
-    """The PDF model of one response: its version's fields, in order, shown ones only."""
+    """The PDF model of one response: its version's fields, in order, shown ones only;
+    a score field shows the score sealed with the response (value and band)."""
     shown = shown_field_ids(fields, answers)
-    items = tuple(build_item(f, answers.get(f.id), signatures) for f in fields if f.id in shown)
+    items = tuple(
+        PdfItem(f.id, clean_text(f.label), f.type, text=score_text((scores or {}).get(f.id)))
+        if f.type is FieldType.SCORE
+        else build_item(f, answers.get(f.id), signatures)
+        for f in fields
+        if f.id in shown
+    )
     return PdfDocument(
         organization=clean_text(organization),
         title=clean_text(title),

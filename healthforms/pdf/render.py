@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -248,6 +248,7 @@ class RenderJob:
     fields: list[FieldDef]
     answers: dict[str, Any]
     signatures: dict[str, Any]
+    scores: dict[str, Any] = field(default_factory=dict)  # forms/scores.py, as sealed
 
 
 def document_of(job: RenderJob) -> PdfDocument:
@@ -262,6 +263,7 @@ def document_of(job: RenderJob) -> PdfDocument:
         fields=job.fields,
         answers=job.answers,
         signatures=job.signatures,
+        scores=job.scores,
     )
 
 

@@ -249,6 +249,7 @@ class PdfService:
             fields=[version_field(raw) for raw in version.fields],
             answers=content.answers,
             signatures=content.signatures,
+            scores=content.scores,
         )
 
     async def state_of(self, response_id: str) -> PdfState:

@@ -31,6 +31,7 @@ from healthforms.responses.models import (
     ResponseNote,
     ResponsePdf,
     ResponseRow,
+    ResponseScores,
     ResponseSearchToken,
 )
 from healthforms.responses.patients import open_identity, rebuild_tokens
@@ -65,9 +66,10 @@ async def _rotate_columns(
     batch: int,
 ) -> RotationCount:
     """Rows with their own `wrapped_key` and `key_id` columns (responses, PDFs, notes,
-    patient identities, and the `also` models of rotate_keys), keyed by `id` or, for
-    PDFs and identities, `response_id`."""
-    pk = model.response_id if model in (ResponsePdf, ResponseIdentity) else model.id
+    patient identities, scores, and the `also` models of rotate_keys), keyed by `id` or, for
+    PDFs, identities and scores, `response_id`."""
+    keyed_by_response = (ResponsePdf, ResponseIdentity, ResponseScores)
+    pk = model.response_id if model in keyed_by_response else model.id
     count = RotationCount(model.__tablename__)
     last = ""
     while True:
@@ -181,6 +183,7 @@ async def rotate_keys(
         await _rotate_columns(db, keys, ResponsePdf, batch),
         await _rotate_columns(db, keys, ResponseNote, batch),
         await _rotate_columns(db, keys, ResponseIdentity, batch),
+        await _rotate_columns(db, keys, ResponseScores, batch),
         await _rotate_search_tokens(db, keys, batch),
         await _rotate_totp(db, keys, batch),
         *[await _rotate_columns(db, keys, model, batch) for model in also],

@@ -16,7 +16,12 @@ from healthforms.audit.recorder import PatientAuditorDep
 from healthforms.clock import rfc3339
 from healthforms.security.context import RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
-from healthforms.submissions.service import SubmissionService, current_published, published_form
+from healthforms.submissions.service import (
+    SubmissionService,
+    confirmation_json,
+    current_published,
+    published_form,
+)
 
 router = APIRouter(prefix="/api/public/forms", tags=["public"])
 
@@ -51,7 +56,7 @@ async def submit_response(
         session, form, body, current.context, auditor, current.public_token
     )
     return JSONResponse(
-        {"confirmation": result.confirmation},
+        confirmation_json(result),
         status_code=201 if result.created else 200,
         headers=NO_STORE,
     )

@@ -18,7 +18,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -35,17 +35,25 @@ from healthforms.db.base import new_id
 from healthforms.errors import Conflict, HealthformsError, NotFound, RateLimited
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
+from healthforms.forms.scores import (
+    ScoreResult,
+    calculate_scores,
+    patient_definition,
+    patient_scores,
+    scores_json,
+)
 from healthforms.outbox.store import RESPONSE_SUBMITTED as RESPONSE_SUBMITTED_MESSAGE
 from healthforms.outbox.store import enqueue
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.models import ResponseRow
 from healthforms.responses.patients import PatientIdentity, identity_of, store_identity
+from healthforms.responses.scores import store_scores
 from healthforms.security.context import RequestContext
 from healthforms.security.ratelimit import RateVerdict
 from healthforms.state import AppState
 from healthforms.submissions import nonces
 from healthforms.submissions.nonces import ClaimState, Nonce, NonceStore
-from healthforms.submissions.validation import validate_answers
+from healthforms.submissions.validation import validate_answers, visible_fields
 
 log = structlog.get_logger("healthforms.submissions")
 
@@ -81,11 +89,16 @@ class PublishedForm:
     raw_fields: list[dict[str, Any]]
     fields: list[FieldDef]
 
+    @property
+    def patient_fields(self) -> list[dict[str, Any]]:
+        """The definition a patient's page gets: no score fields, no option scores."""
+        return patient_definition(self.raw_fields)
+
     def public_json(self) -> dict[str, Any]:
         return {
             "title": self.title,
             "description": self.description,
-            "fields": self.raw_fields,
+            "fields": self.patient_fields,
             "version": self.version,
         }
 
@@ -101,6 +114,19 @@ class SubmissionResult:
     confirmation: str
     response_id: str | None  # known when stored now or looked up in the database
     created: bool  # True: stored now (201); False: a resend of a stored one (200)
+    # The form's scores of these answers (forms/scores.py): a resend recalculates the
+    # same ones from the same answers. Only `showPatient` ones may reach the patient.
+    scores: tuple[ScoreResult, ...] = ()
+
+
+def confirmation_json(result: SubmissionResult) -> dict[str, Any]:
+    """The body of a stored (201) or resent (200) submission: the confirmation code and,
+    when the form says so (`showPatient`), the scores the patient may see."""
+    body: dict[str, Any] = {"confirmation": result.confirmation}
+    shown = patient_scores(result.scores)
+    if shown:
+        body["scores"] = shown
+    return body
 
 
 class ResponseLink(Protocol):
@@ -245,12 +271,14 @@ class SubmissionService:
             form.fields, body.get("answers"), max_bytes=self.state.settings.max_answers_bytes
         )
         digest = self.answers_digest(answers)
+        shown = {f.id for f in visible_fields(form.fields, answers)}
+        scores = tuple(calculate_scores(form.fields, answers, shown))
         if nonce.is_expired():
             # Only a late resend of a stored submission still gets its confirmation.
             existing = await self._stored(session, nonce)
             if existing is None:
                 raise NonceInvalid()
-            return self._resend(existing, digest)
+            return replace(self._resend(existing, digest), scores=scores)
 
         if rate_check is None:
             state, redis_up = await self._claim(nonce, digest)
@@ -268,11 +296,12 @@ class SubmissionService:
             raise SubmissionInProgress()
         if state.kind == "used":
             if hmac.compare_digest(state.digest, digest):
-                return SubmissionResult(state.confirmation, None, created=False)
+                return SubmissionResult(state.confirmation, None, created=False, scores=scores)
             raise NonceUsed()
-        return await self._store(
-            session, form, nonce, answers, digest, context, auditor, redis_up, link
+        stored = await self._store(
+            session, form, nonce, answers, digest, context, auditor, redis_up, link, scores
         )
+        return replace(stored, scores=scores)
 
     async def _claim(self, nonce: Nonce, digest: str) -> tuple[ClaimState, bool]:
         """The claim's outcome and whether Redis answered it."""
@@ -334,11 +363,15 @@ class SubmissionService:
         auditor: Auditor,
         redis_up: bool,
         link: ResponseLink | None = None,
+        scores: tuple[ScoreResult, ...] = (),
     ) -> SubmissionResult:
         now = utcnow()
         linked_events: list[AuditEvent] = []
         response_id = new_id("rsp_")
         payload = {"answers": answers, "signatures": self._evidence(form, answers, context, now)}
+        if scores:
+            # Calculated here from the answers just validated, sealed with them.
+            payload["scores"] = scores_json(scores)
         sealed = seal_json(self.state.keys, payload, response_aad(response_id, form.form_id))
         confirmation = new_confirmation()
         try:
@@ -371,6 +404,9 @@ class SubmissionService:
             await store_identity(
                 session, self.state.keys, form.organization_id, response_id, identity
             )
+            # The scores again, in a small sealed record the responses list can open
+            # without decrypting every answer (responses/scores.py).
+            await store_scores(session, self.state.keys, form.organization_id, response_id, scores)
             # The alert that a response arrived: committed with it, so neither a crash
             # nor a Redis outage loses it (outbox/).
             await enqueue(

@@ -39,6 +39,7 @@ _PHONE_RE = re.compile(r"^\+?[0-9 ().-]{7,25}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMBER_RE = re.compile(r"^-?\d{1,15}(\.\d{1,10})?$")
 MAX_UNKNOWN_REPORTED = 20
+CALCULATED_NOT_ANSWERED = "is calculated by the clinic, not answered"
 # The cap on all answers of one response together (HEALTHFORMS_MAX_ANSWERS_BYTES): a
 # long intake form plus one 256 KiB signature. Every byte is paid for again when the
 # response is printed (~12 s of CPU per MiB of text, pdf/render.py).
@@ -275,6 +276,11 @@ def validate_answers(
             errors[str(key)[:64]] = "unknown field"
     cleaned: dict[str, Any] = {}
     for field in fields:
+        if field.type is FieldType.SCORE:
+            # The server calculates scores (forms/scores.py): a sent value is refused.
+            if field.id in raw:
+                errors[field.id] = CALCULATED_NOT_ANSWERED
+            continue
         if field.show_when is not None and not condition_holds(field.show_when, cleaned):
             continue  # hidden: neither required nor stored
         value = raw.get(field.id)

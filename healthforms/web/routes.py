@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from healthforms.alerts.service import list_alerts, mark_read, unread_count
 from healthforms.audit.recorder import AuditorDep
 from healthforms.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
+from healthforms.forms.templates import TEMPLATES
 from healthforms.http.errors import wants_html
 from healthforms.http.hot_routes import from_request
 from healthforms.http.ratelimits import take_policy_token
@@ -249,7 +250,12 @@ async def _forms_list(
 @router.get("/forms/new")
 async def new_form_page(request: Request, staff: EditorPage, state: StateDep) -> Response:
     return render(
-        request, "form_new.html", title="New form", nav="forms", **_staff_context(state, staff)
+        request,
+        "form_new.html",
+        title="New form",
+        nav="forms",
+        templates=[t.summary_json() for t in TEMPLATES.values()],  # the gallery
+        **_staff_context(state, staff),
     )
 
 
@@ -282,6 +288,8 @@ async def responses_page(
         nav="forms",
         form_id=form.id,
         form_title=form.title,
+        # A Score column (forms/scores.py) when the form has a score field.
+        has_scores=any(f.get("type") == "score" for f in form.fields or []),
         **_staff_context(state, staff),
     )
 
@@ -527,7 +535,7 @@ async def public_form_page(
         public_id=public_id,
         form_title=form.title,
         description=form.description,
-        fields=form.raw_fields,
+        fields=form.patient_fields,  # no score fields or option scores
         version=form.version,
     )
 
@@ -562,6 +570,6 @@ async def request_form_page(
         clinic=clinic,
         form_title=form.title,
         description=form.description,
-        fields=form.raw_fields,
+        fields=form.patient_fields,  # no score fields or option scores
         version=form.version,
     )

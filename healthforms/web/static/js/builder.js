@@ -17,7 +17,7 @@ const RETRY_LOCK_MS = 20_000;
 const TYPES = {
   text: "Short text", textarea: "Long text", email: "Email", phone: "Phone", number: "Number",
   date: "Date", select: "Dropdown", radio: "Single choice", checkbox: "Checkbox / multiple choice",
-  signature: "Signature",
+  signature: "Signature", score: "Score (calculated)",
 };
 const HAS_OPTIONS = new Set(["select", "radio", "checkbox"]);
 const ID_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
@@ -76,6 +76,9 @@ function cleanField(f) {
   if (f.helpText) out.helpText = f.helpText;
   if (f.identifies && IDENTIFIES[f.type] === f.identifies) out.identifies = f.identifies;
   if (f.showWhen && f.showWhen.field) out.showWhen = f.showWhen;
+  // Scores (docs/scores.md): kept as they came (templates, the API), edited as numbers.
+  if (HAS_OPTIONS.has(f.type) && Array.isArray(f.optionScores)) out.optionScores = f.optionScores;
+  if (f.type === "score" && f.score) out.score = f.score;
   return out;
 }
 
@@ -172,7 +175,10 @@ function fieldCard(f, index) {
     }
     markDirty();
   });
-  const typeSelect = el("select", { id: id("type") }, Object.entries(TYPES).map(([value, text]) => el("option", { value, text, selected: value === f.type })));
+  // A score is made from a template or the API (its sum and bands), never by a type change.
+  const typeSelect = el("select", { id: id("type") }, Object.entries(TYPES)
+    .filter(([value]) => value !== "score" || f.type === "score")
+    .map(([value, text]) => el("option", { value, text, selected: value === f.type })));
   typeSelect.addEventListener("change", () => {
     f.type = typeSelect.value;
     if (HAS_OPTIONS.has(f.type) && f.type !== "checkbox" && !(f.options && f.options.length)) f.options = ["Option 1", "Option 2"];
@@ -194,6 +200,26 @@ function fieldCard(f, index) {
     labeled(id("help"), "Help text", help, { class: "span2" }),
     el("div", { class: "choice span2" }, required, el("label", { for: id("required"), text: "Required" })));
 
+  if (f.type === "score" && f.score) {
+    const bands = (f.score.bands || []).map((b) => `${b.min}–${b.max} ${b.label}`).join(", ");
+    const sources = (f.score.sum || []).map((t) => (t.weight === 1 || t.weight === undefined ? t.field : `${t.weight}×${t.field}`));
+    grid.append(el("p", { class: "help span2 score-summary", id: id("score") },
+      `Sum of ${sources.join(" + ")}.${bands ? ` Bands: ${bands}.` : ""} `,
+      f.score.showPatient ? "Shown to the patient after sending." : "Shown to staff only."));
+  }
+  if (HAS_OPTIONS.has(f.type)) {
+    const scoresInput = el("input", { type: "text", id: id("option-scores"), inputmode: "decimal",
+      value: Array.isArray(f.optionScores) ? f.optionScores.join(", ") : "",
+      "aria-describedby": `${id("option-scores")}-help ${id("option-scores")}-error` });
+    scoresInput.addEventListener("input", () => {
+      const raw = scoresInput.value.trim();
+      if (!raw) delete f.optionScores;
+      else f.optionScores = raw.split(",").map((v) => (v.trim() !== "" && Number.isFinite(Number(v)) ? Number(v) : v.trim()));
+      markDirty();
+    });
+    grid.append(labeled(id("option-scores"), "Option scores (optional)", scoresInput, { class: "span2",
+      help: "One number per option, in order, separated by commas (e.g. 0, 1, 2, 3): what a score field adds for each." }));
+  }
   if (HAS_OPTIONS.has(f.type)) {
     const opts = el("textarea", { id: id("options"), rows: 3, "aria-describedby": `${id("options")}-help ${id("options")}-error` });
     opts.value = (f.options || []).join("\n");
@@ -233,7 +259,7 @@ function fieldCard(f, index) {
     const sw = f.showWhen || null;
     const target = el("select", { id: id("sw-field") },
       el("option", { value: "", text: "Always show" }),
-      earlier.map((o) => el("option", { value: o.id, text: o.label || o.id, selected: sw && sw.field === o.id })));
+      earlier.filter((o) => o.type !== "score").map((o) => el("option", { value: o.id, text: o.label || o.id, selected: sw && sw.field === o.id })));
     const op = el("select", { id: id("sw-op") },
       [["equals", "is"], ["notEquals", "is not"], ["contains", "contains"]].map(([value, text]) =>
         el("option", { value, text, selected: conditionOp(sw) === value })));

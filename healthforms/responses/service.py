@@ -106,12 +106,14 @@ def response_json(
         else:
             identity = patients[row.id]
             body["patient"] = UNREADABLE_PATIENT if identity is None else identity.as_json()
-    if scores is not None:
-        # The list's scores (responses/scores.py); the response's own come with it.
-        body["scores"] = scores.get(row.id, {})
+    # Calculated scores (docs/scores.md), only on a response that has any: the list's
+    # from their sealed copy (responses/scores.py), a read's from the answers' payload.
+    if scores is not None and row.id in scores:
+        body["scores"] = scores[row.id]
     if content is not None:
         body["answers"] = content.answers
-        body["scores"] = content.scores
+        if content.scores:
+            body["scores"] = content.scores
     return body
 
 

@@ -67,6 +67,7 @@ TEMPLATE: dict[str, Any] = {
         {
             "id": "gad7_total",
             "type": "score",
+            "required": False,
             "label": "GAD-7 total",
             "score": {
                 "sum": [{"field": f"q{number}", "weight": 1} for number in range(1, 8)],

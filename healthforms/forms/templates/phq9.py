@@ -76,6 +76,7 @@ TEMPLATE: dict[str, Any] = {
         {
             "id": "phq9_total",
             "type": "score",
+            "required": False,
             "label": "PHQ-9 total",
             "helpText": "Item 9 (thoughts of self-harm) needs a clinician's follow-up whatever "
             "the total.",

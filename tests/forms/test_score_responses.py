@@ -4,6 +4,7 @@ the PDF; the patient sees it only when the form says so."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -15,9 +16,13 @@ from pypdf import PdfReader
 from sqlalchemy import select
 
 from healthforms.audit.models import AuditEventRow
+from healthforms.crypto.keys import KeyRing, generate_key
+from healthforms.responses.key_rotation import rotate_keys
 from healthforms.responses.models import ResponseScores
+from healthforms.responses.scores import read_scores
 from healthforms.security.principal import Role
 from healthforms.state import AppState
+from tests.exports.helpers import read_xlsx
 from tests.forms.helpers import StaffDirectory, signed_in
 from tests.support.apps import asgi_client
 from tests.support.plaintext import tables_holding
@@ -90,10 +95,10 @@ async def test_staff_see_the_score_everywhere_and_the_patient_does_not(
                 )
             )
         ).scalars()
-        sealed = (await session.execute(select(ResponseScores))).scalars().all()
+        sealed = await session.get(ResponseScores, row["id"])
     assert json.loads(event.detail or "{}")["scoredIds"] == [row["id"]]
     assert BAND not in str(vars(event))
-    assert [s.response_id for s in sealed] == [row["id"]]
+    assert sealed is not None and BAND.encode() not in sealed.ciphertext
     # The band's label is in the form's definition only: the response's is sealed.
     assert await tables_holding(state.db, BAND) == ["form_versions.fields", "forms.fields"]
 
@@ -106,6 +111,13 @@ async def test_staff_see_the_score_everywhere_and_the_patient_does_not(
     value_at = header.index("PHQ-9 total (phq9_total)")
     assert header[value_at + 1] == "PHQ-9 total band (phq9_total)"
     assert values[value_at : value_at + 2] == ["14", BAND]
+    workbook = await editor_http.get(
+        f"/api/forms/{form['id']}/responses/export", params={"format": "xlsx"}
+    )
+    assert workbook.status_code == 200
+    sheet = read_xlsx(workbook.content)
+    assert sheet[0][value_at : value_at + 2] == header[value_at : value_at + 2]
+    assert sheet[1][value_at : value_at + 2] == ["14", BAND]
 
     pdf = await editor_http.post(f"/api/responses/{row['id']}/generate-pdf")
     assert pdf.status_code == 200, pdf.text
@@ -192,3 +204,22 @@ async def test_deleting_a_response_deletes_its_sealed_scores(
         assert (await http.delete(f"/api/responses/{row['id']}")).status_code == 204
     async with state.db.sessions() as session:
         assert await session.get(ResponseScores, row["id"]) is None
+
+
+async def test_key_rotation_rewraps_the_sealed_scores_and_they_still_open(
+    app: FastAPI, editor_http: httpx.AsyncClient
+) -> None:
+    form = await published_phq9(editor_http)
+    assert (await submit(app, form["publicId"], phq9_answers([2] * 9))).status_code == 201
+    (row,) = (await editor_http.get(f"/api/forms/{form['id']}/responses")).json()["responses"]
+    state: AppState = app.state.hf
+    rotated = KeyRing(current=base64.b64decode(generate_key()), previous=(state.keys.current,))
+    counts = {c.name: c for c in await rotate_keys(state.db, rotated)}
+    assert counts["response_scores"].rewrapped >= 1
+    alone = KeyRing(current=rotated.current)  # the old key retired
+    async with state.db.sessions() as session:
+        sealed = await session.get(ResponseScores, row["id"])
+        assert sealed is not None and sealed.key_id == alone.current_id
+        opened = await read_scores(session, alone, [row["id"]])
+    assert opened[row["id"]]["phq9_total"]["value"] == 18
+    assert opened[row["id"]]["phq9_total"]["band"] == "Moderately severe"

@@ -117,6 +117,15 @@ def test_phq9_from_the_gallery_scored_for_staff_never_shown_to_the_patient(
     expect(page.locator(".field-card")).to_have_count(11)
     expect(page.locator("#preview .score-preview")).to_contain_text("staff only")
     expect(page.locator(".score-summary")).to_contain_text("10–14 Moderate")
+    first = page.locator(".field-card").first
+    expect(first.get_by_label("Option scores (optional)")).to_have_value("0, 1, 2, 3")
+    # A save from the builder keeps the scoring as the template had it.
+    page.get_by_label("Description").fill("Please answer every question.")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#save-state")).to_contain_text("saved")
+    saved = staff_ctx.request.get(f"{base}/api/forms/{form_id}").json()
+    assert saved["fields"][0]["optionScores"] == [0, 1, 2, 3]
+    assert saved["fields"][-1]["score"]["bands"][2] == {"min": 10, "max": 14, "label": "Moderate"}
     public_url = public_url_of(page)
     check_page(page, "builder-phq9")
 

@@ -198,7 +198,8 @@ function fieldCard(f, index) {
     labeled(id("type"), "Type", typeSelect),
     labeled(id("key"), "Field key", keyInput, { help: "Stable id in exports; letters, digits, _ or -." }),
     labeled(id("help"), "Help text", help, { class: "span2" }),
-    el("div", { class: "choice span2" }, required, el("label", { for: id("required"), text: "Required" })));
+    // A score is calculated, never answered: it cannot be required.
+    f.type === "score" ? null : el("div", { class: "choice span2" }, required, el("label", { for: id("required"), text: "Required" })));
 
   if (f.type === "score" && f.score) {
     const bands = (f.score.bands || []).map((b) => `${b.min}–${b.max} ${b.label}`).join(", ");
@@ -206,6 +207,18 @@ function fieldCard(f, index) {
     grid.append(el("p", { class: "help span2 score-summary", id: id("score") },
       `Sum of ${sources.join(" + ")}.${bands ? ` Bands: ${bands}.` : ""} `,
       f.score.showPatient ? "Shown to the patient after sending." : "Shown to staff only."));
+  }
+  if (HAS_OPTIONS.has(f.type)) {
+    const opts = el("textarea", { id: id("options"), rows: 3, "aria-describedby": `${id("options")}-help ${id("options")}-error` });
+    opts.value = (f.options || []).join("\n");
+    opts.addEventListener("input", () => {
+      f.options = opts.value.split("\n").map((s) => s.trim()).filter(Boolean);
+      markDirty();
+    });
+    const helpText = f.type === "checkbox"
+      ? "One per line. Leave empty for a single yes/no consent box."
+      : "One option per line.";
+    grid.append(labeled(id("options"), "Options", opts, { class: "span2", help: helpText }));
   }
   if (HAS_OPTIONS.has(f.type)) {
     const scoresInput = el("input", { type: "text", id: id("option-scores"), inputmode: "decimal",
@@ -219,18 +232,6 @@ function fieldCard(f, index) {
     });
     grid.append(labeled(id("option-scores"), "Option scores (optional)", scoresInput, { class: "span2",
       help: "One number per option, in order, separated by commas (e.g. 0, 1, 2, 3): what a score field adds for each." }));
-  }
-  if (HAS_OPTIONS.has(f.type)) {
-    const opts = el("textarea", { id: id("options"), rows: 3, "aria-describedby": `${id("options")}-help ${id("options")}-error` });
-    opts.value = (f.options || []).join("\n");
-    opts.addEventListener("input", () => {
-      f.options = opts.value.split("\n").map((s) => s.trim()).filter(Boolean);
-      markDirty();
-    });
-    const helpText = f.type === "checkbox"
-      ? "One per line. Leave empty for a single yes/no consent box."
-      : "One option per line.";
-    grid.append(labeled(id("options"), "Options", opts, { class: "span2", help: helpText }));
   }
   const kind = IDENTIFIES[f.type];
   if (kind) {
@@ -255,7 +256,7 @@ function fieldCard(f, index) {
 
   // showWhen: only on fields that come earlier, so conditions never loop.
   const earlier = fields.slice(0, index);
-  if (earlier.length) {
+  if (earlier.length && f.type !== "score") {  // a score is always calculated
     const sw = f.showWhen || null;
     const target = el("select", { id: id("sw-field") },
       el("option", { value: "", text: "Always show" }),

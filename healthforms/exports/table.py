@@ -23,7 +23,7 @@ from typing import Any
 
 from healthforms.clock import rfc3339
 from healthforms.forms.models import FormVersion
-from healthforms.forms.schema import FieldType
+from healthforms.forms.schema import LAYOUT_TYPES, FieldType
 from healthforms.responses.models import ResponseRow
 from healthforms.responses.service import ResponseContent
 
@@ -127,6 +127,8 @@ def table_of(versions: Sequence[FormVersion]) -> ExportTable:
             field_id = raw.get("id") if isinstance(raw, dict) else None
             if not isinstance(field_id, str) or not field_id:
                 continue  # a malformed definition names no column
+            if raw.get("type") in LAYOUT_TYPES:
+                continue  # a heading, paragraph or page break has no answer
             label = raw.get("label")
             labels[field_id] = label if isinstance(label, str) and label else field_id
             of_version[field_id] = str(raw.get("type", ""))

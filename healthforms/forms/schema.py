@@ -7,6 +7,7 @@ targets) lives in forms/validation.py; answer validation in submissions/validati
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
@@ -14,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 FIELD_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 MAX_FIELDS = 200
 MAX_LABEL = 500
+# A paragraph block's text (consent wording, instructions) is its label.
+MAX_PARAGRAPH = 5000
+MAX_CONDITIONS = 10
 MAX_HELP = 1000
 MAX_OPTIONS = 100
 MAX_OPTION_LEN = 200
@@ -31,8 +35,15 @@ class FieldType(StrEnum):
     RADIO = "radio"
     CHECKBOX = "checkbox"
     SIGNATURE = "signature"
+    # Layout blocks: shown to the patient, never answered (docs/forms.md "Layout").
+    HEADING = "heading"
+    PARAGRAPH = "paragraph"
+    PAGE_BREAK = "pageBreak"
     # Calculated by the server from other answers (forms/scores.py): no patient answer.
     SCORE = "score"
+
+
+LAYOUT_TYPES = frozenset({FieldType.HEADING, FieldType.PARAGRAPH, FieldType.PAGE_BREAK})
 
 
 # What a field says about who the patient is (responses/patients.py): shown in the
@@ -40,15 +51,71 @@ class FieldType(StrEnum):
 Identifies = Literal["name", "birthDate"]
 
 
-class ShowWhen(BaseModel):
-    """Declarative condition: show the field only while another field's answer matches."""
+ConditionValue = str | int | float | bool
+
+
+class Condition(BaseModel):
+    """One test of an earlier field's answer: exactly one of equals, notEquals, contains.
+
+    Declarative only: forms/conditions.py (and static/js/conditions.js, its twin in
+    the browser) evaluate it; nothing in a form is ever run as code.
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     field: str = Field(pattern=FIELD_ID_PATTERN)
-    equals: str | int | float | bool | None = None
-    not_equals: str | int | float | bool | None = Field(default=None, alias="notEquals")
+    equals: ConditionValue | None = None
+    not_equals: ConditionValue | None = Field(default=None, alias="notEquals")
     contains: str | None = None
+
+    @property
+    def operator(self) -> str | None:
+        """The one test given ("equals", "not_equals", "contains"), None if not one."""
+        given = self.model_fields_set & {"equals", "not_equals", "contains"}
+        return next(iter(given)) if len(given) == 1 else None
+
+    @property
+    def value(self) -> ConditionValue | None:
+        op = self.operator
+        return None if op is None else getattr(self, op)
+
+
+class ShowWhen(BaseModel):
+    """When a field, block or page is shown: one condition, or `all`/`any` of several.
+
+    The single form `{"field", "equals"|"notEquals"|"contains"}` is API.md's original
+    shape; `{"all": [...]}` and `{"any": [...]}` group up to MAX_CONDITIONS of them.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    field: str | None = Field(default=None, pattern=FIELD_ID_PATTERN)
+    equals: ConditionValue | None = None
+    not_equals: ConditionValue | None = Field(default=None, alias="notEquals")
+    contains: str | None = None
+    all_of: list[Condition] | None = Field(default=None, alias="all", max_length=MAX_CONDITIONS)
+    any_of: list[Condition] | None = Field(default=None, alias="any", max_length=MAX_CONDITIONS)
+
+    @property
+    def mode(self) -> str:
+        """ "all" or "any" for a group; "one" for the single form."""
+        if self.all_of is not None:
+            return "all"
+        if self.any_of is not None:
+            return "any"
+        return "one"
+
+    @cached_property
+    def conditions(self) -> list[Condition]:
+        """The conditions to test (the single form as a list of one)."""
+        if self.all_of is not None:
+            return self.all_of
+        if self.any_of is not None:
+            return self.any_of
+        single = Condition.model_validate(
+            self.model_dump(by_alias=True, exclude_unset=True, exclude={"all_of", "any_of"})
+        )
+        return [single]
 
 
 # A number in a score definition: a JSON int or float, never a bool or a string.
@@ -92,7 +159,8 @@ class FieldDef(BaseModel):
 
     id: str = Field(pattern=FIELD_ID_PATTERN)
     type: FieldType
-    label: str = Field(min_length=1, max_length=MAX_LABEL)
+    # At most MAX_LABEL, except a paragraph's (MAX_PARAGRAPH): forms/validation.py.
+    label: str = Field(min_length=1, max_length=MAX_PARAGRAPH)
     required: StrictBool = False
     options: list[str] | None = Field(default=None, max_length=MAX_OPTIONS)
     min: float | None = None
@@ -106,6 +174,12 @@ class FieldDef(BaseModel):
         default=None, alias="optionScores", max_length=MAX_OPTIONS
     )
     score: ScoreDef | None = None
+
+    @property
+    def takes_answer(self) -> bool:
+        """False for layout blocks (heading, paragraph, page break) and scores (the
+        server calculates them: forms/scores.py)."""
+        return self.type not in LAYOUT_TYPES and self.type is not FieldType.SCORE
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)

@@ -10,6 +10,7 @@ condition can never form a cycle and the form renders top to bottom).
 from __future__ import annotations
 
 import math
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -18,11 +19,15 @@ from pydantic import ValidationError
 
 from healthforms.errors import ValidationFailed
 from healthforms.forms.schema import (
+    LAYOUT_TYPES,
     MAX_FIELDS,
+    MAX_LABEL,
     MAX_OPTION_LEN,
+    Condition,
     FieldDef,
     FieldType,
     ScoreDef,
+    ShowWhen,
 )
 
 MAX_TITLE = 200
@@ -80,10 +85,140 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {message}" if loc else message
 
 
+_LAYOUT_NAMES = {
+    FieldType.HEADING: "a heading",
+    FieldType.PARAGRAPH: "a paragraph",
+    FieldType.PAGE_BREAK: "a page break",
+}
+
+
+def _is_date(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10
+
+
+def _check_layout(field: FieldDef) -> str | None:
+    """A heading, paragraph or page break carries text (and maybe a condition) only."""
+    name = _LAYOUT_NAMES[field.type]
+    for prop, given in (
+        ("required", field.required),
+        ("options", field.options is not None),
+        ("min and max", field.min is not None or field.max is not None),
+        ("pattern", field.pattern is not None),
+        ("helpText", field.help_text is not None),
+        ("identifies", field.identifies is not None),
+    ):
+        if given:
+            return f"{prop} is not allowed on {name}: it takes no answer"
+    return None
+
+
+def _check_condition(
+    condition: Condition, field: FieldDef, earlier: dict[str, FieldDef]
+) -> str | None:
+    """Whether one condition can be tested and can ever hold (None when sound)."""
+    op = condition.operator
+    if op is None:
+        return "showWhen needs exactly one of equals, notEquals or contains"
+    if condition.field == field.id:
+        return "showWhen cannot refer to the field itself"
+    target = earlier.get(condition.field)
+    if target is None:
+        return "showWhen must refer to an earlier field"
+    if not target.takes_answer:
+        return f"showWhen must refer to a question: {target.id} takes no answer"
+    value = condition.value
+    kind = target.type
+    if op == "contains":
+        if kind in (FieldType.TEXT, FieldType.TEXTAREA, FieldType.EMAIL, FieldType.PHONE):
+            if not isinstance(value, str) or not value.strip():
+                return "showWhen contains needs some text to look for"
+            return None
+        if kind is not FieldType.CHECKBOX or target.options is None:
+            return (
+                "showWhen contains only applies to text or multiple-choice answers, "
+                f"not {target.id}"
+            )
+    if kind in OPTION_TYPES and target.options is not None:
+        if not isinstance(value, str) or value not in target.options:
+            return f"showWhen can never hold: the value is not one of {target.id}'s options"
+        return None
+    if kind is FieldType.CHECKBOX:
+        if not isinstance(value, bool):
+            return f"showWhen on the yes/no box {target.id} needs true or false"
+        return None
+    if kind is FieldType.NUMBER:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"showWhen on the number {target.id} needs a number"
+        if (target.min is not None and value < target.min) or (
+            target.max is not None and value > target.max
+        ):
+            if op == "equals":
+                return f"showWhen can never hold: {value:g} is outside {target.id}'s range"
+        return None
+    if kind is FieldType.DATE:
+        if not isinstance(value, str) or not _is_date(value):
+            return f"showWhen on the date {target.id} needs a date (yyyy-mm-dd)"
+        return None
+    if kind in (FieldType.TEXT, FieldType.TEXTAREA, FieldType.EMAIL, FieldType.PHONE):
+        if not isinstance(value, str) or not value.strip():
+            return f"showWhen on {target.id} needs some text"
+        return None
+    return f"showWhen cannot test {target.id}: its answers are not comparable"
+
+
+def _never_all(conditions: list[Condition], earlier: dict[str, FieldDef]) -> str | None:
+    """Conditions that cannot all hold at once: two values of one single answer, or a
+    value both asked for and excluded."""
+    wanted: dict[str, list[object]] = {}
+    for condition in conditions:
+        if condition.operator == "equals":
+            wanted.setdefault(condition.field, []).append(condition.equals)
+    for field_id, values in wanted.items():
+        target = earlier[field_id]
+        several = target.type is FieldType.CHECKBOX and target.options is not None
+        if not several and any(v != values[0] for v in values):
+            return f"showWhen can never hold: {field_id} cannot have two answers at once"
+    for condition in conditions:
+        if condition.operator == "not_equals" and condition.not_equals in wanted.get(
+            condition.field, []
+        ):
+            return f"showWhen can never hold: {condition.field} cannot both be and not be one value"
+    return None
+
+
+def _check_show_when(
+    show_when: ShowWhen, field: FieldDef, earlier: dict[str, FieldDef]
+) -> str | None:
+    group = show_when.all_of if show_when.all_of is not None else show_when.any_of
+    if group is not None:
+        single = show_when.model_fields_set & {"field", "equals", "not_equals", "contains"}
+        if single or (show_when.all_of is not None and show_when.any_of is not None):
+            return "showWhen is one condition, or all or any of several: not both"
+        if not group:
+            return "showWhen all/any needs at least one condition"
+    for condition in show_when.conditions:
+        problem = _check_condition(condition, field, earlier)
+        if problem is not None:
+            return problem
+    if show_when.mode == "all":
+        return _never_all(show_when.conditions, earlier)
+    return None
+
+
 def _check_field(field: FieldDef, earlier: dict[str, FieldDef]) -> str | None:
     """The first problem with one field (given the fields before it), or None."""
     if field.id in earlier:
         return "duplicate field id"
+    if field.type is not FieldType.PARAGRAPH and len(field.label) > MAX_LABEL:
+        return f"label: at most {MAX_LABEL} characters"
+    if field.type in LAYOUT_TYPES:
+        problem = _check_layout(field)
+        if problem is not None:
+            return problem
     if field.type in OPTION_TYPES:
         if field.options is not None or field.type is not FieldType.CHECKBOX:
             options = field.options or []
@@ -126,17 +261,8 @@ def _check_field(field: FieldDef, earlier: dict[str, FieldDef]) -> str | None:
     problem = _check_scoring(field, earlier)
     if problem is not None:
         return problem
-    condition = field.show_when
-    if condition is not None:
-        given = condition.model_fields_set & {"equals", "not_equals", "contains"}
-        if len(given) != 1:
-            return "showWhen needs exactly one of equals, notEquals or contains"
-        if condition.field == field.id:
-            return "showWhen cannot refer to the field itself"
-        if condition.field not in earlier:
-            return "showWhen must refer to an earlier field"
-        if earlier[condition.field].type is FieldType.SCORE:
-            return "showWhen cannot refer to a score: the patient does not answer it"
+    if field.show_when is not None:
+        return _check_show_when(field.show_when, field, earlier)
     return None
 
 
@@ -221,9 +347,23 @@ def validate_fields(raw_fields: object) -> list[FieldDef]:
                 continue
         earlier[field.id] = field
         parsed.append(field)
+    if not errors:
+        errors.update(_empty_pages(parsed))
     if errors:
         raise ValidationFailed(errors)
     return parsed
+
+
+def _empty_pages(fields: list[FieldDef]) -> dict[str, str]:
+    """A page break must be followed by something before the next one or the end."""
+    problems: dict[str, str] = {}
+    for index, field in enumerate(fields):
+        if field.type is not FieldType.PAGE_BREAK:
+            continue
+        following = fields[index + 1] if index + 1 < len(fields) else None
+        if following is None or following.type is FieldType.PAGE_BREAK:
+            problems[field.id] = "a page needs at least one question or block after its page break"
+    return problems
 
 
 def validate_title(title: object) -> str:

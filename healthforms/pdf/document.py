@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from healthforms.forms.conditions import visible_fields
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.forms.scores import score_text
 from healthforms.submissions.validation import MAX_SIGNATURE_PIXELS
@@ -101,47 +102,14 @@ def format_answer(value: Any) -> str | None:
     return text if text.strip() else None
 
 
-def _condition_holds(answer: Any, condition: Any) -> bool:
-    if condition.equals is not None:
-        return bool(answer == condition.equals)
-    if condition.not_equals is not None:
-        return bool(answer != condition.not_equals)
-    if condition.contains is not None:
-        if isinstance(answer, list):
-            return condition.contains in answer
-        if isinstance(answer, str):
-            return condition.contains in answer
-        return False
-    return True
-
-
 def shown_field_ids(fields: list[FieldDef], answers: dict[str, Any]) -> set[str]:
-    """Ids of the fields the patient saw: no `showWhen`, or its condition held.
+    """Ids of the fields and blocks the patient saw (forms/conditions.py).
 
-    A field whose controlling field was itself hidden is hidden too (chains resolve
-    in order; a cycle, which definition validation forbids, counts as hidden).
+    A stored answer proves its field was shown when it was submitted, whatever a
+    later reading of the conditions says.
     """
-    by_id = {f.id: f for f in fields}
-    memo: dict[str, bool] = {}
-
-    def is_shown(field_id: str, visiting: frozenset[str]) -> bool:
-        if field_id in memo:
-            return memo[field_id]
-        field = by_id.get(field_id)
-        if field is None or field_id in visiting:
-            return False
-        cond = field.show_when
-        if cond is None:
-            result = True
-        else:
-            result = is_shown(cond.field, visiting | {field_id}) and _condition_holds(
-                answers.get(cond.field), cond
-            )
-        memo[field_id] = result
-        return result
-
-    # A stored answer proves the field was shown when it was submitted.
-    return {f.id for f in fields if f.id in answers or is_shown(f.id, frozenset())}
+    shown = {f.id for f in visible_fields(fields, answers)}
+    return shown | {f.id for f in fields if f.takes_answer and f.id in answers}
 
 
 def decode_signature(value: Any) -> bytes | None:
@@ -193,6 +161,10 @@ def _evidence(raw: Any) -> SignatureEvidence | None:
 
 def build_item(field: FieldDef, answer: Any, signatures: dict[str, Any]) -> PdfItem:
     label = clean_text(field.label)
+    if not field.takes_answer:
+        # Headings and page titles print as section titles; a paragraph prints its text
+        # (the consent wording the patient signed under belongs on the record).
+        return PdfItem(field_id=field.id, label=label, kind=field.type)
     if field.type is FieldType.SIGNATURE:
         png = decode_signature(answer)
         return PdfItem(

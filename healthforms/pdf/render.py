@@ -19,7 +19,7 @@ from typing import Any
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from healthforms.forms.schema import FieldDef, FieldType
+from healthforms.forms.schema import LAYOUT_TYPES, FieldDef, FieldType
 from healthforms.pdf.document import NOT_ANSWERED, PdfDocument, PdfItem, build_document
 
 FONT_DIR = Path(__file__).parent / "fonts"
@@ -140,7 +140,27 @@ class _ResponsePdf(FPDF):
             height += 5.5 * self._lines(item.text or NOT_ANSWERED, 11)
         return height + 3
 
+    def block(self, item: PdfItem) -> None:
+        """A heading, page title or paragraph of the form: no answer, no rule."""
+        if item.kind is FieldType.PARAGRAPH:
+            self.set_font(FONT, "", 9.5)
+            self.set_text_color(*_INK)
+            self.multi_cell(0, 4.8, item.label, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            self.ln(4)
+            return
+        # A title is kept with at least the first lines of what follows it.
+        if self.get_y() + 7 * self._lines(item.label, 13, bold=True) + 25 > self.page_break_trigger:
+            self.add_page()
+        self.ln(2)
+        self.set_font(FONT, "B", 13)
+        self.set_text_color(*_INK)
+        self.multi_cell(0, 7, item.label, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.ln(3)
+
     def item(self, item: PdfItem) -> None:
+        if item.kind in LAYOUT_TYPES:
+            self.block(item)
+            return
         if self.get_y() + self._estimate(item) > self.page_break_trigger and self.get_y() > 40:
             self.add_page()
         self.set_font(FONT, "B", 10)

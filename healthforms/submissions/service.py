@@ -33,6 +33,7 @@ from healthforms.clock import rfc3339, utcnow
 from healthforms.crypto.envelope import response_aad, seal_json
 from healthforms.db.base import new_id
 from healthforms.errors import Conflict, HealthformsError, NotFound, RateLimited
+from healthforms.forms.conditions import visible_fields
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
 from healthforms.forms.scores import (
@@ -53,7 +54,7 @@ from healthforms.security.ratelimit import RateVerdict
 from healthforms.state import AppState
 from healthforms.submissions import nonces
 from healthforms.submissions.nonces import ClaimState, Nonce, NonceStore
-from healthforms.submissions.validation import validate_answers, visible_fields
+from healthforms.submissions.validation import validate_answers
 
 log = structlog.get_logger("healthforms.submissions")
 

@@ -20,7 +20,8 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from healthforms.errors import ValidationFailed
-from healthforms.forms.schema import FieldDef, FieldType, ShowWhen
+from healthforms.forms.conditions import Walk
+from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.forms.validation import (
     DEFAULT_TEXT_MAX,
     DEFAULT_TEXTAREA_MAX,
@@ -67,43 +68,6 @@ def _is_blank(value: object) -> bool:
     if isinstance(value, str):
         return not value.strip()
     return value is None or value == []
-
-
-def condition_holds(condition: ShowWhen, answers: Mapping[str, object]) -> bool:
-    """Evaluate a declarative showWhen against the answers of visible fields."""
-    other = answers.get(condition.field)
-    if "equals" in condition.model_fields_set:
-        return other is not None and _same(other, condition.equals)
-    if "not_equals" in condition.model_fields_set:
-        return other is None or not _same(other, condition.not_equals)
-    if "contains" in condition.model_fields_set:
-        needle = condition.contains
-        if isinstance(other, list):
-            return needle in other
-        if isinstance(other, str) and isinstance(needle, str):
-            return needle in other
-    return False
-
-
-def _same(answer: object, expected: object) -> bool:
-    if isinstance(answer, bool) or isinstance(expected, bool):
-        return answer is expected
-    if isinstance(answer, int | float) and isinstance(expected, int | float):
-        return float(answer) == float(expected)
-    return answer == expected
-
-
-def visible_fields(fields: list[FieldDef], answers: Mapping[str, object]) -> list[FieldDef]:
-    """The fields a patient saw, given the answers (conditions only look backwards)."""
-    shown: list[FieldDef] = []
-    seen: dict[str, object] = {}
-    for field in fields:
-        if field.show_when is None or condition_holds(field.show_when, seen):
-            shown.append(field)
-            value = answers.get(field.id)
-            if not _is_blank(value):
-                seen[field.id] = value
-    return shown
 
 
 def _text(field: FieldDef, value: object, default_max: int) -> str:
@@ -261,28 +225,29 @@ def validate_answers(
 ) -> dict[str, Any]:
     """The answers to store, or ValidationFailed keyed by field id.
 
-    One pass in form order: a field's condition is evaluated on the already
-    normalised answers of the visible fields before it, exactly as the stored
-    answers will be evaluated again when they are shown (visible_fields).
+    One pass in form order: a field's condition (and its page's) is evaluated on the
+    already normalised answers of the visible fields before it, exactly as the stored
+    answers will be evaluated again when they are shown (forms/conditions.py).
     Answers that pass one by one may still be refused together: over `max_bytes`
     as stored, `fields` carries the key "answers" (a patient sees the message).
     """
     if not isinstance(raw, dict):
         raise ValidationFailed({"answers": "answers must be an object"})
-    known = {field.id for field in fields}
+    known = {field.id for field in fields if field.takes_answer}
     errors: dict[str, str] = {}
     for key in raw:
         if key not in known and len(errors) < MAX_UNKNOWN_REPORTED:
             errors[str(key)[:64]] = "unknown field"
     cleaned: dict[str, Any] = {}
+    walk = Walk()
     for field in fields:
         if field.type is FieldType.SCORE:
             # The server calculates scores (forms/scores.py): a sent value is refused.
             if field.id in raw:
                 errors[field.id] = CALCULATED_NOT_ANSWERED
             continue
-        if field.show_when is not None and not condition_holds(field.show_when, cleaned):
-            continue  # hidden: neither required nor stored
+        if not walk.shows(field, cleaned) or not field.takes_answer:
+            continue  # hidden: neither required nor stored; a block has no answer
         value = raw.get(field.id)
         consent_unticked = (
             field.type is FieldType.CHECKBOX and field.options is None and value is False

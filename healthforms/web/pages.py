@@ -42,7 +42,25 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.globals["asset"] = asset_url
+    env.globals["form_pages"] = form_pages
     return env
+
+
+def form_pages(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A form's fields split at its page breaks: [{"title": break or None, "fields": [...]}].
+
+    A page break first in the form titles the first page instead of opening an empty one.
+    """
+    pages: list[dict[str, Any]] = [{"title": None, "fields": []}]
+    for field in fields:
+        if field.get("type") == "pageBreak":
+            if pages[-1]["fields"] or pages[-1]["title"] is not None:
+                pages.append({"title": field, "fields": []})
+            else:
+                pages[-1]["title"] = field
+        else:
+            pages[-1]["fields"].append(field)
+    return pages
 
 
 def render(

@@ -11,6 +11,7 @@ from healthforms.forms.validation import compile_pattern
 from tests.forms.helpers import text_field
 
 CHOICE = {"id": "pick", "type": "select", "label": "Pick", "options": ["a", "b"]}
+PAGE = {"id": "page2", "type": "pageBreak", "label": "Page two"}
 
 BAD_DEFINITIONS: list[tuple[str, list[dict[str, Any]], str]] = [
     ("duplicate id", [text_field("name"), text_field("name")], "name"),
@@ -54,6 +55,120 @@ BAD_DEFINITIONS: list[tuple[str, list[dict[str, Any]], str]] = [
         [text_field("a"), text_field("b", showWhen={"field": "a"})],
         "b",
     ),
+    (
+        "showWhen value not among the options",
+        [CHOICE, text_field("b", showWhen={"field": "pick", "equals": "c"})],
+        "b",
+    ),
+    (
+        "showWhen contains on a single choice",
+        [CHOICE, text_field("b", showWhen={"field": "pick", "contains": "a"})],
+        "b",
+    ),
+    (
+        "showWhen all that can never hold",
+        [
+            CHOICE,
+            text_field(
+                "b",
+                showWhen={
+                    "all": [{"field": "pick", "equals": "a"}, {"field": "pick", "equals": "b"}]
+                },
+            ),
+        ],
+        "b",
+    ),
+    (
+        "showWhen all asking for and excluding a value",
+        [
+            CHOICE,
+            text_field(
+                "b",
+                showWhen={
+                    "all": [{"field": "pick", "equals": "a"}, {"field": "pick", "notEquals": "a"}]
+                },
+            ),
+        ],
+        "b",
+    ),
+    (
+        "showWhen mixing one condition and a group",
+        [CHOICE, text_field("b", showWhen={"field": "pick", "equals": "a", "any": []})],
+        "b",
+    ),
+    ("showWhen any of nothing", [CHOICE, text_field("b", showWhen={"any": []})], "b"),
+    (
+        "showWhen on a yes/no box with text",
+        [
+            {"id": "ok", "type": "checkbox", "label": "OK"},
+            text_field("b", showWhen={"field": "ok", "equals": "yes"}),
+        ],
+        "b",
+    ),
+    (
+        "showWhen on a number with text",
+        [
+            {"id": "n", "type": "number", "label": "N"},
+            text_field("b", showWhen={"field": "n", "equals": "5"}),
+        ],
+        "b",
+    ),
+    (
+        "showWhen outside a number's range",
+        [
+            {"id": "n", "type": "number", "label": "N", "min": 0, "max": 10},
+            text_field("b", showWhen={"field": "n", "equals": 11}),
+        ],
+        "b",
+    ),
+    (
+        "showWhen on a date with a non-date",
+        [
+            {"id": "d", "type": "date", "label": "D"},
+            text_field("b", showWhen={"field": "d", "equals": "yesterday"}),
+        ],
+        "b",
+    ),
+    (
+        "showWhen on a signature",
+        [
+            {"id": "s", "type": "signature", "label": "S"},
+            text_field("b", showWhen={"field": "s", "notEquals": "x"}),
+        ],
+        "b",
+    ),
+    (
+        "showWhen on a heading",
+        [
+            {"id": "h", "type": "heading", "label": "About you"},
+            text_field("b", showWhen={"field": "h", "equals": "x"}),
+        ],
+        "b",
+    ),
+    (
+        "eleven conditions",
+        [CHOICE, text_field("b", showWhen={"any": [{"field": "pick", "equals": "a"}] * 11})],
+        "b",
+    ),
+    ("required heading", [{"id": "h", "type": "heading", "label": "H", "required": True}], "h"),
+    (
+        "options on a paragraph",
+        [{"id": "p", "type": "paragraph", "label": "P", "options": ["a"]}],
+        "p",
+    ),
+    (
+        "helpText on a page break",
+        [text_field("a"), {**PAGE, "helpText": "x"}, text_field("b")],
+        "page2",
+    ),
+    ("page break at the end", [text_field("a"), PAGE], "page2"),
+    (
+        "two page breaks in a row",
+        [text_field("a"), PAGE, {**PAGE, "id": "p3"}, text_field("b")],
+        "page2",
+    ),
+    ("a 501-character heading", [{"id": "h", "type": "heading", "label": "x" * 501}], "h"),
+    ("a 5001-character paragraph", [{"id": "p", "type": "paragraph", "label": "x" * 5001}], "p"),
     (
         "showWhen with script",
         [text_field("a"), text_field("b", showWhen={"field": "a", "expression": "1==1"})],
@@ -114,6 +229,40 @@ async def test_sound_definition_with_every_type_is_accepted(editor_http: httpx.A
             "showWhen": {"field": "allergies", "contains": "nuts"},
         },
         {"id": "sig", "type": "signature", "label": "Sign", "required": True},
+        {
+            "id": "history",
+            "type": "pageBreak",
+            "label": "History",
+            "showWhen": {"field": "consent", "equals": True},
+        },
+        {"id": "intro", "type": "heading", "label": "Your history"},
+        {"id": "consentText", "type": "paragraph", "label": "I agree that " + "x" * 4900},
+        {
+            "id": "smokeDetail",
+            "type": "textarea",
+            "label": "Tell us more",
+            "showWhen": {
+                "any": [
+                    {"field": "smoker", "equals": "yes"},
+                    {"field": "allergies", "contains": "dust"},
+                    {"field": "age", "equals": 40},
+                    {"field": "dob", "notEquals": "2000-01-01"},
+                    {"field": "name", "contains": "smith"},
+                ]
+            },
+        },
+        {
+            "id": "both",
+            "type": "text",
+            "label": "Both",
+            "showWhen": {
+                "all": [
+                    {"field": "allergies", "equals": "nuts"},
+                    {"field": "allergies", "equals": "dust"},
+                    {"field": "sex", "notEquals": "X"},
+                ]
+            },
+        },
     ]
     reply = await editor_http.post("/api/forms", json={"title": "All", "fields": fields})
     assert reply.status_code == 201, reply.text

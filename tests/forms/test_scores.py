@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from healthforms.errors import ValidationFailed
+from healthforms.forms.conditions import visible_fields
 from healthforms.forms.schema import FieldDef
 from healthforms.forms.scores import (
     ScoreResult,
@@ -18,7 +19,7 @@ from healthforms.forms.scores import (
 )
 from healthforms.forms.templates import TEMPLATES
 from healthforms.forms.validation import validate_fields
-from healthforms.submissions.validation import validate_answers, visible_fields
+from healthforms.submissions.validation import validate_answers
 
 FREQUENCY = ["Not at all", "Several days", "More than half the days", "Nearly every day"]
 

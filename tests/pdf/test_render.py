@@ -127,7 +127,9 @@ def test_shown_fields_follow_chained_conditions() -> None:
         },
         {"id": "f", "type": "text", "label": "F", "showWhen": {"field": "e", "contains": "q"}},
     ]
-    assert shown_field_ids(fields(raw), {"a": "y", "e": ["p"]}) == {"a", "d", "e"}
+    # b is hidden, so it counts as unanswered: "b is not n" holds and c was shown, as the
+    # patient page showed it and the server asked for it (forms/conditions.py).
+    assert shown_field_ids(fields(raw), {"a": "y", "e": ["p"]}) == {"a", "c", "d", "e"}
     assert shown_field_ids(fields(raw), {"a": "x", "b": "m", "e": ["q"]}) == {
         "a",
         "b",

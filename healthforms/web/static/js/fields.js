@@ -1,6 +1,7 @@
 // Patient-facing fields: render (builder preview), read answers, evaluate showWhen,
 // client-side hints, the signature pad. Markup mirrors templates/_fields.html.
 import { el } from "./api.js";
+import { LAYOUT, visibleIds } from "./conditions.js";
 
 const INPUT_TYPES = { text: "text", email: "email", phone: "tel", number: "number", date: "date" };
 
@@ -14,8 +15,24 @@ function requiredMark(f) {
 // Node.append(null) would insert the text "null".
 const present = (...nodes) => nodes.filter(Boolean);
 
+/** A heading, paragraph or page title, as the server renders it on the patient page. */
+function renderBlock(f, fid, headingLevel) {
+  const showWhen = f.showWhen ? JSON.stringify(f.showWhen) : null;
+  if (f.type === "pageBreak") {
+    // The builder's preview is one column: a page break shows as its page's title.
+    return el("div", { class: "form-page page-marker", id: `${fid}-wrap`, "data-field-id": f.id,
+      "data-type": f.type, "data-show-when": showWhen },
+    el("h3", { class: "page-title", text: f.label || "New page" }));
+  }
+  return el("div", { class: `block block-${f.type}`, id: `${fid}-wrap`, "data-field-id": f.id,
+    "data-type": f.type, "data-show-when": showWhen },
+  f.type === "heading"
+    ? el(`h${headingLevel}`, { class: "block-heading", text: f.label })
+    : el("p", { class: "block-text", text: f.label }));
+}
+
 /** Build one field's DOM, as the server renders it on the patient page. */
-export function renderField(f, prefix = "q") {
+export function renderField(f, prefix = "q", headingLevel = 2) {
   // A score has no patient answer (docs/scores.md): the preview says what it is, and it is
   // no ".q" wrapper, so nothing reads an answer from it.
   if (f.type === "score") {
@@ -24,6 +41,7 @@ export function renderField(f, prefix = "q") {
         f.score && f.score.showPatient ? "the patient sees it after sending" : "staff only, the patient never sees it"}.` }));
   }
   const fid = `${prefix}-${f.id}`;
+  if (LAYOUT.has(f.type)) return renderBlock(f, fid, headingLevel);
   const described = [...(f.helpText ? [`${fid}-help`] : []), `${fid}-error`].join(" ");
   const help = f.helpText ? el("p", { class: "help", id: `${fid}-help`, text: f.helpText }) : null;
   const error = el("p", { class: "field-error", id: `${fid}-error`, hidden: true });
@@ -107,39 +125,29 @@ export function fieldValue(wrap) {
   return type === "textarea" ? raw : raw.trim();
 }
 
-function same(a, b) {
-  if (a === undefined || a === null) return false;
-  if (typeof a === typeof b) return a === b;
-  return String(a) === String(b);
+function parseShowWhen(raw) {
+  if (!raw) return undefined;
+  try { return JSON.parse(raw); } catch { return undefined; }
 }
 
-function conditionHolds(cond, value) {
-  if (cond.equals !== undefined) return Array.isArray(value) ? value.some((v) => same(v, cond.equals)) : same(value, cond.equals);
-  if (cond.notEquals !== undefined) return !(Array.isArray(value) ? value.some((v) => same(v, cond.notEquals)) : same(value, cond.notEquals));
-  if (cond.contains !== undefined) {
-    if (Array.isArray(value)) return value.some((v) => same(v, cond.contains));
-    return typeof value === "string" && value.toLowerCase().includes(String(cond.contains).toLowerCase());
-  }
-  return true;
-}
-
-/** Show or hide fields by their showWhen (display only: the server decides again). */
+/**
+ * Show or hide fields, blocks and pages by their showWhen, through conditions.js (the
+ * twin of the server's evaluation). Display only: the server decides again. A page
+ * hidden by its condition is marked data-skipped; its fields are hidden one by one.
+ */
 export function applyShowWhen(root) {
-  const wraps = [...root.querySelectorAll(".q[data-field-id]")];
-  const byId = new Map(wraps.map((w) => [w.dataset.fieldId, w]));
-  // Repeat so chains (c depends on b depends on a) settle.
-  for (let round = 0; round < 5; round += 1) {
-    let changed = false;
-    for (const wrap of wraps) {
-      if (!wrap.dataset.showWhen) continue;
-      let cond;
-      try { cond = JSON.parse(wrap.dataset.showWhen); } catch { continue; }
-      const target = byId.get(cond.field);
-      const value = target && !target.hidden ? fieldValue(target) : undefined;
-      const show = conditionHolds(cond, value);
-      if (wrap.hidden === show) { wrap.hidden = !show; changed = true; }
-    }
-    if (!changed) break;
+  const nodes = [...root.querySelectorAll(".form-page[data-field-id], .q[data-field-id], .block[data-field-id]")];
+  const items = nodes.map((node) => ({
+    id: node.dataset.fieldId,
+    type: node.dataset.type,
+    showWhen: parseShowWhen(node.dataset.showWhen),
+    value: node.classList.contains("q") ? fieldValue(node) : undefined,
+  }));
+  const shown = visibleIds(items);
+  for (const node of nodes) {
+    const on = shown.has(node.dataset.fieldId);
+    if (node.classList.contains("form-page")) node.toggleAttribute("data-skipped", !on);
+    else if (node.hidden === on) node.hidden = !on;
   }
 }
 

@@ -8,6 +8,7 @@ import { api, ApiError, el } from "./api.js";
 import {
   applyShowWhen, clientErrors, collectAnswers, firstControl, initSignaturePads, showFieldErrors,
 } from "./fields.js";
+import { initPages } from "./form_pages.js";
 import { applyPrefill } from "./prefill.js";
 
 const publicId = document.body.dataset.publicId;
@@ -95,6 +96,20 @@ function clearSummary() {
   summary.querySelector("ul").replaceChildren();
 }
 
+const pages = initPages(form, {
+  onErrors: (errors) => { if (errors) showSummary(errors); else clearSummary(); },
+});
+
+/** Empty every answer: after a confirmation nobody may page back to them. */
+function clearAnswers() {
+  form.reset();
+  for (const pad of form.querySelectorAll(".sigpad-clear")) pad.click();
+  showFieldErrors(form, {});
+  clearSummary();
+  applyShowWhen(form);
+  if (pages) pages.reset();
+}
+
 function showConfirmation(code, push) {
   document.getElementById("confirmation-code").textContent = code;
   formSection.hidden = true;
@@ -156,10 +171,15 @@ let sending = false;
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   if (sending) return;
+  if (pages && !pages.onLastPage()) { pages.next(); return; }
   applyShowWhen(form);
   const hints = clientErrors(form);
   showFieldErrors(form, hints);
-  if (Object.keys(hints).length) { showSummary(hints); return; }
+  if (Object.keys(hints).length) {
+    if (pages) pages.showField(Object.keys(hints)[0]);
+    showSummary(hints);
+    return;
+  }
   clearSummary();
   sending = true;
   submitBtn.disabled = true;
@@ -169,7 +189,7 @@ form.addEventListener("submit", async (event) => {
     const result = await post(collectAnswers(form));
     if (result.ok) {
       save({ ...state(), confirmation: result.confirmation });
-      showFieldErrors(form, {});
+      clearAnswers();
       alreadySent.hidden = true;
       showConfirmation(result.confirmation, true);
       showScores(result.scores);
@@ -178,6 +198,7 @@ form.addEventListener("submit", async (event) => {
     if (result.status === 422) {
       const fields = (result.data && result.data.fields) || {};
       showFieldErrors(form, fields);
+      if (pages && Object.keys(fields).length) pages.showField(Object.keys(fields)[0]);
       showSummary(fields, Object.keys(fields).length ? null : (result.data && result.data.error) || "Some answers are not valid.");
     } else if (result.code === "nonce_used" || (result.code === "nonce_invalid" && state().confirmation)) {
       if (state().confirmation) showConfirmation(state().confirmation, true);
@@ -210,18 +231,23 @@ form.addEventListener("change", () => applyShowWhen(form));
 document.getElementById("start-over")?.addEventListener("click", async () => {
   save({});
   alreadySent.hidden = true;
-  form.reset();
-  for (const pad of form.querySelectorAll(".sigpad-clear")) pad.click();
-  applyShowWhen(form);
+  clearAnswers();
   try { await fetchNonce(); } catch { /* fetched again on send */ }
   firstControl(form) && firstControl(form).focus();
 });
-window.addEventListener("popstate", () => {
-  if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);
-  else showForm();
+window.addEventListener("popstate", (event) => {
+  if (location.hash === "#confirmation" && state().confirmation) { showConfirmation(state().confirmation, false); return; }
+  showForm();
+  // Back from the confirmation: an empty form under "already sent", never the answers.
+  if (state().confirmation) clearAnswers();
+  else if (pages) pages.fromHistory(event.state);
 });
+// Restored from the back/forward cache or refilled by the browser's form restoration
+// after a confirmation (a shared waiting-room tablet): empty it again.
+window.addEventListener("pageshow", () => { if (state().confirmation) clearAnswers(); });
 
 initSignaturePads(form, () => applyShowWhen(form));
+if (state().confirmation) clearAnswers();
 applyShowWhen(form);
 if (location.hash === "#confirmation" && state().confirmation) showConfirmation(state().confirmation, false);
 else showForm();

@@ -194,6 +194,8 @@ def test_a_client_sent_score_is_refused_never_trusted() -> None:
 def test_the_patient_definition_leaves_out_scores_and_option_scores() -> None:
     raw = list(TEMPLATES["phq9"].fields)
     shown = patient_definition(raw)
-    assert [f["id"] for f in shown] == [*(f"q{n}" for n in range(1, 10)), "difficulty"]
+    assert [f["id"] for f in shown] == [
+        "instructions", *(f"q{n}" for n in range(1, 10)), "difficulty",
+    ]  # fmt: skip
     assert not any("optionScores" in f for f in shown)
     assert all("optionScores" in f for f in raw if f["id"].startswith("q"))  # not mutated

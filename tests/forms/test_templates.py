@@ -79,7 +79,7 @@ async def test_staff_list_the_gallery_and_read_one_template(
     templates = listed.json()["templates"]
     assert [t["id"] for t in templates] == GALLERY
     assert set(templates[0]) == {"id", "title", "description", "fieldCount"}
-    assert {t["id"]: t["fieldCount"] for t in templates}["phq9"] == 11
+    assert {t["id"]: t["fieldCount"] for t in templates}["phq9"] == 12
     assert one.status_code == 200
     assert one.json()["fields"] == list(TEMPLATES["gad7"].fields)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
@@ -112,7 +112,7 @@ async def test_a_draft_is_created_from_a_template_and_audited_naming_it(
         f"/api/forms/{form['id']}", json={"fields": [text_field("only")]}
     )
     assert edited.status_code == 200
-    assert len(TEMPLATES["phq9"].fields) == 11
+    assert len(TEMPLATES["phq9"].fields) == 12
 
 
 @pytest.mark.parametrize(

@@ -114,17 +114,18 @@ def test_phq9_from_the_gallery_scored_for_staff_never_shown_to_the_patient(
     page.get_by_role("button", name="Create from template").click()
     page.wait_for_url(re.compile(rf"{re.escape(base)}/forms/frm_[^/]+$"))
     form_id = page.url.rsplit("/", 1)[1]
-    expect(page.locator(".field-card")).to_have_count(11)
+    expect(page.locator(".field-card")).to_have_count(12)
     expect(page.locator("#preview .score-preview")).to_contain_text("staff only")
     expect(page.locator(".score-summary")).to_contain_text("10–14 Moderate")
-    first = page.locator(".field-card").first
+    first = page.locator(".field-card").nth(1)  # q1, after the instructions paragraph
     expect(first.get_by_label("Option scores (optional)")).to_have_value("0, 1, 2, 3")
     # A save from the builder keeps the scoring as the template had it.
     page.get_by_label("Description").fill("Please answer every question.")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#save-state")).to_contain_text("saved")
     saved = staff_ctx.request.get(f"{base}/api/forms/{form_id}").json()
-    assert saved["fields"][0]["optionScores"] == [0, 1, 2, 3]
+    assert saved["fields"][1]["optionScores"] == [0, 1, 2, 3]
+    assert saved["fields"][0]["type"] == "paragraph"
     assert saved["fields"][-1]["score"]["bands"][2] == {"min": 10, "max": 14, "label": "Moderate"}
     public_url = public_url_of(page)
     check_page(page, "builder-phq9")
@@ -176,7 +177,7 @@ def test_phq9_from_the_gallery_scored_for_staff_never_shown_to_the_patient(
     copy_id = page.url.rsplit("/", 1)[1]
     assert copy_id != form_id
     expect(page.locator("#heading-title")).to_have_text(f"{title} (copy)")
-    expect(page.locator(".field-card")).to_have_count(11)
+    expect(page.locator(".field-card")).to_have_count(12)
     status: Any = page.evaluate(PUT_FIELDS, [copy_id, {"showPatient": True}])
     assert status == 200
     page.reload()

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-TEMPLATE: dict[str, Any] = {
-    "id": "consent_treatment",
-    "title": "Consent to treatment",
-    "summary": "General consent to examination and treatment, signed by the patient or "
-    "their legal representative.",
-    "description": "I voluntarily consent to the medical examination, tests and treatment "
+# What the patient consents to: shown above the boxes they tick (a paragraph block).
+CONSENT_TEXT = (
+    "I voluntarily consent to the medical examination, tests and treatment "
     "that the clinic's physicians, nurses and other licensed staff consider necessary for my "
     "care. They will explain the nature and purpose of any procedure, its expected benefits, "
     "risks and alternatives, and I may ask questions before agreeing. A procedure with "
     "significant risk (for example surgery or anaesthesia) needs its own written consent. "
     "I understand that medicine is not an exact science and that no guarantee has been made "
-    "about the results of examination or treatment.",
+    "about the results of examination or treatment."
+)
+
+TEMPLATE: dict[str, Any] = {
+    "id": "consent_treatment",
+    "title": "Consent to treatment",
+    "summary": "General consent to examination and treatment, signed by the patient or "
+    "their legal representative.",
+    "description": "Please read the consent below, then sign it. Ask the clinic about "
+    "anything that is not clear.",
     "fields": [
         {
             "id": "patient_name",
@@ -33,6 +39,7 @@ TEMPLATE: dict[str, Any] = {
             "required": True,
             "identifies": "birthDate",
         },
+        {"id": "consent_text", "type": "paragraph", "required": False, "label": CONSENT_TEXT},
         {
             "id": "consent_care",
             "type": "checkbox",

@@ -40,10 +40,12 @@ TEMPLATE: dict[str, Any] = {
     "title": "Generalized Anxiety Disorder scale (GAD-7)",
     "summary": "Anxiety screening: 7 items scored 0–3, total 0–21 with severity bands "
     "(staff only), and the unscored difficulty question.",
-    "description": STEM + "\n\nGAD-7 developed by Drs. Robert L. Spitzer, Janet B.W. Williams, "
+    "description": "GAD-7 developed by Drs. Robert L. Spitzer, Janet B.W. Williams, "
     "Kurt Kroenke and colleagues, with an educational grant from Pfizer Inc. No permission "
     "required to reproduce, translate, display or distribute.",
     "fields": [
+        # The instrument's instruction, once, above its items (a layout block).
+        {"id": "instructions", "type": "paragraph", "label": STEM, "required": False},
         *(
             {
                 "id": f"q{number}",
@@ -52,7 +54,6 @@ TEMPLATE: dict[str, Any] = {
                 "required": True,
                 "options": FREQUENCY,
                 "optionScores": FREQUENCY_SCORES,
-                **({"helpText": STEM} if number == 1 else {}),
             }
             for number, item in enumerate(ITEMS, start=1)
         ),

@@ -48,10 +48,12 @@ TEMPLATE: dict[str, Any] = {
     "title": "Patient Health Questionnaire (PHQ-9)",
     "summary": "Depression screening: 9 items scored 0–3, total 0–27 with severity bands "
     "(staff only), and the unscored difficulty question.",
-    "description": STEM + "\n\nPHQ-9 developed by Drs. Robert L. Spitzer, Janet B.W. Williams, "
+    "description": "PHQ-9 developed by Drs. Robert L. Spitzer, Janet B.W. Williams, "
     "Kurt Kroenke and colleagues, with an educational grant from Pfizer Inc. No permission "
     "required to reproduce, translate, display or distribute.",
     "fields": [
+        # The instrument's instruction, once, above its items (a layout block).
+        {"id": "instructions", "type": "paragraph", "label": STEM, "required": False},
         *(
             {
                 "id": f"q{number}",
@@ -60,7 +62,6 @@ TEMPLATE: dict[str, Any] = {
                 "required": True,
                 "options": FREQUENCY,
                 "optionScores": FREQUENCY_SCORES,
-                **({"helpText": STEM} if number == 1 else {}),
             }
             for number, item in enumerate(ITEMS, start=1)
         ),

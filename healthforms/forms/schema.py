@@ -182,6 +182,8 @@ class FieldDef(BaseModel):
         return self.type not in LAYOUT_TYPES and self.type is not FieldType.SCORE
 
     def to_json(self) -> dict[str, Any]:
+        if not self.takes_answer:  # a block is never "required"
+            return self.model_dump(by_alias=True, exclude_none=True, exclude={"required"})
         return self.model_dump(by_alias=True, exclude_none=True)
 
 

@@ -34,11 +34,10 @@ from healthforms.patient_requests.mail import (
 )
 from healthforms.patient_requests.models import PatientRequest
 from healthforms.patient_requests.service import (
-    CREATED,
     LIVE,
     RESOURCE_TYPE,
-    SENT,
     clinic_name,
+    move_to_sent,
     open_contact,
 )
 from healthforms.responses.models import ResponseRow
@@ -115,13 +114,7 @@ def request_handlers(keys: KeyRing) -> dict[str, Handler]:
     async def link_sent(session: AsyncSession, delivery: Delivery, message: OutboxMessage) -> None:
         """The request is `sent` (by email), and the message forgets the token."""
         request_id = str(message.payload.get("requestId", ""))
-        moved = await session.execute(
-            update(PatientRequest)
-            .where(PatientRequest.id == request_id, PatientRequest.state == CREATED)
-            .values(state=SENT, sent_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        if int(getattr(moved, "rowcount", 0) or 0) == 1:
+        if await move_to_sent(session, request_id, message.organization_id, utcnow()):
             await append_in(
                 session,
                 keys,

@@ -515,6 +515,28 @@ class Moved:
     event: AuditEvent | None
 
 
+async def move_to_sent(
+    session: AsyncSession, request_id: str, organization_id: str, now: datetime
+) -> bool:
+    """created -> sent if the request is still created and unexpired; True if it moved.
+
+    The one transition both staff ("Mark as handed over", mark_sent) and the email
+    outbox (notify.py, once the link is handed to the mail server) make; each records
+    its own `request.sent` event in the same transaction."""
+    result = await session.execute(
+        update(PatientRequest)
+        .where(
+            PatientRequest.id == request_id,
+            PatientRequest.organization_id == organization_id,
+            PatientRequest.state == CREATED,
+            PatientRequest.expires_at > now,
+        )
+        .values(state=SENT, sent_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
 async def mark_sent(
     session: AsyncSession,
     request_id: str,
@@ -530,19 +552,9 @@ async def mark_sent(
     (409). The email outbox calls this with channel="email" once a message is handed to
     the mail server; staff's "Mark as handed over" with the default."""
     now = utcnow()
-    result = await session.execute(
-        update(PatientRequest)
-        .where(
-            PatientRequest.id == request_id,
-            PatientRequest.organization_id == organization_id,
-            PatientRequest.state == CREATED,
-            PatientRequest.expires_at > now,
-        )
-        .values(state=SENT, sent_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    moved = await move_to_sent(session, request_id, organization_id, now)
     row = await get_request(session, organization_id, request_id)
-    if _rowcount(result) == 1:
+    if moved:
         await session.refresh(row)
         event = auditor.event(
             REQUEST_SENT,

@@ -88,9 +88,11 @@ def add_field(page: Page, spec: dict[str, Any]) -> None:
         card.get_by_label("Smallest allowed").fill(str(spec["min"]))
         card.get_by_label("Largest allowed").fill(str(spec["max"]))
     if spec.get("showWhen"):
+        # Conditions are picked, not typed: the question, then one of its options.
+        card.get_by_label("Show", exact=True).select_option("all")
         card.get_by_label("Answer to").select_option(spec["showWhen"]["field"])
-        card.get_by_label("Condition").select_option("equals")
-        card.get_by_label("Value").fill(str(spec["showWhen"]["equals"]))
+        card.get_by_label("Condition", exact=True).select_option("equals")
+        card.get_by_label("Value").select_option(str(spec["showWhen"]["equals"]))
 
 
 def build_form(page: Page, base: str, title: str) -> str:

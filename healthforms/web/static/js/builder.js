@@ -4,6 +4,7 @@
 import {
   api, cachedToken, clearNotices, el, initStaffPage, showError, showInfo,
 } from "./api.js";
+import { partsOf } from "./conditions.js";
 import { applyShowWhen, initSignaturePads, renderField } from "./fields.js";
 
 initStaffPage();
@@ -17,9 +18,15 @@ const RETRY_LOCK_MS = 20_000;
 const TYPES = {
   text: "Short text", textarea: "Long text", email: "Email", phone: "Phone", number: "Number",
   date: "Date", select: "Dropdown", radio: "Single choice", checkbox: "Checkbox / multiple choice",
-  signature: "Signature", score: "Score (calculated)",
+  signature: "Signature", heading: "Heading", paragraph: "Paragraph (text to read)", pageBreak: "Page break",
+  score: "Score (calculated)",
 };
 const HAS_OPTIONS = new Set(["select", "radio", "checkbox"]);
+// Blocks take no answer: no key in exports, no required, no help, no condition target.
+const LAYOUT = new Set(["heading", "paragraph", "pageBreak"]);
+const LABEL_NAME = { heading: "Heading text", paragraph: "Text", pageBreak: "Page title" };
+// Forms longer than this open with their cards collapsed to one line each.
+const COLLAPSE_FROM = 8;
 const ID_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 
 const $ = (id) => document.getElementById(id);
@@ -51,9 +58,17 @@ function cardKey(f) {
   return f._uid;
 }
 
+/** A short key from a label: its first words, at most 24 characters, cut at a word. */
 function slug(label) {
-  const s = label.toLowerCase().normalize("NFKD").replace(/[^a-z0-9]+/g, "_").replace(/^_+|_+$/g, "").slice(0, 40);
-  return /^[a-z]/.test(s) ? s : `field_${s}`.replace(/_+$/, "");
+  const words = label.toLowerCase().normalize("NFKD").replace(/[\u0300-\u036f]/g, "")
+    .split(/[^a-z0-9]+/).filter(Boolean);
+  let s = "";
+  for (const word of words) {
+    const next = s ? `${s}_${word}` : word;
+    if (next.length > 24) { if (!s) s = word.slice(0, 24); break; }
+    s = next;
+  }
+  return /^[a-z]/.test(s) ? s : `f_${s}`.replace(/_+$/, "");
 }
 
 function uniqueId(base, self) {
@@ -64,6 +79,11 @@ function uniqueId(base, self) {
 }
 
 function cleanField(f) {
+  if (LAYOUT.has(f.type)) {
+    const block = { id: f.id, type: f.type, label: f.label };
+    if (f.showWhen) block.showWhen = f.showWhen;
+    return block;
+  }
   const out = { id: f.id, type: f.type, label: f.label, required: Boolean(f.required) };
   if (HAS_OPTIONS.has(f.type) && Array.isArray(f.options) && (f.type !== "checkbox" || f.options.length)) {
     out.options = f.options;
@@ -75,7 +95,7 @@ function cleanField(f) {
   if (f.pattern && ["text", "phone"].includes(f.type)) out.pattern = f.pattern;
   if (f.helpText) out.helpText = f.helpText;
   if (f.identifies && IDENTIFIES[f.type] === f.identifies) out.identifies = f.identifies;
-  if (f.showWhen && f.showWhen.field) out.showWhen = f.showWhen;
+  if (f.showWhen) out.showWhen = f.showWhen;
   // Scores (docs/scores.md): kept as they came (templates, the API), edited as numbers.
   if (HAS_OPTIONS.has(f.type) && Array.isArray(f.optionScores)) out.optionScores = f.optionScores;
   if (f.type === "score" && f.score) out.score = f.score;
@@ -109,35 +129,192 @@ function labeled(id, text, control, extra = {}) {
     control, el("p", { class: "field-error", id: `${id}-error`, hidden: true }));
 }
 
-function conditionValue(sw) {
-  if (!sw) return "";
-  const v = sw.equals ?? sw.notEquals ?? sw.contains;
-  return v === undefined || v === null ? "" : String(v);
+// Conditions ("Show only when"): chosen from the earlier questions and, for choices,
+// from their options; saved as API.md's single condition or as {all|any: [...]}.
+const OPERATORS = {
+  choice: [["equals", "is"], ["notEquals", "is not"]],
+  multi: [["contains", "includes"], ["notEquals", "does not include"]],
+  consent: [["equals", "is"]],
+  text: [["equals", "is"], ["notEquals", "is not"], ["contains", "contains"]],
+  exact: [["equals", "is"], ["notEquals", "is not"]],
+};
+
+function targetKind(t) {
+  if (!t) return null;
+  if (t.type === "select" || t.type === "radio") return "choice";
+  if (t.type === "checkbox") return t.options && t.options.length ? "multi" : "consent";
+  if (["text", "textarea", "email", "phone"].includes(t.type)) return "text";
+  if (t.type === "number" || t.type === "date") return "exact";
+  return null;  // signatures and blocks cannot be tested
 }
 
-function conditionOp(sw) {
-  if (!sw) return "equals";
-  if (sw.notEquals !== undefined) return "notEquals";
-  if (sw.contains !== undefined) return "contains";
-  return "equals";
+const canBeTested = (t) => targetKind(t) !== null;
+
+function conditionList(f) {
+  return f.showWhen ? partsOf(f.showWhen).conditions.map((c) => ({ ...c })) : [];
 }
 
-function typedConditionValue(target, raw) {
+function opOf(c) {
+  return ["equals", "notEquals", "contains"].find((op) => c[op] !== undefined) || "equals";
+}
+
+/** Store the editor's conditions on the field: none, one, or all/any of several. */
+function setConditions(f, mode, conditions) {
+  const complete = conditions.filter((c) => c.field);
+  if (!complete.length || mode === "always") delete f.showWhen;
+  else if (complete.length === 1 && mode === "all") f.showWhen = complete[0];
+  else f.showWhen = { [mode]: complete };
+}
+
+function typedValue(target, raw) {
   if (!target) return raw;
-  if (target.type === "number" && raw.trim() !== "" && Number.isFinite(Number(raw))) return Number(raw);
-  if (target.type === "checkbox" && !(target.options && target.options.length)) {
-    if (raw === "true") return true;
-    if (raw === "false") return false;
-  }
+  if (target.type === "number") return raw.trim() !== "" && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+  if (targetKind(target) === "consent") return raw === "true";
   return raw;
+}
+
+/** Problems the server would refuse: a condition without a value, or one that never holds. */
+function conditionProblems(f) {
+  if (!f.showWhen) return [];
+  const { mode, conditions } = partsOf(f.showWhen);
+  const problems = [];
+  const wanted = new Map();
+  for (const c of conditions) {
+    const value = c[opOf(c)];
+    if (value === "" || value === undefined || (typeof value === "number" && !Number.isFinite(value))) {
+      problems.push("Choose or type the value the condition looks for.");
+    }
+    if (opOf(c) === "equals") {
+      const target = fields.find((o) => o.id === c.field);
+      if (mode !== "any" && targetKind(target) !== "multi" && wanted.has(c.field) && wanted.get(c.field) !== value) {
+        problems.push("These conditions can never all hold: one answer cannot have two values.");
+      }
+      wanted.set(c.field, value);
+    }
+  }
+  return [...new Set(problems)];
+}
+
+function conditionEditor(f, index, id) {
+  const earlier = fields.slice(0, index).filter(canBeTested);
+  if (!earlier.length) return null;
+  let conditions = conditionList(f);
+  const { mode: savedMode } = f.showWhen ? partsOf(f.showWhen) : { mode: "always" };
+  const mode = el("select", { id: id("sw-mode"), "aria-describedby": `${id("sw-mode")}-error` },
+    [["always", "Always"], ["all", "When all of these hold"], ["any", "When any of these holds"]].map(([value, text]) =>
+      el("option", { value, text, selected: (savedMode === "one" ? "all" : savedMode) === value })));
+  const rows = el("ol", { class: "conditions" });
+  const add = el("button", { type: "button", class: "btn btn-quiet btn-small", id: id("sw-add"), text: "Add condition" });
+  const sync = () => { setConditions(f, mode.value, conditions); markDirty(); };
+
+  const valueControl = (c, n, target) => {
+    const vid = id(`sw-value-${n}`);
+    const op = opOf(c);
+    const current = c[op];
+    const kind = targetKind(target);
+    let control;
+    if (kind === "choice" || kind === "multi") {
+      control = el("select", { id: vid }, el("option", { value: "", text: "Choose an option…" }),
+        (target.options || []).map((o) => el("option", { value: o, text: o, selected: current === o })));
+    } else if (kind === "consent") {
+      control = el("select", { id: vid },
+        el("option", { value: "true", text: "Ticked", selected: current !== false }),
+        el("option", { value: "false", text: "Not ticked", selected: current === false }));
+    } else {
+      const type = target.type === "number" ? "number" : target.type === "date" ? "date" : "text";
+      control = el("input", { type, id: vid, value: current ?? "", step: type === "number" ? "any" : null });
+    }
+    const update = () => { c[opOf(c)] = typedValue(target, control.value); sync(); };
+    control.addEventListener(control.tagName === "SELECT" ? "change" : "input", update);
+    if (kind === "consent" && current === undefined) c[op] = true;
+    return labeled(vid, "Value", control);
+  };
+
+  const renderRows = (fromUser = true) => {
+    rows.replaceChildren(...conditions.map((c, n) => {
+      const target = earlier.find((o) => o.id === c.field) || null;
+      const which = el("select", { id: id(`sw-field-${n}`) },
+        el("option", { value: "", text: "Choose a question…" }),
+        earlier.map((o) => el("option", { value: o.id, text: o.label || o.id, selected: c.field === o.id })));
+      which.addEventListener("change", () => {
+        const next = earlier.find((o) => o.id === which.value);
+        conditions[n] = { field: which.value, [OPERATORS[targetKind(next) || "exact"][0][0]]: "" };
+        if (targetKind(next) === "consent") conditions[n].equals = true;
+        renderRows();
+        sync();
+        document.getElementById(id(`sw-field-${n}`)).focus();
+      });
+      const ops = OPERATORS[targetKind(target) || "exact"];
+      const op = el("select", { id: id(`sw-op-${n}`), disabled: !target },
+        ops.map(([value, text]) => el("option", { value, text, selected: opOf(c) === value })));
+      op.addEventListener("change", () => {
+        const value = c[opOf(c)];
+        for (const key of ["equals", "notEquals", "contains"]) delete c[key];
+        c[op.value] = value ?? "";
+        sync();
+      });
+      const remove = el("button", { type: "button", class: "btn btn-quiet btn-small", id: id(`sw-remove-${n}`),
+        text: "Remove condition", "aria-label": `Remove condition ${n + 1}` });
+      remove.addEventListener("click", () => {
+        conditions.splice(n, 1);
+        if (!conditions.length) mode.value = "always";
+        renderRows();
+        sync();
+        (document.getElementById(id("sw-add")) || mode).focus();
+      });
+      return el("li", { class: "show-when" },
+        labeled(id(`sw-field-${n}`), "Answer to", which),
+        labeled(id(`sw-op-${n}`), "Condition", op),
+        target ? valueControl(c, n, target) : el("div"),
+        el("div", { class: "condition-remove" }, remove));
+    }));
+    rows.hidden = mode.value === "always";
+    add.hidden = mode.value === "always" || conditions.length >= 10;
+    if (fromUser) applyEditable();
+  };
+  mode.addEventListener("change", () => {
+    if (mode.value !== "always" && !conditions.length) conditions = [{ field: "" }];
+    renderRows();
+    sync();
+  });
+  add.addEventListener("click", () => {
+    conditions.push({ field: "" });
+    renderRows();
+    document.getElementById(id(`sw-field-${conditions.length - 1}`)).focus();
+  });
+  renderRows(false);
+  return el("fieldset", { class: "span2 conditions-box" },
+    el("legend", { text: LAYOUT.has(f.type) ? (f.type === "pageBreak" ? "Show this page" : "Show this block") : "Show this question" }),
+    labeled(id("sw-mode"), "Show", mode), rows, add);
+}
+
+// Which cards are collapsed to one line (by card key; survives re-renders).
+const collapsed = new Set();
+let dragFrom = null;
+
+function summary(f) {
+  const parts = [TYPES[f.type]];
+  if (f.required) parts.push("required");
+  if (f.showWhen) parts.push("conditional");
+  return ` · ${parts.join(" · ")}`;
 }
 
 function fieldCard(f, index) {
   const key = cardKey(f);
   const id = (name) => `${key}-${name}`;
-  const title = () => f.label || `Untitled ${TYPES[f.type].toLowerCase()}`;
-  const heading = el("h3", { id: id("heading") }, `${index + 1}. `, el("span", { class: "card-title", text: title() }),
-    el("span", { class: "muted small", text: ` · ${TYPES[f.type]}` }));
+  const layout = LAYOUT.has(f.type);
+  const title = () => (f.label ? f.label.split("\n")[0].slice(0, 120) : `Untitled ${TYPES[f.type].toLowerCase()}`);
+  const isCollapsed = collapsed.has(key);
+  const toggle = el("button", { type: "button", class: "btn btn-quiet btn-small card-toggle", id: id("toggle"),
+    "aria-expanded": String(!isCollapsed), "aria-controls": id("body"),
+    "aria-label": `${isCollapsed ? "Expand" : "Collapse"} ${title()}`, text: isCollapsed ? "▸" : "▾" });
+  const heading = el("h3", { id: id("heading") }, toggle, `${index + 1}. `, el("span", { class: "card-title", text: title() }),
+    el("span", { class: "muted small card-summary", text: summary(f) }));
+  toggle.addEventListener("click", () => {
+    if (collapsed.has(key)) collapsed.delete(key); else collapsed.add(key);
+    renderEditor();
+    document.getElementById(id("toggle")).focus();
+  });
 
   const move = (delta) => {
     const to = index + delta;
@@ -147,7 +324,7 @@ function fieldCard(f, index) {
     renderEditor();
     markDirty();
     const again = document.getElementById(`${key}-${delta < 0 ? "up" : "down"}`);
-    (again && !again.disabled ? again : document.getElementById(`${key}-label`)).focus();
+    (again && !again.disabled ? again : document.getElementById(`${key}-toggle`)).focus();
   };
   const actions = el("div", { class: "toolbar" },
     el("button", { type: "button", class: "btn btn-quiet btn-small", id: id("up"), disabled: index === 0,
@@ -157,20 +334,29 @@ function fieldCard(f, index) {
     el("button", { type: "button", class: "btn btn-danger btn-small", id: id("remove"),
       "aria-label": `Remove ${title()}`, text: "Remove", onclick: () => {
         fields.splice(index, 1);
-        for (const other of fields) if (other.showWhen && other.showWhen.field === f.id) delete other.showWhen;
+        // Conditions on the removed field go with it.
+        for (const other of fields) {
+          if (!other.showWhen) continue;
+          const { mode, conditions } = partsOf(other.showWhen);
+          setConditions(other, mode === "one" ? "all" : mode, conditions.filter((c) => c.field !== f.id));
+        }
         renderEditor();
         markDirty();
         const next = list.querySelectorAll(".field-card")[Math.min(index, fields.length - 1)];
-        (next ? next.querySelector("input") : $("new-field-type")).focus();
+        (next ? next.querySelector("button") : $("new-field-type")).focus();
       } }));
 
-  const label = el("input", { type: "text", id: id("label"), value: f.label, maxlength: 500, required: true, "aria-describedby": id("label-error") });
+  const labelName = LABEL_NAME[f.type] || "Question";
+  const label = f.type === "paragraph"
+    ? el("textarea", { id: id("label"), rows: 5, maxlength: 5000, required: true, "aria-describedby": id("label-error") })
+    : el("input", { type: "text", id: id("label"), value: f.label, maxlength: 500, required: true, "aria-describedby": id("label-error") });
+  if (f.type === "paragraph") label.value = f.label || "";
   label.addEventListener("input", () => {
     f.label = label.value;
     if (f._auto) { f.id = uniqueId(slug(f.label) || f.type, f); keyInput.value = f.id; }
     heading.querySelector(".card-title").textContent = title();
-    for (const [name, verb] of [["up", "Move %s up"], ["down", "Move %s down"], ["remove", "Remove %s"]]) {
-      const button = actions.querySelector(`#${key}-${name}`);
+    for (const [name, verb] of [["up", "Move %s up"], ["down", "Move %s down"], ["remove", "Remove %s"], ["toggle", isCollapsed ? "Expand %s" : "Collapse %s"]]) {
+      const button = document.getElementById(`${key}-${name}`);
       if (button) button.setAttribute("aria-label", verb.replace("%s", title()));
     }
     markDirty();
@@ -186,20 +372,22 @@ function fieldCard(f, index) {
     markDirty();
     document.getElementById(id("type")).focus();
   });
-  const keyInput = el("input", { type: "text", id: id("key"), value: f.id, class: "mono", spellcheck: "false", "aria-describedby": `${id("key")}-help ${id("key")}-error` });
+  const keyInput = el("input", { type: "text", id: id("key"), value: f.id, class: "mono", spellcheck: "false", maxlength: 64, "aria-describedby": `${id("key")}-help ${id("key")}-error` });
   keyInput.addEventListener("input", () => { f.id = keyInput.value.trim(); f._auto = false; markDirty(); });
-  const required = el("input", { type: "checkbox", id: id("required"), checked: Boolean(f.required) });
-  required.addEventListener("change", () => { f.required = required.checked; markDirty(); });
-  const help = el("input", { type: "text", id: id("help"), value: f.helpText || "", maxlength: 1000 });
-  help.addEventListener("input", () => { f.helpText = help.value; markDirty(); });
 
-  const grid = el("div", { class: "field-card-grid" },
-    labeled(id("label"), "Question", label, { class: "span2" }),
+  const grid = el("div", { class: "field-card-grid", id: id("body"), hidden: isCollapsed },
+    labeled(id("label"), labelName, label, { class: "span2" }),
     labeled(id("type"), "Type", typeSelect),
-    labeled(id("key"), "Field key", keyInput, { help: "Stable id in exports; letters, digits, _ or -." }),
-    labeled(id("help"), "Help text", help, { class: "span2" }),
-    // A score is calculated, never answered: it cannot be required.
-    f.type === "score" ? null : el("div", { class: "choice span2" }, required, el("label", { for: id("required"), text: "Required" })));
+    labeled(id("key"), "Field key", keyInput, { help: "Short and stable: the id in exports and conditions; letters, digits, _ or -." }));
+  if (!layout) {
+    const required = el("input", { type: "checkbox", id: id("required"), checked: Boolean(f.required) });
+    required.addEventListener("change", () => { f.required = required.checked; heading.querySelector(".card-summary").textContent = summary(f); markDirty(); });
+    const help = el("input", { type: "text", id: id("help"), value: f.helpText || "", maxlength: 1000 });
+    help.addEventListener("input", () => { f.helpText = help.value; markDirty(); });
+    grid.append(labeled(id("help"), "Help text", help, { class: "span2" }),
+      // A score is calculated, never answered: it cannot be required.
+      f.type === "score" ? null : el("div", { class: "choice span2" }, required, el("label", { for: id("required"), text: "Required" })));
+  }
 
   if (f.type === "score" && f.score) {
     const bands = (f.score.bands || []).map((b) => `${b.min}–${b.max} ${b.label}`).join(", ");
@@ -253,39 +441,41 @@ function fieldCard(f, index) {
       grid.append(labeled(id(bound), bound === "min" ? "Smallest allowed" : "Largest allowed", input));
     }
   }
+  // showWhen: only on questions that come earlier, so conditions never loop.
+  const conditionBox = f.type === "score" ? null : conditionEditor(f, index, id);  // always calculated
+  if (conditionBox) grid.append(conditionBox);
+  grid.append(el("p", { class: "field-error span2", id: id("card-error"), role: "alert", hidden: true }));
 
-  // showWhen: only on fields that come earlier, so conditions never loop.
-  const earlier = fields.slice(0, index);
-  if (earlier.length && f.type !== "score") {  // a score is always calculated
-    const sw = f.showWhen || null;
-    const target = el("select", { id: id("sw-field") },
-      el("option", { value: "", text: "Always show" }),
-      earlier.filter((o) => o.type !== "score").map((o) => el("option", { value: o.id, text: o.label || o.id, selected: sw && sw.field === o.id })));
-    const op = el("select", { id: id("sw-op") },
-      [["equals", "is"], ["notEquals", "is not"], ["contains", "contains"]].map(([value, text]) =>
-        el("option", { value, text, selected: conditionOp(sw) === value })));
-    const value = el("input", { type: "text", id: id("sw-value"), value: conditionValue(sw) });
-    const sync = () => {
-      op.disabled = value.disabled = !target.value || !editable;
-      if (!target.value) { delete f.showWhen; markDirty(); return; }
-      const t = fields.find((o) => o.id === target.value);
-      f.showWhen = { field: target.value, [op.value]: typedConditionValue(t, value.value) };
-      markDirty();
-    };
-    target.addEventListener("change", sync);
-    op.addEventListener("change", sync);
-    value.addEventListener("input", sync);
-    op.disabled = value.disabled = !target.value;
-    grid.append(el("fieldset", { class: "span2" },
-      el("legend", { text: "Show only when" }),
-      el("div", { class: "show-when" },
-        labeled(id("sw-field"), "Answer to", target),
-        labeled(id("sw-op"), "Condition", op),
-        labeled(id("sw-value"), "Value", value))));
-  }
-
-  return el("li", { class: "field-card", id: `card-${key}`, "data-index": index, "aria-labelledby": id("heading") },
-    el("div", { class: "field-card-head" }, heading, actions), grid);
+  // Drag by the handle (mouse or touch); Up/Down do the same from the keyboard.
+  const handle = el("span", { class: "drag-handle", draggable: "true", title: "Drag to reorder", "aria-hidden": "true", text: "⠿" });
+  const card = el("li", { class: `field-card${layout ? " field-card-block" : ""}`, id: `card-${key}`, "data-index": index, "aria-labelledby": id("heading") },
+    el("div", { class: "field-card-head" }, handle, heading, actions), grid);
+  handle.addEventListener("dragstart", (e) => {
+    dragFrom = index;
+    e.dataTransfer.effectAllowed = "move";
+    e.dataTransfer.setData("text/plain", String(index));
+    card.classList.add("dragging");
+  });
+  handle.addEventListener("dragend", () => { dragFrom = null; card.classList.remove("dragging"); });
+  card.addEventListener("dragover", (e) => {
+    if (dragFrom === null || !editable) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = "move";
+    card.classList.add("drop-target");
+  });
+  card.addEventListener("dragleave", () => card.classList.remove("drop-target"));
+  card.addEventListener("drop", (e) => {
+    e.preventDefault();
+    card.classList.remove("drop-target");
+    if (dragFrom === null || dragFrom === index) return;
+    const [moved] = fields.splice(dragFrom, 1);
+    fields.splice(index, 0, moved);
+    dragFrom = null;
+    renderEditor();
+    markDirty();
+    showInfo(`Moved ${moved.label || "the field"} to position ${index + 1}.`);
+  });
+  return card;
 }
 
 function renderEditor() {
@@ -300,23 +490,26 @@ function renderEditor() {
 function applyEditable() {
   const root = $("builder");
   root.classList.toggle("readonly", !editable);
-  for (const c of root.querySelectorAll(".builder-edit input, .builder-edit select, .builder-edit textarea, .builder-edit button")) {
-    if (!editable) c.disabled = true;
-  }
+  // Collapsing is reading, not editing: those buttons always work.
+  const controls = [...root.querySelectorAll(".builder-edit input, .builder-edit select, .builder-edit textarea, .builder-edit button")]
+    .filter((c) => !c.classList.contains("card-toggle") && !c.classList.contains("collapse-all"));
+  for (const c of controls) c.disabled = !editable;
   if (editable) {
-    for (const c of root.querySelectorAll(".builder-edit input, .builder-edit select, .builder-edit textarea, .builder-edit button")) {
-      if (!c.id.endsWith("-up") && !c.id.endsWith("-down") && !c.id.endsWith("sw-op") && !c.id.endsWith("sw-value")) c.disabled = false;
-    }
     for (const card of list.querySelectorAll(".field-card")) {
       const i = Number(card.dataset.index);
       const up = card.querySelector('[id$="-up"]');
       const down = card.querySelector('[id$="-down"]');
       if (up) up.disabled = i === 0;
       if (down) down.disabled = i === fields.length - 1;
-      const target = card.querySelector('[id$="sw-field"]');
-      if (target) for (const c of card.querySelectorAll('[id$="sw-op"], [id$="sw-value"]')) c.disabled = !target.value;
+      // A condition's test waits for its question.
+      for (const row of card.querySelectorAll(".conditions > li")) {
+        const target = row.querySelector('select[id*="-sw-field-"]');
+        const op = row.querySelector('select[id*="-sw-op-"]');
+        if (op) op.disabled = !(target && target.value);
+      }
     }
   }
+  for (const handle of root.querySelectorAll(".drag-handle")) handle.setAttribute("draggable", String(editable));
   retentionInput.disabled = !editable || !canSetRetention;
   $("add-field-box").hidden = !editable;
   saveBtn.hidden = !editable;
@@ -353,6 +546,8 @@ function adopt(data) {
   $("heading-title").textContent = form.title;
   $("crumb-title").textContent = form.title;
   fields = (form.fields || []).map((f) => ({ ...f }));
+  collapsed.clear();
+  if (fields.length >= COLLAPSE_FROM) for (const f of fields) collapsed.add(cardKey(f));
   dirty = false;
   saveState.textContent = `Revision ${form.revision} saved`;
   renderEditor();
@@ -373,12 +568,26 @@ function validateLocally() {
       if (box) { box.textContent = message; box.hidden = false; }
       problems.push(`Field ${i + 1}: ${message}`);
     };
-    if (!f.label || !f.label.trim()) mark("label", "Write the question.");
+    if (!f.label || !f.label.trim()) mark("label", LAYOUT.has(f.type) ? "Write the text." : "Write the question.");
     if (!ID_RE.test(f.id || "")) mark("key", "Use a letter first, then letters, digits, _ or -.");
     else if (seen.has(f.id)) mark("key", "Another field already uses this key.");
     seen.add(f.id);
     if ((f.type === "select" || f.type === "radio") && !(f.options && f.options.length)) mark("options", "Add at least one option.");
+    for (const problem of conditionProblems(f)) mark("sw-mode", problem);
+    if (f.type === "pageBreak" && (i === fields.length - 1 || fields[i + 1].type === "pageBreak")) {
+      mark("label", "A page needs at least one question or block after its page break.");
+    }
   });
+  // Problems are shown on their cards: open the collapsed ones that have any.
+  for (const card of list.querySelectorAll(".field-card")) {
+    const body = card.querySelector(".field-card-grid");
+    if (body.hidden && card.querySelector('.field-error:not([hidden])')) {
+      body.hidden = false;
+      const toggle = card.querySelector(".card-toggle");
+      toggle.setAttribute("aria-expanded", "true");
+      toggle.textContent = "▾";
+    }
+  }
   if (!titleInput.value.trim()) problems.unshift("Give the form a title.");
   retentionInput.removeAttribute("aria-invalid");
   if (canSetRetention && retentionDays() === undefined) {
@@ -394,6 +603,22 @@ function retentionDays() {
   if (raw === "") return retentionInput.validity.badInput ? undefined : null;
   const days = Number(raw);
   return Number.isInteger(days) && days >= 1 && days <= 36500 ? days : undefined;
+}
+
+/** The server's 422 per field, next to that field's card (opened if collapsed). */
+function showServerProblems(problems) {
+  for (const f of fields) {
+    const message = problems[f.id];
+    if (!message) continue;
+    const key = cardKey(f);
+    collapsed.delete(key);
+    const box = document.getElementById(`${key}-card-error`);
+    if (!box) continue;
+    const body = document.getElementById(`${key}-body`);
+    if (body) body.hidden = false;
+    box.textContent = message.charAt(0).toUpperCase() + message.slice(1);
+    box.hidden = false;
+  }
 }
 
 async function save() {
@@ -431,6 +656,7 @@ async function save() {
       showError("Not saved: this form was changed elsewhere since you opened it. Reload the page to get the latest version.");
     } else {
       const fieldsErr = (data && data.fields) || {};
+      showServerProblems(fieldsErr);
       const detail = Object.entries(fieldsErr).map(([k, v]) => `${k}: ${v}`).join("; ");
       showError(`Not saved: ${detail || (data && data.error) || "some fields are not valid."}`);
     }
@@ -534,13 +760,25 @@ function releaseLock() {
 
 $("add-field-btn").addEventListener("click", () => {
   const type = $("new-field-type").value;
-  const f = { id: uniqueId(type, null), type, label: "", required: false, _auto: true };
+  const f = LAYOUT.has(type)
+    ? { id: uniqueId(type === "pageBreak" ? "page" : type, null), type, label: "", _auto: true }
+    : { id: uniqueId(type, null), type, label: "", required: false, _auto: true };
   if (type === "select" || type === "radio") f.options = ["Option 1", "Option 2"];
   fields.push(f);
   renderEditor();
   markDirty();
   document.getElementById(`${cardKey(f)}-label`).focus();
 });
+// The preview answers like the patient page: its conditions react to what is typed.
+preview.addEventListener("input", () => applyShowWhen(preview));
+preview.addEventListener("change", () => applyShowWhen(preview));
+for (const [button, fold] of [["collapse-all", true], ["expand-all", false]]) {
+  $(button).addEventListener("click", () => {
+    for (const f of fields) { if (fold) collapsed.add(cardKey(f)); else collapsed.delete(cardKey(f)); }
+    renderEditor();
+    $(button).focus();
+  });
+}
 titleInput.addEventListener("input", markDirty);
 descInput.addEventListener("input", markDirty);
 retentionInput.addEventListener("input", markDirty);

@@ -39,7 +39,7 @@ TEMPLATE: dict[str, Any] = {
             "required": True,
             "identifies": "birthDate",
         },
-        {"id": "consent_text", "type": "paragraph", "required": False, "label": CONSENT_TEXT},
+        {"id": "consent_text", "type": "paragraph", "label": CONSENT_TEXT},
         {
             "id": "consent_care",
             "type": "checkbox",

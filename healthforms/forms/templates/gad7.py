@@ -45,7 +45,7 @@ TEMPLATE: dict[str, Any] = {
     "required to reproduce, translate, display or distribute.",
     "fields": [
         # The instrument's instruction, once, above its items (a layout block).
-        {"id": "instructions", "type": "paragraph", "label": STEM, "required": False},
+        {"id": "instructions", "type": "paragraph", "label": STEM},
         *(
             {
                 "id": f"q{number}",
@@ -68,7 +68,6 @@ TEMPLATE: dict[str, Any] = {
         {
             "id": "gad7_total",
             "type": "score",
-            "required": False,
             "label": "GAD-7 total",
             "score": {
                 "sum": [{"field": f"q{number}", "weight": 1} for number in range(1, 8)],

@@ -53,7 +53,7 @@ TEMPLATE: dict[str, Any] = {
     "required to reproduce, translate, display or distribute.",
     "fields": [
         # The instrument's instruction, once, above its items (a layout block).
-        {"id": "instructions", "type": "paragraph", "label": STEM, "required": False},
+        {"id": "instructions", "type": "paragraph", "label": STEM},
         *(
             {
                 "id": f"q{number}",
@@ -77,7 +77,6 @@ TEMPLATE: dict[str, Any] = {
         {
             "id": "phq9_total",
             "type": "score",
-            "required": False,
             "label": "PHQ-9 total",
             "helpText": "Item 9 (thoughts of self-harm) needs a clinician's follow-up whatever "
             "the total.",

@@ -44,6 +44,8 @@ from healthforms.redis.embedded import DataDirRedis, open_embedded_redis
 from healthforms.responses.routes import router as responses_router
 from healthforms.retention.job import PurgeJob
 from healthforms.state import STATE_ATTRIBUTE, AppState
+from healthforms.submissions.drafts.mail import draft_handlers
+from healthforms.submissions.drafts.routes import router as drafts_router
 from healthforms.submissions.routes import router as public_forms_router
 from healthforms.web.pages import error_page, static_error_html
 from healthforms.web.routes import router as web_router
@@ -134,7 +136,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.published_forms.start()
         outbox: OutboxWorker | None = None
         if settings.outbox_worker:
-            handlers = {**outbox_handlers(), **request_handlers(state.keys)}
+            handlers = {
+                **outbox_handlers(),
+                **request_handlers(state.keys),
+                **draft_handlers(state.keys),
+            }
             outbox = OutboxWorker(settings, db, redis, metrics, handlers, state.outbox)
             outbox.start()
         app.front = build_pipeline(app.framework, state, html_error_page=static_error_html)
@@ -180,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(forms_router)
     app.include_router(form_templates_router)
     app.include_router(public_forms_router)
+    app.include_router(drafts_router)
     app.include_router(responses_router)
     app.include_router(pdf_router)
     app.include_router(alerts_router)

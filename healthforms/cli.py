@@ -74,6 +74,7 @@ from healthforms.responses.reindex import reindex_patients
 from healthforms.retention.service import PURGE_BATCH, FormPurge, count_expired, purge_expired
 from healthforms.security.principal import Role
 from healthforms.security.sessions import SessionStore
+from healthforms.submissions.drafts.service import sweep_expired as sweep_expired_drafts
 
 app = typer.Typer(
     help="healthforms: HIPAA-minded forms platform for clinics.", no_args_is_help=True
@@ -680,12 +681,15 @@ async def _purge(settings: Settings, dry_run: bool, batch_size: int) -> int:
     if settings.database_url is None:
         upgrade_in_thread(db_url)  # the embedded default: make sure the schema exists
     db = Database.connect(db_url)
+    drafts_swept = 0
     try:
         if dry_run:
             results = await count_expired(db)
         else:
             keys = KeyRing.from_settings(settings)
             results = await purge_expired(db, keys, batch=batch_size)
+            # Expired drafts of patients (submissions/drafts/) go in the same run.
+            drafts_swept = await sweep_expired_drafts(db, keys, batch=batch_size)
             await _checkpoint_purge_events(settings, db, keys)
     except (SQLAlchemyError, DatabaseUnavailable, OSError) as exc:
         typer.echo(f"error: database: {type(exc).__name__}", err=True)
@@ -710,6 +714,8 @@ async def _purge(settings: Settings, dry_run: bool, batch_size: int) -> int:
         + ("; nothing was deleted" if dry_run else "")
         + f" ({len(results)} form(s) have a retention period)"
     )
+    if not dry_run and drafts_swept:
+        typer.echo(f"{head}: {drafts_swept} expired draft(s) deleted")
     return 1 if any(r.failed for r in results) else 0
 
 

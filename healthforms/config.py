@@ -80,6 +80,10 @@ DEFAULT_RATES = {
     # Requests that carry no valid session (outside the auth and public paths): a flood
     # of garbage cookies or foreign Origins is refused early and cheaply (per IP).
     "anonymous": "30/min+10",
+    # Typing a saved draft's code (submissions/drafts/): per client address, and per
+    # form across every client, so a 50-bit code cannot be guessed by trying.
+    "draft_code": "5/min+5",
+    "draft_code_form": "60/min+20",
 }
 
 
@@ -142,6 +146,18 @@ class Settings(BaseSettings):
     rate_limit_anonymous: str = Field(
         default=DEFAULT_RATES["anonymous"],
         validation_alias=AliasChoices("HEALTHFORMS_RATE_LIMIT_ANONYMOUS"),
+    )
+    rate_limit_draft_code: str = Field(
+        default=DEFAULT_RATES["draft_code"],
+        validation_alias=AliasChoices("HEALTHFORMS_RATE_LIMIT_DRAFT_CODE"),
+    )
+    rate_limit_draft_code_form: str = Field(
+        default=DEFAULT_RATES["draft_code_form"],
+        validation_alias=AliasChoices("HEALTHFORMS_RATE_LIMIT_DRAFT_CODE_FORM"),
+    )
+    # How long a patient's saved draft lives after each save (submissions/drafts/).
+    draft_ttl_hours: int = Field(
+        default=72, ge=1, le=30 * 24, validation_alias=AliasChoices("HEALTHFORMS_DRAFT_TTL_HOURS")
     )
     session_max_age: int = Field(
         default=5 * 24 * 3600, ge=1, validation_alias=AliasChoices("HEALTHFORMS_SESSION_MAX_AGE")

@@ -1,11 +1,15 @@
 """One error base class and the errors every feature raises (rendered by http/errors.py).
 
 A feature adds its own subclasses beside its code; `message` never carries PHI.
+Messages a patient may see are marked `N_` (languages.py): `body(language)` writes them,
+and a 422's `fields`, in the language the client asked for.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from healthforms.languages import DEFAULT_LANGUAGE, N_, translate, translate_fields
 
 
 class HealthformsError(Exception):
@@ -27,8 +31,11 @@ class HealthformsError(Exception):
         self.headers = headers or {}
         super().__init__(self.message)
 
-    def body(self) -> dict[str, Any]:
-        return {"error": self.message, "code": self.code, **self.extra}
+    def body(self, language: str = DEFAULT_LANGUAGE) -> dict[str, Any]:
+        extra = self.extra
+        if language != DEFAULT_LANGUAGE and isinstance(extra.get("fields"), dict):
+            extra = {**extra, "fields": translate_fields(extra["fields"], language)}
+        return {"error": translate(self.message, language), "code": self.code, **extra}
 
 
 class BadRequest(HealthformsError):
@@ -52,7 +59,8 @@ class CsrfRejected(HealthformsError):
 
 
 class NotFound(HealthformsError):
-    status_code, code, message = 404, "not_found", "Not found."
+    status_code, code = 404, "not_found"
+    message: str = N_("Not found.")
 
 
 class MethodNotAllowed(HealthformsError):
@@ -68,14 +76,16 @@ class PayloadTooLarge(HealthformsError):
 
 
 class ValidationFailed(HealthformsError):
-    status_code, code, message = 422, "validation_error", "Some fields are not valid."
+    status_code, code = 422, "validation_error"
+    message: str = N_("Some fields are not valid.")
 
     def __init__(self, fields: dict[str, str], message: str | None = None) -> None:
         super().__init__(message, extra={"fields": fields})
 
 
 class RateLimited(HealthformsError):
-    status_code, code, message = 429, "rate_limited", "Too many requests. Try again later."
+    status_code, code = 429, "rate_limited"
+    message: str = N_("Too many requests. Try again later.")
 
 
 class ServiceUnavailable(HealthformsError):

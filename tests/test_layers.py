@@ -16,7 +16,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "healthforms"
 
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset(
-        {"__init__", "errors", "config", "clock", "files", "images", "logs", "metrics", "processes"}
+        {
+            "__init__",
+            "errors",
+            "config",
+            "clock",
+            "files",
+            "images",
+            "languages",
+            "logs",
+            "metrics",
+            "processes",
+        }
     ),
     frozenset({"redis", "db", "crypto", "email"}),
     frozenset({"security", "outbox"}),

@@ -70,6 +70,14 @@ REQUEST_OPENED = "request.opened"
 REQUEST_COMPLETED = "request.completed"
 # A list that showed patients' names and contacts: one event naming the requests (detail).
 REQUESTS_LISTED = "requests.listed"
+# A patient's saved draft (submissions/drafts/): ids only, never answers. Saved (detail
+# {"formId", "created"}), resumed (a read of PHI; detail {"formId", "via": "link"|"code",
+# "dropped"}), deleted (detail {"reason": "submitted"|"expired"|"discarded"}; when sent,
+# in the response's transaction; when expired, by the sweep, with no actor).
+DRAFT_SAVED = "draft.saved"
+DRAFT_RESUMED = "draft.resumed"
+DRAFT_DELETED = "draft.deleted"
+DRAFT_EMAILED = "draft.emailed"  # the patient asked for the link by email (no address)
 PDF_GENERATED = "pdf.generated"
 PDF_SERVED = "pdf.served"
 USER_CREATED = "user.created"

@@ -98,6 +98,11 @@ def request_aad(request_id: str) -> bytes:
     return f"request:{request_id}".encode()
 
 
+def draft_aad(draft_id: str, form_id: str) -> bytes:
+    """AAD of a patient's saved draft (submissions/drafts/): bound to this draft of this form."""
+    return f"draft:{draft_id}:form:{form_id}".encode()
+
+
 def pdf_aad(response_id: str) -> bytes:
     return f"pdf:{response_id}".encode()
 

@@ -59,6 +59,28 @@ def request_link(
     return message
 
 
+def draft_link(
+    *,
+    to: str,
+    clinic: str,
+    link: str,
+    expires_at: datetime,
+    delivery_id: str,
+    domain: str,
+) -> EmailMessage:
+    """The link to a patient's saved draft, which they asked for. The form is not named,
+    and none of the answers are in it."""
+    message = _patient_message(to, f"Your saved form from {_one_line(clinic)}", delivery_id, domain)
+    message.set_content(
+        f"You saved a form from {_one_line(clinic)} to finish later.\n\n"
+        f"Continue it here, on any device:\n{link}\n\n"
+        f"The link works until {expires_at.strftime('%B %d, %Y %H:%M UTC')}. Anyone with "
+        "the link can see your answers: do not forward this email. If you did not save a "
+        "form, you can ignore it.\n"
+    )
+    return message
+
+
 def receipt(
     *, to: str, clinic: str, confirmation: str, delivery_id: str, domain: str
 ) -> EmailMessage:

@@ -23,6 +23,8 @@ class Form(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     # The editable draft definition: a list of Field objects (forms/schema.py).
     fields: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Its texts in other languages (forms/translations.py); None before any was saved.
+    translations: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     status: Mapped[str] = mapped_column(String(16), default="draft")  # draft|published|archived
     revision: Mapped[int] = mapped_column(Integer, default=1)
     # The latest published version number (0 before the first publish).
@@ -53,6 +55,7 @@ class FormVersion(Base):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     fields: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    translations: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     published_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
 

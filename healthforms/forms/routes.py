@@ -17,8 +17,10 @@ from healthforms.audit.events import (
 from healthforms.audit.recorder import Auditor, AuditorDep
 from healthforms.errors import NotFound, ValidationFailed
 from healthforms.forms.edit_lock import FormEditLocks, FormLocked, lock_json
+from healthforms.forms.schema import fields_from_json
 from healthforms.forms.service import UNCHANGED, FormService, StaleLock, form_json
 from healthforms.forms.templates import TEMPLATES, find_template
+from healthforms.forms.translations import validate_translations
 from healthforms.forms.validation import (
     validate_description,
     validate_fields,
@@ -98,8 +100,13 @@ async def create_form(
     description = validate_description(body.get("description"))
     fields = validate_fields(body.get("fields") or [])
     retention_days = validate_retention_days(body.get("retentionDays"))
+    translations = validate_translations(body.get("translations"), fields)
     form = await FormService(session, principal).create(
-        title=title, description=description, fields=fields, retention_days=retention_days
+        title=title,
+        description=description,
+        fields=fields,
+        retention_days=retention_days,
+        translations=translations,
     )
     if form.retention_days is not None:
         detail["retentionDays"] = form.retention_days
@@ -154,7 +161,8 @@ async def update_form(
     service = FormService(session, principal)
     # 404 before any validation detail leaks. The save is a compare-and-set on the
     # revision read here, so this is the retention period the save replaces.
-    previous_retention = (await service.get(form_id)).retention_days
+    stored = await service.get(form_id)
+    previous_retention = stored.retention_days
     try:
         guard = await FormEditLocks(state.locks, session, principal).guard_save(form_id)
     except FormLocked as error:
@@ -165,6 +173,16 @@ async def update_form(
     retention_days = (
         validate_retention_days(body["retentionDays"]) if "retentionDays" in body else UNCHANGED
     )
+    # Checked against the fields they are saved with (the stored ones when the save
+    # leaves the fields as they are).
+    translations = (
+        validate_translations(
+            body["translations"],
+            fields if fields is not None else fields_from_json(list(stored.fields or [])),
+        )
+        if "translations" in body
+        else UNCHANGED
+    )
     edit_locks = FormEditLocks(state.locks, session, principal)
     try:
         form = await service.update(
@@ -174,6 +192,7 @@ async def update_form(
             fields=fields,
             revision=_revision(body),
             retention_days=retention_days,
+            translations=translations,
             fence=guard.fence,
             fence_check=guard.check,
         )

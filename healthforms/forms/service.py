@@ -69,8 +69,8 @@ def _check_retention_change(principal: Principal, current: int | None, wanted: i
 
 
 def form_json(form: Form) -> dict[str, Any]:
-    """The API.md Form object."""
-    return {
+    """The API.md Form object (`translations` only once a form has some)."""
+    body: dict[str, Any] = {
         "id": form.id,
         "title": form.title,
         "description": form.description,
@@ -84,6 +84,9 @@ def form_json(form: Form) -> dict[str, Any]:
         "createdAt": rfc3339(form.created_at),
         "updatedAt": rfc3339(form.updated_at),
     }
+    if form.translations:
+        body["translations"] = dict(form.translations)
+    return body
 
 
 COPY_SUFFIX = " (copy)"
@@ -136,6 +139,7 @@ class FormService:
         description: str,
         fields: list[FieldDef],
         retention_days: int | None = None,
+        translations: dict[str, Any] | None = None,
     ) -> Form:
         _check_retention_change(self.principal, None, retention_days)
         now = utcnow()
@@ -144,6 +148,7 @@ class FormService:
             title=title,
             description=description,
             fields=fields_to_json(fields),
+            translations=translations or None,
             status=STATUS_DRAFT,
             revision=1,
             version=0,
@@ -192,6 +197,7 @@ class FormService:
         fields: list[FieldDef] | None,
         revision: int | None,
         retention_days: int | None | Literal[Unchanged.UNCHANGED] = UNCHANGED,
+        translations: dict[str, Any] | Literal[Unchanged.UNCHANGED] = UNCHANGED,
         fence: int | None = None,
         fence_check: FenceCheck | None = None,
     ) -> Form:
@@ -213,6 +219,8 @@ class FormService:
             values["description"] = description
         if fields is not None:
             values["fields"] = fields_to_json(fields)
+        if translations is not UNCHANGED:
+            values["translations"] = translations or None
         if retention_days is not UNCHANGED:
             _check_retention_change(self.principal, form.retention_days, retention_days)
             values["retention_days"] = retention_days
@@ -265,6 +273,7 @@ class FormService:
                     title=form.title,
                     description=form.description,
                     fields=list(form.fields or []),
+                    translations=form.translations or None,
                     published_at=now,
                     published_by=self.principal.user_id,
                 )

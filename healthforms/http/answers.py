@@ -14,6 +14,7 @@ from typing import Any
 from starlette.types import Scope, Send
 
 from healthforms.errors import INTERNAL_ERROR_BODY, HealthformsError
+from healthforms.languages import DEFAULT_LANGUAGE
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -55,13 +56,17 @@ async def send_body(
 
 
 async def send_error(
-    send: Send, error: HealthformsError | None, headers: Iterable[tuple[bytes, bytes]] = ()
+    send: Send,
+    error: HealthformsError | None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    language: str = DEFAULT_LANGUAGE,
 ) -> None:
-    """Answer with the contract's JSON error body; None is the bare 500."""
+    """Answer with the contract's JSON error body (its message in `language`); None is
+    the bare 500."""
     if error is None:
         status, body = 500, INTERNAL_ERROR_BODY
         own: Headers = []
     else:
-        status, body = error.status_code, error.body()
+        status, body = error.status_code, error.body(language)
         own = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     await send_body(send, status, render_json(body), b"application/json", [*own, *headers])

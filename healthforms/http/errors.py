@@ -29,6 +29,7 @@ from healthforms.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from healthforms.languages import DEFAULT_LANGUAGE, negotiate
 
 # (request, status, headers, message) -> the page; web/pages.py `error_page`.
 HtmlErrorPage = Callable[[Request, int, dict[str, str], str | None], Response]
@@ -44,8 +45,14 @@ _STATUS_CODES = {
 }
 
 
-def error_response(error: HealthformsError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+def error_response(error: HealthformsError, language: str = DEFAULT_LANGUAGE) -> JSONResponse:
+    return JSONResponse(error.body(language), status_code=error.status_code, headers=error.headers)
+
+
+def client_language(request: Request) -> str:
+    """The language a JSON answer's messages are written in: English unless the
+    client's Accept-Language asks for another we speak (languages.py)."""
+    return negotiate(request.headers.get("accept-language"))
 
 
 def wants_html(request: Request) -> bool:
@@ -71,7 +78,7 @@ class ErrorHandlers:
         """JSON for /api and non-browser clients; the HTML error page for browsers."""
         if wants_html(request):
             return self.html_page(request, error.status_code, error.headers, error.message)
-        return error_response(error)
+        return error_response(error, client_language(request))
 
     async def healthforms(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HealthformsError)

@@ -36,8 +36,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from healthforms.audit.events import RATELIMIT_EXCEEDED, Outcome
 from healthforms.audit.recorder import Auditor
 from healthforms.errors import RateLimited
-from healthforms.http.answers import send_error
+from healthforms.http.answers import header, send_error
 from healthforms.http.client_ip import rate_identifier
+from healthforms.languages import negotiate
 from healthforms.security.context import CurrentPrincipal, RequestState, request_state
 from healthforms.security.ratelimit import (
     RateDecision,
@@ -51,6 +52,8 @@ log = structlog.get_logger("healthforms.security")
 
 AUTH_POLICY_PATHS = frozenset({"/api/auth/session-login", "/login"})
 PUBLIC_PREFIX = "/api/public/"
+# Policies a patient's request takes: their refusals are audited with pseudonyms.
+PATIENT_POLICIES = frozenset({"public", "draft_code", "draft_code_form"})
 # Submissions through a public link or a patient's request link.
 _SUBMISSION_PATH_RE = re.compile(r"^/api/public/(forms|requests)/[^/]+/responses/?$")
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -73,7 +76,7 @@ async def record_refusal(
             context,
             actor_id=actor_id,
             organization_id=organization_id,
-            patient=decision.policy == "public",
+            patient=decision.policy in PATIENT_POLICIES,
         )
         try:
             await auditor.record(
@@ -94,13 +97,15 @@ async def refuse(
     *,
     actor_id: str | None = None,
     organization_id: str | None = None,
+    accept_language: str | None = None,
 ) -> None:
-    """Record the refusal, then answer 429 with Retry-After and every RateLimit header."""
+    """Record the refusal, then answer 429 with Retry-After and every RateLimit header
+    (the message in the language the client's Accept-Language asks for)."""
     await record_refusal(
         state, request, verdict, actor_id=actor_id, organization_id=organization_id
     )
     decisions = request.rate_decisions or list(verdict.decisions)
-    await send_error(send, RateLimited(), rate_limit_headers(decisions))
+    await send_error(send, RateLimited(), rate_limit_headers(decisions), negotiate(accept_language))
 
 
 def with_rate_headers(message: Message, decisions: list[RateDecision]) -> Message:
@@ -181,7 +186,13 @@ class RateLimitMiddleware:
             verdict = await self.limiter.check_one(policy, identifier)
             request.note_rate(verdict)
             if not verdict.allowed:
-                await refuse(send, self.state, request, verdict)
+                await refuse(
+                    send,
+                    self.state,
+                    request,
+                    verdict,
+                    accept_language=header(scope, b"accept-language"),
+                )
                 return
 
         async def send_with_headers(message: Message) -> None:
@@ -210,7 +221,13 @@ class RateLimitMiddleware:
                 verdict = await deferred.take()
                 if not verdict.allowed:
                     refused = True
-                    await refuse(send, self.state, request, verdict)
+                    await refuse(
+                        send,
+                        self.state,
+                        request,
+                        verdict,
+                        accept_language=header(scope, b"accept-language"),
+                    )
                     return
                 message = with_rate_headers(message, request.rate_decisions)
             await send(message)

@@ -20,6 +20,7 @@ from healthforms.outbox.models import Delivery, OutboxMessage  # noqa: F401
 from healthforms.patient_requests.models import PatientRequest  # noqa: F401
 from healthforms.responses.models import ResponsePdf, ResponseRow  # noqa: F401
 from healthforms.security.fencing import LockFence, LockLease  # noqa: F401
+from healthforms.submissions.drafts.models import FormDraft  # noqa: F401
 
 config = context.config
 target_metadata = Base.metadata

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Header
 from fastapi.responses import JSONResponse
 
 from healthforms.audit.recorder import PatientAuditorDep
 from healthforms.clock import rfc3339
+from healthforms.languages import negotiate
 from healthforms.patient_requests import service
 from healthforms.security.context import RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
@@ -53,10 +54,18 @@ async def submit_request_response(
     session: DbSessionDep,
     auditor: PatientAuditorDep,
     body: Any = Body(None),  # noqa: B008
+    accept_language: str | None = Header(None, include_in_schema=False),  # noqa: B008
 ) -> JSONResponse:
     # The response, the request's completion and both audit events commit together.
     result = await service.submit_to_request(
-        state, session, token, body, current.context, auditor, current.public_token
+        state,
+        session,
+        token,
+        body,
+        current.context,
+        auditor,
+        current.public_token,
+        language=negotiate(accept_language),
     )
     return JSONResponse(
         confirmation_json(result),

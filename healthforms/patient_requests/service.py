@@ -52,6 +52,7 @@ from healthforms.errors import Conflict, HealthformsError, NotFound, ValidationF
 from healthforms.forms.models import Form
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
+from healthforms.languages import DEFAULT_LANGUAGE, N_
 from healthforms.patient_requests.mail import enqueue_link, enqueue_receipt
 from healthforms.patient_requests.models import PatientRequest
 from healthforms.responses.patients import PatientIdentity
@@ -92,7 +93,7 @@ CHANNEL_EMAIL = "email"
 
 class RequestClosed(HealthformsError):
     status_code, code = 410, "request_closed"
-    message = "This link was already used or has expired. Contact your clinic."
+    message = N_("This link was already used or has expired. Contact your clinic.")
 
 
 class FormNotPublished(Conflict):
@@ -752,6 +753,7 @@ async def submit_to_request(
     context: RequestContext,
     auditor: Auditor,
     rate_check: Callable[[], Awaitable[RateVerdict]] | None = None,
+    language: str = DEFAULT_LANGUAGE,
 ) -> SubmissionResult:
     """A submission through a request's link: SubmissionService's exactly-once storage
     (nonce claim, validation, resends) plus the request's completion in the same
@@ -777,4 +779,5 @@ async def submit_to_request(
         rate_check,
         scope=nonce_scope(row.id),
         link=link,
+        language=language,
     )

@@ -13,6 +13,7 @@ import binascii
 import io
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from healthforms.forms.conditions import visible_fields
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.forms.scores import score_text
+from healthforms.languages import N_
 from healthforms.submissions.validation import MAX_SIGNATURE_PIXELS
 
 # Signatures are at most 256 KiB of PNG (API.md); larger or huge-canvas images are
@@ -31,7 +33,7 @@ _DATA_URL_PREFIX = "data:image/png;base64,"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # C0 controls except tab and newline, DEL and C1 controls: never drawn.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-NOT_ANSWERED = "Not answered"
+NOT_ANSWERED = N_("Not answered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,8 @@ class PdfDocument:
     response_id: str
     submitted_at: datetime
     items: tuple[PdfItem, ...]
+    # The language its labels, options and fixed texts are printed in (languages.py).
+    language: str = "en"
 
     @property
     def submitted_text(self) -> str:
@@ -159,7 +163,14 @@ def _evidence(raw: Any) -> SignatureEvidence | None:
     )
 
 
-def build_item(field: FieldDef, answer: Any, signatures: dict[str, Any]) -> PdfItem:
+def build_item(
+    field: FieldDef,
+    answer: Any,
+    signatures: dict[str, Any],
+    option_labels: Mapping[str, str] | None = None,
+) -> PdfItem:
+    """One question; `option_labels` prints canonical options in another language."""
+    labels = option_labels or {}
     label = clean_text(field.label)
     if not field.takes_answer:
         # Headings and page titles print as section titles; a paragraph prints its text
@@ -178,7 +189,7 @@ def build_item(field: FieldDef, answer: Any, signatures: dict[str, Any]) -> PdfI
     if field.type is FieldType.CHECKBOX and field.options:
         raw = answer if isinstance(answer, list) else ([] if answer is None else [answer])
         chosen = [str(c) for c in raw if isinstance(c, str | int | float)]
-        choices = [(clean_text(opt), opt in chosen) for opt in field.options]
+        choices = [(clean_text(labels.get(opt, opt)), opt in chosen) for opt in field.options]
         # An answer outside the version's options is still shown, never dropped.
         known = set(field.options)
         choices += [(clean_text(c), True) for c in chosen if c not in known]
@@ -186,6 +197,8 @@ def build_item(field: FieldDef, answer: Any, signatures: dict[str, Any]) -> PdfI
     if field.type is FieldType.CHECKBOX:
         checked = answer if isinstance(answer, bool) else None
         return PdfItem(field_id=field.id, label=label, kind=field.type, checked=checked)
+    if isinstance(answer, str) and answer in labels:
+        answer = labels[answer]
     return PdfItem(field_id=field.id, label=label, kind=field.type, text=format_answer(answer))
 
 
@@ -201,14 +214,18 @@ def build_document(
     answers: dict[str, Any],
     signatures: dict[str, Any],
     scores: dict[str, Any] | None = None,
+    option_labels: Mapping[str, Mapping[str, str]] | None = None,
+    language: str = "en",
 ) -> PdfDocument:
-    """The PDF model of one response: its version's fields, in order, shown ones only;
-    a score field shows the score sealed with the response (value and band)."""
+    """The PDF model of one response: its version's fields, in order, shown ones only
+    (labels as given; `option_labels`: field id -> option -> its printed label); a score
+    field shows the score sealed with the response (value and band)."""
     shown = shown_field_ids(fields, answers)
+    labels = option_labels or {}
     items = tuple(
         PdfItem(f.id, clean_text(f.label), f.type, text=score_text((scores or {}).get(f.id)))
         if f.type is FieldType.SCORE
-        else build_item(f, answers.get(f.id), signatures)
+        else build_item(f, answers.get(f.id), signatures, labels.get(f.id))
         for f in fields
         if f.id in shown
     )
@@ -220,4 +237,5 @@ def build_document(
         response_id=response_id,
         submitted_at=submitted_at,
         items=items,
+        language=language,
     )

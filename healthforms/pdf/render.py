@@ -20,6 +20,8 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
 from healthforms.forms.schema import LAYOUT_TYPES, FieldDef, FieldType
+from healthforms.forms.translations import localize
+from healthforms.languages import DEFAULT_LANGUAGE, N_, Message, translate
 from healthforms.pdf.document import NOT_ANSWERED, PdfDocument, PdfItem, build_document
 
 FONT_DIR = Path(__file__).parent / "fonts"
@@ -48,6 +50,10 @@ class _ResponsePdf(FPDF):
         self.set_creator("healthforms")
         self.set_author(doc.organization)
 
+    def _t(self, message: Message) -> str:
+        """A fixed text of the PDF in the document's language."""
+        return translate(message, self.doc.language)
+
     def header(self) -> None:
         if self.page_no() == 1:
             return
@@ -56,7 +62,7 @@ class _ResponsePdf(FPDF):
         self.cell(
             0,
             5,
-            f"{self.doc.title}  ·  Response {self.doc.response_id}",
+            self._t(N_("{title}  ·  Response {id}", title=self.doc.title, id=self.doc.response_id)),
             new_x=XPos.LMARGIN,
             new_y=YPos.NEXT,
         )
@@ -68,8 +74,23 @@ class _ResponsePdf(FPDF):
         self.set_font(FONT, "", 8)
         self.set_text_color(*_MUTED)
         width = self.w - 2 * _MARGIN
-        self.cell(width / 2, 5, f"{self.doc.organization}  ·  version {self.doc.version}")
-        self.cell(width / 2, 5, f"Page {self.page_no()} of {{nb}}", align="R")
+        self.cell(
+            width / 2,
+            5,
+            self._t(
+                N_(
+                    "{clinic}  ·  version {version}",
+                    clinic=self.doc.organization,
+                    version=self.doc.version,
+                )
+            ),
+        )
+        self.cell(
+            width / 2,
+            5,
+            self._t(N_("Page {page} of {pages}", page=self.page_no(), pages="{nb}")),
+            align="R",
+        )
 
     def _rule(self) -> None:
         self.set_draw_color(*_RULE)
@@ -96,9 +117,9 @@ class _ResponsePdf(FPDF):
         self.set_font(FONT, "", 9)
         self.set_text_color(*_INK)
         pairs = (
-            ("Form version", str(doc.version)),
-            ("Submitted", doc.submitted_text),
-            ("Response", doc.response_id),
+            (self._t(N_("Form version")), str(doc.version)),
+            (self._t(N_("Submitted")), doc.submitted_text),
+            (self._t(N_("Response")), doc.response_id),
         )
         width = (self.w - 2 * _MARGIN) / len(pairs)
         top = self.get_y()
@@ -137,7 +158,7 @@ class _ResponsePdf(FPDF):
         elif item.choices:
             height += 6 * len(item.choices)
         else:
-            height += 5.5 * self._lines(item.text or NOT_ANSWERED, 11)
+            height += 5.5 * self._lines(item.text or self._t(NOT_ANSWERED), 11)
         return height + 3
 
     def block(self, item: PdfItem) -> None:
@@ -173,7 +194,9 @@ class _ResponsePdf(FPDF):
             for option, ticked in item.choices:
                 self._tick_line(option, ticked)
         elif item.checked is not None:
-            self._tick_line("Agreed" if item.checked else "Not agreed", item.checked)
+            self._tick_line(
+                self._t(N_("Agreed")) if item.checked else self._t(N_("Not agreed")), item.checked
+            )
         else:
             self._answer_text(item.text)
         self.ln(3)
@@ -184,7 +207,7 @@ class _ResponsePdf(FPDF):
         self.set_font(FONT, "", 11)
         if text is None:
             self.set_text_color(*_MUTED)
-            text = NOT_ANSWERED
+            text = self._t(NOT_ANSWERED)
         else:
             self.set_text_color(*_INK)
         self.multi_cell(0, 5.5, text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -209,7 +232,7 @@ class _ResponsePdf(FPDF):
 
     def _signature(self, item: PdfItem) -> None:
         if item.signature_png is None:
-            unreadable = "Signature image could not be read"
+            unreadable = self._t(N_("Signature image could not be read"))
             self._answer_text(unreadable if item.signature_unreadable else None)
         else:
             # Image size in mm from its pixels, bounded to the signature box.
@@ -230,13 +253,20 @@ class _ResponsePdf(FPDF):
             return
         self.set_font(FONT, "", 8)
         self.set_text_color(*_MUTED)
+        unknown = self._t(N_("unknown"))
         lines = [
-            f"Signed at: {ev.signed_at or 'unknown'}    IP: {ev.ip or 'unknown'}",
-            f"User agent: {ev.user_agent or 'unknown'}",
-            f"Form version hash: {ev.version_hash or 'unknown'}",
+            self._t(
+                N_(
+                    "Signed at: {at}    IP: {ip}",
+                    at=ev.signed_at or unknown,
+                    ip=ev.ip or unknown,
+                )
+            ),
+            self._t(N_("User agent: {agent}", agent=ev.user_agent or unknown)),
+            self._t(N_("Form version hash: {hash}", hash=ev.version_hash or unknown)),
         ]
         if ev.answers_hash:
-            lines.append(f"Answers hash: {ev.answers_hash}")
+            lines.append(self._t(N_("Answers hash: {hash}", hash=ev.answers_hash)))
         for line in lines:
             self.multi_cell(0, 4, line, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
@@ -249,7 +279,7 @@ def render_pdf(doc: PdfDocument) -> bytes:
     if not doc.items:
         pdf.set_font(FONT, "", 11)
         pdf.set_text_color(*_MUTED)
-        pdf.multi_cell(0, 6, "This response has no answers.")
+        pdf.multi_cell(0, 6, translate(N_("This response has no answers."), doc.language))
     for item in doc.items:
         pdf.item(item)
     return bytes(pdf.output())
@@ -269,21 +299,39 @@ class RenderJob:
     answers: dict[str, Any]
     signatures: dict[str, Any]
     scores: dict[str, Any] = field(default_factory=dict)  # forms/scores.py, as sealed
+    # Printed in `language`: the version's `translations` for its texts (forms/
+    # translations.py), the catalogue for the PDF's own words.
+    language: str = DEFAULT_LANGUAGE
+    translations: dict[str, Any] | None = None
 
 
 def document_of(job: RenderJob) -> PdfDocument:
     """The document model of a render job (what either renderer draws)."""
+    shown = localize(
+        job.title,
+        job.description,
+        [field.to_json() for field in job.fields],
+        job.translations,
+        job.language,
+    )
+    labels = {str(raw.get("id")): str(raw.get("label")) for raw in shown.fields}
+    fields = [
+        field.model_copy(update={"label": labels.get(field.id, field.label)})
+        for field in job.fields
+    ]
     return build_document(
         organization=job.organization,
-        title=job.title,
-        description=job.description,
+        title=shown.title,
+        description=shown.description,
         version=job.version,
         response_id=job.response_id,
         submitted_at=job.submitted_at,
-        fields=job.fields,
+        fields=fields,
         answers=job.answers,
         signatures=job.signatures,
         scores=job.scores,
+        option_labels=shown.option_labels(),
+        language=job.language,
     )
 
 

@@ -42,6 +42,7 @@ from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_sealed, p
 from healthforms.errors import Conflict, HealthformsError, NotFound, ServiceUnavailable
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
+from healthforms.languages import DEFAULT_LANGUAGE
 from healthforms.pdf.gotenberg import GotenbergRenderer
 from healthforms.pdf.render import RenderJob, document_of, render_job
 from healthforms.processes import ChildFailed, ChildrenBusy, ChildTimedOut
@@ -233,8 +234,9 @@ class PdfService:
             filename = pdf_filename(version.title, row.submitted_at, row.confirmation)
             return filename, stored
 
-    async def job(self, row: ResponseRow) -> RenderJob:
-        """What the renderer needs: the response's own version's labels and its answers."""
+    async def job(self, row: ResponseRow, language: str | None = None) -> RenderJob:
+        """What the renderer needs: the response's own version's labels and its answers,
+        in `language` (by default the one the patient answered in)."""
         async with self.state.db.sessions() as session:
             version = await get_version(session, row)
             organization = await session.get(Organization, row.organization_id)
@@ -250,6 +252,27 @@ class PdfService:
             answers=content.answers,
             signatures=content.signatures,
             scores=content.scores,
+            language=language or row.language or DEFAULT_LANGUAGE,
+            translations=dict(version.translations or {}),
+        )
+
+    async def copy_in(
+        self, principal: Principal, response_id: str, language: str, auditor: Auditor
+    ) -> DeliveredPdf:
+        """The response printed in `language` (the staff copy in the clinic's language of
+        a response answered in another), rendered for this download and never stored:
+        the stored PDF stays the patient's own. The caller takes the `pdf` token."""
+        async with self.state.db.sessions() as session:
+            row = await get_response(session, principal.organization_id, response_id)
+            version = await get_version(session, row)
+        content = await self._render(principal, await self.job(row, language))
+        await auditor.record(PDF_SERVED, resource_type=RESOURCE_TYPE, resource_id=row.id)
+        stem = pdf_filename(version.title, row.submitted_at, row.confirmation).removesuffix(".pdf")
+        return DeliveredPdf(
+            content=content,
+            sha256=hashlib.sha256(content).hexdigest(),
+            filename=f"{stem} {language}.pdf",
+            generated=True,
         )
 
     async def state_of(self, response_id: str) -> PdfState:

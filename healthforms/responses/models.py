@@ -34,6 +34,8 @@ class ResponseRow(Base):
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     key_id: Mapped[str] = mapped_column(String(32))
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The language the patient answered in (languages.py); None: before languages, English.
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True, default=None)
     # The review: new -> reviewed -> filed, with who moved it there and when.
     review_status: Mapped[str] = mapped_column(String(16), default="new", server_default="new")
     reviewed_by: Mapped[str | None] = mapped_column(String(40), nullable=True)

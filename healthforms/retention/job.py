@@ -42,6 +42,7 @@ from healthforms.redis.client import RedisService
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.retention.service import PURGE_BATCH, purge_expired
 from healthforms.security.locks import RELEASE_SCRIPT, new_token
+from healthforms.submissions.drafts.service import sweep_expired as sweep_expired_drafts
 
 log = structlog.get_logger("healthforms.retention")
 
@@ -143,6 +144,8 @@ class PurgeJob:
             results = await purge_expired(
                 self.db, self.keys, batch=self.batch, should_stop=self._stopping.is_set
             )
+            # Patients' expired drafts (submissions/drafts/) go in the same round.
+            drafts_swept = await sweep_expired_drafts(self.db, self.keys, batch=self.batch)
         except Exception as exc:  # noqa: BLE001 - the job outlives any failure; retried
             log.error("purge_round", round=number, outcome="failed", error_type=type(exc).__name__)
             await self._release(key)
@@ -157,6 +160,7 @@ class PurgeJob:
             outcome=outcome.value,
             forms=len(results),
             purged=purged,
+            drafts_swept=drafts_swept,
             failed_forms=failed,
         )
         if failed:

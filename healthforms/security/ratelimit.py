@@ -34,7 +34,7 @@ from healthforms.redis.scripts import LuaScript
 
 log = structlog.get_logger("healthforms.security")
 
-POLICIES = ("auth", "api", "pdf", "public", "anonymous")
+POLICIES = ("auth", "api", "pdf", "public", "anonymous", "draft_code", "draft_code_form")
 RATELIMIT_KEY = "ratelimit:{{{identifier}}}:{policy}"  # braces: a Cluster hash tag
 # Marks "this identifier's flood was already audited in this window" (same slot).
 AUDITED_KEY = "ratelimit:{{{identifier}}}:{policy}:audited"

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Header
 from fastapi.responses import JSONResponse
 
 from healthforms.audit.recorder import PatientAuditorDep
 from healthforms.clock import rfc3339
+from healthforms.languages import negotiate
 from healthforms.security.context import RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
+from healthforms.submissions.drafts.service import DraftSent, forget_pointer
 from healthforms.submissions.service import (
     SubmissionService,
     confirmation_json,
@@ -49,12 +51,25 @@ async def submit_response(
     session: DbSessionDep,
     auditor: PatientAuditorDep,
     body: Any = Body(None),  # noqa: B008
+    accept_language: str | None = Header(None, include_in_schema=False),  # noqa: B008
 ) -> JSONResponse:
     form = await current_published(state, session, public_id)
+    # A saved draft being sent (`draft`: its token) is deleted in the same transaction.
+    draft = body.get("draft") if isinstance(body, dict) else None
+    link = DraftSent(draft, form.form_id) if draft is not None else None
     # The response row and its `response.submitted` event commit in one transaction.
     result = await SubmissionService(state).submit(
-        session, form, body, current.context, auditor, current.public_token
+        session,
+        form,
+        body,
+        current.context,
+        auditor,
+        current.public_token,
+        language=negotiate(accept_language),
+        link=link,
     )
+    if draft is not None:
+        await forget_pointer(state, draft)
     return JSONResponse(
         confirmation_json(result),
         status_code=201 if result.created else 200,

@@ -18,7 +18,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -43,6 +43,7 @@ from healthforms.forms.scores import (
     patient_scores,
     scores_json,
 )
+from healthforms.languages import DEFAULT_LANGUAGE, N_, is_supported
 from healthforms.outbox.store import RESPONSE_SUBMITTED as RESPONSE_SUBMITTED_MESSAGE
 from healthforms.outbox.store import enqueue
 from healthforms.redis.errors import RedisUnavailable
@@ -65,17 +66,17 @@ CONFIRMATION_LENGTH = 10
 
 class NonceInvalid(HealthformsError):
     status_code, code = 400, "nonce_invalid"
-    message = "This form link has expired. Reload the page and submit again."
+    message = N_("This form link has expired. Reload the page and submit again.")
 
 
 class NonceUsed(Conflict):
     code = "nonce_used"
-    message = "This form was already submitted with different answers."
+    message = N_("This form was already submitted with different answers.")
 
 
 class SubmissionInProgress(Conflict):
     code = "submission_in_progress"
-    message = "This submission is being stored. Wait a moment and try again."
+    message = N_("This submission is being stored. Wait a moment and try again.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,8 @@ class PublishedForm:
     description: str
     raw_fields: list[dict[str, Any]]
     fields: list[FieldDef]
+    # The version's texts in other languages (forms/translations.py); {} if none.
+    translations: dict[str, Any] = field(default_factory=dict)
 
     @property
     def patient_fields(self) -> list[dict[str, Any]]:
@@ -96,12 +99,15 @@ class PublishedForm:
         return patient_definition(self.raw_fields)
 
     def public_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "title": self.title,
             "description": self.description,
             "fields": self.patient_fields,
             "version": self.version,
         }
+        if self.translations:
+            body["translations"] = self.translations
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +187,7 @@ async def load_published(session: AsyncSession, public_id: str) -> PublishedForm
         description=version.description,
         raw_fields=list(version.fields),
         fields=fields_from_json(version.fields),
+        translations=dict(version.translations or {}),
     )
 
 
@@ -257,13 +264,19 @@ class SubmissionService:
         *,
         scope: str | None = None,
         link: ResponseLink | None = None,
+        language: str = DEFAULT_LANGUAGE,
     ) -> SubmissionResult:
         """Store one submission once, with its `response.submitted` audit event in the
         same transaction. `rate_check` takes the client's `public` token; it is run
         together with the nonce claim (http/ratelimits.py). `scope` is where the nonce
-        was issued (issue_nonce); `link` adds its work to the response's transaction."""
+        was issued (issue_nonce); `link` adds its work to the response's transaction.
+        The response records the language the patient answered in: the body's
+        `language` when it is one we speak, else `language` (the client's
+        Accept-Language)."""
         if not isinstance(body, dict):
             raise NonceInvalid()
+        if is_supported(body.get("language")):
+            language = str(body["language"])
         nonce = nonces.verify(self.state.keys, scope or form.public_id, body.get("nonce"))
         if nonce is None:
             raise NonceInvalid()
@@ -300,7 +313,17 @@ class SubmissionService:
                 return SubmissionResult(state.confirmation, None, created=False, scores=scores)
             raise NonceUsed()
         stored = await self._store(
-            session, form, nonce, answers, digest, context, auditor, redis_up, link, scores
+            session,
+            form,
+            nonce,
+            answers,
+            digest,
+            context,
+            auditor,
+            redis_up,
+            link,
+            language=language,
+            scores=scores,
         )
         return replace(stored, scores=scores)
 
@@ -329,17 +352,16 @@ class SubmissionService:
         ]
         if not signature_ids:
             return {}
-        version_hash = hashlib.sha256(
-            canonical_json(
-                {
-                    "formId": form.form_id,
-                    "version": form.version,
-                    "title": form.title,
-                    "description": form.description,
-                    "fields": form.raw_fields,
-                }
-            )
-        ).hexdigest()
+        shown: dict[str, Any] = {
+            "formId": form.form_id,
+            "version": form.version,
+            "title": form.title,
+            "description": form.description,
+            "fields": form.raw_fields,
+        }
+        if form.translations:  # what was signed may have been read in another language
+            shown["translations"] = form.translations
+        version_hash = hashlib.sha256(canonical_json(shown)).hexdigest()
         others = {k: v for k, v in answers.items() if k not in signature_ids}
         answers_hash = hashlib.sha256(canonical_json(others)).hexdigest()
         return {
@@ -365,6 +387,7 @@ class SubmissionService:
         redis_up: bool,
         link: ResponseLink | None = None,
         scores: tuple[ScoreResult, ...] = (),
+        language: str = DEFAULT_LANGUAGE,
     ) -> SubmissionResult:
         now = utcnow()
         linked_events: list[AuditEvent] = []
@@ -392,6 +415,7 @@ class SubmissionService:
                     "wrapped_key": sealed.wrapped_key,
                     "key_id": sealed.key_id,
                     "submitted_at": now,
+                    "language": language,
                 },
             )
             identity = identity_of(form.fields, answers)

@@ -28,6 +28,7 @@ from healthforms.forms.validation import (
     UnsafePattern,
     compile_pattern,
 )
+from healthforms.languages import N_
 
 SIGNATURE_PREFIX = "data:image/png;base64,"
 MAX_SIGNATURE_CHARS = 256 * 1024
@@ -55,9 +56,10 @@ def answers_size(answers: Mapping[str, Any]) -> int:
 def answers_too_large(limit: int) -> str:
     """The 422 message for answers over the cap (names the limit, never a value)."""
     size = f"{limit // 1024} KiB" if limit >= 1024 else f"{limit} bytes"
-    return (
-        f"The answers are too large to send together (at most {size} in all). "
-        "Shorten the longest answers and send again."
+    return N_(
+        "The answers are too large to send together (at most {size} in all). "
+        "Shorten the longest answers and send again.",
+        size=size,
     )
 
 
@@ -72,12 +74,12 @@ def _is_blank(value: object) -> bool:
 
 def _text(field: FieldDef, value: object, default_max: int) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be text")
+        raise ValueError(N_("must be text"))
     limit = int(field.max) if field.max is not None else default_max
     if len(value) > limit:
-        raise ValueError(f"must be at most {limit} characters")
+        raise ValueError(N_("must be at most {limit} characters", limit=limit))
     if field.min is not None and len(value.strip()) < int(field.min):
-        raise ValueError(f"must be at least {int(field.min)} characters")
+        raise ValueError(N_("must be at least {limit} characters", limit=int(field.min)))
     _check_pattern(field, value)
     return value
 
@@ -88,28 +90,28 @@ def _check_pattern(field: FieldDef, value: str) -> None:
     try:
         compiled = compile_pattern(field.pattern)
     except UnsafePattern as exc:  # a definition that predates the rule: refuse, never hang
-        raise ValueError("cannot be checked") from exc
+        raise ValueError(N_("cannot be checked")) from exc
     if compiled.fullmatch(value) is None:
-        raise ValueError("does not have the expected format")
+        raise ValueError(N_("does not have the expected format"))
 
 
 def _email(field: FieldDef, value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be an email address")
+        raise ValueError(N_("must be an email address"))
     value = value.strip()
     if len(value) > MAX_EMAIL or not _EMAIL_RE.match(value):
-        raise ValueError("must be an email address")
+        raise ValueError(N_("must be an email address"))
     _check_pattern(field, value)
     return value
 
 
 def _phone(field: FieldDef, value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be a phone number")
+        raise ValueError(N_("must be a phone number"))
     value = value.strip()
     digits = sum(ch.isdigit() for ch in value)
     if not _PHONE_RE.match(value) or not 7 <= digits <= 15:
-        raise ValueError("must be a phone number")
+        raise ValueError(N_("must be a phone number"))
     _check_pattern(field, value)
     return value
 
@@ -117,75 +119,75 @@ def _phone(field: FieldDef, value: object) -> str:
 def _number(field: FieldDef, value: object) -> int | float:
     number: int | float
     if isinstance(value, bool):
-        raise ValueError("must be a number")
+        raise ValueError(N_("must be a number"))
     if isinstance(value, int | float):
         number = value
     elif isinstance(value, str) and _NUMBER_RE.match(value.strip()):
         text = value.strip()
         number = float(text) if "." in text else int(text)
     else:
-        raise ValueError("must be a number")
+        raise ValueError(N_("must be a number"))
     if isinstance(number, float) and not math.isfinite(number):
-        raise ValueError("must be a number")
+        raise ValueError(N_("must be a number"))
     if abs(number) > 1e15:
-        raise ValueError("is out of range")
+        raise ValueError(N_("is out of range"))
     if field.min is not None and number < field.min:
-        raise ValueError(f"must be at least {field.min:g}")
+        raise ValueError(N_("must be at least {limit}", limit=f"{field.min:g}"))
     if field.max is not None and number > field.max:
-        raise ValueError(f"must be at most {field.max:g}")
+        raise ValueError(N_("must be at most {limit}", limit=f"{field.max:g}"))
     return number
 
 
 def _date(value: object) -> str:
     if not isinstance(value, str) or not _DATE_RE.match(value):
-        raise ValueError("must be a date (yyyy-mm-dd)")
+        raise ValueError(N_("must be a date (yyyy-mm-dd)"))
     try:
         date.fromisoformat(value)
     except ValueError as exc:
-        raise ValueError("must be a date (yyyy-mm-dd)") from exc
+        raise ValueError(N_("must be a date (yyyy-mm-dd)")) from exc
     return value
 
 
 def _choice(field: FieldDef, value: object) -> str:
     if not isinstance(value, str) or value not in (field.options or []):
-        raise ValueError("must be one of the options")
+        raise ValueError(N_("must be one of the options"))
     return value
 
 
 def _checkbox(field: FieldDef, value: object) -> bool | list[str]:
     if field.options is None:
         if not isinstance(value, bool):
-            raise ValueError("must be true or false")
+            raise ValueError(N_("must be true or false"))
         return value
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError("must be a list of options")
+        raise ValueError(N_("must be a list of options"))
     allowed = set(field.options)
     if any(item not in allowed for item in value):
-        raise ValueError("must only contain the options")
+        raise ValueError(N_("must only contain the options"))
     if len(set(value)) != len(value):
-        raise ValueError("must not repeat an option")
+        raise ValueError(N_("must not repeat an option"))
     # Keep the form's order so equal choices always store (and hash) the same.
     return [option for option in field.options if option in set(value)]
 
 
 def _signature(value: object) -> str:
     if not isinstance(value, str) or not value.startswith(SIGNATURE_PREFIX):
-        raise ValueError("must be a PNG image")
+        raise ValueError(N_("must be a PNG image"))
     if len(value) > MAX_SIGNATURE_CHARS:
-        raise ValueError("is too large (at most 256 KiB)")
+        raise ValueError(N_("is too large (at most 256 KiB)"))
     try:
         decoded = base64.b64decode(value[len(SIGNATURE_PREFIX) :], validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ValueError("must be a PNG image") from exc
+        raise ValueError(N_("must be a PNG image")) from exc
     if not decoded.startswith(PNG_MAGIC):
-        raise ValueError("must be a PNG image")
+        raise ValueError(N_("must be a PNG image"))
     # A few KiB of PNG can claim a huge canvas (a decompression bomb for whoever draws
     # it, e.g. the PDF renderer): check the size it declares, then that it decodes.
     try:
         with Image.open(io.BytesIO(decoded), formats=("PNG",)) as image:
             width, height = image.size
             if width * height > MAX_SIGNATURE_PIXELS:
-                raise ValueError("is too large (at most 4 megapixels)")
+                raise ValueError(N_("is too large (at most 4 megapixels)"))
             image.load()
     except (
         UnidentifiedImageError,
@@ -193,7 +195,7 @@ def _signature(value: object) -> str:
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as exc:
-        raise ValueError("must be a PNG image") from exc
+        raise ValueError(N_("must be a PNG image")) from exc
     return value
 
 
@@ -232,12 +234,12 @@ def validate_answers(
     as stored, `fields` carries the key "answers" (a patient sees the message).
     """
     if not isinstance(raw, dict):
-        raise ValidationFailed({"answers": "answers must be an object"})
+        raise ValidationFailed({"answers": N_("answers must be an object")})
     known = {field.id for field in fields if field.takes_answer}
     errors: dict[str, str] = {}
     for key in raw:
         if key not in known and len(errors) < MAX_UNKNOWN_REPORTED:
-            errors[str(key)[:64]] = "unknown field"
+            errors[str(key)[:64]] = N_("unknown field")
     cleaned: dict[str, Any] = {}
     walk = Walk()
     for field in fields:
@@ -254,14 +256,16 @@ def validate_answers(
         )
         if _is_blank(value) or consent_unticked:
             if field.required:
-                errors[field.id] = "is required"
+                errors[field.id] = N_("is required")
             elif consent_unticked:
                 cleaned[field.id] = False
             continue
         try:
             cleaned[field.id] = _validate_one(field, value)
         except ValueError as exc:
-            errors[field.id] = str(exc)
+            # The Message itself (not str()): the answer translates it (languages.py).
+            message = exc.args[0] if exc.args else ""
+            errors[field.id] = message if isinstance(message, str) else str(exc)
     if answers_size(cleaned) > max_bytes:
         errors["answers"] = answers_too_large(max_bytes)
     if errors:

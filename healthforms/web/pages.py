@@ -1,4 +1,5 @@
-"""Rendering of the server-side pages: one Jinja2 environment, assets, safe `next` paths."""
+"""Rendering of the server-side pages: one Jinja2 environment per language, assets, safe
+`next` paths, the patient pages' language (languages.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,20 @@ from urllib.parse import quote, urlsplit
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from healthforms.languages import (
+    DEFAULT_LANGUAGE,
+    LANGUAGE_COOKIE,
+    LANGUAGE_NAMES,
+    LANGUAGE_QUERY,
+    N_,
+    SUPPORTED_LANGUAGES,
+    choose_language,
+    is_supported,
+    script_messages,
+    translate,
+    translations,
+)
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -34,13 +49,16 @@ def asset_url(relative: str) -> str:
 
 
 @cache
-def environment() -> Environment:
+def environment(language: str = DEFAULT_LANGUAGE) -> Environment:
+    """The pages' environment speaking `language` ({% trans %} and _() in templates)."""
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.globals["asset"] = asset_url
     env.globals["form_pages"] = form_pages
     return env
@@ -69,10 +87,41 @@ def render(
     *,
     status_code: int = 200,
     headers: dict[str, str] | None = None,
+    language: str = DEFAULT_LANGUAGE,
     **context: Any,
 ) -> HTMLResponse:
-    html = environment().get_template(template).render(request=request, **context)
+    """The page in `language` (staff pages: English). A page that offers the language
+    switch passes `languages=language_choices()`."""
+    language = language if is_supported(language) else DEFAULT_LANGUAGE
+    html = (
+        environment(language)
+        .get_template(template)
+        .render(
+            request=request,
+            lang=language,
+            lang_query=LANGUAGE_QUERY,
+            script_messages=script_messages(language),
+            **context,
+        )
+    )
     return HTMLResponse(html, status_code=status_code, headers={**NO_STORE, **(headers or {})})
+
+
+def language_choices() -> list[tuple[str, str]]:
+    return [(code, LANGUAGE_NAMES[code]) for code in SUPPORTED_LANGUAGES]
+
+
+def is_patient_path(path: str) -> bool:
+    return path.startswith(("/f/", "/r/"))
+
+
+def patient_language(request: Request) -> str:
+    """A patient page's language: its `?lang=` switch, the switch's cookie, the browser."""
+    return choose_language(
+        request.query_params.get(LANGUAGE_QUERY),
+        request.cookies.get(LANGUAGE_COOKIE),
+        request.headers.get("accept-language"),
+    )
 
 
 def safe_next(value: str | None, default: str = "/forms") -> str:
@@ -101,17 +150,20 @@ def login_url(request: Request) -> str:
 
 
 ERROR_TITLES = {
-    400: "Something was wrong with that request",
-    401: "Please sign in",
-    403: "You do not have access to this page",
-    404: "Page not found",
-    405: "That action is not available here",
-    409: "That conflicts with a recent change",
-    413: "That upload is too large",
-    429: "Too many requests",
-    500: "Something went wrong on our side",
-    503: "The service is temporarily unavailable",
+    400: N_("Something was wrong with that request"),
+    401: N_("Please sign in"),
+    403: N_("You do not have access to this page"),
+    404: N_("Page not found"),
+    405: N_("That action is not available here"),
+    409: N_("That conflicts with a recent change"),
+    413: N_("That upload is too large"),
+    429: N_("Too many requests"),
+    500: N_("Something went wrong on our side"),
+    503: N_("The service is temporarily unavailable"),
 }
+DEFAULT_ERROR_TITLE = N_("Something went wrong")
+# The 404 page says more than NotFound's generic message.
+_GENERIC_NOT_FOUND = "Not found."
 
 
 def retry_after_seconds(headers: dict[str, str]) -> int | None:
@@ -132,17 +184,22 @@ def error_page(
     template = {404: "errors/404.html", 429: "errors/429.html"}.get(
         status_code, "errors/error.html"
     )
-    title = ERROR_TITLES.get(status_code, "Something went wrong")
+    # A patient's error page speaks the patient's language; staff pages stay English.
+    language = patient_language(request) if is_patient_path(request.url.path) else DEFAULT_LANGUAGE
+    title = translate(ERROR_TITLES.get(status_code, DEFAULT_ERROR_TITLE), language)
+    if message == _GENERIC_NOT_FOUND:
+        message = None
     try:
         return render(
             request,
             template,
             status_code=status_code,
             headers=headers,
+            language=language,
             title=title,
             status=status_code,
             retry_after=retry_after,
-            message=message,
+            message=translate(message, language) if message else None,
         )
     except Exception:  # noqa: BLE001 - an error page must never fail into a traceback
         return HTMLResponse(
@@ -159,7 +216,7 @@ def static_error_html(status_code: int) -> str:
             environment()
             .get_template("errors/error.html")
             .render(
-                title=ERROR_TITLES.get(status_code, "Something went wrong"),
+                title=ERROR_TITLES.get(status_code, DEFAULT_ERROR_TITLE),
                 status=status_code,
                 retry_after=None,
                 message=None,

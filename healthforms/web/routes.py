@@ -30,6 +30,7 @@ from healthforms.alerts.service import list_alerts, mark_read, unread_count
 from healthforms.audit.recorder import AuditorDep
 from healthforms.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from healthforms.forms.templates import TEMPLATES
+from healthforms.forms.translations import localize
 from healthforms.http.errors import wants_html
 from healthforms.http.hot_routes import from_request
 from healthforms.http.ratelimits import take_policy_token
@@ -39,6 +40,16 @@ from healthforms.identity.service import (
     current_user,
     list_users,
     recovery_codes_left,
+)
+from healthforms.languages import (
+    DEFAULT_LANGUAGE,
+    LANGUAGE_COOKIE,
+    LANGUAGE_COOKIE_MAX_AGE,
+    LANGUAGE_NAMES,
+    LANGUAGE_QUERY,
+    N_,
+    is_supported,
+    translate,
 )
 from healthforms.patient_requests.service import RequestClosed, clinic_name, live_request
 from healthforms.pdf.routes import pdf_response
@@ -59,9 +70,16 @@ from healthforms.security.context import request_state
 from healthforms.security.principal import Principal, Role
 from healthforms.state import AppState, DbSessionDep, StateDep
 from healthforms.submissions.service import published_form
-from healthforms.web.pages import STATIC_DIR, login_url, render, safe_next
+from healthforms.web.pages import (
+    STATIC_DIR,
+    language_choices,
+    login_url,
+    patient_language,
+    render,
+    safe_next,
+)
 
-INVALID_LINK = "This form link is not valid."
+INVALID_LINK = N_("This form link is not valid.")
 
 
 class SignInRequired(Exception):
@@ -428,6 +446,10 @@ async def response_page(
         submitted_at=row.submitted_at,
         fields=list(version.fields),
         pdf_state=pdf_state,
+        # A response answered in another language also offers the clinic's copy.
+        answered_in=row.language or DEFAULT_LANGUAGE,
+        clinic_language=DEFAULT_LANGUAGE,
+        language_names=LANGUAGE_NAMES,
         pdf_just_generated=pdf == "generated" and pdf_state == "stored",
         csrf_token=csrf_token,
         **_staff_context(state, staff),
@@ -436,12 +458,28 @@ async def response_page(
 
 @router.get("/responses/{response_id}/pdf")
 async def response_pdf_download(
-    response_id: str, request: Request, staff: StaffPage, state: StateDep, auditor: AuditorDep
+    response_id: str,
+    request: Request,
+    staff: StaffPage,
+    state: StateDep,
+    auditor: AuditorDep,
+    lang: str | None = None,
 ) -> Response:
     """The stored PDF as an attachment named after the form, the date and the
     confirmation code. Generates nothing and takes no `pdf` token: a GET has no side
     effects (API.md "Pages"); without a stored PDF, 404 (409 while one is generated),
-    for a browser as a page that offers the button."""
+    for a browser as a page that offers the button.
+
+    `?lang=en` (any language we speak): the staff copy, the response printed in that
+    language, rendered for this download and not stored (docs/languages.md); it takes
+    a `pdf` token like a generation."""
+    if lang is not None:
+        if not is_supported(lang):
+            raise ValidationFailed({"lang": "unsupported language"})
+        await take_policy_token("pdf", request, staff.principal.user_id, state)
+        return pdf_response(
+            await PdfService(state).copy_in(staff.principal, response_id, lang, auditor)
+        )
     try:
         pdf = await PdfService(state).serve_stored(staff.principal, response_id, auditor)
     except (PdfNotGenerated, PdfInProgress) as exc:
@@ -522,22 +560,47 @@ async def audit_page(request: Request, staff: AdminPage, state: StateDep) -> Res
 async def public_form_page(
     public_id: str, request: Request, db: DbSessionDep, state: StateDep
 ) -> Response:
-    """The published version of a form, rendered for a patient's phone."""
+    """The published version of a form, rendered for a patient's phone in their language."""
     try:
         # The public API's own lookup: the page and the API agree on what is published.
         form = await published_form(state, db, public_id)
     except NotFound:
         raise NotFound(INVALID_LINK) from None
-    return render(
+    language = patient_language(request)
+    # The patient's definition: no score fields or option scores (forms/scores.py).
+    shown = localize(form.title, form.description, form.patient_fields, form.translations, language)
+    page = render(
         request,
         "public_form.html",
-        title=form.title,
+        language=language,
+        languages=language_choices(),
+        title=shown.title,
         public_id=public_id,
-        form_title=form.title,
-        description=form.description,
-        fields=form.patient_fields,  # no score fields or option scores
+        form_title=shown.title,
+        form_title_lang=shown.title_language,
+        description=shown.description,
+        description_lang=shown.description_language,
+        fields=shown.fields,
         version=form.version,
     )
+    return remember_language(request, page, secure=state.settings.secure_cookies)
+
+
+def remember_language(request: Request, page: Response, *, secure: bool) -> Response:
+    """The switch's choice (`?lang=`) kept in a cookie for the patient's next pages. Not
+    PHI and read by no script: HttpOnly, SameSite=Lax, Secure in production."""
+    chosen = request.query_params.get(LANGUAGE_QUERY)
+    if is_supported(chosen):
+        page.set_cookie(
+            LANGUAGE_COOKIE,
+            str(chosen),
+            max_age=LANGUAGE_COOKIE_MAX_AGE,
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+        )
+    return page
 
 
 # The patient's personal link: no session, its token in the path (never in a Referer:
@@ -550,26 +613,37 @@ async def request_form_page(
     the page's script (public_form.js reads them from the JSON API, which also records
     that the link was opened: link previewers that fetch this HTML alone do not).
     Unknown, used, expired or cancelled: one message that says no more than that."""
+    language = patient_language(request)
     try:
         row, form = await live_request(state, db, token)
     except (NotFound, RequestClosed) as exc:
-        return render(
+        closed = render(
             request,
             "request_closed.html",
             status_code=exc.status_code,
-            title="This link cannot be used",
+            language=language,
+            languages=language_choices(),
+            title=translate(N_("This link cannot be used"), language),
         )
+        return remember_language(request, closed, secure=state.settings.secure_cookies)
     clinic = await clinic_name(db, row.organization_id)
-    return render(
+    # The patient's definition: no score fields or option scores (forms/scores.py).
+    shown = localize(form.title, form.description, form.patient_fields, form.translations, language)
+    page = render(
         request,
         "public_form.html",
+        language=language,
+        languages=language_choices(),
         # The title is what a browser's history and tab show: no PHI, not the form.
-        title=f"Your form from {clinic}",
+        title=translate(N_("Your form from {clinic}", clinic=clinic), language),
         public_id="",
         request_mode=True,
         clinic=clinic,
-        form_title=form.title,
-        description=form.description,
-        fields=form.patient_fields,  # no score fields or option scores
+        form_title=shown.title,
+        form_title_lang=shown.title_language,
+        description=shown.description,
+        description_lang=shown.description_language,
+        fields=shown.fields,
         version=form.version,
     )
+    return remember_language(request, page, secure=state.settings.secure_cookies)

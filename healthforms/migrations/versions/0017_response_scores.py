@@ -1,7 +1,7 @@
 """add response_scores: a sealed copy of a response's calculated scores for the list
 
 Revision ID: 0017_response_scores
-Revises: 0014_patient_requests
+Revises: 0019_languages
 Create Date: 2026-12-06 13:40:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017_response_scores"
-down_revision: str | None = "0014_patient_requests"
+down_revision: str | None = "0019_languages"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -86,6 +86,7 @@ export async function api(path, opts = {}) {
     const headers = { Accept: "application/json" };
     if (opts.body !== undefined) headers["Content-Type"] = "application/json";
     if (wantsCsrf) headers["X-CSRF-Token"] = token;
+    if (opts.language) headers["Accept-Language"] = opts.language; // the page's, for its messages
     return fetch(path, {
       method,
       headers,

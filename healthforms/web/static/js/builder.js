@@ -6,8 +6,10 @@ import {
 } from "./api.js";
 import { partsOf } from "./conditions.js";
 import { applyShowWhen, initSignaturePads, renderField } from "./fields.js";
+import { adoptTranslations, initTranslations, translationsBody } from "./builder_translations.js";
 
 initStaffPage();
+initTranslations({ fields: () => fields, onChange: () => markDirty() });
 
 const formId = document.body.dataset.formId;
 const meId = document.body.dataset.meId;
@@ -548,6 +550,7 @@ function adopt(data) {
   fields = (form.fields || []).map((f) => ({ ...f }));
   collapsed.clear();
   if (fields.length >= COLLAPSE_FROM) for (const f of fields) collapsed.add(cardKey(f));
+  adoptTranslations(form);
   dirty = false;
   saveState.textContent = `Revision ${form.revision} saved`;
   renderEditor();
@@ -631,6 +634,7 @@ async function save() {
   try {
     const body = { title: titleInput.value.trim(), description: descInput.value, fields: fields.map(cleanField), revision: form.revision };
     if (canSetRetention) body.retentionDays = retentionDays();
+    body.translations = translationsBody();
     const { status, data } = await api(`/api/forms/${encodeURIComponent(formId)}`, {
       method: "PUT", body, expect: [409, 422],
     });

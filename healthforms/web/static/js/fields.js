@@ -2,13 +2,14 @@
 // client-side hints, the signature pad. Markup mirrors templates/_fields.html.
 import { el } from "./api.js";
 import { LAYOUT, visibleIds } from "./conditions.js";
+import { _ } from "./i18n.js";
 
 const INPUT_TYPES = { text: "text", email: "email", phone: "tel", number: "number", date: "date" };
 
 function requiredMark(f) {
   return f.required
     ? [" ", el("span", { class: "req", "aria-hidden": "true", text: "*" }),
-       el("span", { class: "visually-hidden", text: " (required)" })]
+       el("span", { class: "visually-hidden", text: ` ${_("(required)")}` })]
     : [];
 }
 
@@ -177,17 +178,17 @@ export function clientErrors(root) {
     const required = Boolean(wrap.dataset.required);
     const empty = value === undefined || value === false || (Array.isArray(value) && value.length === 0);
     if (required && empty) {
-      errors[id] = type === "signature" ? "Please sign here." :
-        type === "checkbox" && wrap.querySelector(".consent") ? "Please tick this box to continue." :
-        "This field is required.";
+      errors[id] = type === "signature" ? _("Please sign here.") :
+        type === "checkbox" && wrap.querySelector(".consent") ? _("Please tick this box to continue.") :
+        _("This field is required.");
       continue;
     }
     if (empty) continue;
-    if (type === "email" && !EMAIL_RE.test(value)) errors[id] = "Enter an email address like name@example.com.";
+    if (type === "email" && !EMAIL_RE.test(value)) errors[id] = _("Enter an email address like name@example.com.");
     if (type === "number") {
-      if (typeof value !== "number") errors[id] = "Enter a number.";
-      else if (hasBound(wrap.dataset.min) && value < Number(wrap.dataset.min)) errors[id] = `Enter a number of at least ${wrap.dataset.min}.`;
-      else if (hasBound(wrap.dataset.max) && value > Number(wrap.dataset.max)) errors[id] = `Enter a number of at most ${wrap.dataset.max}.`;
+      if (typeof value !== "number") errors[id] = _("Enter a number.");
+      else if (hasBound(wrap.dataset.min) && value < Number(wrap.dataset.min)) errors[id] = _("Enter a number of at least {min}.", { min: wrap.dataset.min });
+      else if (hasBound(wrap.dataset.max) && value > Number(wrap.dataset.max)) errors[id] = _("Enter a number of at most {max}.", { max: wrap.dataset.max });
     }
   }
   return errors;

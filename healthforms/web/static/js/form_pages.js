@@ -3,6 +3,7 @@
 // does not hold. The phone's Back button walks back through the pages (each Next adds a
 // history entry). Without JavaScript every page shows, one after another.
 import { applyShowWhen, clientErrors, firstControl, showFieldErrors } from "./fields.js";
+import { _ } from "./i18n.js";
 
 /**
  * Paging for `form`, or null when it has a single page. `onErrors(errors)` shows (or,
@@ -34,7 +35,7 @@ export function initPages(form, { onErrors }) {
     }
     pages.forEach((page, index) => { page.hidden = index !== current; });
     const at = position();
-    text.textContent = `Page ${at + 1} of ${live.length}`;
+    text.textContent = _("Page {page} of {pages}", { page: at + 1, pages: live.length });
     bar.max = live.length;
     bar.value = at + 1;
     back.hidden = at <= 0;

@@ -10,6 +10,8 @@ import {
 } from "./fields.js";
 import { initPages } from "./form_pages.js";
 import { applyPrefill } from "./prefill.js";
+import { _, lang } from "./i18n.js";
+import { draftSent, heldDraftToken, initDrafts } from "./drafts.js";
 
 const publicId = document.body.dataset.publicId;
 const requestToken = document.body.dataset.request ? location.pathname.split("/").pop() : null;
@@ -35,7 +37,7 @@ let memory = load();
 const state = () => memory;
 
 async function fetchNonce() {
-  const { data } = await api(formApi, { credentials: "omit", auth401: false });
+  const { data } = await api(formApi, { credentials: "omit", auth401: false, language: lang });
   save({ ...state(), nonce: data.nonce, expiresAt: data.nonceExpiresAt });
   return data.nonce;
 }
@@ -53,9 +55,9 @@ async function currentNonce() {
 // A request link: its answers come prefilled (once per page load, into empty fields), and
 // a nonce still held from before a reload is kept (it may already carry a submission).
 async function loadRequest() {
-  const { status, data } = await api(formApi, { credentials: "omit", auth401: false, expect: [404, 410] });
+  const { status, data } = await api(formApi, { credentials: "omit", auth401: false, expect: [404, 410], language: lang });
   if (status !== 200) {
-    showSummary({}, (data && data.error) || "This link cannot be used. Please contact your clinic.");
+    showSummary({}, (data && data.error) || _("This link cannot be used. Please contact your clinic."));
     return;
   }
   if (!state().confirmation && data.prefill) applyPrefill(form, data.prefill);
@@ -129,7 +131,7 @@ function showScores(scores) {
   list.replaceChildren(...(scores || []).map((s) => el("div", { class: "answer" },
     el("dt", { text: s.label }),
     el("dd", { text: s.value === null || s.value === undefined
-      ? "Not calculated: some questions were not answered."
+      ? _("Not calculated: some questions were not answered.")
       : `${s.value}${s.band ? ` (${s.band})` : ""}` }))));
   box.hidden = !list.children.length;
 }
@@ -149,10 +151,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function post(answers) {
   let nonce = await currentNonce();
   let refreshed = false;
+  // A saved draft being sent (drafts.js): the server deletes it with the response.
+  const draft = requestToken ? null : heldDraftToken();
   for (let attempt = 0; attempt < 8; attempt += 1) {
     const { status, data, headers } = await api(`${formApi}/responses`, {
       method: "POST", csrf: false, credentials: "omit", auth401: false,
-      body: { nonce, answers }, expect: [400, 404, 409, 410, 422, 429],
+      body: draft ? { nonce, answers, draft, language: lang } : { nonce, answers, language: lang },
+      expect: [400, 404, 409, 410, 422, 429], language: lang,
     });
     const code = data && data.code;
     if (status === 200 || status === 201) return { ok: true, confirmation: data.confirmation, scores: data.scores || [] };
@@ -184,11 +189,12 @@ form.addEventListener("submit", async (event) => {
   sending = true;
   submitBtn.disabled = true;
   submitBtn.setAttribute("aria-busy", "true");
-  submitBtn.textContent = "Sending…";
+  submitBtn.textContent = _("Sending…");
   try {
     const result = await post(collectAnswers(form));
     if (result.ok) {
       save({ ...state(), confirmation: result.confirmation });
+      draftSent();
       clearAnswers();
       alreadySent.hidden = true;
       showConfirmation(result.confirmation, true);
@@ -199,30 +205,32 @@ form.addEventListener("submit", async (event) => {
       const fields = (result.data && result.data.fields) || {};
       showFieldErrors(form, fields);
       if (pages && Object.keys(fields).length) pages.showField(Object.keys(fields)[0]);
-      showSummary(fields, Object.keys(fields).length ? null : (result.data && result.data.error) || "Some answers are not valid.");
+      showSummary(fields, Object.keys(fields).length ? null : (result.data && result.data.error) || _("Some answers are not valid."));
     } else if (result.code === "nonce_used" || (result.code === "nonce_invalid" && state().confirmation)) {
       if (state().confirmation) showConfirmation(state().confirmation, true);
-      else showSummary({}, "This form was already sent from this page. Reload the page to send a new response.");
+      else showSummary({}, _("This form was already sent from this page. Reload the page to send a new response."));
     } else if (result.status === 429) {
       const wait = Number(result.retryAfter) || 60;
-      showSummary({}, `Too many attempts from this connection. Please wait ${wait} second${wait === 1 ? "" : "s"} and send again; your answers are kept.`);
+      showSummary({}, wait === 1
+        ? _("Too many attempts from this connection. Please wait 1 second and send again; your answers are kept.")
+        : _("Too many attempts from this connection. Please wait {seconds} seconds and send again; your answers are kept.", { seconds: wait }));
     } else if (result.status === 410) {
-      showSummary({}, (result.data && result.data.error) || "This link was already used or has expired. Contact your clinic.");
+      showSummary({}, (result.data && result.data.error) || _("This link was already used or has expired. Contact your clinic."));
     } else if (result.status === 404) {
-      showSummary({}, "This form is no longer accepting responses. Please contact the clinic.");
+      showSummary({}, _("This form is no longer accepting responses. Please contact the clinic."));
     } else {
-      showSummary({}, (result.data && result.data.error) || "The form could not be sent. Please try again.");
+      showSummary({}, (result.data && result.data.error) || _("The form could not be sent. Please try again."));
     }
   } catch (err) {
     const message = err instanceof ApiError && err.status === 0
-      ? "Could not reach the clinic's server. Your answers are kept; check your connection and press Send again."
-      : "The form could not be sent. Your answers are kept; please press Send again.";
+      ? _("Could not reach the clinic's server. Your answers are kept; check your connection and press Send again.")
+      : _("The form could not be sent. Your answers are kept; please press Send again.");
     showSummary({}, message);
   } finally {
     sending = false;
     submitBtn.disabled = false;
     submitBtn.removeAttribute("aria-busy");
-    submitBtn.textContent = "Send";
+    submitBtn.textContent = _("Send");
   }
 });
 
@@ -254,3 +262,4 @@ else showForm();
 // Fetch the nonce early so sending is one request; failures are retried on send.
 if (requestToken) loadRequest().catch(() => {});
 else currentNonce().catch(() => {});
+if (!requestToken) initDrafts({ publicId, form, currentNonce });

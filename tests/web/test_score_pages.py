@@ -134,7 +134,7 @@ def test_phq9_from_the_gallery_scored_for_staff_never_shown_to_the_patient(
     patient_ctx = new_context(browser, watch, **PHONE)
     patient = patient_ctx.new_page()
     patient.goto(public_url)
-    expect(patient.locator(".q")).to_have_count(10)
+    expect(patient.locator('.q[data-type="radio"]')).to_have_count(10)
     assert "PHQ-9 total" not in patient.content()
     assert "Moderate" not in patient.content()
     answer_phq9(patient, MODERATE)

@@ -48,6 +48,7 @@ from healthforms.submissions.drafts.mail import draft_handlers
 from healthforms.submissions.drafts.routes import router as drafts_router
 from healthforms.submissions.routes import router as public_forms_router
 from healthforms.web.pages import error_page, static_error_html
+from healthforms.web.patient_page import router as patient_page_router
 from healthforms.web.routes import router as web_router
 
 log = structlog.get_logger("healthforms.app")
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(requests_router)
     app.include_router(public_requests_router)
     app.include_router(web_router)
+    app.include_router(patient_page_router)
     return app
 
 

@@ -6,12 +6,14 @@
   an OIDC callback) joins that set. Endpoints that need a session are not limited
   here: without one they answer 401 and keep no state (the session's `api` bucket
   applies once signed in).
-- `public` (per client IP, IPv6 per /64): everything under /api/public/. A form
-  submission's token is deferred: the route takes it together with the nonce claim
-  (two scripts in one write: one round trip, DESIGN.md), and if the route answers
-  without taking it (a 400, a 422, a 404), it is taken here before that answer
-  leaves. Either way no response leaves without it, and over the limit the answer is
-  429, whatever the route had to say.
+- `public` (per client IP, IPv6 per /64): everything under /api/public/, and the
+  patient form page's own POST without JavaScript (/f/{publicId}, /r/{token}: the same
+  submission as HTML). A form submission's token is deferred: the route takes it
+  together with the nonce claim (two scripts in one write: one round trip, DESIGN.md),
+  and if the route answers without taking it (a 400, a 422, a 404), it is taken here
+  before that answer leaves. Either way no response leaves without it, and over the
+  limit the answer is 429, whatever the route had to say (the patient page draws its own
+  429, the form with the answers kept: RequestState.refusal_drawn).
 - Every response of an /api/ request that went through a limiter (these two, the
   session layer's `api` token, a route's `PdfRateLimit`) gets the RateLimit headers of
   API.md, rendered from the request's RequestState.rate_decisions.
@@ -56,6 +58,8 @@ PUBLIC_PREFIX = "/api/public/"
 PATIENT_POLICIES = frozenset({"public", "draft_code", "draft_code_form"})
 # Submissions through a public link or a patient's request link.
 _SUBMISSION_PATH_RE = re.compile(r"^/api/public/(forms|requests)/[^/]+/responses/?$")
+# The patient page posted as HTML (web/patient_page.py): a submission like the above.
+_PAGE_SUBMISSION_RE = re.compile(r"^/(f|r)/[^/]+/?$")
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -153,6 +157,8 @@ def policy_for(method: str, path: str) -> str | None:
     """The path policy of a request, or None (authenticated requests use `api`)."""
     if path.startswith(PUBLIC_PREFIX):
         return "public"
+    if method == "POST" and _PAGE_SUBMISSION_RE.match(path):
+        return "public"
     # The cookie a client brings is ignored by login, so it buys no exemption.
     if method in _UNSAFE and path.rstrip("/") in AUTH_POLICY_PATHS:
         return "auth"
@@ -170,7 +176,11 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if not path.startswith("/api/") and path.rstrip("/") != "/login":
+        if (
+            not path.startswith("/api/")
+            and path.rstrip("/") != "/login"
+            and not _PAGE_SUBMISSION_RE.match(path)
+        ):
             await self.app(scope, receive, send)
             return
         request = request_state(scope)
@@ -178,7 +188,11 @@ class RateLimitMiddleware:
         policy = policy_for(method, path)
         if policy is not None:
             identifier = client_identifier(self.state, request)
-            if policy == "public" and method == "POST" and _SUBMISSION_PATH_RE.match(path):
+            if (
+                policy == "public"
+                and method == "POST"
+                and (_SUBMISSION_PATH_RE.match(path) or _PAGE_SUBMISSION_RE.match(path))
+            ):
                 deferred = DeferredRateCheck(self.limiter, identifier, request)
                 request.public_token = deferred.take
                 await self._call_deferred(scope, receive, send, deferred, request)
@@ -219,7 +233,9 @@ class RateLimitMiddleware:
                 return  # the route's answer was replaced by the 429
             if message["type"] == "http.response.start":
                 verdict = await deferred.take()
-                if not verdict.allowed:
+                if not verdict.allowed and not (
+                    request.refusal_drawn and message.get("status") == RateLimited.status_code
+                ):
                     refused = True
                     await refuse(
                         send,
@@ -229,6 +245,10 @@ class RateLimitMiddleware:
                         accept_language=header(scope, b"accept-language"),
                     )
                     return
+                if not verdict.allowed:
+                    # The route's own 429 (a page that keeps a patient's answers):
+                    # recorded like every refusal, sent with Retry-After and the headers.
+                    await record_refusal(self.state, request, verdict)
                 message = with_rate_headers(message, request.rate_decisions)
             await send(message)
 

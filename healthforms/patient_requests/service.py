@@ -745,6 +745,21 @@ class RequestCompletion:
         ]
 
 
+async def submittable_request(
+    state: AppState, session: AsyncSession, raw_token: object
+) -> tuple[PatientRequest, PublishedForm]:
+    """A request a submission may be sent to and the version it is checked against: a
+    live one, or a completed one (whose resend is answered); 404 unknown, 410 closed."""
+    row = await find_by_token(session, raw_token)
+    if state_of(row) not in (*LIVE, COMPLETED):
+        raise RequestClosed()
+    form = await get_form(session, row.organization_id, row.form_id)
+    published = await published_version(state, session, form)
+    if published is None:
+        raise RequestClosed()
+    return row, published
+
+
 async def submit_to_request(
     state: AppState,
     session: AsyncSession,
@@ -760,14 +775,7 @@ async def submit_to_request(
     transaction. A completed request still answers a resend of the submission that
     completed it (the same nonce and answers: 200, the same confirmation); any other
     copy is 410."""
-    row = await find_by_token(session, raw_token)
-    current = state_of(row)
-    if current not in (*LIVE, COMPLETED):
-        raise RequestClosed()
-    form = await get_form(session, row.organization_id, row.form_id)
-    published = await published_version(state, session, form)
-    if published is None:
-        raise RequestClosed()
+    row, published = await submittable_request(state, session, raw_token)
     contact = open_contact(state.keys, row)
     link = RequestCompletion(row.id, row.organization_id, contact.name if contact else None)
     return await SubmissionService(state).submit(

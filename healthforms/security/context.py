@@ -41,7 +41,14 @@ class RequestContext:
 class RequestState:
     """One request as the layers saw it. Mutable: each layer adds what it decided."""
 
-    __slots__ = ("context", "principal", "public_token", "rate_decisions", "session")
+    __slots__ = (
+        "context",
+        "principal",
+        "public_token",
+        "rate_decisions",
+        "refusal_drawn",
+        "session",
+    )
 
     def __init__(self, context: RequestContext) -> None:
         self.context = context
@@ -52,6 +59,9 @@ class RequestState:
         # A public submission's `public` token, taken once (by the route, together with
         # its nonce claim, or by the rate-limit layer before the answer leaves).
         self.public_token: Callable[[], Awaitable[RateVerdict]] | None = None
+        # The route answered an over-limit submission itself with a 429 of its own (the
+        # patient page, keeping the answers): the rate-limit layer lets that answer pass.
+        self.refusal_drawn = False
 
     def note_rate(self, verdict: RateVerdict) -> None:
         self.rate_decisions.extend(verdict.decisions)

@@ -28,7 +28,7 @@ from healthforms.forms.validation import (
     UnsafePattern,
     compile_pattern,
 )
-from healthforms.languages import N_
+from healthforms.languages import DEFAULT_LANGUAGE, N_, translate
 
 SIGNATURE_PREFIX = "data:image/png;base64,"
 MAX_SIGNATURE_CHARS = 256 * 1024
@@ -41,6 +41,46 @@ _PHONE_RE = re.compile(r"^\+?[0-9 ().-]{7,25}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMBER_RE = re.compile(r"^-?\d{1,15}(\.\d{1,10})?$")
 MAX_UNKNOWN_REPORTED = 20
+_PHONE_DIGITS = (7, 15)
+NUMBER_LIMIT = 1e15
+
+# The server's words. client_rules() hands the same messages to the patient page's
+# checks (static/js/fields.js), so the browser refuses what this module refuses, in the
+# same words; a message never echoes the value (it may be PHI).
+REQUIRED = N_("is required")
+NOT_A_NUMBER = N_("must be a number")
+OUT_OF_RANGE = N_("is out of range")
+BAD_FORMAT = N_("does not have the expected format")
+NOT_AN_EMAIL = N_("must be an email address")
+NOT_A_PHONE = N_("must be a phone number")
+NOT_A_DATE = N_("must be a date (yyyy-mm-dd)")
+NOT_AN_OPTION = N_("must be one of the options")
+SIGNATURE_TOO_LARGE = N_("is too large (at most 256 KiB)")
+
+
+def too_long(limit: int) -> str:
+    return N_("must be at most {limit} characters", limit=limit)
+
+
+def too_short(limit: int) -> str:
+    return N_("must be at least {limit} characters", limit=limit)
+
+
+def _bound_text(bound: float) -> str:
+    """A bound as people write it: 1234567, not 1.23457e+06 (which `:g` gives)."""
+    if bound.is_integer() and abs(bound) < NUMBER_LIMIT:
+        return str(int(bound))
+    return f"{bound:.15g}"
+
+
+def below_min(bound: float) -> str:
+    return N_("must be at least {limit}", limit=_bound_text(bound))
+
+
+def above_max(bound: float) -> str:
+    return N_("must be at most {limit}", limit=_bound_text(bound))
+
+
 CALCULATED_NOT_ANSWERED = "is calculated by the clinic, not answered"
 # The cap on all answers of one response together (HEALTHFORMS_MAX_ANSWERS_BYTES): a
 # long intake form plus one 256 KiB signature. Every byte is paid for again when the
@@ -77,9 +117,9 @@ def _text(field: FieldDef, value: object, default_max: int) -> str:
         raise ValueError(N_("must be text"))
     limit = int(field.max) if field.max is not None else default_max
     if len(value) > limit:
-        raise ValueError(N_("must be at most {limit} characters", limit=limit))
+        raise ValueError(too_long(limit))
     if field.min is not None and len(value.strip()) < int(field.min):
-        raise ValueError(N_("must be at least {limit} characters", limit=int(field.min)))
+        raise ValueError(too_short(int(field.min)))
     _check_pattern(field, value)
     return value
 
@@ -92,26 +132,26 @@ def _check_pattern(field: FieldDef, value: str) -> None:
     except UnsafePattern as exc:  # a definition that predates the rule: refuse, never hang
         raise ValueError(N_("cannot be checked")) from exc
     if compiled.fullmatch(value) is None:
-        raise ValueError(N_("does not have the expected format"))
+        raise ValueError(BAD_FORMAT)
 
 
 def _email(field: FieldDef, value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(N_("must be an email address"))
+        raise ValueError(NOT_AN_EMAIL)
     value = value.strip()
     if len(value) > MAX_EMAIL or not _EMAIL_RE.match(value):
-        raise ValueError(N_("must be an email address"))
+        raise ValueError(NOT_AN_EMAIL)
     _check_pattern(field, value)
     return value
 
 
 def _phone(field: FieldDef, value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(N_("must be a phone number"))
+        raise ValueError(NOT_A_PHONE)
     value = value.strip()
     digits = sum(ch.isdigit() for ch in value)
-    if not _PHONE_RE.match(value) or not 7 <= digits <= 15:
-        raise ValueError(N_("must be a phone number"))
+    if not _PHONE_RE.match(value) or not _PHONE_DIGITS[0] <= digits <= _PHONE_DIGITS[1]:
+        raise ValueError(NOT_A_PHONE)
     _check_pattern(field, value)
     return value
 
@@ -119,38 +159,38 @@ def _phone(field: FieldDef, value: object) -> str:
 def _number(field: FieldDef, value: object) -> int | float:
     number: int | float
     if isinstance(value, bool):
-        raise ValueError(N_("must be a number"))
+        raise ValueError(NOT_A_NUMBER)
     if isinstance(value, int | float):
         number = value
     elif isinstance(value, str) and _NUMBER_RE.match(value.strip()):
         text = value.strip()
         number = float(text) if "." in text else int(text)
     else:
-        raise ValueError(N_("must be a number"))
+        raise ValueError(NOT_A_NUMBER)
     if isinstance(number, float) and not math.isfinite(number):
-        raise ValueError(N_("must be a number"))
-    if abs(number) > 1e15:
-        raise ValueError(N_("is out of range"))
+        raise ValueError(NOT_A_NUMBER)
+    if abs(number) > NUMBER_LIMIT:
+        raise ValueError(OUT_OF_RANGE)
     if field.min is not None and number < field.min:
-        raise ValueError(N_("must be at least {limit}", limit=f"{field.min:g}"))
+        raise ValueError(below_min(field.min))
     if field.max is not None and number > field.max:
-        raise ValueError(N_("must be at most {limit}", limit=f"{field.max:g}"))
+        raise ValueError(above_max(field.max))
     return number
 
 
 def _date(value: object) -> str:
     if not isinstance(value, str) or not _DATE_RE.match(value):
-        raise ValueError(N_("must be a date (yyyy-mm-dd)"))
+        raise ValueError(NOT_A_DATE)
     try:
         date.fromisoformat(value)
     except ValueError as exc:
-        raise ValueError(N_("must be a date (yyyy-mm-dd)")) from exc
+        raise ValueError(NOT_A_DATE) from exc
     return value
 
 
 def _choice(field: FieldDef, value: object) -> str:
     if not isinstance(value, str) or value not in (field.options or []):
-        raise ValueError(N_("must be one of the options"))
+        raise ValueError(NOT_AN_OPTION)
     return value
 
 
@@ -174,7 +214,7 @@ def _signature(value: object) -> str:
     if not isinstance(value, str) or not value.startswith(SIGNATURE_PREFIX):
         raise ValueError(N_("must be a PNG image"))
     if len(value) > MAX_SIGNATURE_CHARS:
-        raise ValueError(N_("is too large (at most 256 KiB)"))
+        raise ValueError(SIGNATURE_TOO_LARGE)
     try:
         decoded = base64.b64decode(value[len(SIGNATURE_PREFIX) :], validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -256,7 +296,7 @@ def validate_answers(
         )
         if _is_blank(value) or consent_unticked:
             if field.required:
-                errors[field.id] = N_("is required")
+                errors[field.id] = REQUIRED
             elif consent_unticked:
                 cleaned[field.id] = False
             continue
@@ -271,3 +311,59 @@ def validate_answers(
     if errors:
         raise ValidationFailed(errors)
     return cleaned
+
+
+def client_rules(field: FieldDef, language: str = DEFAULT_LANGUAGE) -> dict[str, Any]:
+    """The checks of this module a patient's browser can make before sending, with their
+    messages (the page's data-rules; static/js/fields.js `clientErrors` applies them).
+
+    Only what the browser can decide exactly is here; the rest (a pattern JavaScript
+    cannot compile the same way, the total size) stays with the server's 422.
+    """
+    rules: dict[str, Any] = {}
+    if field.required:
+        rules["required"] = REQUIRED
+    kind = field.type
+    if kind in (FieldType.TEXT, FieldType.TEXTAREA):
+        default = DEFAULT_TEXT_MAX if kind is FieldType.TEXT else DEFAULT_TEXTAREA_MAX
+        limit = int(field.max) if field.max is not None else default
+        rules["maxLength"] = {"value": limit, "message": too_long(limit)}
+        if field.min is not None:
+            shortest = int(field.min)
+            rules["minLength"] = {"value": shortest, "message": too_short(shortest)}
+    elif kind is FieldType.EMAIL:
+        rules["email"] = {"re": _EMAIL_RE.pattern, "maxLength": MAX_EMAIL, "message": NOT_AN_EMAIL}
+    elif kind is FieldType.PHONE:
+        low, high = _PHONE_DIGITS
+        rules["phone"] = {"re": _PHONE_RE.pattern, "digits": [low, high], "message": NOT_A_PHONE}
+    elif kind is FieldType.NUMBER:
+        rules["number"] = {"message": NOT_A_NUMBER}
+        rules["range"] = {"value": NUMBER_LIMIT, "message": OUT_OF_RANGE}
+        if field.min is not None:
+            rules["min"] = {"value": field.min, "message": below_min(field.min)}
+        if field.max is not None:
+            rules["max"] = {"value": field.max, "message": above_max(field.max)}
+    elif kind is FieldType.DATE:
+        rules["date"] = {"re": _DATE_RE.pattern, "message": NOT_A_DATE}
+    elif kind is FieldType.SIGNATURE:
+        rules["signature"] = {"maxChars": MAX_SIGNATURE_CHARS, "message": SIGNATURE_TOO_LARGE}
+    if field.pattern is not None and kind in (
+        FieldType.TEXT,
+        FieldType.TEXTAREA,
+        FieldType.EMAIL,
+        FieldType.PHONE,
+    ):
+        # RE2 syntax; the page compiles it with `new RegExp` only when it can.
+        rules["pattern"] = {"value": field.pattern, "message": BAD_FORMAT}
+    return _translated(rules, language)
+
+
+def _translated(rules: dict[str, Any], language: str) -> dict[str, Any]:
+    """The rules with their messages in the page's language."""
+    out: dict[str, Any] = {}
+    for name, rule in rules.items():
+        if isinstance(rule, str):
+            out[name] = translate(rule, language)
+        else:
+            out[name] = {**rule, "message": translate(rule["message"], language)}
+    return out

@@ -30,7 +30,6 @@ from healthforms.alerts.service import list_alerts, mark_read, unread_count
 from healthforms.audit.recorder import AuditorDep
 from healthforms.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from healthforms.forms.templates import TEMPLATES
-from healthforms.forms.translations import localize
 from healthforms.http.errors import wants_html
 from healthforms.http.hot_routes import from_request
 from healthforms.http.ratelimits import take_policy_token
@@ -43,15 +42,15 @@ from healthforms.identity.service import (
 )
 from healthforms.languages import (
     DEFAULT_LANGUAGE,
-    LANGUAGE_COOKIE,
-    LANGUAGE_COOKIE_MAX_AGE,
     LANGUAGE_NAMES,
-    LANGUAGE_QUERY,
-    N_,
     is_supported,
-    translate,
 )
-from healthforms.patient_requests.service import RequestClosed, clinic_name, live_request
+from healthforms.patient_requests.service import (
+    RequestClosed,
+    clinic_name,
+    live_request,
+    nonce_scope,
+)
 from healthforms.pdf.routes import pdf_response
 from healthforms.pdf.service import PdfInProgress, PdfNotGenerated, PdfService
 from healthforms.responses.models import ResponseRow
@@ -69,17 +68,18 @@ from healthforms.responses.service import (
 from healthforms.security.context import request_state
 from healthforms.security.principal import Principal, Role
 from healthforms.state import AppState, DbSessionDep, StateDep
-from healthforms.submissions.service import published_form
 from healthforms.web.pages import (
     STATIC_DIR,
-    language_choices,
     login_url,
-    patient_language,
     render,
     safe_next,
 )
-
-INVALID_LINK = N_("This form link is not valid.")
+from healthforms.web.patient_page import (
+    PatientPage,
+    closed_page,
+    fresh_form_page,
+    public_page,
+)
 
 
 class SignInRequired(Exception):
@@ -560,47 +560,9 @@ async def audit_page(request: Request, staff: AdminPage, state: StateDep) -> Res
 async def public_form_page(
     public_id: str, request: Request, db: DbSessionDep, state: StateDep
 ) -> Response:
-    """The published version of a form, rendered for a patient's phone in their language."""
-    try:
-        # The public API's own lookup: the page and the API agree on what is published.
-        form = await published_form(state, db, public_id)
-    except NotFound:
-        raise NotFound(INVALID_LINK) from None
-    language = patient_language(request)
-    # The patient's definition: no score fields or option scores (forms/scores.py).
-    shown = localize(form.title, form.description, form.patient_fields, form.translations, language)
-    page = render(
-        request,
-        "public_form.html",
-        language=language,
-        languages=language_choices(),
-        title=shown.title,
-        public_id=public_id,
-        form_title=shown.title,
-        form_title_lang=shown.title_language,
-        description=shown.description,
-        description_lang=shown.description_language,
-        fields=shown.fields,
-        version=form.version,
-    )
-    return remember_language(request, page, secure=state.settings.secure_cookies)
-
-
-def remember_language(request: Request, page: Response, *, secure: bool) -> Response:
-    """The switch's choice (`?lang=`) kept in a cookie for the patient's next pages. Not
-    PHI and read by no script: HttpOnly, SameSite=Lax, Secure in production."""
-    chosen = request.query_params.get(LANGUAGE_QUERY)
-    if is_supported(chosen):
-        page.set_cookie(
-            LANGUAGE_COOKIE,
-            str(chosen),
-            max_age=LANGUAGE_COOKIE_MAX_AGE,
-            path="/",
-            httponly=True,
-            samesite="lax",
-            secure=secure,
-        )
-    return page
+    """The published version of a form, rendered for a patient's phone; it also posts
+    without JavaScript (web/patient_page.py)."""
+    return fresh_form_page(request, state, await public_page(state, db, public_id))
 
 
 # The patient's personal link: no session, its token in the path (never in a Referer:
@@ -613,37 +575,10 @@ async def request_form_page(
     the page's script (public_form.js reads them from the JSON API, which also records
     that the link was opened: link previewers that fetch this HTML alone do not).
     Unknown, used, expired or cancelled: one message that says no more than that."""
-    language = patient_language(request)
     try:
         row, form = await live_request(state, db, token)
     except (NotFound, RequestClosed) as exc:
-        closed = render(
-            request,
-            "request_closed.html",
-            status_code=exc.status_code,
-            language=language,
-            languages=language_choices(),
-            title=translate(N_("This link cannot be used"), language),
-        )
-        return remember_language(request, closed, secure=state.settings.secure_cookies)
+        return closed_page(request, exc.status_code)
     clinic = await clinic_name(db, row.organization_id)
-    # The patient's definition: no score fields or option scores (forms/scores.py).
-    shown = localize(form.title, form.description, form.patient_fields, form.translations, language)
-    page = render(
-        request,
-        "public_form.html",
-        language=language,
-        languages=language_choices(),
-        # The title is what a browser's history and tab show: no PHI, not the form.
-        title=translate(N_("Your form from {clinic}", clinic=clinic), language),
-        public_id="",
-        request_mode=True,
-        clinic=clinic,
-        form_title=shown.title,
-        form_title_lang=shown.title_language,
-        description=shown.description,
-        description_lang=shown.description_language,
-        fields=shown.fields,
-        version=form.version,
-    )
-    return remember_language(request, page, secure=state.settings.secure_cookies)
+    page = PatientPage(form=form, action=None, clinic=clinic)
+    return fresh_form_page(request, state, page, scope=nonce_scope(row.id))

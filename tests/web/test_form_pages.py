@@ -95,7 +95,7 @@ def test_a_paged_form_with_any_and_all_conditions_on_a_phone(
     check_page(page, "pages-1")
     # Per-page checks: Next refuses an unanswered required question on this page only.
     page.get_by_role("button", name="Next").click()
-    expect(page.locator("#q-smoker-error")).to_have_text("This field is required.")
+    expect(page.locator("#q-smoker-error")).to_have_text("Is required")
     expect(page.locator("#error-summary")).to_be_visible()
     expect(page.locator("#progress-text")).to_have_text("Page 1 of 2")
     page.get_by_label("Yes").check()
@@ -105,7 +105,7 @@ def test_a_paged_form_with_any_and_all_conditions_on_a_phone(
     expect(page.get_by_role("heading", name="Smoking")).to_be_focused()
     expect(page.locator("#error-summary")).to_be_hidden()
     page.get_by_role("button", name="Next").click()
-    expect(page.locator("#q-packs-error")).to_have_text("This field is required.")
+    expect(page.locator("#q-packs-error")).to_have_text("Is required")
     page.get_by_label("Packs a day").fill("2")
     page.get_by_label("Packs a day").press("Enter")  # Enter on an early page means Next
     expect(page.locator("#progress-text")).to_have_text("Page 3 of 3")
@@ -134,7 +134,7 @@ def test_a_paged_form_with_any_and_all_conditions_on_a_phone(
     page.get_by_label("Tell us more").fill("Peanuts, badly")
     # Send checks every shown page: the consent box is required.
     page.get_by_role("button", name="Send").click()
-    expect(page.locator("#q-agree-error")).to_have_text("Please tick this box to continue.")
+    expect(page.locator("#q-agree-error")).to_have_text("Is required")
     page.get_by_label("I agree").check()
     page.get_by_role("button", name="Send").click()
     code = page.locator("#confirmation-code")

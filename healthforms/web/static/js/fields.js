@@ -165,47 +165,124 @@ export function collectAnswers(root) {
   return answers;
 }
 
-const EMAIL_RE = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+/** The server's checks a field carries (data-rules: submissions/validation.py
+ * `client_rules`), with the server's own messages. A field drawn without them (the
+ * builder preview) is only checked for being required. */
+function rulesOf(wrap) {
+  if (wrap.dataset.rules) {
+    try { return JSON.parse(wrap.dataset.rules) || {}; } catch { return {}; }
+  }
+  return wrap.dataset.required ? { required: "is required" } : {};
+}
 
-/** Client-side hints only (the server's 422 is the truth): {fieldId: message}. */
+const compiled = new Map();
+/** A rule's pattern (RE2 syntax, matched whole) as a RegExp, or null when JavaScript
+ * would read it differently or not at all: then only the server's 422 decides. */
+function patternOf(source) {
+  if (compiled.has(source)) return compiled.get(source);
+  let re = null;
+  // RE2-only syntax JavaScript reads otherwise: [:alpha:], \A \z \Q \E \C, (?P<n>, (?i).
+  if (!/\[:|\\[AzQEC]|\(\?[^:]/.test(source)) {
+    try { re = new RegExp(`^(?:${source})$`, "u"); } catch { re = null; }
+  }
+  compiled.set(source, re);
+  return re;
+}
+
+// Python counts characters (code points), not UTF-16 units.
+const chars = (text) => [...text].length;
+
+function isDate(text, rule) {
+  if (!new RegExp(rule.re, "u").test(text)) return false;
+  const [y, m, d] = text.split("-").map(Number);
+  const day = new Date(0);
+  day.setUTCFullYear(y, m - 1, d);
+  return y >= 1 && day.getUTCFullYear() === y && day.getUTCMonth() === m - 1 && day.getUTCDate() === d;
+}
+
+/** The server's message for one field's current answer, or null: the same checks in
+ * the same order as submissions/validation.py, so the page refuses what the server
+ * refuses, in its words. */
+export function fieldError(wrap) {
+  const rules = rulesOf(wrap);
+  const control = wrap.querySelector("input:not([type=hidden]), textarea, select");
+  // A number input holding text the browser cannot read reports "": say what it is.
+  if (rules.number && control && control.validity && control.validity.badInput) return rules.number.message;
+  const value = fieldValue(wrap);
+  const blank = value === undefined || value === false || (Array.isArray(value) && value.length === 0) ||
+    (typeof value === "string" && value.trim() === "");
+  if (blank) return rules.required || null;
+  if (rules.maxLength && chars(value) > rules.maxLength.value) return rules.maxLength.message;
+  if (rules.minLength && chars(value.trim()) < rules.minLength.value) return rules.minLength.message;
+  if (rules.email && (chars(value) > rules.email.maxLength || !new RegExp(rules.email.re, "u").test(value))) {
+    return rules.email.message;
+  }
+  if (rules.phone) {
+    const digits = (value.match(/[0-9]/g) || []).length;
+    const [low, high] = rules.phone.digits;
+    if (!new RegExp(rules.phone.re, "u").test(value) || digits < low || digits > high) return rules.phone.message;
+  }
+  if (rules.pattern) {
+    const re = patternOf(rules.pattern.value);
+    if (re && !re.test(value)) return rules.pattern.message;
+  }
+  if (rules.number) {
+    if (typeof value !== "number") return rules.number.message;
+    if (Math.abs(value) > rules.range.value) return rules.range.message;
+    if (rules.min && value < rules.min.value) return rules.min.message;
+    if (rules.max && value > rules.max.value) return rules.max.message;
+  }
+  if (rules.date && !isDate(value, rules.date)) return rules.date.message;
+  if (rules.signature && value.length > rules.signature.maxChars) return rules.signature.message;
+  return null;
+}
+
+/** The server's messages for every visible field the page can check: {fieldId: message}.
+ * The server's 422 stays the truth (a pattern JavaScript cannot read, the total size). */
 export function clientErrors(root) {
   const errors = {};
   for (const wrap of root.querySelectorAll(".q[data-field-id]")) {
     if (wrap.hidden) continue;
-    const id = wrap.dataset.fieldId;
-    const type = wrap.dataset.type;
-    const value = fieldValue(wrap);
-    const required = Boolean(wrap.dataset.required);
-    const empty = value === undefined || value === false || (Array.isArray(value) && value.length === 0);
-    if (required && empty) {
-      errors[id] = type === "signature" ? _("Please sign here.") :
-        type === "checkbox" && wrap.querySelector(".consent") ? _("Please tick this box to continue.") :
-        _("This field is required.");
-      continue;
-    }
-    if (empty) continue;
-    if (type === "email" && !EMAIL_RE.test(value)) errors[id] = _("Enter an email address like name@example.com.");
-    if (type === "number") {
-      if (typeof value !== "number") errors[id] = _("Enter a number.");
-      else if (hasBound(wrap.dataset.min) && value < Number(wrap.dataset.min)) errors[id] = _("Enter a number of at least {min}.", { min: wrap.dataset.min });
-      else if (hasBound(wrap.dataset.max) && value > Number(wrap.dataset.max)) errors[id] = _("Enter a number of at most {max}.", { max: wrap.dataset.max });
-    }
+    const message = fieldError(wrap);
+    if (message) errors[wrap.dataset.fieldId] = message;
   }
   return errors;
 }
 
+/** After the first attempt to send (`root.dataset.attempted`), check a field again
+ * whenever its answer changes: a fixed answer's message goes at once, a new problem
+ * shows. `onChange(fieldId, message)` hears each outcome (e.g. to update a summary). */
+export function recheckOnInput(root, onChange = () => {}) {
+  const recheck = (event) => {
+    if (!root.dataset.attempted) return;
+    const wrap = event.target.closest && event.target.closest(".q[data-field-id]");
+    if (!wrap || wrap.hidden) return;
+    const message = fieldError(wrap);
+    showFieldError(wrap, message);
+    onChange(wrap.dataset.fieldId, message);
+  };
+  root.addEventListener("input", recheck);
+  root.addEventListener("change", recheck);
+}
+
 /** Put each message next to its field (aria-invalid + the described-by error text). */
 export function showFieldErrors(root, errors) {
-  for (const wrap of root.querySelectorAll(".q[data-field-id]")) {
-    const raw = errors[wrap.dataset.fieldId];
-    // Server messages may start lower-case ("does not have the expected format").
-    const message = raw ? String(raw).charAt(0).toUpperCase() + String(raw).slice(1) : raw;
-    const box = wrap.querySelector(".field-error");
-    const controls = wrap.querySelectorAll("input:not([type=hidden]), textarea, select, canvas");
-    if (box) { box.textContent = message || ""; box.hidden = !message; }
-    for (const c of controls) {
-      if (message) c.setAttribute("aria-invalid", "true"); else c.removeAttribute("aria-invalid");
-    }
+  for (const wrap of root.querySelectorAll(".q[data-field-id]")) showFieldError(wrap, errors[wrap.dataset.fieldId]);
+}
+
+/** The server's words as a sentence: "is required" -> "Is required" (as the no-JavaScript
+ * page shows them, web/patient_page.py `_sentence`). */
+export function sentence(raw) {
+  return raw ? String(raw).charAt(0).toUpperCase() + String(raw).slice(1) : raw;
+}
+
+function showFieldError(wrap, raw) {
+  const message = sentence(raw);
+  const box = wrap.querySelector(".field-error");
+  const controls = wrap.querySelectorAll("input:not([type=hidden]), textarea, select, canvas");
+  if (box) { box.textContent = message || ""; box.hidden = !message; }
+  for (const c of controls) {
+    if (message) c.setAttribute("aria-invalid", "true"); else c.removeAttribute("aria-invalid");
   }
 }
 
@@ -240,6 +317,8 @@ export function initSignaturePads(root, onChange = () => {}) {
     };
     const commit = () => {
       hidden.value = inked ? canvas.toDataURL("image/png") : "";
+      // A script's change fires no event: announce it, so checks re-run (recheckOnInput).
+      hidden.dispatchEvent(new Event("change", { bubbles: true }));
       onChange();
     };
     const start = (x, y) => {
@@ -300,9 +379,4 @@ export function initSignaturePads(root, onChange = () => {}) {
       commit();
     });
   }
-}
-
-/** A min or max the page carries: absent or empty means the field has none. */
-function hasBound(raw) {
-  return raw !== undefined && raw !== null && raw.trim() !== "" && Number.isFinite(Number(raw));
 }

@@ -6,7 +6,8 @@
 // own endpoints, its prefilled answers, and no "new response" (the link works once).
 import { api, ApiError, el } from "./api.js";
 import {
-  applyShowWhen, clientErrors, collectAnswers, firstControl, initSignaturePads, showFieldErrors,
+  applyShowWhen, clientErrors, collectAnswers, firstControl, initSignaturePads, recheckOnInput,
+  showFieldErrors,
 } from "./fields.js";
 import { initPages } from "./form_pages.js";
 import { applyPrefill } from "./prefill.js";
@@ -25,6 +26,8 @@ const summary = document.getElementById("error-summary");
 const formSection = document.getElementById("form-section");
 const confirmation = document.getElementById("confirmation");
 const alreadySent = document.getElementById("already-sent");
+// The page also sends without JavaScript; with it, the signature pad can draw (app.css).
+document.body.classList.add("js");
 
 function load() {
   try { return JSON.parse(sessionStorage.getItem(KEY)) || {}; } catch { return {}; }
@@ -48,8 +51,22 @@ function heldNonce() {
   return s.nonce && (s.confirmation || expires - Date.now() > 30_000) ? s.nonce : null;
 }
 
+// The nonce the page was served with (the no-JavaScript form's hidden field): the first
+// one this page uses, so sending needs no extra request. Taken once: a new response
+// after "Fill in a new response" fetches its own.
+let pageNonceTaken = false;
+function pageNonce() {
+  const input = document.getElementById("form-nonce");
+  if (pageNonceTaken || !input || !input.value) return null;
+  pageNonceTaken = true;
+  const expires = Date.parse(input.dataset.expiresAt || "");
+  if (!(expires - Date.now() > 30_000)) return null;
+  save({ ...state(), nonce: input.value, expiresAt: input.dataset.expiresAt });
+  return input.value;
+}
+
 async function currentNonce() {
-  return heldNonce() || fetchNonce();
+  return heldNonce() || pageNonce() || fetchNonce();
 }
 
 // A request link: its answers come prefilled (once per page load, into empty fields), and
@@ -65,7 +82,17 @@ async function loadRequest() {
   if (!heldNonce()) save({ ...state(), nonce: data.nonce, expiresAt: data.nonceExpiresAt });
 }
 
+// What the summary lists now, so a fixed answer's line goes as soon as it is fixed.
+let listed = { errors: {}, message: null };
+
 function showSummary(errors, message) {
+  fillSummary(errors, message);
+  summary.hidden = false;
+  summary.focus();
+}
+
+function fillSummary(errors, message) {
+  listed = { errors: { ...errors }, message };
   const list = summary.querySelector("ul");
   list.replaceChildren();
   const labels = new Map();
@@ -89,11 +116,10 @@ function showSummary(errors, message) {
     }
   }
   if (message) list.append(el("li", { text: message }));
-  summary.hidden = false;
-  summary.focus();
 }
 
 function clearSummary() {
+  listed = { errors: {}, message: null };
   summary.hidden = true;
   summary.querySelector("ul").replaceChildren();
 }
@@ -178,6 +204,7 @@ form.addEventListener("submit", async (event) => {
   if (sending) return;
   if (pages && !pages.onLastPage()) { pages.next(); return; }
   applyShowWhen(form);
+  form.dataset.attempted = "1";
   const hints = clientErrors(form);
   showFieldErrors(form, hints);
   if (Object.keys(hints).length) {
@@ -254,6 +281,14 @@ window.addEventListener("popstate", (event) => {
 // after a confirmation (a shared waiting-room tablet): empty it again.
 window.addEventListener("pageshow", () => { if (state().confirmation) clearAnswers(); });
 
+recheckOnInput(form, (fieldId, message) => {
+  if (summary.hidden) return;
+  if ((listed.errors[fieldId] || null) === message) return; // the alert region is not re-announced
+  const errors = { ...listed.errors };
+  if (message) errors[fieldId] = message; else delete errors[fieldId];
+  if (!Object.keys(errors).length && !listed.message) { clearSummary(); return; }
+  fillSummary(errors, listed.message);
+});
 initSignaturePads(form, () => applyShowWhen(form));
 if (state().confirmation) clearAnswers();
 applyShowWhen(form);

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import io
 import json
+import re
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from fastapi import FastAPI
@@ -223,3 +226,30 @@ async def test_key_rotation_rewraps_the_sealed_scores_and_they_still_open(
         opened = await read_scores(session, alone, [row["id"]])
     assert opened[row["id"]]["phq9_total"]["value"] == 18
     assert opened[row["id"]]["phq9_total"]["band"] == "Moderately severe"
+
+
+async def test_without_javascript_the_confirmation_shows_only_what_show_patient_allows(
+    app: FastAPI, editor_http: httpx.AsyncClient
+) -> None:
+    for show in (False, True):
+        form = await published_phq9(editor_http, showPatient=show)
+        async with asgi_client(app) as patient:
+            page = await patient.get(f"/f/{form['publicId']}", headers={"accept": "text/html"})
+            assert page.status_code == 200
+            assert "PHQ-9 total" not in page.text and "optionScores" not in page.text
+            found = re.search(r'name="_nonce" id="form-nonce" value="([^"]+)"', page.text)
+            assert found is not None
+            pairs = [("_nonce", html.unescape(found.group(1)))]
+            pairs += [(f"q{n}", FREQUENCY[3]) for n in range(1, 10)]
+            sent = await patient.post(
+                f"/f/{form['publicId']}",
+                content=urlencode(pairs).encode(),
+                headers={
+                    "content-type": "application/x-www-form-urlencoded",
+                    "accept": "text/html",
+                },
+            )
+        assert sent.status_code == 200, sent.text
+        assert 'id="confirmation-code"' in sent.text
+        assert ("Your results" in sent.text) is show
+        assert ("27 (Severe)" in sent.text) is show

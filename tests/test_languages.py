@@ -128,6 +128,8 @@ def test_every_msgid_has_a_spanish_text() -> None:
 def test_the_page_scripts_get_their_texts_and_only_theirs() -> None:
     texts = script_messages("es")
     assert texts["Some answers are not valid."] == "Algunas respuestas no son válidas."
+    # (The field checks' words now come from the server, in data-rules: nojs.)
+    assert texts["Send"] == "Enviar"
     assert texts["Page {page} of {pages}"] == "Página {page} de {pages}"
     assert "is required" not in texts  # a server message, translated by the server
     assert script_messages("en") == {}

@@ -88,6 +88,11 @@ def identity_aad(response_id: str) -> bytes:
     return f"identity:{response_id}".encode()
 
 
+def scores_aad(response_id: str) -> bytes:
+    """AAD of the scores copied from a response for the responses list (responses/scores.py)."""
+    return f"scores:{response_id}".encode()
+
+
 def request_aad(request_id: str) -> bytes:
     """AAD of a patient request's contact (name, email, phone, prefill): bound to it."""
     return f"request:{request_id}".encode()

@@ -8,7 +8,9 @@ others stay empty.
 
 Cells are what a person reads: checkbox choices joined by "; ", a consent box as Yes/No,
 a signature as "signed at <time>" from the encrypted signature evidence (the image
-never leaves). Every text cell is made safe to open in a spreadsheet (`spreadsheet_text`).
+never leaves), a score as two columns: its value (or "incomplete") and its band
+(forms/scores.py; as sealed with the response, never recalculated). Every text cell is
+made safe to open in a spreadsheet (`spreadsheet_text`).
 """
 
 from __future__ import annotations
@@ -56,10 +58,24 @@ def spreadsheet_text(text: str) -> str:
 class FieldColumn:
     field_id: str
     label: str  # the latest version's label of the field
+    is_score: bool = False  # a score field: two columns, the value and the band
 
     @property
     def header(self) -> str:
         return f"{self.label} ({self.field_id})"
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        if self.is_score:
+            return (self.header, f"{self.label} band ({self.field_id})")
+        return (self.header,)
+
+    @property
+    def width(self) -> int:
+        return 2 if self.is_score else 1
+
+
+INCOMPLETE_SCORE = "incomplete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +86,8 @@ class ExportTable:
 
     @property
     def headers(self) -> list[Cell]:
-        return [spreadsheet_text(h) for h in (*FIXED_HEADERS, *(c.header for c in self.columns))]
+        names = (h for c in self.columns for h in c.headers)
+        return [spreadsheet_text(h) for h in (*FIXED_HEADERS, *names)]
 
     def row(self, row: ResponseRow, content: ResponseContent | None) -> list[Cell]:
         """The response's cells; `content` None: it would not decrypt (the Unreadable
@@ -84,13 +101,15 @@ class ExportTable:
             "" if content is not None else UNREADABLE,
         ]
         if content is None:
-            return cells + [""] * len(self.columns)
+            return cells + [""] * sum(c.width for c in self.columns)
         types = self.types.get(row.form_version, {})
         latest = self.types.get(max(self.types), {}) if self.types else {}
         for column in self.columns:
             kind = types.get(column.field_id) or latest.get(column.field_id)
             answer = content.answers.get(column.field_id)
-            if kind == FieldType.SIGNATURE.value:
+            if column.is_score:
+                cells.extend(score_cells(content.scores.get(column.field_id)))
+            elif kind == FieldType.SIGNATURE.value:
                 cells.append(signature_cell(answer, content.signatures.get(column.field_id)))
             elif kind == FieldType.FILE.value:
                 cells.append(files_cell(answer))
@@ -102,6 +121,7 @@ class ExportTable:
 def table_of(versions: Sequence[FormVersion]) -> ExportTable:
     """The columns of a form with these published versions (any order)."""
     labels: dict[str, str] = {}  # insertion order: first seen
+    scores: set[str] = set()
     types: dict[int, dict[str, str]] = {}
     for version in sorted(versions, key=lambda v: v.version):
         of_version = types.setdefault(version.version, {})
@@ -114,7 +134,11 @@ def table_of(versions: Sequence[FormVersion]) -> ExportTable:
             label = raw.get("label")
             labels[field_id] = label if isinstance(label, str) and label else field_id
             of_version[field_id] = str(raw.get("type", ""))
-    columns = tuple(FieldColumn(field_id, label) for field_id, label in labels.items())
+            if of_version[field_id] == FieldType.SCORE.value:
+                scores.add(field_id)
+    columns = tuple(
+        FieldColumn(field_id, label, field_id in scores) for field_id, label in labels.items()
+    )
     return ExportTable(columns=columns, types=types)
 
 
@@ -141,6 +165,18 @@ def files_cell(answer: Any) -> str:
     printed in its PDF; an export carries no file, nor the ids that fetch one)."""
     count = len(answer) if isinstance(answer, list) else 0
     return f"{count} file{'s' if count != 1 else ''} attached" if count else ""
+
+
+def score_cells(stored: Any) -> tuple[Cell, Cell]:
+    """A stored score result as (value, band): the number, or "incomplete" when an item
+    was unanswered; "" for a response without that score (another version)."""
+    if not isinstance(stored, dict):
+        return "", ""
+    value, band = stored.get("value"), stored.get("band")
+    band_cell = spreadsheet_text(band) if isinstance(band, str) else ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return INCOMPLETE_SCORE, band_cell
+    return answer_cell(value), band_cell
 
 
 def signature_cell(answer: Any, evidence: Any) -> str:

@@ -15,10 +15,11 @@ from healthforms.audit.events import (
     Outcome,
 )
 from healthforms.audit.recorder import Auditor, AuditorDep
-from healthforms.errors import ValidationFailed
+from healthforms.errors import NotFound, ValidationFailed
 from healthforms.forms.edit_lock import FormEditLocks, FormLocked, lock_json
 from healthforms.forms.schema import fields_from_json
 from healthforms.forms.service import UNCHANGED, FormService, StaleLock, form_json
+from healthforms.forms.templates import TEMPLATES, find_template
 from healthforms.forms.translations import validate_translations
 from healthforms.forms.validation import (
     validate_description,
@@ -31,6 +32,8 @@ from healthforms.security.context import CurrentPrincipal, EditorPrincipal
 from healthforms.state import AppState, DbSessionDep, StateDep
 
 router = APIRouter(prefix="/api/forms", tags=["forms"])
+# The template gallery (docs/templates.md): read-only data, any signed-in staff member.
+templates_router = APIRouter(prefix="/api/form-templates", tags=["forms"])
 
 JsonObject = dict[str, Any]
 
@@ -79,6 +82,21 @@ async def create_form(
     auditor: AuditorDep,
     body: JsonObject = Body(...),  # noqa: B008
 ) -> JsonObject:
+    detail: dict[str, object] = {}
+    if "template" in body:
+        # From the gallery: the template's fields, its title and description unless given.
+        template = find_template(body["template"])
+        if template is None:
+            raise ValidationFailed({"template": "not a template of the gallery"})
+        if body.get("fields"):
+            raise ValidationFailed({"fields": "give either a template or fields, not both"})
+        detail["template"] = template.id
+        body = {
+            "title": template.title,
+            "description": template.description,
+            **{k: v for k, v in body.items() if k in ("title", "description", "retentionDays")},
+            "fields": list(template.fields),
+        }
     title = validate_title(body.get("title"))
     description = validate_description(body.get("description"))
     fields = validate_fields(body.get("fields") or [])
@@ -93,13 +111,38 @@ async def create_form(
         thank_you_message=thank_you,
         translations=translations,
     )
+    if form.retention_days is not None:
+        detail["retentionDays"] = form.retention_days
     await auditor.record(
-        FORM_CREATED,
-        resource_type="form",
-        resource_id=form.id,
-        detail=None if form.retention_days is None else {"retentionDays": form.retention_days},
+        FORM_CREATED, resource_type="form", resource_id=form.id, detail=detail or None
     )
     return form_json(form)
+
+
+@router.post("/{form_id}/duplicate", status_code=201)
+async def duplicate_form(
+    form_id: str, principal: EditorPrincipal, session: DbSessionDep, auditor: AuditorDep
+) -> JsonObject:
+    """A new draft with the form's current fields, titled "<title> (copy)"."""
+    form = await FormService(session, principal).duplicate(form_id)
+    detail: dict[str, object] = {"duplicateOf": form_id}
+    if form.retention_days is not None:
+        detail["retentionDays"] = form.retention_days
+    await auditor.record(FORM_CREATED, resource_type="form", resource_id=form.id, detail=detail)
+    return form_json(form)
+
+
+@templates_router.get("")
+async def list_templates(principal: CurrentPrincipal) -> JSONResponse:
+    return JSONResponse({"templates": [t.summary_json() for t in TEMPLATES.values()]})
+
+
+@templates_router.get("/{template_id}")
+async def get_template(template_id: str, principal: CurrentPrincipal) -> JSONResponse:
+    template = find_template(template_id)
+    if template is None:
+        raise NotFound()
+    return JSONResponse(template.json())
 
 
 @router.get("/{form_id}")

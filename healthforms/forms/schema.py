@@ -10,7 +10,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 FIELD_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 MAX_FIELDS = 200
@@ -46,6 +46,8 @@ class FieldType(StrEnum):
     HEADING = "heading"
     PARAGRAPH = "paragraph"
     PAGE_BREAK = "pageBreak"
+    # Calculated by the server from other answers (forms/scores.py): no patient answer.
+    SCORE = "score"
 
 
 LAYOUT_TYPES = frozenset({FieldType.HEADING, FieldType.PARAGRAPH, FieldType.PAGE_BREAK})
@@ -125,6 +127,42 @@ class ShowWhen(BaseModel):
         return [single]
 
 
+# A number in a score definition: a JSON int or float, never a bool or a string.
+ScoreNumber = StrictInt | StrictFloat
+MAX_SCORE_SOURCES = MAX_FIELDS
+MAX_SCORE_BANDS = 20
+MAX_BAND_LABEL = 100
+
+
+class ScoreTerm(BaseModel):
+    """One term of a score's sum: the chosen option's number times `weight`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(pattern=FIELD_ID_PATTERN)
+    weight: ScoreNumber = 1
+
+
+class ScoreBand(BaseModel):
+    """A labelled range of score values, `min` and `max` both included."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: ScoreNumber
+    max: ScoreNumber
+    label: str = Field(min_length=1, max_length=MAX_BAND_LABEL)
+
+
+class ScoreDef(BaseModel):
+    """A declarative calculated score (docs/scores.md): a weighted sum, never code."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    sum: list[ScoreTerm] = Field(min_length=1, max_length=MAX_SCORE_SOURCES)
+    bands: list[ScoreBand] = Field(default_factory=list, max_length=MAX_SCORE_BANDS)
+    show_patient: StrictBool = Field(default=False, alias="showPatient")
+
+
 class FieldDef(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -144,11 +182,17 @@ class FieldDef(BaseModel):
     accept: list[FileKind] | None = Field(default=None, max_length=2)
     max_files: StrictInt | None = Field(default=None, alias="maxFiles")
     max_size_mb: StrictInt | None = Field(default=None, alias="maxSizeMb")
+    # One number per option (same order as `options`): what choosing it adds to a score.
+    option_scores: list[ScoreNumber] | None = Field(
+        default=None, alias="optionScores", max_length=MAX_OPTIONS
+    )
+    score: ScoreDef | None = None
 
     @property
     def takes_answer(self) -> bool:
-        """False for layout blocks (heading, paragraph, page break)."""
-        return self.type not in LAYOUT_TYPES
+        """False for layout blocks (heading, paragraph, page break) and scores (the
+        server calculates them: forms/scores.py)."""
+        return self.type not in LAYOUT_TYPES and self.type is not FieldType.SCORE
 
     def to_json(self) -> dict[str, Any]:
         if not self.takes_answer:  # a block is never "required"

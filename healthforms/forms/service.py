@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from healthforms.clock import rfc3339, utcnow
 from healthforms.errors import Conflict, Forbidden, NotFound
 from healthforms.forms.models import AlertSubscription, Form, FormVersion
-from healthforms.forms.schema import FieldDef, fields_to_json
+from healthforms.forms.schema import FieldDef, fields_from_json, fields_to_json
 from healthforms.security.principal import Principal
 
 STATUS_DRAFT = "draft"
@@ -88,6 +88,15 @@ def form_json(form: Form) -> dict[str, Any]:
     if form.translations:
         body["translations"] = dict(form.translations)
     return body
+
+
+COPY_SUFFIX = " (copy)"
+MAX_TITLE = 200  # forms.title is String(200)
+
+
+def copy_title(title: str) -> str:
+    """ "<title> (copy)", the title cut so the whole fits the column."""
+    return title[: MAX_TITLE - len(COPY_SUFFIX)].rstrip() + COPY_SUFFIX
 
 
 def new_public_id() -> str:
@@ -166,6 +175,21 @@ class FormService:
         )
         await self.session.commit()
         return form
+
+    async def duplicate(self, form_id: str) -> Form:
+        """A new draft copy of the form: its current (draft) title, description and
+        fields, titled "<title> (copy)". The retention period is copied only for an
+        admin, who alone may set one (an editor's copy keeps responses for ever until an
+        admin sets it); nothing else (status, versions, public link, responses) is."""
+        source = await self.get(form_id)
+        fields = fields_from_json(list(source.fields or []))
+        retention = source.retention_days if self.principal.is_admin else None
+        return await self.create(
+            title=copy_title(source.title),
+            description=source.description,
+            fields=fields,
+            retention_days=retention,
+        )
 
     async def update(
         self,

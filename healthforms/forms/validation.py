@@ -9,6 +9,7 @@ condition can never form a cycle and the form renders top to bottom).
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from functools import lru_cache
 from typing import Any
@@ -27,6 +28,7 @@ from healthforms.forms.schema import (
     Condition,
     FieldDef,
     FieldType,
+    ScoreDef,
     ShowWhen,
 )
 
@@ -43,6 +45,11 @@ _RE2_MAX_MEM = 1 << 20
 OPTION_TYPES = frozenset({FieldType.SELECT, FieldType.RADIO, FieldType.CHECKBOX})
 PATTERN_TYPES = frozenset({FieldType.TEXT, FieldType.TEXTAREA, FieldType.EMAIL, FieldType.PHONE})
 BOUND_TYPES = frozenset({FieldType.NUMBER, FieldType.TEXT, FieldType.TEXTAREA})
+
+
+# Option scores and weights stay small, so no sum of them loses precision or overflows.
+MAX_SCORE_NUMBER = 1_000_000
+_RANGE = f"from -{MAX_SCORE_NUMBER} to {MAX_SCORE_NUMBER}"
 
 
 class UnsafePattern(ValueError):
@@ -256,6 +263,9 @@ def _check_field(field: FieldDef, earlier: dict[str, FieldDef]) -> str | None:
         sum(other.identifies == "name" for other in earlier.values()) >= MAX_NAME_FIELDS
     ):
         return f"at most {MAX_NAME_FIELDS} fields can hold parts of the patient's name"
+    problem = _check_scoring(field, earlier)
+    if problem is not None:
+        return problem
     if field.show_when is not None:
         return _check_show_when(field.show_when, field, earlier)
     return None
@@ -276,6 +286,64 @@ def _check_file_options(field: FieldDef) -> str | None:
     low, high = MAX_SIZE_MB_RANGE
     if field.max_size_mb is not None and not low <= field.max_size_mb <= high:
         return f"maxSizeMb must be a whole number of megabytes from {low} to {high}"
+    return None
+
+
+def _is_small_number(value: float) -> bool:
+    return math.isfinite(value) and abs(value) <= MAX_SCORE_NUMBER
+
+
+def is_scored_choice(field: FieldDef) -> bool:
+    """A choice field whose options carry numbers a score can add up."""
+    return field.type in OPTION_TYPES and bool(field.options) and field.option_scores is not None
+
+
+def _check_scoring(field: FieldDef, earlier: dict[str, FieldDef]) -> str | None:
+    """The first problem with a field's `optionScores` or `score`, or None."""
+    if field.option_scores is not None:
+        if field.type not in OPTION_TYPES or not field.options:
+            return "optionScores are only allowed on select, radio and checkbox fields with options"
+        if len(field.option_scores) != len(field.options):
+            return "optionScores must have one number per option, in the same order"
+        if not all(_is_small_number(n) for n in field.option_scores):
+            return f"optionScores must be numbers {_RANGE}"
+    if field.type is not FieldType.SCORE:
+        return "score is only allowed on score fields" if field.score is not None else None
+    if field.score is None:
+        return "a score field needs a score definition"
+    if field.required:
+        return "a score field is calculated, so it cannot be required"
+    if field.show_when is not None:
+        return "a score field is always calculated, so it cannot have showWhen"
+    return _check_score(field.score, earlier)
+
+
+def _check_score(score: ScoreDef, earlier: dict[str, FieldDef]) -> str | None:
+    seen: set[str] = set()
+    for index, term in enumerate(score.sum):
+        where = f"score.sum[{index}]"
+        source = earlier.get(term.field)
+        if source is None:
+            return f"{where}.field must refer to an earlier field"
+        if not is_scored_choice(source):
+            return f"{where}.field must refer to a choice field with optionScores"
+        if term.field in seen:
+            return f"{where}.field adds the same field twice"
+        seen.add(term.field)
+        if not _is_small_number(term.weight):
+            return f"{where}.weight must be a number {_RANGE}"
+    previous_max: float | None = None
+    for index, band in enumerate(score.bands):
+        where = f"score.bands[{index}]"
+        if not (_is_small_number(band.min) and _is_small_number(band.max)):
+            return f"{where}: min and max must be numbers {_RANGE}"
+        if band.min > band.max:
+            return f"{where}: min must not be greater than max"
+        if not band.label.strip():
+            return f"{where}.label must not be blank"
+        if previous_max is not None and band.min <= previous_max:
+            return f"{where}: bands must be in ascending order and must not overlap"
+        previous_max = band.max
     return None
 
 

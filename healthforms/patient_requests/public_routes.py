@@ -21,7 +21,7 @@ from healthforms.languages import negotiate
 from healthforms.patient_requests import service
 from healthforms.security.context import RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
-from healthforms.submissions.service import SubmissionService
+from healthforms.submissions.service import SubmissionService, confirmation_json
 
 router = APIRouter(prefix="/api/public/requests", tags=["public"])
 
@@ -68,7 +68,7 @@ async def submit_request_response(
         language=negotiate(accept_language),
     )
     return JSONResponse(
-        {"confirmation": result.confirmation},
+        confirmation_json(result),
         status_code=201 if result.created else 200,
         headers=PRIVATE,
     )

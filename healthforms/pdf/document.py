@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from healthforms.forms.conditions import visible_fields
 from healthforms.forms.schema import FieldDef, FieldType
+from healthforms.forms.scores import score_text
 from healthforms.languages import N_, translate
 from healthforms.submissions.validation import MAX_SIGNATURE_PIXELS
 
@@ -266,17 +267,23 @@ def build_document(
     confirmation: str = "",
     form_id: str = "",
     logo: bytes | None = None,
+    scores: dict[str, Any] | None = None,
     option_labels: Mapping[str, Mapping[str, str]] | None = None,
     language: str = "en",
     files: Mapping[str, PdfFile] | None = None,
 ) -> PdfDocument:
     """The PDF model of one response: its version's fields, in order, shown ones only
     (labels as given; `option_labels`: field id -> option -> its printed label; `files`:
-    the response's attached files by upload id, uploads/)."""
+    the response's attached files by upload id, uploads/); a score field shows the score
+    sealed with the response (value and band)."""
     shown = shown_field_ids(fields, answers)
     labels = option_labels or {}
     items = tuple(
-        build_item(f, answers.get(f.id), signatures, labels.get(f.id), files, language)
+        PdfItem(
+            f.id, clean_text(f.label), f.type, text=score_text((scores or {}).get(f.id), language)
+        )
+        if f.type is FieldType.SCORE
+        else build_item(f, answers.get(f.id), signatures, labels.get(f.id), files, language)
         for f in fields
         if f.id in shown
     )

@@ -528,6 +528,7 @@ class RenderJob:
     confirmation: str = ""
     form_id: str = ""
     logo: bytes | None = None
+    scores: dict[str, Any] = dataclass_field(default_factory=dict)  # forms/scores.py, sealed
     # Printed in `language`: the version's `translations` for its texts (forms/
     # translations.py), the catalogue for the PDF's own words.
     language: str = DEFAULT_LANGUAGE
@@ -563,6 +564,7 @@ def document_of(job: RenderJob) -> PdfDocument:
         confirmation=job.confirmation,
         form_id=job.form_id,
         logo=job.logo,
+        scores=job.scores,
         option_labels=shown.option_labels(),
         language=job.language,
         files=job.files,

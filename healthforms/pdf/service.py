@@ -253,6 +253,7 @@ class PdfService:
             form_id=row.form_id,
             logo=logo.logo if logo is not None else None,
             files=files,
+            scores=content.scores,
             language=language or row.language or DEFAULT_LANGUAGE,
             translations=dict(version.translations or {}),
         )

@@ -31,6 +31,7 @@ from healthforms.responses.models import (
     ResponseNote,
     ResponsePdf,
     ResponseRow,
+    ResponseScores,
     ResponseSearchToken,
 )
 from healthforms.responses.patients import open_identity, rebuild_tokens
@@ -65,7 +66,7 @@ async def _rotate_columns(
     batch: int,
 ) -> RotationCount:
     """Rows with their own `wrapped_key` and `key_id` columns (responses, PDFs, notes,
-    patient identities, and the `also` models of rotate_keys)."""
+    patient identities, scores, and the `also` models of rotate_keys)."""
     # Keyed by their one primary-key column: `id`, or `response_id` (PDFs, identities),
     # or `upload_id` (uploads/ blobs).
     (key_column,) = model.__table__.primary_key.columns
@@ -183,6 +184,7 @@ async def rotate_keys(
         await _rotate_columns(db, keys, ResponsePdf, batch),
         await _rotate_columns(db, keys, ResponseNote, batch),
         await _rotate_columns(db, keys, ResponseIdentity, batch),
+        await _rotate_columns(db, keys, ResponseScores, batch),
         await _rotate_search_tokens(db, keys, batch),
         await _rotate_totp(db, keys, batch),
         *[await _rotate_columns(db, keys, model, batch) for model in also],

@@ -86,6 +86,22 @@ class ResponseIdentity(Base):
     key_id: Mapped[str] = mapped_column(String(32))
 
 
+class ResponseScores(Base):
+    """A response's calculated scores (forms/scores.py), copied from its sealed answers
+    into a small sealed record of their own (AAD = response id), so the responses list
+    shows them without decrypting every answer (responses/scores.py)."""
+
+    __tablename__ = "response_scores"
+
+    response_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("responses.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[str] = mapped_column(String(40))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32))
+
+
 class ResponseSearchToken(Base):
     """A blind index: a keyed HMAC of one normalised name word or the date of birth of a
     response's patient (never the value). `key_id` names the master key it is under."""

@@ -27,6 +27,7 @@ from healthforms.responses.service import (
     find_by_patient,
     get_response,
     list_form_responses,
+    listed_of,
     normalise_confirmation,
     open_response,
     patients_of,
@@ -60,11 +61,14 @@ async def list_responses(
         session, principal.organization_id, form_id, filters, limit=limit, after=after
     )
     names = await review.people(session, page.rows)
-    patients = await patients_of(
-        session, state.keys, auditor, page.rows, filters.search, form_id=form_id
+    listed = await listed_of(
+        session, state.keys, auditor, page.rows, filters.search, form_id=form_id, with_scores=True
     )
     body: dict[str, Any] = {
-        "responses": [response_json(row, names=names, patients=patients) for row in page.rows]
+        "responses": [
+            response_json(row, names=names, patients=listed.patients, scores=listed.scores)
+            for row in page.rows
+        ]
     }
     if limit is not None:
         body["next"] = page.next_cursor

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVarTuple
 
@@ -32,6 +32,7 @@ from healthforms.responses.models import (
     ResponseNote,
     ResponsePdf,
     ResponseRow,
+    ResponseScores,
     ResponseSearchToken,
 )
 from healthforms.responses.patients import (
@@ -40,6 +41,7 @@ from healthforms.responses.patients import (
     matching_ids,
     read_identities,
 )
+from healthforms.responses.scores import read_scores
 
 log = structlog.get_logger("healthforms.responses")
 
@@ -58,10 +60,12 @@ class ResponseUnreadable(HealthformsError):
 
 @dataclass(frozen=True, slots=True)
 class ResponseContent:
-    """The decrypted payload: answers by field id, and signature evidence by field id."""
+    """The decrypted payload: answers, signature evidence and calculated scores
+    (forms/scores.py), each by field id."""
 
     answers: dict[str, Any]
     signatures: dict[str, Any]
+    scores: dict[str, Any] = field(default_factory=dict)
 
 
 # A response's identity could not be decrypted: the list says so instead of failing.
@@ -73,6 +77,7 @@ def response_json(
     content: ResponseContent | None = None,
     names: dict[str, str] | None = None,
     patients: dict[str, PatientIdentity | None] | None = None,
+    scores: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """API.md's Response; without `content` the list shape (no answers). The review
     fields (docs/responses.md) name who reviewed and filed it, from `names`; `patient`
@@ -101,8 +106,14 @@ def response_json(
         else:
             identity = patients[row.id]
             body["patient"] = UNREADABLE_PATIENT if identity is None else identity.as_json()
+    # Calculated scores (docs/scores.md), only on a response that has any: the list's
+    # from their sealed copy (responses/scores.py), a read's from the answers' payload.
+    if scores is not None and row.id in scores:
+        body["scores"] = scores[row.id]
     if content is not None:
         body["answers"] = content.answers
+        if content.scores:
+            body["scores"] = content.scores
     return body
 
 
@@ -333,9 +344,11 @@ def open_response(keys: KeyRing, row: ResponseRow) -> ResponseContent:
         raise ResponseUnreadable()
     answers = payload.get("answers")
     signatures = payload.get("signatures")
+    scores = payload.get("scores")
     return ResponseContent(
         answers=answers if isinstance(answers, dict) else {},
         signatures=signatures if isinstance(signatures, dict) else {},
+        scores=scores if isinstance(scores, dict) else {},
     )
 
 
@@ -396,6 +409,7 @@ RESPONSE_RECORDS: tuple[RecordsDeleter, ...] = (
     rows_of(ResponseNote.response_id),
     rows_of(ResponseIdentity.response_id),
     rows_of(ResponseSearchToken.response_id),
+    rows_of(ResponseScores.response_id),
     rows_of(Alert.response_id),
     # The request that asked for it (patient_requests/): it holds the patient's name and
     # contact details, which serve no purpose once the response is gone.
@@ -460,9 +474,38 @@ async def patients_of(
     that says which responses' patients were shown (and that a search by name or date of
     birth was made: which criteria, never their values). A read that cannot be audited
     is refused like any other PHI read."""
-    patients = await read_identities(session, keys, [row.id for row in rows])
-    if patients or not search.is_empty():
+    listed = await listed_of(session, keys, auditor, rows, search, form_id=form_id)
+    return listed.patients
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """What a list shows of its rows beyond their metadata: PHI, decrypted."""
+
+    patients: dict[str, PatientIdentity | None]
+    scores: dict[str, dict[str, Any]]
+
+
+async def listed_of(
+    session: AsyncSession,
+    keys: KeyRing,
+    auditor: Auditor,
+    rows: list[ResponseRow],
+    search: PatientSearch,
+    *,
+    form_id: str | None = None,
+    with_scores: bool = False,
+) -> Listed:
+    """`patients_of`, and with `with_scores` the rows' calculated scores too
+    (responses/scores.py), under the same one audit event (`scoredIds` names the
+    responses whose scores were shown)."""
+    ids = [row.id for row in rows]
+    patients = await read_identities(session, keys, ids)
+    scores = await read_scores(session, keys, ids) if with_scores else {}
+    if patients or scores or not search.is_empty():
         detail: dict[str, object] = {"count": len(patients), "responseIds": sorted(patients)}
+        if scores:
+            detail["scoredIds"] = sorted(scores)
         if not search.is_empty():
             detail["search"] = [
                 term
@@ -475,4 +518,4 @@ async def patients_of(
             resource_id=form_id,
             detail=detail,
         )
-    return patients
+    return Listed(patients, scores)

@@ -18,7 +18,12 @@ from healthforms.languages import negotiate
 from healthforms.security.context import RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
 from healthforms.submissions.drafts.service import DraftSent, forget_pointer
-from healthforms.submissions.service import SubmissionService, current_published, published_form
+from healthforms.submissions.service import (
+    SubmissionService,
+    confirmation_json,
+    current_published,
+    published_form,
+)
 
 router = APIRouter(prefix="/api/public/forms", tags=["public"])
 
@@ -66,7 +71,7 @@ async def submit_response(
     if draft is not None:
         await forget_pointer(state, draft)
     return JSONResponse(
-        {"confirmation": result.confirmation},
+        confirmation_json(result),
         status_code=201 if result.created else 200,
         headers=NO_STORE,
     )

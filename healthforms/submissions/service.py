@@ -19,7 +19,7 @@ import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -40,14 +40,23 @@ from healthforms.errors import (
     RateLimited,
     ValidationFailed,
 )
+from healthforms.forms.conditions import visible_fields
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
+from healthforms.forms.scores import (
+    ScoreResult,
+    calculate_scores,
+    patient_definition,
+    patient_scores,
+    scores_json,
+)
 from healthforms.languages import DEFAULT_LANGUAGE, N_, is_supported
 from healthforms.outbox.store import RESPONSE_SUBMITTED as RESPONSE_SUBMITTED_MESSAGE
 from healthforms.outbox.store import enqueue
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.models import ResponseRow
 from healthforms.responses.patients import PatientIdentity, identity_of, store_identity
+from healthforms.responses.scores import store_scores
 from healthforms.security.context import RequestContext
 from healthforms.security.ratelimit import RateVerdict
 from healthforms.state import AppState
@@ -102,11 +111,16 @@ class PublishedForm:
     # The version's texts in other languages (forms/translations.py); {} if none.
     translations: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def patient_fields(self) -> list[dict[str, Any]]:
+        """The definition a patient's page gets: no score fields, no option scores."""
+        return patient_definition(self.raw_fields)
+
     def public_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "title": self.title,
             "description": self.description,
-            "fields": self.raw_fields,
+            "fields": self.patient_fields,
             "version": self.version,
         }
         if self.translations:
@@ -125,6 +139,19 @@ class SubmissionResult:
     confirmation: str
     response_id: str | None  # known when stored now or looked up in the database
     created: bool  # True: stored now (201); False: a resend of a stored one (200)
+    # The form's scores of these answers (forms/scores.py): a resend recalculates the
+    # same ones from the same answers. Only `showPatient` ones may reach the patient.
+    scores: tuple[ScoreResult, ...] = ()
+
+
+def confirmation_json(result: SubmissionResult) -> dict[str, Any]:
+    """The body of a stored (201) or resent (200) submission: the confirmation code and,
+    when the form says so (`showPatient`), the scores the patient may see."""
+    body: dict[str, Any] = {"confirmation": result.confirmation}
+    shown = patient_scores(result.scores)
+    if shown:
+        body["scores"] = shown
+    return body
 
 
 class ResponseLink(Protocol):
@@ -282,12 +309,14 @@ class SubmissionService:
             form.fields, body.get("answers"), max_bytes=self.state.settings.max_answers_bytes
         )
         digest = self.answers_digest(answers)
+        shown = {f.id for f in visible_fields(form.fields, answers)}
+        scores = tuple(calculate_scores(form.fields, answers, shown))
         if nonce.is_expired():
             # Only a late resend of a stored submission still gets its confirmation.
             existing = await self._stored(session, nonce)
             if existing is None:
                 raise NonceInvalid()
-            return self._resend(existing, digest)
+            return replace(self._resend(existing, digest), scores=scores)
 
         if rate_check is None:
             state, redis_up = await self._claim(nonce, digest)
@@ -305,11 +334,22 @@ class SubmissionService:
             raise SubmissionInProgress()
         if state.kind == "used":
             if hmac.compare_digest(state.digest, digest):
-                return SubmissionResult(state.confirmation, None, created=False)
+                return SubmissionResult(state.confirmation, None, created=False, scores=scores)
             raise NonceUsed()
-        return await self._store(
-            session, form, nonce, answers, digest, context, auditor, redis_up, link, language
+        stored = await self._store(
+            session,
+            form,
+            nonce,
+            answers,
+            digest,
+            context,
+            auditor,
+            redis_up,
+            link,
+            language=language,
+            scores=scores,
         )
+        return replace(stored, scores=scores)
 
     async def upload(
         self,
@@ -457,12 +497,16 @@ class SubmissionService:
         auditor: Auditor,
         redis_up: bool,
         link: ResponseLink | None = None,
+        scores: tuple[ScoreResult, ...] = (),
         language: str = DEFAULT_LANGUAGE,
     ) -> SubmissionResult:
         now = utcnow()
         linked_events: list[AuditEvent] = []
         response_id = new_id("rsp_")
         payload = {"answers": answers, "signatures": self._evidence(form, answers, context, now)}
+        if scores:
+            # Calculated here from the answers just validated, sealed with them.
+            payload["scores"] = scores_json(scores)
         sealed = seal_json(self.state.keys, payload, response_aad(response_id, form.form_id))
         confirmation = new_confirmation()
         try:
@@ -512,6 +556,9 @@ class SubmissionService:
             await store_identity(
                 session, self.state.keys, form.organization_id, response_id, identity
             )
+            # The scores again, in a small sealed record the responses list can open
+            # without decrypting every answer (responses/scores.py).
+            await store_scores(session, self.state.keys, form.organization_id, response_id, scores)
             # The alert that a response arrived: committed with it, so neither a crash
             # nor a Redis outage loses it (outbox/).
             await enqueue(

@@ -84,6 +84,7 @@ def above_max(bound: float) -> str:
     return N_("must be at most {limit}", limit=_bound_text(bound))
 
 
+CALCULATED_NOT_ANSWERED = N_("is calculated by the clinic, not answered")
 # The cap on all answers of one response together (HEALTHFORMS_MAX_ANSWERS_BYTES): a
 # long intake form plus one 256 KiB signature. Every byte is paid for again when the
 # response is printed (~12 s of CPU per MiB of text, pdf/render.py).
@@ -306,6 +307,11 @@ def validate_answers(
     cleaned: dict[str, Any] = {}
     walk = Walk()
     for field in fields:
+        if field.type is FieldType.SCORE:
+            # The server calculates scores (forms/scores.py): a sent value is refused.
+            if field.id in raw:
+                errors[field.id] = CALCULATED_NOT_ANSWERED
+            continue
         if not walk.shows(field, cleaned) or not field.takes_answer:
             continue  # hidden: neither required nor stored; a block has no answer
         value = raw.get(field.id)

@@ -39,6 +39,7 @@ from healthforms.branding.service import Branding, patient_branding
 from healthforms.clock import rfc3339, utcnow
 from healthforms.errors import NotFound, RateLimited, ValidationFailed
 from healthforms.forms.schema import FieldType
+from healthforms.forms.scores import patient_scores
 from healthforms.forms.translations import localize
 from healthforms.languages import (
     LANGUAGE_COOKIE,
@@ -149,7 +150,8 @@ def render_form_page(
     shown = outcome or Outcome()
     language = patient_language(request)
     form = page.form
-    texts = localize(form.title, form.description, form.raw_fields, form.translations, language)
+    # The patient's definition: no score fields or option scores (forms/scores.py).
+    texts = localize(form.title, form.description, form.patient_fields, form.translations, language)
     errors = {key: translate(text, language) for key, text in shown.errors.items()}
     views = {
         f.id: {
@@ -387,6 +389,8 @@ async def _submit_page(
             public_id=page.public_id,
             branding=page.branding,
             thank_you_message=page.form.thank_you_message,
+            # Only the scores the form shows the patient (showPatient; docs/scores.md).
+            scores=patient_scores(result.scores),
         )
     wait = await _over_limit(current)
     if wait is not None:

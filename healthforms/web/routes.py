@@ -30,6 +30,7 @@ from healthforms.alerts.service import list_alerts, mark_read, unread_count
 from healthforms.audit.recorder import AuditorDep
 from healthforms.branding.service import BrandingService, patient_branding
 from healthforms.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
+from healthforms.forms.templates import TEMPLATES
 from healthforms.http.errors import wants_html
 from healthforms.http.hot_routes import from_request
 from healthforms.http.ratelimits import take_policy_token
@@ -268,7 +269,12 @@ async def _forms_list(
 @router.get("/forms/new")
 async def new_form_page(request: Request, staff: EditorPage, state: StateDep) -> Response:
     return render(
-        request, "form_new.html", title="New form", nav="forms", **_staff_context(state, staff)
+        request,
+        "form_new.html",
+        title="New form",
+        nav="forms",
+        templates=[t.summary_json() for t in TEMPLATES.values()],  # the gallery
+        **_staff_context(state, staff),
     )
 
 
@@ -301,6 +307,8 @@ async def responses_page(
         nav="forms",
         form_id=form.id,
         form_title=form.title,
+        # A Score column (forms/scores.py) when the form has a score field.
+        has_scores=any(f.get("type") == "score" for f in form.fields or []),
         **_staff_context(state, staff),
     )
 

@@ -1,7 +1,7 @@
 """add organisation branding (name, accent colour, logo) and a form's thank-you message
 
 Revision ID: 0018_branding
-Revises: 0016_form_drafts
+Revises: 0017_response_scores
 Create Date: 2026-12-06 14:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018_branding"
-down_revision: str | None = "0016_form_drafts"
+down_revision: str | None = "0017_response_scores"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

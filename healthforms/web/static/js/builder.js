@@ -22,6 +22,7 @@ const TYPES = {
   date: "Date", select: "Dropdown", radio: "Single choice", checkbox: "Checkbox / multiple choice",
   signature: "Signature", heading: "Heading", paragraph: "Paragraph (text to read)", pageBreak: "Page break",
   file: "File upload (photo or PDF)",
+  score: "Score (calculated)",
 };
 const HAS_OPTIONS = new Set(["select", "radio", "checkbox"]);
 // Blocks take no answer: no key in exports, no required, no help, no condition target.
@@ -104,6 +105,9 @@ function cleanField(f) {
   if (f.helpText) out.helpText = f.helpText;
   if (f.identifies && IDENTIFIES[f.type] === f.identifies) out.identifies = f.identifies;
   if (f.showWhen) out.showWhen = f.showWhen;
+  // Scores (docs/scores.md): kept as they came (templates, the API), edited as numbers.
+  if (HAS_OPTIONS.has(f.type) && Array.isArray(f.optionScores)) out.optionScores = f.optionScores;
+  if (f.type === "score" && f.score) out.score = f.score;
   return out;
 }
 
@@ -366,7 +370,10 @@ function fieldCard(f, index) {
     }
     markDirty();
   });
-  const typeSelect = el("select", { id: id("type") }, Object.entries(TYPES).map(([value, text]) => el("option", { value, text, selected: value === f.type })));
+  // A score is made from a template or the API (its sum and bands), never by a type change.
+  const typeSelect = el("select", { id: id("type") }, Object.entries(TYPES)
+    .filter(([value]) => value !== "score" || f.type === "score")
+    .map(([value, text]) => el("option", { value, text, selected: value === f.type })));
   typeSelect.addEventListener("change", () => {
     f.type = typeSelect.value;
     if (HAS_OPTIONS.has(f.type) && f.type !== "checkbox" && !(f.options && f.options.length)) f.options = ["Option 1", "Option 2"];
@@ -387,9 +394,17 @@ function fieldCard(f, index) {
     const help = el("input", { type: "text", id: id("help"), value: f.helpText || "", maxlength: 1000 });
     help.addEventListener("input", () => { f.helpText = help.value; markDirty(); });
     grid.append(labeled(id("help"), "Help text", help, { class: "span2" }),
-      el("div", { class: "choice span2" }, required, el("label", { for: id("required"), text: "Required" })));
+      // A score is calculated, never answered: it cannot be required.
+      f.type === "score" ? null : el("div", { class: "choice span2" }, required, el("label", { for: id("required"), text: "Required" })));
   }
 
+  if (f.type === "score" && f.score) {
+    const bands = (f.score.bands || []).map((b) => `${b.min}–${b.max} ${b.label}`).join(", ");
+    const sources = (f.score.sum || []).map((t) => (t.weight === 1 || t.weight === undefined ? t.field : `${t.weight}×${t.field}`));
+    grid.append(el("p", { class: "help span2 score-summary", id: id("score") },
+      `Sum of ${sources.join(" + ")}.${bands ? ` Bands: ${bands}.` : ""} `,
+      f.score.showPatient ? "Shown to the patient after sending." : "Shown to staff only."));
+  }
   if (HAS_OPTIONS.has(f.type)) {
     const opts = el("textarea", { id: id("options"), rows: 3, "aria-describedby": `${id("options")}-help ${id("options")}-error` });
     opts.value = (f.options || []).join("\n");
@@ -401,6 +416,19 @@ function fieldCard(f, index) {
       ? "One per line. Leave empty for a single yes/no consent box."
       : "One option per line.";
     grid.append(labeled(id("options"), "Options", opts, { class: "span2", help: helpText }));
+  }
+  if (HAS_OPTIONS.has(f.type)) {
+    const scoresInput = el("input", { type: "text", id: id("option-scores"), inputmode: "decimal",
+      value: Array.isArray(f.optionScores) ? f.optionScores.join(", ") : "",
+      "aria-describedby": `${id("option-scores")}-help ${id("option-scores")}-error` });
+    scoresInput.addEventListener("input", () => {
+      const raw = scoresInput.value.trim();
+      if (!raw) delete f.optionScores;
+      else f.optionScores = raw.split(",").map((v) => (v.trim() !== "" && Number.isFinite(Number(v)) ? Number(v) : v.trim()));
+      markDirty();
+    });
+    grid.append(labeled(id("option-scores"), "Option scores (optional)", scoresInput, { class: "span2",
+      help: "One number per option, in order, separated by commas (e.g. 0, 1, 2, 3): what a score field adds for each." }));
   }
   const kind = IDENTIFIES[f.type];
   if (kind) {
@@ -437,7 +465,7 @@ function fieldCard(f, index) {
     }
   }
   // showWhen: only on questions that come earlier, so conditions never loop.
-  const conditionBox = conditionEditor(f, index, id);
+  const conditionBox = f.type === "score" ? null : conditionEditor(f, index, id);  // always calculated
   if (conditionBox) grid.append(conditionBox);
   grid.append(el("p", { class: "field-error span2", id: id("card-error"), role: "alert", hidden: true }));
 

@@ -49,6 +49,13 @@ function renderBlock(f, fid, headingLevel) {
 
 /** Build one field's DOM, as the server renders it on the patient page. */
 export function renderField(f, prefix = "q", headingLevel = 2) {
+  // A score has no patient answer (docs/scores.md): the preview says what it is, and it is
+  // no ".q" wrapper, so nothing reads an answer from it.
+  if (f.type === "score") {
+    return el("div", { class: "field score-preview", id: `${prefix}-${f.id}-wrap`, "data-field-id": f.id },
+      el("p", { class: "muted small", text: `${f.label}: calculated when the form is sent; ${
+        f.score && f.score.showPatient ? "the patient sees it after sending" : "staff only, the patient never sees it"}.` }));
+  }
   const fid = `${prefix}-${f.id}`;
   if (LAYOUT.has(f.type)) return renderBlock(f, fid, headingLevel);
   const described = [...(f.helpText ? [`${fid}-help`] : []), `${fid}-error`].join(" ");

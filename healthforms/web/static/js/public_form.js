@@ -151,6 +151,19 @@ function showConfirmation(code, push) {
   }
 }
 
+// Scores the form shows the patient (showPatient; docs/scores.md): only right after
+// sending, never kept in sessionStorage (a shared tablet must not show them again).
+function showScores(scores) {
+  const box = document.getElementById("confirmation-scores");
+  const list = document.getElementById("score-list");
+  list.replaceChildren(...(scores || []).map((s) => el("div", { class: "answer" },
+    el("dt", { text: s.label }),
+    el("dd", { text: s.value === null || s.value === undefined
+      ? _("Not calculated: some questions were not answered.")
+      : `${s.value}${s.band ? ` (${s.band})` : ""}` }))));
+  box.hidden = !list.children.length;
+}
+
 function showForm() {
   confirmation.hidden = true;
   formSection.hidden = false;
@@ -175,7 +188,7 @@ async function post(answers) {
       expect: [400, 404, 409, 410, 422, 429], language: lang,
     });
     const code = data && data.code;
-    if (status === 200 || status === 201) return { ok: true, confirmation: data.confirmation };
+    if (status === 200 || status === 201) return { ok: true, confirmation: data.confirmation, scores: data.scores || [] };
     if (status === 409 && code === "submission_in_progress") { await sleep(500 + attempt * 250); continue; }
     if (status === 400 && code === "nonce_invalid" && !state().confirmation && !refreshed) {
       refreshed = true;
@@ -214,6 +227,7 @@ form.addEventListener("submit", async (event) => {
       clearAnswers();
       alreadySent.hidden = true;
       showConfirmation(result.confirmation, true);
+      showScores(result.scores);
       return;
     }
     if (result.status === 422) {

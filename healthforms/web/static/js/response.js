@@ -47,6 +47,20 @@ async function showFiles(answers) {
   }
 }
 
+// A calculated score (docs/scores.md): the value and its band, or why there is none.
+function showScore(dd, score) {
+  dd.replaceChildren();
+  if (!score || typeof score !== "object") {
+    dd.append(el("span", { class: "muted", text: "Not calculated" }));
+  } else if (score.value === null || score.value === undefined) {
+    dd.append(el("span", { class: "score-incomplete", text:
+      `Incomplete: ${score.answered ?? "?"} of ${score.items ?? "?"} items answered, so no score (the instrument needs every item).` }));
+  } else {
+    dd.append(el("strong", { class: "score-value", text: String(score.value) }));
+    if (score.band) dd.append(" ", el("span", { class: "badge score-band", text: score.band }));
+  }
+}
+
 // "Generate PDF": the plain form's own post (its CSRF token in `csrf_token`), sent by
 // fetch. A navigation would do, but the browser sends it with `Origin: null` (our pages'
 // Referrer-Policy is no-referrer), which the origin check refuses; a same-origin fetch
@@ -103,7 +117,8 @@ if (document.getElementById("answers")) (async () => {
     resolveReview(data);
     const answers = data.answers || {};
     for (const row of document.querySelectorAll(".answer[data-field-id]")) {
-      show(row.querySelector("dd"), row.dataset.type, answers[row.dataset.fieldId]);
+      if (row.dataset.type === "score") showScore(row.querySelector("dd"), (data.scores || {})[row.dataset.fieldId]);
+      else show(row.querySelector("dd"), row.dataset.type, answers[row.dataset.fieldId]);
     }
     document.getElementById("answers").hidden = false;
     await showFiles(answers);

@@ -42,6 +42,27 @@ function patientCell(r) {
   return cell;
 }
 
+// Calculated scores (docs/scores.md), sealed apart for this list: value and band, staff only.
+const hasScores = Boolean(document.body.dataset.hasScores);
+
+function scoreCell(r) {
+  const cell = el("td", { "data-label": "Score", class: "scores" });
+  const scores = r.scores || {};
+  if (scores.unreadable) {
+    cell.append(el("span", { class: "muted", text: "Cannot be decrypted" }));
+    return cell;
+  }
+  const entries = Object.values(scores);
+  if (!entries.length) cell.append(el("span", { class: "muted", text: "—" }));
+  entries.forEach((s, i) => {
+    if (i) cell.append(el("br"));
+    const value = s.value === null || s.value === undefined ? "incomplete" : String(s.value);
+    cell.append(el("span", { class: "score", text: `${s.label}: ${value}` }));
+    if (s.band) cell.append(" ", el("span", { class: "badge score-band", text: s.band }));
+  });
+  return cell;
+}
+
 function render(r) {
   const actions = el("td", { "data-label": "Response" },
     el("a", { href: `/responses/${encodeURIComponent(r.id)}`, text: "Open response" }));
@@ -55,6 +76,7 @@ function render(r) {
     el("td", { "data-label": "Submitted" }, el("time", { datetime: r.submittedAt, text: formatTime(r.submittedAt) })),
     el("td", { "data-label": "Confirmation" }, el("code", { text: r.confirmation || "" })),
     statusCell(r),
+    ...(hasScores ? [scoreCell(r)] : []),
     el("td", { "data-label": "Version", text: `v${r.formVersion}` }),
     actions);
 }

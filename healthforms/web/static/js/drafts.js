@@ -9,7 +9,7 @@ import { api, ApiError } from "./api.js";
 import { _, lang } from "./i18n.js";
 import { applyShowWhen, collectAnswers, firstControl, showFieldErrors } from "./fields.js";
 import { applyPrefill } from "./prefill.js";
-import { clearFileFields, showKeptFiles } from "./uploads.js";
+import { clearFileFields, showKeptFiles, uploadsSettled } from "./uploads.js";
 
 const $ = (id) => document.getElementById(id);
 let publicId = "";
@@ -80,6 +80,7 @@ async function save() {
   button.disabled = true;
   button.textContent = _("Saving…");
   try {
+    await uploadsSettled();  // a file still uploading belongs in the draft too
     const answers = draftAnswers();
     let draft = held();
     for (let attempt = 0; attempt < 2; attempt += 1) {

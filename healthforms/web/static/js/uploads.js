@@ -81,6 +81,13 @@ function listItem(wrap, file, stored, onRemove) {
 }
 
 let changed = () => {};
+// Uploads under way: a draft saved meanwhile waits for them, so the file is in it.
+const inflight = new Set();
+
+/** Resolves once every upload started so far has finished (or failed). */
+export async function uploadsSettled() {
+  while (inflight.size) await Promise.allSettled([...inflight]);
+}
 
 /**
  * Wire every file field under `root`. `endpoint` is the page's public API base
@@ -97,7 +104,12 @@ export function initFileFields(root, { endpoint, nonce, onChange = () => {} }) {
     const fieldId = wrap.dataset.fieldId;
     const maxFiles = Number(input.dataset.maxFiles) || 1;
     const maxSizeMb = Number(input.dataset.maxSizeMb) || 10;
-    input.addEventListener("change", async () => {
+    input.addEventListener("change", () => {
+      const work = addChosen();
+      inflight.add(work);
+      work.finally(() => inflight.delete(work));
+    });
+    async function addChosen() {
       const chosen = [...input.files];
       input.value = "";  // the same file can be chosen again after a removal
       if (!chosen.length) return;
@@ -137,7 +149,7 @@ export function initFileFields(root, { endpoint, nonce, onChange = () => {} }) {
           setError(wrap, refusal(result.status, result.data, fieldId, maxSizeMb));
         }
       }
-    });
+    }
   }
 }
 

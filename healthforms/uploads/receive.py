@@ -17,6 +17,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from healthforms.errors import HealthformsError
+from healthforms.languages import N_
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -139,6 +140,11 @@ async def read_upload(
 
 
 # A patient page posted without JavaScript (web/patient_page.py) --------------------------
+
+
+class PageFormUnreadable(HealthformsError):
+    status_code, code = 400, "bad_request"
+    message: str = N_("The form could not be read. Reload the page and send it again.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +275,7 @@ async def read_page_form(
     media, options = parse_options_header(content_type or "")
     boundary = options.get(b"boundary")
     if media != b"multipart/form-data" or not boundary or len(boundary) > 200:
-        raise UploadUnreadable()
+        raise PageFormUnreadable()
     parts = _PageParts(
         file_fields,
         max_texts=max_texts,
@@ -282,9 +288,9 @@ async def read_page_form(
             parser.write(chunk)
         parser.finalize()
     except FormParserError:
-        raise UploadUnreadable() from None
+        raise PageFormUnreadable() from None
     if not parts.ended or parts.refused:
-        raise UploadUnreadable()
+        raise PageFormUnreadable()
     texts = [(name, bytes(value).decode("utf-8", "replace")) for name, value in parts.texts]
     files = [
         PostedFile(field_id, bytes(data), over[0])

@@ -115,3 +115,28 @@ def test_a_saved_drafts_photo_is_listed_on_another_phone_and_sent_with_the_form(
     assert ("card", "image/jpeg", response_id) in files
     assert ("referral", "application/pdf", None) in files
     assert len(files) == 2
+
+
+def test_send_pressed_while_the_photo_uploads_waits_for_it(
+    browser: Browser, server: ServerProcess, database_url: str
+) -> None:
+    (admin,) = create_users(database_url, [("Ada Admin", "admin")])
+    form_id, public_id = publish_form(database_url, admin.organization_id, "Card", FIELDS)
+    watch = Watch()
+    context = new_context(browser, watch, **PHONE)
+    page = context.new_page()
+    page.goto(f"{server.base_url}/f/{public_id}")
+    page.get_by_label("Full name").fill("Ada Lovelace")
+    # The upload answers slowly: Send is pressed while it is still under way.
+    page.route(
+        "**/files",
+        lambda route: (page.wait_for_timeout(800), route.continue_()),
+    )
+    choose(page, "card", "my-card.jpg", "image/jpeg", photo_with_gps())
+    expect(page.locator("#q-card-list [data-uploading]")).to_have_count(1)
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#confirmation")).to_be_visible()
+    context.close()
+    assert watch.unexpected() == []
+    (response_id,) = run_async(_response_ids(database_url, form_id))
+    assert run_async(_files(database_url, form_id)) == [("card", "image/jpeg", response_id)]

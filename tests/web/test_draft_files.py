@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 from sqlalchemy import select
 
 from healthforms.db.engine import Database
@@ -127,11 +127,13 @@ def test_send_pressed_while_the_photo_uploads_waits_for_it(
     page = context.new_page()
     page.goto(f"{server.base_url}/f/{public_id}")
     page.get_by_label("Full name").fill("Ada Lovelace")
+
     # The upload answers slowly: Send is pressed while it is still under way.
-    page.route(
-        "**/files",
-        lambda route: (page.wait_for_timeout(800), route.continue_()),
-    )
+    def slowly(route: Route) -> None:
+        page.wait_for_timeout(800)
+        route.continue_()
+
+    page.route("**/files", slowly)
     choose(page, "card", "my-card.jpg", "image/jpeg", photo_with_gps())
     expect(page.locator("#q-card-list [data-uploading]")).to_have_count(1)
     page.get_by_role("button", name="Send").click()

@@ -21,6 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
+from healthforms.languages import N_
+
 JPEG: Final = "image/jpeg"
 PNG: Final = "image/png"
 WEBP: Final = "image/webp"
@@ -85,7 +87,7 @@ def clean_image(
     """
     kind = sniff(data)
     if kind not in IMAGE_TYPES:
-        raise UnsafeFile("must be a JPEG, PNG or WebP image")
+        raise UnsafeFile(N_("must be a JPEG, PNG or WebP image"))
     formats = {JPEG: ("JPEG",), PNG: ("PNG",), WEBP: ("WEBP",)}[kind]
     try:
         with warnings.catch_warnings():
@@ -93,15 +95,15 @@ def clean_image(
             with Image.open(io.BytesIO(data), formats=formats) as image:
                 width, height = image.size
                 if width < 1 or height < 1 or width * height > max_pixels:
-                    raise UnsafeFile("is too large an image to open safely")
+                    raise UnsafeFile(N_("is too large an image to open safely"))
                 image.load()
                 upright = ImageOps.exif_transpose(image)
     except UnsafeFile:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UnsafeFile("is too large an image to open safely") from exc
+        raise UnsafeFile(N_("is too large an image to open safely")) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UnsafeFile("is damaged or not an image") from exc
+        raise UnsafeFile(N_("is damaged or not an image")) from exc
     if max(upright.size) > max_side:
         upright.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     # Pillow writes back what `info` holds (EXIF, ICC profile, text chunks): keep only
@@ -132,18 +134,18 @@ def check_pdf(data: bytes, *, max_pages: int = DEFAULT_MAX_PDF_PAGES) -> CleanFi
     Raises UnsafeFile.
     """
     if sniff(data) != PDF:
-        raise UnsafeFile("must be a PDF document")
+        raise UnsafeFile(N_("must be a PDF document"))
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
-            raise UnsafeFile("is a password-protected PDF; send it without a password")
+            raise UnsafeFile(N_("is a password-protected PDF; send it without a password"))
         pages = len(reader.pages)
     except UnsafeFile:
         raise
     except (PyPdfError, OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise UnsafeFile("is damaged or not a PDF document") from exc
+        raise UnsafeFile(N_("is damaged or not a PDF document")) from exc
     if pages < 1:
-        raise UnsafeFile("is an empty PDF document")
+        raise UnsafeFile(N_("is an empty PDF document"))
     if pages > max_pages:
-        raise UnsafeFile(f"has more than {max_pages} pages")
+        raise UnsafeFile(N_("has more than {max_pages} pages", max_pages=max_pages))
     return CleanFile(data, PDF, pages=pages)

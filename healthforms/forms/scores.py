@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from healthforms.forms.schema import FieldDef, FieldType, ScoreDef
+from healthforms.languages import N_, translate
 
 # Float sums of weights like 0.1 carry noise in the last bits: a total is rounded to
 # this many decimals, and a whole number is stored as an integer.
@@ -144,17 +145,21 @@ def format_score(stored: object) -> tuple[str, str]:
     if isinstance(value, bool) or not isinstance(value, int | float):
         answered, items = stored.get("answered"), stored.get("items")
         if isinstance(answered, int) and isinstance(items, int):
-            return f"Incomplete ({answered} of {items} answered)", ""
-        return "Incomplete", ""
+            return N_(
+                "Incomplete ({answered} of {items} answered)", answered=answered, items=items
+            ), ""
+        return N_("Incomplete"), ""
     text = str(int(value)) if float(value).is_integer() else f"{value:g}"
     return text, band if isinstance(band, str) else ""
 
 
-def score_text(stored: object) -> str:
-    """One line for staff (the PDF): "14 — Moderate", "Incomplete (8 of 9 answered)"."""
+def score_text(stored: object, language: str = "en") -> str:
+    """One line for the PDF, in its language: "14 — Moderate", "Incomplete (8 of 9
+    answered)" (a band is the form's own text)."""
     value, band = format_score(stored)
     if not value:
-        return "Not calculated"
+        return translate(N_("Not calculated"), language)
+    value = translate(value, language)
     return f"{value} — {band}" if band else value
 
 

@@ -43,6 +43,11 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 # Anything larger is refused here, before a byte of it is read (413).
 UPLOAD_PATH_RE = re.compile(r"^/api/public/(forms|requests)/[^/]+/files/?$")
 MAX_UPLOAD_BODY_BYTES = 20 * 1024 * 1024 + 64 * 1024
+# A patient page posted without JavaScript carries its files in its own body
+# (multipart, docs/patient-page.md): room for two of the largest files and the
+# answers. The page reads it in memory within its form's own bounds (uploads/receive.py).
+PAGE_POST_PATH_RE = re.compile(r"^/(f|r)/[^/]+/?$")
+MAX_PAGE_POST_BODY_BYTES = 2 * 20 * 1024 * 1024 + 1024 * 1024
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -105,6 +110,7 @@ class EdgeMiddleware:
             return
         started = time.perf_counter()
         supplied = forwarded = content_length = user_agent = accept = None
+        is_multipart = False
         for key, value in scope.get("headers", ()):
             if key == b"x-request-id":
                 supplied = value.decode("latin-1")
@@ -116,6 +122,8 @@ class EdgeMiddleware:
                 user_agent = value.decode("latin-1")[:USER_AGENT_LIMIT]
             elif key == b"accept":
                 accept = value.decode("latin-1")
+            elif key == b"content-type":
+                is_multipart = value[:19].lower() == b"multipart/form-data"
         # fullmatch: `$` would also accept a trailing newline (log-line injection).
         request_id = secrets.token_hex(8)
         client_request_id = supplied if supplied and _REQUEST_ID_RE.fullmatch(supplied) else None
@@ -134,6 +142,8 @@ class EdgeMiddleware:
         max_body = self.max_body
         if scope.get("method") == "POST" and UPLOAD_PATH_RE.match(path):
             max_body = max(max_body, MAX_UPLOAD_BODY_BYTES)
+        elif scope.get("method") == "POST" and is_multipart and PAGE_POST_PATH_RE.match(path):
+            max_body = max(max_body, MAX_PAGE_POST_BODY_BYTES)
         status_holder = [500]
         started_response = [False]
 

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from healthforms.forms.conditions import visible_fields
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.forms.scores import score_text
-from healthforms.languages import N_
+from healthforms.languages import N_, translate
 from healthforms.submissions.validation import MAX_SIGNATURE_PIXELS
 
 # Signatures are at most 256 KiB of PNG (API.md); larger or huge-canvas images are
@@ -59,17 +59,22 @@ class PdfFile:
         return self.media_type == "application/pdf"
 
 
-def files_text(files: tuple[PdfFile, ...]) -> str | None:
-    """What a file answer holds, in words (the renderers draw the files themselves)."""
+def files_text(files: tuple[PdfFile, ...], language: str = "en") -> str | None:
+    """What a file answer holds, in words, in `language` (the renderers draw the files
+    themselves)."""
     photos = sum(not f.is_pdf for f in files)
     pdfs = [f for f in files if f.is_pdf]
     parts = []
     if photos:
-        parts.append(f"{photos} photo{'s' if photos != 1 else ''}")
+        parts.append(N_("1 photo") if photos == 1 else N_("{count} photos", count=photos))
     for document in pdfs:
         pages = document.pages or 0
-        parts.append(f"PDF document ({pages} page{'s' if pages != 1 else ''})")
-    return ", ".join(parts) if parts else None
+        parts.append(
+            N_("PDF document (1 page)")
+            if pages == 1
+            else N_("PDF document ({pages} pages)", pages=pages)
+        )
+    return ", ".join(translate(part, language) for part in parts) if parts else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +207,7 @@ def build_item(
     signatures: dict[str, Any],
     option_labels: Mapping[str, str] | None = None,
     files: Mapping[str, PdfFile] | None = None,
+    language: str = "en",
 ) -> PdfItem:
     """One question; `option_labels` prints canonical options in another language;
     `files`: the response's attached files by upload id (uploads/)."""
@@ -218,7 +224,7 @@ def build_item(
             field_id=field.id,
             label=label,
             kind=field.type,
-            text=files_text(attached),
+            text=files_text(attached, language),
             files=attached,
         )
     if field.type is FieldType.SIGNATURE:
@@ -273,9 +279,11 @@ def build_document(
     shown = shown_field_ids(fields, answers)
     labels = option_labels or {}
     items = tuple(
-        PdfItem(f.id, clean_text(f.label), f.type, text=score_text((scores or {}).get(f.id)))
+        PdfItem(
+            f.id, clean_text(f.label), f.type, text=score_text((scores or {}).get(f.id), language)
+        )
         if f.type is FieldType.SCORE
-        else build_item(f, answers.get(f.id), signatures, labels.get(f.id), files)
+        else build_item(f, answers.get(f.id), signatures, labels.get(f.id), files, language)
         for f in fields
         if f.id in shown
     )

@@ -398,13 +398,23 @@ class _ResponsePdf(FPDF):
         for file in item.files:
             if file.is_pdf:
                 pages = file.pages or 0
-                where = "appended at the end" if file.data else "could not be read"
-                plural = "s" if pages != 1 else ""
-                self._answer_text(f"PDF document, {pages} page{plural} ({where})")
+                if file.data:
+                    line = (
+                        N_("PDF document, 1 page (appended at the end)")
+                        if pages == 1
+                        else N_("PDF document, {pages} pages (appended at the end)", pages=pages)
+                    )
+                else:
+                    line = (
+                        N_("PDF document, 1 page (could not be read)")
+                        if pages == 1
+                        else N_("PDF document, {pages} pages (could not be read)", pages=pages)
+                    )
+                self._answer_text(self._t(line))
                 continue
             size = photo_pixels(file.data) if file.data else None
             if size is None or file.data is None:
-                self._answer_text("Photo could not be read")
+                self._answer_text(self._t(N_("Photo could not be read")))
                 continue
             scale = min(width / size[0], _FILE_IMAGE_MAX_H / size[1])
             w, h = size[0] * scale, size[1] * scale

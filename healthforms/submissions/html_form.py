@@ -64,7 +64,10 @@ class PostedForm:
 
 def max_form_fields(fields: list[FieldDef]) -> int:
     """How many name=value pairs the form's own controls can send (a bound for the parser)."""
-    return 8 + sum(2 + len(f.options or []) for f in fields)
+    return 8 + sum(
+        2 + len(f.options or []) + (f.file_count_limit if f.type is FieldType.FILE else 0)
+        for f in fields
+    )
 
 
 def posted_answers(
@@ -88,6 +91,10 @@ def _answer(
     get_all: Callable[[str], list[str]],
 ) -> Any:
     kind = field.type
+    if kind is FieldType.FILE:
+        # Files the page kept from an earlier POST (their upload ids, ticked "keep");
+        # new files come as file parts, uploaded before the submission (patient_page.py).
+        return [value for value in get_all(field.id) if value] or None
     if kind is FieldType.CHECKBOX:
         if field.options is None:
             raw = get_one(field.id)

@@ -18,7 +18,7 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -62,8 +62,8 @@ from healthforms.security.ratelimit import RateVerdict
 from healthforms.state import AppState
 from healthforms.submissions import nonces
 from healthforms.submissions.nonces import ClaimState, Nonce, NonceStore
-from healthforms.submissions.validation import validate_answers
-from healthforms.uploads.receive import read_upload
+from healthforms.submissions.validation import too_many_files, validate_answers
+from healthforms.uploads.receive import PostedFile, read_upload
 from healthforms.uploads.service import (
     MAX_FILE_BYTES,
     StoredUpload,
@@ -71,6 +71,7 @@ from healthforms.uploads.service import (
     file_field,
     receive_upload,
     sweep_expired,
+    too_large,
 )
 
 log = structlog.get_logger("healthforms.submissions")
@@ -368,8 +369,7 @@ class SubmissionService:
             raise NonceInvalid()
         field = file_field(form.fields, received.field_id)
         if received.truncated:
-            limit = field.file_size_limit // (1024 * 1024)
-            raise ValidationFailed({field.id: f"is too large (at most {limit} MB per file)"})
+            raise ValidationFailed({field.id: too_large(field.file_size_limit)})
         # Pending uploads whose page is long gone go first (an indexed range, bounded).
         await sweep_expired(session)
         return await receive_upload(
@@ -383,6 +383,60 @@ class SubmissionService:
             nonce_expires_at=datetime.fromtimestamp(nonce.expires_at, UTC),
             data=received.data,
         )
+
+    async def upload_posted(
+        self,
+        session: AsyncSession,
+        form: PublishedForm,
+        raw_nonce: object,
+        files: Sequence[PostedFile],
+        *,
+        scope: str | None = None,
+    ) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Keep the files of a page posted without JavaScript as its script would have
+        uploaded them, one by one (docs/uploads.md: checked by content, cleaned, sealed,
+        bound to the page's nonce): their ids by field, and each refused field's
+        message (a refused file keeps nothing). NonceInvalid when the page's nonce is.
+        The submission then names the ids like any other page's."""
+        if not files:
+            return {}, {}
+        nonce = nonces.verify(self.state.keys, scope or form.public_id, raw_nonce)
+        if nonce is None or nonce.is_expired():
+            raise NonceInvalid()
+        by_id = {f.id: f for f in form.fields if f.type is FieldType.FILE}
+        sent: dict[str, int] = {}
+        for posted in files:
+            sent[posted.field_id] = sent.get(posted.field_id, 0) + 1
+        uploaded: dict[str, list[str]] = {}
+        refused: dict[str, str] = {}
+        await sweep_expired(session)
+        for posted in files:
+            field = by_id.get(posted.field_id)
+            if field is None or field.id in refused:
+                continue
+            if sent[field.id] > field.file_count_limit:
+                refused[field.id] = too_many_files(field.file_count_limit)
+                continue
+            if posted.truncated:
+                refused[field.id] = too_large(field.file_size_limit)
+                continue
+            try:
+                stored = await receive_upload(
+                    session,
+                    self.state.keys,
+                    organization_id=form.organization_id,
+                    form_id=form.form_id,
+                    field=field,
+                    scope=scope or form.public_id,
+                    nonce_id=nonce.nonce_id,
+                    nonce_expires_at=datetime.fromtimestamp(nonce.expires_at, UTC),
+                    data=posted.data,
+                )
+            except ValidationFailed as exc:
+                refused.update(exc.extra.get("fields", {}))
+                continue
+            uploaded.setdefault(field.id, []).append(stored.id)
+        return uploaded, refused
 
     async def _claim(self, nonce: Nonce, digest: str) -> tuple[ClaimState, bool]:
         """The claim's outcome and whether Redis answered it."""

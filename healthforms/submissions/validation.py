@@ -84,7 +84,7 @@ def above_max(bound: float) -> str:
     return N_("must be at most {limit}", limit=_bound_text(bound))
 
 
-CALCULATED_NOT_ANSWERED = "is calculated by the clinic, not answered"
+CALCULATED_NOT_ANSWERED = N_("is calculated by the clinic, not answered")
 # The cap on all answers of one response together (HEALTHFORMS_MAX_ANSWERS_BYTES): a
 # long intake form plus one 256 KiB signature. Every byte is paid for again when the
 # response is printed (~12 s of CPU per MiB of text, pdf/render.py).
@@ -242,16 +242,22 @@ def _signature(value: object) -> str:
     return value
 
 
+def too_many_files(limit: int) -> str:
+    if limit == 1:
+        return N_("takes at most 1 file")
+    return N_("takes at most {limit} files", limit=limit)
+
+
 def _files(field: FieldDef, value: object) -> list[str]:
     if not isinstance(value, list) or not all(
         isinstance(item, str) and UPLOAD_ID_RE.match(item) for item in value
     ):
-        raise ValueError("must be a list of uploaded files")
+        raise ValueError(N_("must be a list of uploaded files"))
     limit = field.file_count_limit
     if len(value) > limit:
-        raise ValueError(f"takes at most {limit} file{'s' if limit != 1 else ''}")
+        raise ValueError(too_many_files(limit))
     if len(set(value)) != len(value):
-        raise ValueError("must not list the same file twice")
+        raise ValueError(N_("must not list the same file twice"))
     return list(value)
 
 

@@ -17,6 +17,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from healthforms.errors import HealthformsError
+from healthforms.languages import N_
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -136,3 +137,164 @@ async def read_upload(
         data=bytes(parts.parts["file"]),
         truncated="file" in parts.over,
     )
+
+
+# A patient page posted without JavaScript (web/patient_page.py) --------------------------
+
+
+class PageFormUnreadable(HealthformsError):
+    status_code, code = 400, "bad_request"
+    message: str = N_("The form could not be read. Reload the page and send it again.")
+
+
+@dataclass(frozen=True, slots=True)
+class PostedFile:
+    """One file a page's file control sent: its bytes (the first `max_file_bytes` of
+    them when `truncated`), never its name."""
+
+    field_id: str
+    data: bytes
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PostedParts:
+    """A page's multipart body: its text controls in order, and its files."""
+
+    texts: list[tuple[str, str]]
+    files: list[PostedFile]
+
+
+class _PageParts:
+    """The parser's callbacks for a whole page: every text control (bounded in count
+    and size), and the files of the named file controls (bounded in count and size)."""
+
+    def __init__(
+        self,
+        file_fields: dict[str, int],
+        *,
+        max_texts: int,
+        max_text_bytes: int,
+        max_file_bytes: int,
+    ) -> None:
+        self.file_fields = file_fields  # field id -> how many files it may send
+        self.max_texts = max_texts
+        self.max_text_bytes = max_text_bytes
+        self.max_file_bytes = max_file_bytes
+        self.texts: list[tuple[str, bytearray]] = []
+        self.files: list[tuple[str, bytearray, list[bool]]] = []
+        self.refused = False  # a bound no page of this form can reach was passed
+        self.ended = False
+        self._target: bytearray | None = None
+        self._limit = 0
+        self._over: list[bool] | None = None
+        self._field = bytearray()
+        self._value = bytearray()
+        self._disposition = b""
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._data,
+            "on_end": self._end,
+        }
+
+    def _end(self) -> None:
+        self.ended = True
+
+    def _begin(self) -> None:
+        self._target = None
+        self._over = None
+        self._disposition = b""
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        if bytes(self._field).lower() == b"content-disposition":
+            self._disposition = bytes(self._value)
+        self._field.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        name = options.get(b"name", b"").decode("latin-1")
+        if b"filename" in options:
+            # A file: kept only for a file control of the form, up to its count (one
+            # more is kept empty, so the validator can say "takes at most").
+            sent = sum(1 for field_id, _, _ in self.files if field_id == name)
+            if name not in self.file_fields or sent > self.file_fields[name]:
+                return  # read past and dropped
+            kept = bytearray()
+            over = [False]
+            self.files.append((name, kept, over))
+            self._target, self._limit, self._over = kept, self.max_file_bytes, over
+            if sent == self.file_fields[name]:
+                self._limit = 0
+            return
+        if len(self.texts) >= self.max_texts:
+            self.refused = True
+            return
+        value = bytearray()
+        self.texts.append((name, value))
+        self._target, self._limit = value, self.max_text_bytes
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        target = self._target
+        if target is None:
+            return
+        room = self._limit - len(target)
+        if end - start > room:
+            if self._over is None:
+                self.refused = True  # a text control past any this form has
+            else:
+                self._over[0] = True
+            end = start + max(room, 0)
+        target += data[start:end]
+
+
+async def read_page_form(
+    content_type: str | None,
+    body: AsyncIterator[bytes],
+    *,
+    file_fields: dict[str, int],
+    max_texts: int,
+    max_text_bytes: int,
+    max_file_bytes: int,
+) -> PostedParts:
+    """A patient page's multipart body, in memory and within bounds; 400 when it is not
+    one (or passes a bound no page of this form reaches). A file control left empty (no
+    name, no bytes) is no file."""
+    media, options = parse_options_header(content_type or "")
+    boundary = options.get(b"boundary")
+    if media != b"multipart/form-data" or not boundary or len(boundary) > 200:
+        raise PageFormUnreadable()
+    parts = _PageParts(
+        file_fields,
+        max_texts=max_texts,
+        max_text_bytes=max_text_bytes,
+        max_file_bytes=max_file_bytes,
+    )
+    try:
+        parser = MultipartParser(boundary, parts.callbacks())
+        async for chunk in body:
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError:
+        raise PageFormUnreadable() from None
+    if not parts.ended or parts.refused:
+        raise PageFormUnreadable()
+    texts = [(name, bytes(value).decode("utf-8", "replace")) for name, value in parts.texts]
+    files = [
+        PostedFile(field_id, bytes(data), over[0])
+        for field_id, data, over in parts.files
+        if data or over[0]
+    ]
+    return PostedParts(texts, files)

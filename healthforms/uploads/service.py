@@ -34,6 +34,7 @@ from healthforms.errors import NotFound, ValidationFailed
 from healthforms.forms.schema import MAX_SIZE_MB_RANGE, FieldDef, FieldType
 from healthforms.images import IMAGE_TYPES, PDF, CleanFile, UnsafeFile, check_pdf, clean_image
 from healthforms.images import sniff as sniff_type
+from healthforms.languages import N_
 from healthforms.responses.service import ResponseUnreadable
 from healthforms.uploads.models import Upload
 from healthforms.uploads.storage import FILE_STORE, FileStore
@@ -50,11 +51,12 @@ SWEEP_BATCH: Final = 200
 # The most any file field takes (maxSizeMb at its largest): what an upload reads at most.
 MAX_FILE_BYTES: Final = MAX_SIZE_MB_RANGE[1] * 1024 * 1024
 
-NOT_A_FILE_FIELD = "is not a file question of this form"
-STALE_UPLOAD = (
+NOT_A_FILE_FIELD = N_("is not a file question of this form")
+STALE_UPLOAD = N_(
     "a file is no longer available (it expired or belongs to another page): "
     "remove it and upload it again"
 )
+TOO_MANY_PENDING = N_("too many files were sent for this question; reload the page")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,25 +93,25 @@ class StoredUpload:
         return body
 
 
-def _megabytes(size: int) -> str:
-    return f"{size // (1024 * 1024)} MB"
+def too_large(size: int) -> str:
+    return N_("is too large (at most {size} MB per file)", size=size // (1024 * 1024))
 
 
 def kinds_message(kinds: Sequence[str]) -> str:
     if tuple(kinds) == ("image",):
-        return "must be a photo (JPEG, PNG or WebP)"
+        return N_("must be a photo (JPEG, PNG or WebP)")
     if tuple(kinds) == ("pdf",):
-        return "must be a PDF document"
-    return "must be a photo (JPEG, PNG or WebP) or a PDF document"
+        return N_("must be a PDF document")
+    return N_("must be a photo (JPEG, PNG or WebP) or a PDF document")
 
 
 def check_content(field: FieldDef, data: bytes) -> CleanFile:
     """The file to keep (images re-encoded without metadata) or ValueError with the
     patient's message. The type is the content's, whatever the name or declared type."""
     if not data:
-        raise ValueError("is an empty file")
+        raise ValueError(N_("is an empty file"))
     if len(data) > field.file_size_limit:
-        raise ValueError(f"is too large (at most {_megabytes(field.file_size_limit)} per file)")
+        raise ValueError(too_large(field.file_size_limit))
     kinds = field.file_kinds
     kind = sniff_type(data)
     try:
@@ -118,7 +120,7 @@ def check_content(field: FieldDef, data: bytes) -> CleanFile:
         if kind == PDF and "pdf" in kinds:
             return check_pdf(data)
     except UnsafeFile as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(exc.args[0] if exc.args else "") from None
     raise ValueError(kinds_message(kinds))
 
 
@@ -148,7 +150,8 @@ async def receive_upload(
         # Decoding a photo is CPU work (a 48 MP JPEG takes about a second): off the loop.
         clean = await asyncio.to_thread(check_content, field, data)
     except ValueError as exc:
-        raise ValidationFailed({field.id: str(exc)}) from None
+        # The Message itself (not str()): the answer translates it (languages.py).
+        raise ValidationFailed({field.id: exc.args[0] if exc.args else ""}) from None
     pending = (
         await session.execute(
             select(func.count())
@@ -161,9 +164,7 @@ async def receive_upload(
         )
     ).scalar_one()
     if pending >= PENDING_PER_FILE * field.file_count_limit:
-        raise ValidationFailed(
-            {field.id: "too many files were sent for this question; reload the page"}
-        )
+        raise ValidationFailed({field.id: TOO_MANY_PENDING})
     now = utcnow()
     upload_id = new_id("upl_")
     row = Upload(
@@ -229,23 +230,54 @@ async def extend_pending(
     until: datetime,
     *,
     nonce_id: str | None = None,
+    form_id: str | None = None,
 ) -> int:
     """Keep these pending uploads until `until` (e.g. while a saved draft lives), in the
     caller's transaction; return how many it kept. With `nonce_id`, they are bound to
-    that nonce from now on (a resumed draft's page has a new one). Attached uploads are
-    never touched; an upload already swept is not brought back."""
+    that nonce from now on (a resumed draft's page has a new one); with `form_id`, only
+    that form's uploads are touched (a draft names ids a client sent). Attached uploads
+    are never touched; an upload already past its time (swept or not) is not brought
+    back."""
     if not upload_ids:
         return 0
     values: dict[str, object] = {"expires_at": until}
     if nonce_id is not None:
         values["nonce_id"] = nonce_id
+    query = update(Upload).where(
+        Upload.id.in_(list(upload_ids)),
+        Upload.response_id.is_(None),
+        Upload.expires_at > utcnow(),
+    )
+    if form_id is not None:
+        query = query.where(Upload.form_id == form_id)
     result = await session.execute(
-        update(Upload)
-        .where(Upload.id.in_(list(upload_ids)), Upload.response_id.is_(None))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        query.values(**values).execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0))
+
+
+async def pending_uploads(
+    session: AsyncSession,
+    form_id: str,
+    upload_ids: Sequence[str],
+    now: datetime,
+    *,
+    nonce_id: str | None = None,
+) -> dict[str, StoredUpload]:
+    """The uploads of `upload_ids` still pending for `form_id` (not attached, not past
+    their time; with `nonce_id`, that page's only), by id: what a page can still send."""
+    if not upload_ids:
+        return {}
+    query = select(Upload).where(
+        Upload.id.in_(list(upload_ids)),
+        Upload.form_id == form_id,
+        Upload.response_id.is_(None),
+        Upload.expires_at > now,
+    )
+    if nonce_id is not None:
+        query = query.where(Upload.nonce_id == nonce_id)
+    rows = await session.execute(query)
+    return {row.id: StoredUpload.of(row) for row in rows.scalars()}
 
 
 async def sweep_expired(

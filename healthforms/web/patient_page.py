@@ -8,6 +8,14 @@ exactly-once storage and `public` rate limit (http/ratelimits.py takes its token
 together with the claim, as for the API). With JavaScript the page's script sends the
 same answers as JSON instead and this POST is never made.
 
+A form with a file field posts as multipart/form-data: its body is read in memory
+within the form's own bounds (uploads/receive.py `read_page_form`: never spooled to an
+unencrypted temporary file as Starlette's parser would), each file goes through the
+upload service as the page's script would have sent it (checked, cleaned, sealed,
+bound to the page's nonce), and the submission names their ids. A refused file is an
+error next to its field; the files kept meanwhile come back as "keep" boxes, so a
+patient does not choose them again.
+
 No session: the session layer skips /f/ and /r/ (http/sessions.py), so a staff
 member's cookie neither helps nor hinders here, and nothing a session could authorise
 happens. What protects the POST is what protects the API's: a nonce minted for this
@@ -24,11 +32,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
 from healthforms.audit.recorder import PatientAuditorDep
 from healthforms.branding.service import Branding, patient_branding
-from healthforms.clock import rfc3339
+from healthforms.clock import rfc3339, utcnow
 from healthforms.errors import NotFound, RateLimited, ValidationFailed
 from healthforms.forms.schema import FieldType
 from healthforms.forms.scores import patient_scores
@@ -50,6 +58,7 @@ from healthforms.patient_requests.service import (
 )
 from healthforms.security.context import RequestState, RequestStateDep
 from healthforms.state import DbSessionDep, StateDep
+from healthforms.submissions import nonces
 from healthforms.submissions.html_form import (
     MAX_TYPED_NAME,
     TYPED_SUFFIX,
@@ -67,7 +76,13 @@ from healthforms.submissions.service import (
     current_published,
     published_form,
 )
-from healthforms.submissions.validation import MAX_SIGNATURE_CHARS, client_rules
+from healthforms.submissions.validation import (
+    MAX_SIGNATURE_CHARS,
+    client_rules,
+    validate_answers,
+)
+from healthforms.uploads.receive import PostedFile, read_page_form
+from healthforms.uploads.service import StoredUpload, pending_uploads
 from healthforms.web.pages import language_choices, patient_language, render
 
 INVALID_LINK = N_("This form link is not valid.")
@@ -117,6 +132,8 @@ class Outcome:
     errors: dict[str, str] = field(default_factory=dict)
     message: str | None = None
     new_response_link: bool = False
+    # A file field's uploads this page keeps (posted without JavaScript), by field id.
+    files: dict[str, list[StoredUpload]] = field(default_factory=dict)
 
 
 def render_form_page(
@@ -142,6 +159,7 @@ def render_form_page(
             "answer": shown.answers.get(f.id),
             "typed": shown.answers.get(f.id + TYPED_SUFFIX),
             "error": _sentence(errors.get(f.id)),
+            "files": shown.files.get(f.id, []),
         }
         for f in form.fields
     }
@@ -226,13 +244,32 @@ async def public_page(state: StateDep, db: DbSessionDep, public_id: str) -> Pati
     return PatientPage(form=form, action=f"/f/{public_id}", public_id=public_id, branding=branding)
 
 
-async def _read_posted(request: Request, page: PatientPage) -> tuple[PostedForm, FormData]:
-    """The posted controls, parsed within bounds (field count, part size); a body that
-    is not a form parses as an empty one (and then fails its nonce check)."""
+async def _read_posted(
+    request: Request, page: PatientPage
+) -> tuple[PostedForm, FormData, list[PostedFile]]:
+    """The posted controls and files, parsed within bounds (field count, part size, the
+    form's file counts and sizes); a body that is not a form parses as an empty one (and
+    then fails its nonce check)."""
     fields = page.form.fields
-    data = await request.form(
-        max_files=0, max_fields=max_form_fields(fields), max_part_size=MAX_PART_BYTES
-    )
+    files: list[PostedFile] = []
+    content_type = request.headers.get("content-type", "")
+    if content_type.lower().startswith("multipart/form-data"):
+        file_fields = [f for f in fields if f.type is FieldType.FILE]
+        parts = await read_page_form(
+            content_type,
+            request.stream(),
+            file_fields={f.id: f.file_count_limit for f in file_fields},
+            max_texts=max_form_fields(fields),
+            max_text_bytes=MAX_PART_BYTES,
+            max_file_bytes=max((f.file_size_limit for f in file_fields), default=0),
+        )
+        texts: list[tuple[str, str | UploadFile]] = list(parts.texts)
+        data = FormData(texts)
+        files = parts.files
+    else:
+        data = await request.form(
+            max_files=0, max_fields=max_form_fields(fields), max_part_size=MAX_PART_BYTES
+        )
 
     def one(name: str) -> str | None:
         value = data.get(name)
@@ -241,7 +278,7 @@ async def _read_posted(request: Request, page: PatientPage) -> tuple[PostedForm,
     def every(name: str) -> list[str]:
         return [v for v in data.getlist(name) if isinstance(v, str)]
 
-    return posted_answers(fields, one, every), data
+    return posted_answers(fields, one, every), data, files
 
 
 def _kept(page: PatientPage, posted: PostedForm, data: FormData) -> dict[str, Any]:
@@ -257,23 +294,74 @@ def _kept(page: PatientPage, posted: PostedForm, data: FormData) -> dict[str, An
     return kept
 
 
+def _other_errors(page: PatientPage, posted: PostedForm, refused: dict[str, str]) -> dict[str, str]:
+    """What the validator says of the answers besides the refused files' fields, so the
+    page shows every error at once."""
+    others = {k: v for k, v in posted.answers.items() if k not in refused}
+    try:
+        validate_answers(page.form.fields, others)
+    except ValidationFailed as exc:
+        fields: dict[str, str] = exc.extra.get("fields", {})
+        return {k: v for k, v in fields.items() if k not in refused}
+    return {}
+
+
+async def _kept_files(
+    state: StateDep,
+    db: DbSessionDep,
+    page: PatientPage,
+    nonce: str,
+    answers: dict[str, Any],
+    scope: str | None,
+) -> dict[str, list[StoredUpload]]:
+    """The file answers' uploads still pending for this page's nonce, by field id."""
+    by_field = {
+        f.id: [i for i in answers.get(f.id) or [] if isinstance(i, str)]
+        for f in page.form.fields
+        if f.type is FieldType.FILE
+    }
+    ids = [i for found in by_field.values() for i in found]
+    verified = nonces.verify(state.keys, scope or page.form.public_id, nonce) if ids else None
+    if verified is None:
+        return {}
+    pending = await pending_uploads(
+        db, page.form.form_id, ids, utcnow(), nonce_id=verified.nonce_id
+    )
+    return {
+        field_id: [pending[i] for i in found if i in pending]
+        for field_id, found in by_field.items()
+        if any(i in pending for i in found)
+    }
+
+
 async def _submit_page(
     request: Request,
     current: RequestState,
     state: StateDep,
+    db: DbSessionDep,
     page: PatientPage,
     posted: PostedForm,
     data: FormData,
+    files: list[PostedFile],
     submit: Callable[[], Awaitable[SubmissionResult]],
     scope: str | None,
 ) -> Response:
-    """Run `submit` (SubmissionService.submit, bound) and answer with a page."""
-    kept = _kept(page, posted, data)
+    """Keep the posted files, run `submit` (SubmissionService.submit, bound) and answer
+    with a page."""
     language = patient_language(request)
     nonce = posted.nonce or ""
     expires = _nonce_expiry(nonce)
     status_code = 200
+    kept = _kept(page, posted, data)
     try:
+        uploaded, refused = await SubmissionService(state).upload_posted(
+            db, page.form, posted.nonce, files, scope=scope
+        )
+        for field_id, ids in uploaded.items():
+            posted.answers[field_id] = [*(posted.answers.get(field_id) or []), *ids]
+        kept = _kept(page, posted, data)
+        if refused:
+            raise ValidationFailed({**_other_errors(page, posted, refused), **refused})
         result = await submit()
     except RateLimited:
         outcome, status_code = Outcome(kept), RateLimited.status_code
@@ -311,6 +399,7 @@ async def _submit_page(
         current.refusal_drawn = True
         outcome = Outcome(kept, message=over_limit_message(wait))
         status_code = RateLimited.status_code
+    outcome.files = await _kept_files(state, db, page, nonce, outcome.answers, scope)
     return render_form_page(request, page, nonce, expires, outcome, status_code=status_code)
 
 
@@ -369,7 +458,7 @@ async def post_public_form(
         public_id=public_id,
         branding=await patient_branding(db, form.organization_id),
     )
-    posted, data = await _read_posted(request, page)
+    posted, data, files = await _read_posted(request, page)
 
     async def submit() -> SubmissionResult:
         return await SubmissionService(state).submit(
@@ -382,7 +471,7 @@ async def post_public_form(
             language=patient_language(request),
         )
 
-    return await _submit_page(request, current, state, page, posted, data, submit, None)
+    return await _submit_page(request, current, state, db, page, posted, data, files, submit, None)
 
 
 @router.post("/r/{token}")
@@ -404,7 +493,7 @@ async def post_request_form(
     branding = await patient_branding(db, row.organization_id)
     clinic = branding.name if branding is not None else await clinic_name(db, row.organization_id)
     page = PatientPage(form=form, action=None, clinic=clinic, branding=branding)
-    posted, data = await _read_posted(request, page)
+    posted, data, files = await _read_posted(request, page)
 
     async def submit() -> SubmissionResult:
         return await submit_to_request(
@@ -420,7 +509,7 @@ async def post_request_form(
 
     try:
         return await _submit_page(
-            request, current, state, page, posted, data, submit, nonce_scope(row.id)
+            request, current, state, db, page, posted, data, files, submit, nonce_scope(row.id)
         )
     except RequestClosed as exc:
         return closed_page(request, exc.status_code)

@@ -14,9 +14,11 @@ from healthforms.db.engine import Database
 from healthforms.forms.models import FormVersion
 from healthforms.responses.models import ResponseRow
 from tests.support.servers import ServerProcess
+from tests.uploads.helpers import pdf_document, photo_with_gps
 from tests.web.browser import Watch, check_page, new_context
 from tests.web.seed import SeededUser, create_users, publish_form, run_async
 from tests.web.test_public_pages import PHONE
+from tests.web.test_upload_pages import choose
 
 pytestmark = pytest.mark.browser
 
@@ -194,3 +196,70 @@ def test_staff_write_the_spanish_texts_in_the_builder(
     expect(page.get_by_label("ZIP code")).to_be_visible()  # no Spanish label: the form's own
     patient.close()
     assert watch.unexpected() == []
+
+
+FILE_FIELDS: list[dict[str, Any]] = [
+    {"id": "name", "type": "text", "label": "Full name"},
+    {"id": "card", "type": "file", "label": "Insurance card", "accept": ["image"]},
+    {"id": "papers", "type": "file", "label": "Referral", "maxFiles": 2, "maxSizeMb": 5},
+]
+
+
+def test_the_upload_control_and_the_saved_draft_speak_spanish(
+    browser: Browser, server: ServerProcess, database_url: str
+) -> None:
+    (admin,) = create_users(database_url, [("Ada Admin", "admin")])
+    _, public_id = publish_form(database_url, admin.organization_id, "Files", FILE_FIELDS)
+    watch = Watch()
+    context = new_context(browser, watch, **SPANISH_PHONE)
+    page = context.new_page()
+    page.goto(f"{server.base_url}/f/{public_id}")
+    assert page.locator("html").get_attribute("lang") == "es"
+    expect(page.locator("#q-card-limits")).to_have_text("Fotos, un archivo, de 10 MB como máximo.")
+    expect(page.locator("#q-papers-limits")).to_have_text(
+        "Fotos o documentos PDF, hasta 2 archivos, de 5 MB como máximo cada uno."
+    )
+    expect(page.locator("#q-card-list")).to_have_attribute(
+        "aria-label", "Archivos añadidos: Insurance card"
+    )
+    expect(page.locator("#draft-resume summary")).to_have_text("Continuar un formulario guardado")
+    # A PDF dressed as a photo: the server's refusal, in Spanish, next to the field.
+    choose(page, "card", "tarjeta.jpg", "image/jpeg", pdf_document())
+    expect(page.locator("#q-card-error")).to_have_text("Debe ser una foto (JPEG, PNG o WebP)")
+    expect(page.locator("#q-card-status")).to_have_text("tarjeta.jpg no se subió.")
+    choose(page, "card", "tarjeta.jpg", "image/jpeg", photo_with_gps())
+    expect(page.locator("#q-card-status")).to_have_text("tarjeta.jpg se subió.")
+    item = page.locator("#q-card-list .file-item")
+    expect(item).to_contain_text("tarjeta.jpg (foto,")
+    expect(item.get_by_role("button", name="Quitar tarjeta.jpg")).to_be_visible()
+    check_page(page, "languages-es-upload")
+
+    page.get_by_role("button", name="Guardar y continuar más tarde").click()
+    saved = page.locator("#draft-saved")
+    expect(saved).to_be_focused()
+    expect(page.get_by_role("region", name="Sus respuestas están guardadas")).to_be_visible()
+    expect(saved).to_contain_text("Puede continuar en este u otro dispositivo hasta el")
+    expect(saved).to_contain_text("Los archivos que añadió se guardan con sus respuestas")
+    expect(page.get_by_label("Enlace para continuar")).not_to_have_value("")
+    page.get_by_role("button", name="Copiar el enlace").click()
+    expect(page.locator("#draft-copy-status")).to_have_text(
+        re.compile(r"^(Enlace copiado\.|Pulse Ctrl\+C .*)$")
+    )
+    check_page(page, "languages-es-draft-saved")
+    page.get_by_role("button", name="Volver al formulario").click()
+
+    # The code box's own refusal, in Spanish.
+    page.get_by_text("Continuar un formulario guardado").click()
+    page.get_by_role("button", name="Continuar", exact=True).click()
+    expect(page.locator("#draft-code-error")).to_have_text(
+        "Escriba el código de su formulario guardado."
+    )
+    page.get_by_label("Código de su formulario guardado").fill("0000000000")
+    page.get_by_role("button", name="Continuar", exact=True).click()
+    expect(page.locator("#draft-code-error")).to_have_text(
+        "Ningún formulario guardado coincide con este código. "
+        "Revise el código e inténtelo de nuevo."
+    )
+    check_page(page, "languages-es-draft-code")
+    context.close()
+    assert watch.unexpected(404, 422) == []

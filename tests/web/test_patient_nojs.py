@@ -4,18 +4,24 @@ its field in the server's words with the other answers kept, then the confirmati
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import select
 
+from healthforms.db.engine import Database
 from healthforms.patient_requests.service import new_token
+from healthforms.uploads.models import Upload
 from tests.patient_requests.test_concurrency import _insert_request as insert_request
 from tests.support.servers import ServerProcess
+from tests.uploads.helpers import pdf_document, photo_with_gps
 from tests.web.browser import Watch, check_page, new_context
 from tests.web.seed import ALL_TYPES_FIELDS, create_users, publish_form, run_async
 from tests.web.test_public_pages import PHONE
+from tests.web.test_upload_pages import choose
 
 pytestmark = pytest.mark.browser
 
@@ -173,3 +179,75 @@ def test_without_javascript_a_request_link_sends_once_then_is_closed(
     expect(page.get_by_role("heading", name="This link cannot be used")).to_be_visible()
     context.close()
     assert watch.unexpected(410, 422) == []
+
+
+PHOTO_FIELDS: list[dict[str, Any]] = [
+    {"id": "full_name", "type": "text", "label": "Full name", "required": True},
+    {
+        "id": "card",
+        "type": "file",
+        "label": "Insurance card",
+        "required": True,
+        "accept": ["image"],
+    },
+    {"id": "referral", "type": "file", "label": "Referral letter", "maxFiles": 2},
+]
+
+
+async def _uploads(database_url: str, form_id: str) -> list[tuple[str, str, str | None]]:
+    db = Database.connect(database_url)
+    try:
+        async with db.sessions() as session:
+            rows = await session.execute(
+                select(Upload.field_id, Upload.media_type, Upload.response_id)
+                .where(Upload.form_id == form_id)
+                .order_by(Upload.field_id)
+            )
+            return [(r.field_id, r.media_type, r.response_id) for r in rows]
+    finally:
+        await db.dispose()
+
+
+def test_without_javascript_a_required_photo_is_sent_and_attached(
+    browser: Browser, server: ServerProcess, database_url: str
+) -> None:
+    (admin,) = create_users(database_url, [("Ada Admin", "admin")])
+    form_id, public_id = publish_form(database_url, admin.organization_id, "Card", PHOTO_FIELDS)
+    watch = Watch()
+    context = new_context(browser, watch, java_script_enabled=False, **PHONE)
+    page = context.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
+    page.goto(f"{server.base_url}/f/{public_id}")
+    expect(page.locator("#patient-form")).to_have_attribute("enctype", "multipart/form-data")
+    check_as_served(browser, server, page, "patient-form-nojs-files")
+
+    # A PDF dressed as a photo, a letter, and no name: refused in place, the letter kept.
+    choose(page, "card", "card.jpg", "image/jpeg", pdf_document())
+    choose(page, "referral", "letter.pdf", "application/pdf", pdf_document(pages=2))
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#q-card-error")).to_have_text("Must be a photo (JPEG, PNG or WebP)")
+    expect(page.locator("#q-card")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#q-full_name-error")).to_have_text("Is required")
+    expect(page.locator("#error-summary")).to_contain_text(
+        "Insurance card: must be a photo (JPEG, PNG or WebP)"
+    )
+    keep = page.get_by_label(re.compile(r"^Keep the PDF document you added \(\d+ KB\)$"))
+    expect(keep).to_be_checked()
+    check_as_served(browser, server, page, "patient-form-nojs-file-refused")
+
+    page.locator("#q-full_name").fill("Pat Patient")
+    choose(page, "card", "card.jpg", "image/jpeg", photo_with_gps())
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("heading", name="Thank you, your form was sent")).to_be_visible()
+    context.close()
+    assert [r for r in requests if "/api/" in r] == []
+    assert watch.unexpected(422) == []
+
+    files = run_async(_uploads(database_url, form_id))
+    assert [(f, m) for f, m, _ in files] == [
+        ("card", "image/jpeg"),
+        ("referral", "application/pdf"),
+    ]
+    response_ids = {r for _, _, r in files}
+    assert len(response_ids) == 1 and None not in response_ids

@@ -79,9 +79,7 @@ def test_a_phone_uploads_a_photo_staff_see_it_and_it_is_in_the_pdf(
     patient.goto(f"{base}/f/{public_id}")
     card = patient.locator("#q-card")
     expect(card).to_have_attribute("accept", "image/*")  # phones offer the camera
-    expect(patient.locator("#q-card-limits")).to_have_text(
-        "Photos, up to 1 file, at most 10 MB each."
-    )
+    expect(patient.locator("#q-card-limits")).to_have_text("Photos, one file, at most 10 MB.")
     check_page(patient, "upload-empty")
 
     # A PDF dressed as a photo: refused next to the field, in the server's words.

@@ -23,6 +23,7 @@ from typing import Any
 from healthforms.errors import ValidationFailed
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.forms.validation import DEFAULT_TEXT_MAX, DEFAULT_TEXTAREA_MAX
+from healthforms.languages import N_
 from healthforms.submissions.validation import (
     MAX_EMAIL,
     MAX_UNKNOWN_REPORTED,
@@ -52,9 +53,9 @@ def _is_blank(value: object) -> bool:
 
 def _text(value: object, limit: int) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be text")
+        raise ValueError(N_("must be text"))
     if len(value) > limit:
-        raise ValueError(f"must be at most {limit} characters")
+        raise ValueError(N_("must be at most {limit} characters", limit=limit))
     return value
 
 
@@ -72,28 +73,28 @@ def _loose_one(field: FieldDef, value: object) -> object:
         if isinstance(value, str):
             return _text(value, MAX_SHORT_TEXT)  # being typed: checked when sent
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("must be a number")
+            raise ValueError(N_("must be a number"))
         # NaN and Infinity parse from a body but are not JSON: refused, never stored.
         if not math.isfinite(value) or abs(value) > MAX_NUMBER:
-            raise ValueError("must be a number")
+            raise ValueError(N_("must be a number"))
         return value
     if kind in (FieldType.SELECT, FieldType.RADIO):
         if not isinstance(value, str) or value not in (field.options or []):
-            raise ValueError("must be one of the options")
+            raise ValueError(N_("must be one of the options"))
         return value
     if kind is FieldType.CHECKBOX:
         if field.options is None:
             if not isinstance(value, bool):
-                raise ValueError("must be true or false")
+                raise ValueError(N_("must be true or false"))
             return value
         if not isinstance(value, list) or any(item not in field.options for item in value):
-            raise ValueError("must only contain the options")
+            raise ValueError(N_("must only contain the options"))
         return [option for option in field.options if option in value]
     # A type a later feature added: kept as sent (plain JSON only); the cap bounds it.
     try:
         json.dumps(value, allow_nan=False)
     except ValueError as exc:
-        raise ValueError("is not a valid answer") from exc
+        raise ValueError(N_("is not a valid answer")) from exc
     return value
 
 
@@ -101,7 +102,7 @@ def check_draft_answers(fields: list[FieldDef], raw: object, *, max_bytes: int) 
     """The answers to keep in a draft, or ValidationFailed keyed by field id (API.md's
     422). Blank answers and signatures are left out; no field is required."""
     if not isinstance(raw, dict):
-        raise ValidationFailed({"answers": "answers must be an object"})
+        raise ValidationFailed({"answers": N_("answers must be an object")})
     by_id = {field.id: field for field in fields if field.takes_answer}
     errors: dict[str, str] = {}
     kept: dict[str, Any] = {}
@@ -109,14 +110,15 @@ def check_draft_answers(fields: list[FieldDef], raw: object, *, max_bytes: int) 
         field = by_id.get(key) if isinstance(key, str) else None
         if field is None:
             if len(errors) < MAX_UNKNOWN_REPORTED:
-                errors[str(key)[:64]] = "unknown field"
+                errors[str(key)[:64]] = N_("unknown field")
             continue
         if field.type is FieldType.SIGNATURE or _is_blank(value):
             continue
         try:
             kept[field.id] = _loose_one(field, value)
         except ValueError as exc:
-            errors[field.id] = str(exc)
+            # The Message itself (not str()): the answer translates it (languages.py).
+            errors[field.id] = exc.args[0] if exc.args else ""
     if answers_size(kept) > max_bytes:
         errors["answers"] = answers_too_large(max_bytes)
     if errors:

@@ -50,6 +50,10 @@ def resumed_json(state: AppState, request: Request, resumed: ResumedDraft) -> di
         "form": {"publicId": resumed.form.public_id, "version": resumed.form.version},
         "answers": resumed.answers,
         "dropped": resumed.dropped,
+        "files": {
+            field_id: [upload.as_json() for upload in uploads]
+            for field_id, uploads in resumed.files.items()
+        },
     }
 
 
@@ -95,15 +99,22 @@ async def resume_by_code(
         await record_refusal(state, current, verdict, organization_id=form.organization_id)
         raise RateLimited()
     code = body.get("code") if isinstance(body, dict) else None
-    resumed = await service.resume_by_code(state, session, form, code, auditor)
+    nonce = body.get("nonce") if isinstance(body, dict) else None
+    resumed = await service.resume_by_code(state, session, form, code, auditor, nonce)
     return JSONResponse(resumed_json(state, request, resumed), headers=PRIVATE)
 
 
 @router.get("/drafts/{token}")
 async def resume_by_link(
-    token: str, request: Request, state: StateDep, session: DbSessionDep, auditor: PatientAuditorDep
+    token: str,
+    request: Request,
+    state: StateDep,
+    session: DbSessionDep,
+    auditor: PatientAuditorDep,
+    nonce: str | None = None,
 ) -> JSONResponse:
-    resumed = await service.resume_by_token(state, session, token, auditor)
+    # `?nonce=`: the page's own, to bind the draft's files to (a nonce is no secret).
+    resumed = await service.resume_by_token(state, session, token, auditor, nonce)
     return JSONResponse(resumed_json(state, request, resumed), headers=PRIVATE)
 
 

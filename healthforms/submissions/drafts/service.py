@@ -24,6 +24,13 @@ deleted in the transaction of the submission that sends it (DraftSent, a submiss
 ResponseLink), or by the sweep once expired (sweep_expired, run with the retention
 purge); an expired draft not yet swept is refused (410) as if it were gone.
 
+Files: a file answer is a list of upload ids (uploads/). A save keeps those pending
+uploads alive until the draft's expiry, in the save's transaction; a resume on a new
+page binds them to that page's nonce (the submission only attaches its own page's
+uploads) and lists them, so the patient sees what is kept and may remove it. Once the
+draft is sent its files are attached; deleted or expired, they are swept at the
+draft's expiry like any pending upload.
+
 Concurrency: the first save of a page is keyed by the page's nonce (UNIQUE nonce_id):
 two first saves at once make one draft, the second updating the first's row. Later
 saves name the draft by its token and replace its answers whole (the last one wins).
@@ -37,7 +44,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -61,6 +68,7 @@ from healthforms.db.base import new_id
 from healthforms.db.engine import Database
 from healthforms.errors import HealthformsError, NotFound, ValidationFailed
 from healthforms.forms.schema import FieldDef, FieldType
+from healthforms.languages import N_
 from healthforms.redis.errors import RedisUnavailable
 from healthforms.responses.models import ResponseRow
 from healthforms.responses.patients import PatientIdentity
@@ -71,6 +79,12 @@ from healthforms.submissions.drafts.mail import enqueue_link
 from healthforms.submissions.drafts.models import FormDraft
 from healthforms.submissions.service import PublishedForm, current_published
 from healthforms.submissions.validation import validate_answers
+from healthforms.uploads.service import (
+    PENDING_GRACE,
+    StoredUpload,
+    extend_pending,
+    pending_uploads,
+)
 
 log = structlog.get_logger("healthforms.drafts")
 
@@ -97,27 +111,27 @@ SENT, EXPIRED, DISCARDED = "submitted", "expired", "discarded"
 
 class DraftNotFound(HealthformsError):
     status_code, code = 404, "draft_not_found"
-    message = "No saved form was found for this link. It may have been sent already."
+    message = N_("No saved form was found for this link. It may have been sent already.")
 
 
 class DraftCodeNotFound(HealthformsError):
     status_code, code = 404, "draft_not_found"
-    message = "No saved form matches this code. Check the code and try again."
+    message = N_("No saved form matches this code. Check the code and try again.")
 
 
 class DraftExpired(HealthformsError):
     status_code, code = 410, "draft_expired"
-    message = "This saved form has expired. Please fill in the form again."
+    message = N_("This saved form has expired. Please fill in the form again.")
 
 
 class DraftNonceInvalid(HealthformsError):
     status_code, code = 400, "nonce_invalid"
-    message = "This form link has expired. Reload the page and save again."
+    message = N_("This form link has expired. Reload the page and save again.")
 
 
 class DraftAfterSending(HealthformsError):
     status_code, code = 409, "nonce_used"
-    message = "This form was already sent from this page: there is nothing left to save."
+    message = N_("This form was already sent from this page: there is nothing left to save.")
 
 
 # Secrets ----------------------------------------------------------------------------------
@@ -228,6 +242,8 @@ class ResumedDraft:
     form: PublishedForm
     answers: dict[str, Any]
     dropped: list[str]  # field ids of saved answers the current version has no place for
+    # The pending uploads each file answer still names, by field id.
+    files: dict[str, list[StoredUpload]]
 
 
 def _view(keys: KeyRing, row: FormDraft, expires_at: datetime) -> DraftView:
@@ -395,6 +411,20 @@ async def _update(
     return expires_at if _rowcount(result) == 1 else None
 
 
+def file_answers(fields: list[FieldDef], answers: dict[str, Any]) -> dict[str, list[str]]:
+    """The upload ids each file answer names (ids only: their owner is checked when used)."""
+    found: dict[str, list[str]] = {}
+    for field in fields:
+        value = answers.get(field.id)
+        if field.type is FieldType.FILE and isinstance(value, list):
+            found[field.id] = [item for item in value if isinstance(item, str)]
+    return found
+
+
+def _all_ids(by_field: dict[str, list[str]]) -> list[str]:
+    return [upload_id for ids in by_field.values() for upload_id in ids]
+
+
 async def _by_nonce(session: AsyncSession, nonce_id: str) -> FormDraft | None:
     query = select(FormDraft).where(FormDraft.nonce_id == nonce_id)
     return (await session.execute(query)).scalar_one_or_none()
@@ -429,6 +459,11 @@ async def save_draft(
         if nonce is None:
             raise DraftNonceInvalid()
         row, expires_at, created = await _save_by_nonce(state, session, form, nonce, answers, now)
+    # The files the answers name live as long as the draft (same transaction: a save
+    # that fails keeps nothing alive). Only this form's pending uploads are touched.
+    await extend_pending(
+        session, _all_ids(file_answers(form.fields, answers)), expires_at, form_id=form.form_id
+    )
     event = auditor.event(
         DRAFT_SAVED,
         resource_type=RESOURCE_TYPE,
@@ -491,9 +526,11 @@ async def _resumed(
     row: FormDraft,
     auditor: Auditor,
     via: str,
+    raw_nonce: object = None,
 ) -> ResumedDraft:
     """The draft on the version published now, with its `draft.resumed` event (a read
-    of PHI: audited)."""
+    of PHI: audited). With the new page's nonce, the draft's files are bound to it (so
+    that page's submission attaches them); a file no longer pending is dropped."""
     try:
         form = await current_published(state, session, row.public_id)
     except NotFound:
@@ -502,23 +539,54 @@ async def _resumed(
     if saved is None:
         raise DraftNotFound()
     fitted = fit_answers(form.fields, saved)
+    answers, dropped = dict(fitted.answers), list(fitted.dropped)
     view = _view(state.keys, row, row.expires_at)
-    await auditor.record(
+    by_field = file_answers(form.fields, answers)
+    nonce = nonces.verify(state.keys, form.public_id, raw_nonce) if by_field else None
+    if nonce is not None and not nonce.is_expired():
+        # The new page's nonce may outlive the draft: keep them as long as either.
+        page_until = datetime.fromtimestamp(nonce.expires_at, UTC) + PENDING_GRACE
+        await extend_pending(
+            session,
+            _all_ids(by_field),
+            max(row.expires_at, page_until),
+            nonce_id=nonce.nonce_id,
+            form_id=form.form_id,
+        )
+    pending = await pending_uploads(session, form.form_id, _all_ids(by_field), utcnow())
+    files: dict[str, list[StoredUpload]] = {}
+    for field_id, ids in by_field.items():
+        kept = [pending[upload_id] for upload_id in ids if upload_id in pending]
+        if kept:
+            answers[field_id] = [upload.id for upload in kept]
+            files[field_id] = kept
+        if len(kept) != len(ids):  # expired or sent meanwhile: the patient adds it again
+            if not kept:
+                del answers[field_id]
+            dropped.append(field_id)
+    event = auditor.event(
         DRAFT_RESUMED,
         resource_type=RESOURCE_TYPE,
         resource_id=row.id,
         organization_id=row.organization_id,
-        detail={"formId": row.form_id, "via": via, "dropped": len(fitted.dropped)},
+        detail={"formId": row.form_id, "via": via, "dropped": len(dropped)},
     )
-    return ResumedDraft(view, form, fitted.answers, fitted.dropped)
+    await auditor.record_in(session, event)
+    await session.commit()
+    auditor.committed(event)
+    return ResumedDraft(view, form, answers, sorted(dropped), files)
 
 
 async def resume_by_token(
-    state: AppState, session: AsyncSession, raw_token: object, auditor: Auditor
+    state: AppState,
+    session: AsyncSession,
+    raw_token: object,
+    auditor: Auditor,
+    raw_nonce: object = None,
 ) -> ResumedDraft:
     """The draft a resume link names; 404 unknown, 410 expired."""
     row, _hashed = await _by_token(state, session, raw_token)
-    return await _resumed(state, session, row, auditor, "link")
+    return await _resumed(state, session, row, auditor, "link", raw_nonce)
 
 
 async def resume_by_code(
@@ -527,6 +595,7 @@ async def resume_by_code(
     form: PublishedForm,
     raw_code: object,
     auditor: Auditor,
+    raw_nonce: object = None,
 ) -> ResumedDraft:
     """The draft of `form` a typed code names; 404 for any code that names none (the
     caller has taken the rate-limit tokens first), 410 expired."""
@@ -542,7 +611,7 @@ async def resume_by_code(
         raise DraftCodeNotFound()
     if row.expires_at <= utcnow():
         raise DraftExpired()
-    return await _resumed(state, session, row, auditor, "code")
+    return await _resumed(state, session, row, auditor, "code", raw_nonce)
 
 
 async def discard_draft(
@@ -578,7 +647,7 @@ _EMAIL_FIELD = [FieldDef(id="email", type=FieldType.EMAIL, label="Email", requir
 
 class DraftEmailTooSoon(HealthformsError):
     status_code, code = 429, "rate_limited"
-    message = "The link was emailed a moment ago. Wait a minute before asking again."
+    message = N_("The link was emailed a moment ago. Wait a minute before asking again.")
 
 
 async def email_link(
@@ -588,7 +657,7 @@ async def email_link(
     its `draft.emailed` event (no address in it); at most once a minute per draft, so a
     link cannot be turned into a mailer."""
     if not state.settings.mail_enabled:
-        raise ValidationFailed({"email": "this service sends no email"})
+        raise ValidationFailed({"email": N_("this service sends no email")})
     email = validate_answers(
         _EMAIL_FIELD, {"email": body.get("email") if isinstance(body, dict) else None}
     )["email"]

@@ -6,8 +6,10 @@
 // draft and sending the form deletes it (public_form.js sends `draft` with the answers).
 // Signatures are never saved: the patient signs when they send.
 import { api, ApiError } from "./api.js";
+import { _, lang } from "./i18n.js";
 import { applyShowWhen, collectAnswers, firstControl, showFieldErrors } from "./fields.js";
 import { applyPrefill } from "./prefill.js";
+import { clearFileFields, showKeptFiles, uploadsSettled } from "./uploads.js";
 
 const $ = (id) => document.getElementById(id);
 let publicId = "";
@@ -41,7 +43,7 @@ export function draftSent() {
 
 function formatExpiry(iso) {
   const at = new Date(iso);
-  return Number.isNaN(at.getTime()) ? iso : at.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  return Number.isNaN(at.getTime()) ? iso : at.toLocaleString(lang, { dateStyle: "medium", timeStyle: "short" });
 }
 
 function draftAnswers() {
@@ -76,15 +78,16 @@ async function save() {
   showFieldErrors(form, {});
   button.setAttribute("aria-busy", "true");
   button.disabled = true;
-  button.textContent = "Saving…";
+  button.textContent = _("Saving…");
   try {
+    await uploadsSettled();  // a file still uploading belongs in the draft too
     const answers = draftAnswers();
     let draft = held();
     for (let attempt = 0; attempt < 2; attempt += 1) {
       const body = draft ? { answers, draft: draft.token } : { answers, nonce: await currentNonce() };
       const { status, data, headers } = await api(`/api/public/forms/${encodeURIComponent(publicId)}/drafts`, {
         method: "POST", csrf: false, credentials: "omit", auth401: false, body,
-        expect: [400, 404, 410, 422, 429],
+        expect: [400, 404, 410, 422, 429], language: lang,
       });
       if (status === 200 || status === 201) {
         hold(data.draft);
@@ -95,39 +98,44 @@ async function save() {
       if (status === 422) {
         const fields = (data && data.fields) || {};
         showFieldErrors(form, fields);
-        showError(fields.answers || "Some answers cannot be saved as they are. Check the fields marked above.");
+        showError(fields.answers || _("Some answers cannot be saved as they are. Check the fields marked above."));
       } else if (status === 429) {
         const wait = Number(headers.get("retry-after")) || 60;
-        showError(`Too many attempts from this connection. Please wait ${wait} second${wait === 1 ? "" : "s"} and save again.`);
+        showError(wait === 1
+          ? _("Too many attempts from this connection. Please wait 1 second and save again.")
+          : _("Too many attempts from this connection. Please wait {wait} seconds and save again.", { wait }));
       } else if (status === 404) {
-        showError("This form is no longer accepting responses. Please contact the clinic.");
+        showError(_("This form is no longer accepting responses. Please contact the clinic."));
       } else {
-        showError((data && data.error) || "Your answers could not be saved. Please try again.");
+        showError((data && data.error) || _("Your answers could not be saved. Please try again."));
       }
       return;
     }
   } catch (err) {
     showError(err instanceof ApiError && err.status === 0
-      ? "Could not reach the clinic's server. Your answers are still on this page; try again."
-      : "Your answers could not be saved. Please try again.");
+      ? _("Could not reach the clinic's server. Your answers are still on this page; try again.")
+      : _("Your answers could not be saved. Please try again."));
   } finally {
     button.removeAttribute("aria-busy");
     button.disabled = false;
-    button.textContent = "Save and continue later";
+    button.textContent = _("Save and continue later");
   }
 }
 
 function fill(resumed) {
   form.reset();
   for (const clear of form.querySelectorAll(".sigpad-clear")) clear.click();
+  clearFileFields(form);
   applyPrefill(form, resumed.answers);
+  showKeptFiles(form, resumed.files || {});
   applyShowWhen(form);
   hold(resumed.draft);
   const dropped = resumed.dropped && resumed.dropped.length
-    ? " The form has changed since you saved it, so some answers could not be kept: please check them."
+    ? ` ${_("The form has changed since you saved it, so some answers could not be kept: please check them.")}`
     : "";
   $("draft-resumed-text").textContent =
-    `Your saved answers are filled in. Check them, finish the form and send it (saved until ${formatExpiry(resumed.draft.expiresAt)}).${dropped}`;
+    _("Your saved answers are filled in. Check them, finish the form and send it (saved until {expiry}).",
+      { expiry: formatExpiry(resumed.draft.expiresAt) }) + dropped;
   $("draft-resumed").hidden = false;
   $("draft-resume-failed").hidden = true;
   $("draft-resume").open = false;
@@ -143,18 +151,22 @@ async function resumeFromLink(token) {
   // The token leaves the address bar (and the history entry) at once.
   history.replaceState(history.state, "", location.pathname + location.search);
   try {
-    const { status, data } = await api(`/api/public/drafts/${encodeURIComponent(token)}`, {
-      credentials: "omit", auth401: false, expect: [404, 410],
+    // The page's nonce goes along: the draft's files are bound to it, so this page's
+    // submission can attach them.
+    const nonce = await currentNonce().catch(() => null);
+    const query = nonce ? `?nonce=${encodeURIComponent(nonce)}` : "";
+    const { status, data } = await api(`/api/public/drafts/${encodeURIComponent(token)}${query}`, {
+      credentials: "omit", auth401: false, expect: [404, 410], language: lang,
     });
     if (status !== 200 || data.form.publicId !== publicId) {
-      resumeFailed((data && data.error) || "This saved form cannot be opened here.");
+      resumeFailed((data && data.error) || _("This saved form cannot be opened here."));
       return;
     }
     fill(data);
     const first = firstControl(form);
     if (first) first.focus();
   } catch {
-    resumeFailed("Your saved answers could not be loaded. Check your connection and open the link again.");
+    resumeFailed(_("Your saved answers could not be loaded. Check your connection and open the link again."));
   }
 }
 
@@ -170,14 +182,15 @@ async function resumeByCode(event) {
   event.preventDefault();
   const input = $("draft-code-input");
   const code = input.value.trim();
-  if (!code) { codeError("Enter the code of your saved form."); input.focus(); return; }
+  if (!code) { codeError(_("Enter the code of your saved form.")); input.focus(); return; }
   codeError("");
   const button = $("draft-code-submit");
   button.disabled = true;
   try {
     const { status, data, headers } = await api(`/api/public/forms/${encodeURIComponent(publicId)}/drafts/resume`, {
-      method: "POST", csrf: false, credentials: "omit", auth401: false, body: { code },
-      expect: [404, 410, 429],
+      method: "POST", csrf: false, credentials: "omit", auth401: false,
+      body: { code, nonce: await currentNonce().catch(() => null) },
+      expect: [404, 410, 429], language: lang,
     });
     if (status === 200) {
       input.value = "";
@@ -188,13 +201,15 @@ async function resumeByCode(event) {
     }
     if (status === 429) {
       const wait = Number(headers.get("retry-after")) || 60;
-      codeError(`Too many tries. Please wait ${wait} second${wait === 1 ? "" : "s"} and try again.`);
+      codeError(wait === 1
+        ? _("Too many tries. Please wait 1 second and try again.")
+        : _("Too many tries. Please wait {wait} seconds and try again.", { wait }));
     } else {
-      codeError((data && data.error) || "No saved form matches this code.");
+      codeError((data && data.error) || _("No saved form matches this code."));
     }
     input.focus();
   } catch {
-    codeError("Could not reach the clinic's server. Check your connection and try again.");
+    codeError(_("Could not reach the clinic's server. Check your connection and try again."));
   } finally {
     button.disabled = false;
   }
@@ -213,7 +228,7 @@ async function emailLink(event) {
   const draft = held();
   const input = $("draft-email");
   const email = input.value.trim();
-  if (!email) { emailError("Enter your email address."); input.focus(); return; }
+  if (!email) { emailError(_("Enter your email address.")); input.focus(); return; }
   if (!draft) return;
   emailError("");
   const button = $("draft-email-send");
@@ -221,17 +236,19 @@ async function emailLink(event) {
   try {
     const { status, data } = await api(`/api/public/drafts/${encodeURIComponent(draft.token)}/email`, {
       method: "POST", csrf: false, credentials: "omit", auth401: false, body: { email },
-      expect: [404, 410, 422, 429],
+      expect: [404, 410, 422, 429], language: lang,
     });
     if (status === 202) {
-      $("draft-copy-status").textContent = "The link is on its way to your inbox.";
+      $("draft-copy-status").textContent = _("The link is on its way to your inbox.");
       return;
     }
     const field = data && data.fields && data.fields.email;
-    emailError(field === "must be an email address" ? "Enter an email address like name@example.org." : (field || (data && data.error) || "The email could not be sent."));
+    emailError(field === _("must be an email address")
+      ? _("Enter an email address like name@example.org.")
+      : (field || (data && data.error) || _("The email could not be sent.")));
     input.focus();
   } catch {
-    emailError("Could not reach the clinic's server. Check your connection and try again.");
+    emailError(_("Could not reach the clinic's server. Check your connection and try again."));
   } finally {
     button.disabled = false;
   }
@@ -242,10 +259,10 @@ async function copyLink() {
   const status = $("draft-copy-status");
   try {
     await navigator.clipboard.writeText(input.value);
-    status.textContent = "Link copied.";
+    status.textContent = _("Link copied.");
   } catch {
     input.select();
-    status.textContent = "Press Ctrl+C (or ⌘C) to copy the selected link.";
+    status.textContent = _("Press Ctrl+C (or ⌘C) to copy the selected link.");
   }
 }
 

@@ -21,11 +21,13 @@ export function fileLimits(f) {
   const kinds = Array.isArray(f.accept) && f.accept.length ? f.accept : ["image", "pdf"];
   const maxFiles = f.maxFiles || 1;
   const maxSizeMb = f.maxSizeMb || 10;
-  const what = kinds.length === 2 ? "Photos or PDF documents" : kinds[0] === "image" ? "Photos" : "PDF documents";
+  const what = kinds.length === 2 ? _("Photos or PDF documents") : kinds[0] === "image" ? _("Photos") : _("PDF documents");
   return {
     accept: kinds.map((k) => (k === "image" ? "image/*" : "application/pdf")).join(","),
     maxFiles, maxSizeMb,
-    text: `${what}, up to ${maxFiles} file${maxFiles === 1 ? "" : "s"}, at most ${maxSizeMb} MB each.`,
+    text: maxFiles === 1
+      ? _("{kinds}, one file, at most {size} MB.", { kinds: what, size: maxSizeMb })
+      : _("{kinds}, up to {count} files, at most {size} MB each.", { kinds: what, count: maxFiles, size: maxSizeMb }),
   };
 }
 
@@ -94,12 +96,12 @@ export function renderField(f, prefix = "q", headingLevel = 2) {
     const fileDescribed = [...(f.helpText ? [`${fid}-help`] : []), `${fid}-limits`, `${fid}-error`].join(" ");
     wrap.append(el("label", { for: fid }, f.label, ...requiredMark(f)), ...present(help),
       el("p", { class: "help", id: `${fid}-limits`, text: limits.text }),
-      el("input", { type: "file", id: fid, class: "file-input", accept: limits.accept,
+      el("input", { type: "file", id: fid, name: f.id, class: "file-input", accept: limits.accept,
         multiple: limits.maxFiles > 1 ? true : null, "aria-describedby": fileDescribed,
         "aria-required": f.required ? "true" : null,
         "data-max-files": limits.maxFiles, "data-max-size-mb": limits.maxSizeMb }),
       el("p", { class: "file-status muted small", id: `${fid}-status`, role: "status" }),
-      el("ul", { class: "file-list", id: `${fid}-list`, "aria-label": `Files added: ${f.label}` }),
+      el("ul", { class: "file-list", id: `${fid}-list`, "aria-label": _("Files added: {label}", { label: f.label }) }),
       error);
   } else {
     let control;

@@ -10,7 +10,7 @@ function isEmpty(value) {
 
 function setValue(wrap, value) {
   const type = wrap.dataset.type;
-  if (type === "signature") return;
+  if (type === "signature" || type === "file") return;  // files: uploads.js lists them
   if (type === "radio") {
     for (const input of wrap.querySelectorAll('input[type="radio"]')) input.checked = input.value === String(value);
     return;

@@ -13,7 +13,7 @@ import { initPages } from "./form_pages.js";
 import { applyPrefill } from "./prefill.js";
 import { _, lang } from "./i18n.js";
 import { draftSent, heldDraftToken, initDrafts } from "./drafts.js";
-import { clearFileFields, initFileFields } from "./uploads.js";
+import { clearFileFields, initFileFields, uploadsSettled } from "./uploads.js";
 
 const publicId = document.body.dataset.publicId;
 const requestToken = document.body.dataset.request ? location.pathname.split("/").pop() : null;
@@ -205,6 +205,7 @@ form.addEventListener("submit", async (event) => {
   event.preventDefault();
   if (sending) return;
   if (pages && !pages.onLastPage()) { pages.next(); return; }
+  await uploadsSettled();  // a file still uploading is part of the answers
   applyShowWhen(form);
   form.dataset.attempted = "1";
   const hints = clientErrors(form);

@@ -43,18 +43,15 @@ class ReceivedUpload:
     truncated: bool
 
 
-class _Parts:
-    """The parser's callbacks: each known part's bytes, bounded."""
+class _MultipartReader:
+    """What both readers share: each part's Content-Disposition, and whether the closing
+    boundary was read (a body cut short never yields a partial file). Subclasses decide
+    what to keep of each part (`_part`, `_data`)."""
 
-    def __init__(self, max_file_bytes: int) -> None:
-        self.max_file_bytes = max_file_bytes
-        self.parts: dict[str, bytearray] = {}
-        self.over: set[str] = set()
-        self._current: str | None = None
+    def __init__(self) -> None:
         self._field = bytearray()
         self._value = bytearray()
         self._disposition = b""
-        # The closing boundary was read: a body cut short never yields a partial file.
         self.ended = False
 
     def callbacks(self) -> MultipartCallbacks:
@@ -68,12 +65,27 @@ class _Parts:
             "on_end": self._end,
         }
 
+    async def read(self, content_type: str | None, body: AsyncIterator[bytes]) -> bool:
+        """Feed the body through; False when it is not a whole multipart/form-data body."""
+        media, options = parse_options_header(content_type or "")
+        boundary = options.get(b"boundary")
+        if media != b"multipart/form-data" or not boundary or len(boundary) > 200:
+            return False
+        try:
+            parser = MultipartParser(boundary, self.callbacks())
+            async for chunk in body:
+                parser.write(chunk)
+            parser.finalize()
+        except FormParserError:
+            return False
+        return self.ended
+
     def _end(self) -> None:
         self.ended = True
 
     def _begin(self) -> None:
-        self._current = None
         self._disposition = b""
+        self._forget()
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
         self._field += data[start:end]
@@ -89,7 +101,34 @@ class _Parts:
 
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
-        name = options.get(b"name", b"").decode("latin-1")
+        self._part(options.get(b"name", b"").decode("latin-1"), b"filename" in options)
+
+    def _forget(self) -> None:
+        """A new part begins: nothing of it is kept yet."""
+        raise NotImplementedError
+
+    def _part(self, name: str, is_file: bool) -> None:
+        """The part `name` begins (a file when it has a filename): choose where it goes."""
+        raise NotImplementedError
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        raise NotImplementedError
+
+
+class _Parts(_MultipartReader):
+    """One upload's callbacks: each known part's bytes, bounded."""
+
+    def __init__(self, max_file_bytes: int) -> None:
+        super().__init__()
+        self.max_file_bytes = max_file_bytes
+        self.parts: dict[str, bytearray] = {}
+        self.over: set[str] = set()
+        self._current: str | None = None
+
+    def _forget(self) -> None:
+        self._current = None
+
+    def _part(self, name: str, is_file: bool) -> None:
         # An unknown part, or a second copy of a known one, is read past and dropped.
         if name in KNOWN_PARTS and name not in self.parts:
             self.parts[name] = bytearray()
@@ -112,19 +151,10 @@ async def read_upload(
     content_type: str | None, body: AsyncIterator[bytes], *, max_file_bytes: int
 ) -> ReceivedUpload:
     """The nonce, field id and file bytes of a multipart upload; 400 when it is not one."""
-    media, options = parse_options_header(content_type or "")
-    boundary = options.get(b"boundary")
-    if media != b"multipart/form-data" or not boundary or len(boundary) > 200:
-        raise UploadUnreadable()
     parts = _Parts(max_file_bytes)
-    try:
-        parser = MultipartParser(boundary, parts.callbacks())
-        async for chunk in body:
-            parser.write(chunk)
-        parser.finalize()
-    except FormParserError:
-        raise UploadUnreadable() from None
-    if not parts.ended or parts.over & {"nonce", "field"} or not KNOWN_PARTS <= parts.parts.keys():
+    if not await parts.read(content_type, body):
+        raise UploadUnreadable()
+    if parts.over & {"nonce", "field"} or not KNOWN_PARTS <= parts.parts.keys():
         raise UploadUnreadable()
     try:
         nonce = parts.parts["nonce"].decode("ascii")
@@ -165,7 +195,7 @@ class PostedParts:
     files: list[PostedFile]
 
 
-class _PageParts:
+class _PageParts(_MultipartReader):
     """The parser's callbacks for a whole page: every text control (bounded in count
     and size), and the files of the named file controls (bounded in count and size)."""
 
@@ -177,6 +207,7 @@ class _PageParts:
         max_text_bytes: int,
         max_file_bytes: int,
     ) -> None:
+        super().__init__()
         self.file_fields = file_fields  # field id -> how many files it may send
         self.max_texts = max_texts
         self.max_text_bytes = max_text_bytes
@@ -184,49 +215,16 @@ class _PageParts:
         self.texts: list[tuple[str, bytearray]] = []
         self.files: list[tuple[str, bytearray, list[bool]]] = []
         self.refused = False  # a bound no page of this form can reach was passed
-        self.ended = False
         self._target: bytearray | None = None
         self._limit = 0
         self._over: list[bool] | None = None
-        self._field = bytearray()
-        self._value = bytearray()
-        self._disposition = b""
 
-    def callbacks(self) -> MultipartCallbacks:
-        return {
-            "on_part_begin": self._begin,
-            "on_header_field": self._header_field,
-            "on_header_value": self._header_value,
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._data,
-            "on_end": self._end,
-        }
-
-    def _end(self) -> None:
-        self.ended = True
-
-    def _begin(self) -> None:
+    def _forget(self) -> None:
         self._target = None
         self._over = None
-        self._disposition = b""
 
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._field += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def _header_end(self) -> None:
-        if bytes(self._field).lower() == b"content-disposition":
-            self._disposition = bytes(self._value)
-        self._field.clear()
-        self._value.clear()
-
-    def _headers_finished(self) -> None:
-        _, options = parse_options_header(self._disposition)
-        name = options.get(b"name", b"").decode("latin-1")
-        if b"filename" in options:
+    def _part(self, name: str, is_file: bool) -> None:
+        if is_file:
             # A file: kept only for a file control of the form, up to its count (one
             # more is kept empty, so the validator can say "takes at most").
             sent = sum(1 for field_id, _, _ in self.files if field_id == name)
@@ -272,24 +270,13 @@ async def read_page_form(
     """A patient page's multipart body, in memory and within bounds; 400 when it is not
     one (or passes a bound no page of this form reaches). A file control left empty (no
     name, no bytes) is no file."""
-    media, options = parse_options_header(content_type or "")
-    boundary = options.get(b"boundary")
-    if media != b"multipart/form-data" or not boundary or len(boundary) > 200:
-        raise PageFormUnreadable()
     parts = _PageParts(
         file_fields,
         max_texts=max_texts,
         max_text_bytes=max_text_bytes,
         max_file_bytes=max_file_bytes,
     )
-    try:
-        parser = MultipartParser(boundary, parts.callbacks())
-        async for chunk in body:
-            parser.write(chunk)
-        parser.finalize()
-    except FormParserError:
-        raise PageFormUnreadable() from None
-    if not parts.ended or parts.refused:
+    if not await parts.read(content_type, body) or parts.refused:
         raise PageFormUnreadable()
     texts = [(name, bytes(value).decode("utf-8", "replace")) for name, value in parts.texts]
     files = [

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.clock import utcnow
 from healthforms.db.base import new_id
-from healthforms.outbox.models import OutboxMessage
+from healthforms.outbox.models import Delivery, OutboxMessage
 
 # What happened, as the handlers (outbox/handlers.py) know it.
 RESPONSE_SUBMITTED = "response.submitted"
@@ -54,3 +54,29 @@ class OutboxSignal:
         except TimeoutError:
             pass
         self._event.clear()
+
+
+async def patient_delivery(
+    session: AsyncSession, message: OutboxMessage, mail: bool, template: str
+) -> list[str]:
+    """A handler's fan-out of one email to the patient the message is about (a request's
+    link or receipt, a draft's link): one delivery, idempotent by its id; none when this
+    service sends no mail."""
+    if not mail:
+        return []
+    delivery_id = f"{message.id}:email:patient"
+    if await session.get(Delivery, delivery_id) is None:
+        session.add(
+            Delivery(
+                id=delivery_id,
+                message_id=message.id,
+                organization_id=message.organization_id,
+                channel="email",
+                template=template,
+                recipient_user_id=None,
+                status="pending",
+                attempts=0,
+            )
+        )
+        await session.flush()
+    return [delivery_id]

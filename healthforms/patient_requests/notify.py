@@ -24,6 +24,7 @@ from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_sealed
 from healthforms.crypto.keys import KeyRing
 from healthforms.email import messages
 from healthforms.outbox.models import Delivery, OutboxMessage
+from healthforms.outbox.store import patient_delivery
 from healthforms.outbox.worker import Handler
 from healthforms.patient_requests.mail import (
     LINK_TEMPLATE,
@@ -58,30 +59,6 @@ def _open_token(keys: KeyRing, message: OutboxMessage) -> str | None:
         return None
 
 
-async def _one_delivery(
-    session: AsyncSession, message: OutboxMessage, mail: bool, template: str
-) -> list[str]:
-    """One email to the patient (idempotent); none when this service sends no mail."""
-    if not mail:
-        return []
-    delivery_id = f"{message.id}:email:patient"
-    if await session.get(Delivery, delivery_id) is None:
-        session.add(
-            Delivery(
-                id=delivery_id,
-                message_id=message.id,
-                organization_id=message.organization_id,
-                channel="email",
-                template=template,
-                recipient_user_id=None,
-                status="pending",
-                attempts=0,
-            )
-        )
-        await session.flush()
-    return [delivery_id]
-
-
 def _domain(base_url: str) -> str:
     return urlsplit(base_url).hostname or "healthforms.invalid"
 
@@ -90,7 +67,7 @@ def request_handlers(keys: KeyRing) -> dict[str, Handler]:
     """What the outbox worker does with this package's messages."""
 
     async def link_fan_out(session: AsyncSession, message: OutboxMessage, mail: bool) -> list[str]:
-        return await _one_delivery(session, message, mail, LINK_TEMPLATE)
+        return await patient_delivery(session, message, mail, LINK_TEMPLATE)
 
     async def link_compose(
         session: AsyncSession, delivery: Delivery, message: OutboxMessage, base_url: str
@@ -136,7 +113,7 @@ def request_handlers(keys: KeyRing) -> dict[str, Handler]:
     async def receipt_fan_out(
         session: AsyncSession, message: OutboxMessage, mail: bool
     ) -> list[str]:
-        return await _one_delivery(session, message, mail, RECEIPT_TEMPLATE)
+        return await patient_delivery(session, message, mail, RECEIPT_TEMPLATE)
 
     async def receipt_compose(
         session: AsyncSession, delivery: Delivery, message: OutboxMessage, base_url: str

@@ -23,7 +23,7 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.email import messages
 from healthforms.identity.models import Organization
 from healthforms.outbox.models import Delivery, OutboxMessage
-from healthforms.outbox.store import enqueue
+from healthforms.outbox.store import enqueue, patient_delivery
 from healthforms.outbox.worker import Handler
 from healthforms.submissions.drafts.models import FormDraft
 
@@ -80,24 +80,7 @@ def draft_handlers(keys: KeyRing) -> dict[str, Handler]:
     """What the outbox worker does with this package's messages."""
 
     async def fan_out(session: AsyncSession, message: OutboxMessage, mail: bool) -> list[str]:
-        if not mail:
-            return []
-        delivery_id = f"{message.id}:email:patient"
-        if await session.get(Delivery, delivery_id) is None:
-            session.add(
-                Delivery(
-                    id=delivery_id,
-                    message_id=message.id,
-                    organization_id=message.organization_id,
-                    channel="email",
-                    template=LINK_TEMPLATE,
-                    recipient_user_id=None,
-                    status="pending",
-                    attempts=0,
-                )
-            )
-            await session.flush()
-        return [delivery_id]
+        return await patient_delivery(session, message, mail, LINK_TEMPLATE)
 
     async def compose(
         session: AsyncSession, delivery: Delivery, message: OutboxMessage, base_url: str

@@ -56,6 +56,8 @@ let renewTimer = null;
 let retryTimer = null;
 let uid = 0;
 let busy = false;
+// Someone else held the lock while this page was open: their saves may be newer.
+let lockedOut = false;
 
 function cardKey(f) {
   if (!f._uid) Object.defineProperty(f, "_uid", { value: `c${(uid += 1)}`, enumerable: false });
@@ -728,6 +730,7 @@ async function setPublished(publish) {
 }
 
 function onLockedBy(holder) {
+  lockedOut = true;
   lockHeld = false;
   editable = false;
   clearInterval(renewTimer);
@@ -742,13 +745,16 @@ async function tryLock() {
   try {
     const { status, data } = await api(`/api/forms/${encodeURIComponent(formId)}/lock`, { method: "POST", expect: [409] });
     if (status === 200 && data.lockedBy && data.lockedBy.id === meId) {
-      const wasReadOnly = !editable;
+      // Only after being locked out: the first lock of a fresh page keeps what it loaded
+      // (and what the user may already be typing).
+      const wasLockedOut = lockedOut;
+      lockedOut = false;
       lockHeld = true;
       editable = true;
       lockBanner.hidden = true;
       clearInterval(renewTimer);
       renewTimer = setInterval(renewLock, RENEW_MS);
-      if (wasReadOnly && form) {
+      if (wasLockedOut && form) {
         // Someone else may have saved while this page was read-only: start from theirs.
         const fresh = await api(`/api/forms/${encodeURIComponent(formId)}`);
         adopt(fresh.data);

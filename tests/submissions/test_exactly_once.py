@@ -177,7 +177,12 @@ async def _dump_all_keys(redis: Redis) -> list[tuple[bytes, bytes, int]]:
             value = await redis.lrange(key, 0, -1)
         else:
             value = await redis.dump(key)
-        found.append((key, repr(value).encode(), await redis.pttl(key)))
+        ttl = await redis.pttl(key)
+        if ttl == -2:
+            # The key expired between SCAN and PTTL (a rate-limit window
+            # ending): it had a TTL, and there is nothing left to read.
+            continue
+        found.append((key, repr(value).encode(), ttl))
     return found
 
 

@@ -266,10 +266,9 @@ class WebhookDispatcher:
     def public_base(self) -> str:
         return (self.settings.public_url or "http://127.0.0.1:8000").rstrip("/")
 
-    async def _compose(
+    async def compose(
         self,
         session: AsyncSession,
-        delivery: Delivery,
         message: OutboxMessage,
         row: WebhookEndpoint,
     ) -> bytes:
@@ -294,7 +293,7 @@ class WebhookDispatcher:
             if not row.enabled and message.kind != TEST_EVENT:
                 await self._end_without_call(delivery_id, "endpoint disabled")
                 return
-            body = await self._compose(session, delivery, message, row)
+            body = await self.compose(session, message, row)
             secrets = valid_secrets(self.keys, row, utcnow())
             url, event_type = row.url, message.kind
         webhook_id = message_id_for(delivery_id)

@@ -53,12 +53,19 @@ def mailbox() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture(scope="module")
+def server_env_overrides() -> dict[str, str]:
+    """What a test module adds to its server's environment (override it there)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def server(
     database_url: str,
     redis_url: str,
     web_prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
     mailbox: SmtpServer,
+    server_env_overrides: dict[str, str],
 ) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("web-data")
     env = {
@@ -76,6 +83,7 @@ def server(
         "HEALTHFORMS_RATE_LIMIT_PUBLIC": "2000/min+100",
         "HEALTHFORMS_RATE_LIMIT_AUTH": "200/min+20",
         "HEALTHFORMS_RATE_LIMIT_PDF": "200/min+20",
+        **server_env_overrides,
     }
     process = start_server(env, data_dir / "logs")
     try:

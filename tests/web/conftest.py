@@ -53,19 +53,13 @@ def mailbox() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture(scope="module")
-def server_env_overrides() -> dict[str, str]:
-    """What a test module adds to its server's environment (override it there)."""
-    return {}
-
-
-@pytest.fixture(scope="module")
 def server(
     database_url: str,
     redis_url: str,
     web_prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
     mailbox: SmtpServer,
-    server_env_overrides: dict[str, str],
+    request: pytest.FixtureRequest,
 ) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("web-data")
     env = {
@@ -83,7 +77,8 @@ def server(
         "HEALTHFORMS_RATE_LIMIT_PUBLIC": "2000/min+100",
         "HEALTHFORMS_RATE_LIMIT_AUTH": "200/min+20",
         "HEALTHFORMS_RATE_LIMIT_PDF": "200/min+20",
-        **server_env_overrides,
+        # What the test module adds (its SERVER_ENV), e.g. short webhook retries.
+        **getattr(request.module, "SERVER_ENV", {}),
     }
     process = start_server(env, data_dir / "logs")
     try:

@@ -20,16 +20,15 @@ from tests.webhooks.receiver import Receiver, running_receiver
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def server_env_overrides() -> dict[str, str]:
-    # Fast retries and a dead letter after two attempts, so the page shows one.
-    return {
-        "HEALTHFORMS_WEBHOOK_RETRY_BASE": "0.1",
-        "HEALTHFORMS_WEBHOOK_RETRY_MAX": "0.3",
-        "HEALTHFORMS_WEBHOOK_MAX_ATTEMPTS": "2",
-        "HEALTHFORMS_WEBHOOK_POLL": "0.2",
-        "HEALTHFORMS_WEBHOOK_TIMEOUT": "3",
-    }
+# The module's server (tests/web/conftest.py): fast retries and a dead letter after two
+# attempts, so the page shows one.
+SERVER_ENV = {
+    "HEALTHFORMS_WEBHOOK_RETRY_BASE": "0.1",
+    "HEALTHFORMS_WEBHOOK_RETRY_MAX": "0.3",
+    "HEALTHFORMS_WEBHOOK_MAX_ATTEMPTS": "2",
+    "HEALTHFORMS_WEBHOOK_POLL": "0.2",
+    "HEALTHFORMS_WEBHOOK_TIMEOUT": "3",
+}
 
 
 @pytest.fixture

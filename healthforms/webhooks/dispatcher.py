@@ -55,7 +55,6 @@ log = structlog.get_logger("healthforms.webhooks")
 BATCH = 500
 CONCURRENCY = 32
 PER_ENDPOINT = 4
-LEASE_MARGIN_S = 30.0
 
 
 def backoff(settings: Settings, attempts: int) -> timedelta:
@@ -129,7 +128,8 @@ class WebhookDispatcher:
                 await asyncio.sleep(0)
 
     def _lease(self) -> timedelta:
-        return timedelta(seconds=self.settings.webhook_timeout_s + LEASE_MARGIN_S)
+        # Like email's: the call's deadline plus the outbox's reclaim time.
+        return timedelta(seconds=self.settings.webhook_timeout_s + self.settings.outbox_reclaim_s)
 
     # One round ------------------------------------------------------------------------------
 

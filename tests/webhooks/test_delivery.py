@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from healthforms.security.principal import Role
+from healthforms.webhooks.dispatcher import WebhookDispatcher
 from healthforms.webhooks.models import WebhookAttempt, WebhookEndpoint
 from healthforms.webhooks.signing import message_id_for
 from tests.outbox.conftest import AppFactory, eventually, published_form, submit
@@ -309,3 +310,54 @@ async def test_redis_killed_and_started_again_mid_delivery_loses_nothing(
                     "response.submitted",
                     "response.submitted",
                 ]
+
+
+async def test_two_dispatchers_on_one_database_send_every_delivery_once(
+    webhook_app: AppFactory, receiver: Receiver
+) -> None:
+    async with webhook_app() as app:
+        state = app.state.hf
+        second = WebhookDispatcher(state.settings, state.db, state.keys, state.metrics)
+        await second.start()
+        try:
+            org = await create_organization(state.db)
+            async with signed_in_client(app, org, Role.ADMIN) as (admin, _):
+                _, secret = await add_endpoint(admin, receiver.url)
+                _, public_id = await published_form(admin)
+                await asyncio.gather(*(submit(app, public_id, f"Patient {i}") for i in range(12)))
+                await eventually(got(receiver, 13), timeout_s=40)
+                await eventually(lambda: _all_sent(app, 13))
+        finally:
+            await second.stop()
+        calls = receiver.received()
+        assert len(calls) == 13 and len(receiver.unique()) == 13  # claims are exclusive
+        for call in calls:
+            call.verify(secret)
+        assert {d.attempts for d in await webhook_deliveries(app)} == {1}
+
+
+async def test_a_process_stopped_mid_call_leaves_the_call_to_be_made_again_with_the_same_id(
+    webhook_app: AppFactory, fresh_database_url: str
+) -> None:
+    """At least once: the receiver may see the event twice, under one webhook-id."""
+    with running_receiver("hang") as receiver:
+        async with webhook_app(webhook_timeout_s=4.0) as app:
+            org = await create_organization(app.state.hf.db)
+            async with signed_in_client(app, org, Role.ADMIN) as (admin, _):
+                endpoint_id, secret = await add_endpoint(admin, receiver.url)
+                await admin.post(f"/api/webhooks/{endpoint_id}/test")
+
+                async def held() -> bool:
+                    return receiver.hanging == 1
+
+                await eventually(held)
+        # The app stopped with the call in flight: the delivery is left leased.
+        receiver.set_mode("ok")
+        async with webhook_app(webhook_timeout_s=1.0) as app:
+            (left,) = await webhook_deliveries(app)
+            assert left.status == "sending"
+            await eventually(lambda: _has_status(app, endpoint_id, "sent"), timeout_s=60)
+        calls = receiver.received()
+        assert len(calls) >= 2 and len(receiver.unique()) == 1
+        for call in calls:
+            assert call.verify(secret)["type"] == "webhook.test"

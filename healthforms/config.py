@@ -292,6 +292,8 @@ class Settings(BaseSettings):
     webhook_poll_s: float = Field(
         default=1.0, gt=0, le=60, validation_alias=AliasChoices("HEALTHFORMS_WEBHOOK_POLL")
     )
+    # CA certificates trusted for receivers besides the system's (a clinic's own CA).
+    webhook_ca_file: Path | None = _env("HEALTHFORMS_WEBHOOK_CA_FILE")
     # Hosts exempt from the production address checks (an EHR on the clinic's own
     # network), comma-separated, exact names. https is still required.
     webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(

@@ -89,7 +89,9 @@ class WebhookDispatcher:
             production=settings.is_production,
             allow_hosts=frozenset(settings.webhook_allow_hosts),
         )
-        self.client = build_client(settings.webhook_connect_timeout_s, settings.webhook_timeout_s)
+        self.client = build_client(
+            settings.webhook_connect_timeout_s, settings.webhook_timeout_s, settings.webhook_ca_file
+        )
         self._in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None

@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -31,8 +33,14 @@ class CallResult:
     error: str | None  # the failure's class ("ReadTimeout", "HTTP 500"), never a body
 
 
-def build_client(connect_timeout_s: float, timeout_s: float) -> httpx.AsyncClient:
+def build_client(
+    connect_timeout_s: float, timeout_s: float, ca_file: Path | None = None
+) -> httpx.AsyncClient:
+    verify = ssl.create_default_context()
+    if ca_file is not None:
+        verify.load_verify_locations(cafile=str(ca_file))
     return httpx.AsyncClient(
+        verify=verify,
         follow_redirects=False,
         trust_env=False,
         timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),

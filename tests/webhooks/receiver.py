@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -58,11 +59,14 @@ class Receiver:
     hanging: int = 0  # requests held right now (mode hang)
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event = field(default_factory=threading.Event)
+    tls: ssl.SSLContext | None = None  # set: an https receiver
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self.port}/hooks/healthforms"
         return f"http://127.0.0.1:{self.port}/hooks/healthforms"
 
     def set_mode(self, mode: str) -> None:
@@ -150,6 +154,8 @@ class Receiver:
             self.release.set()
         server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         server.daemon_threads = True
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
         self._thread.start()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.clock import utcnow
@@ -53,6 +53,8 @@ from healthforms.webhooks.signing import message_id_for, signature_header
 log = structlog.get_logger("healthforms.webhooks")
 
 BATCH = 500
+LOG_KEPT = timedelta(days=30)  # the call log of an endpoint (webhook_attempts)
+PRUNE_EVERY_S = 3600.0
 CONCURRENCY = 32
 PER_ENDPOINT = 4
 
@@ -117,8 +119,23 @@ class WebhookDispatcher:
                 await task
         await self.client.aclose()
 
+    async def prune_log(self, kept: timedelta = LOG_KEPT) -> int:
+        """Forget calls older than `kept`; how many rows went."""
+        async with self.db.sessions() as session, session.begin():
+            result = await session.execute(
+                delete(WebhookAttempt)
+                .where(WebhookAttempt.at < utcnow() - kept)
+                .execution_options(synchronize_session=False)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def _run(self) -> None:
+        pruned_at = 0.0
         while not self._stopping.is_set():
+            if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                pruned_at = time.monotonic()
+                with contextlib.suppress(Exception):
+                    await self.prune_log()
             try:
                 started = await self.dispatch_once()
             except Exception:  # noqa: BLE001 - the database away: next round

@@ -5,6 +5,7 @@ explicit confirmation), and no client input answered with a 500."""
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -15,7 +16,7 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.outbox.models import OutboxMessage
 from healthforms.security.principal import Role
 from healthforms.webhooks.dispatcher import WebhookDispatcher
-from healthforms.webhooks.models import WebhookEndpoint
+from healthforms.webhooks.models import WebhookAttempt, WebhookEndpoint
 from healthforms.webhooks.service import event_body
 from tests.outbox.conftest import AppFactory
 from tests.support.response_factory import create_organization
@@ -228,3 +229,27 @@ async def test_bad_input_is_a_clear_4xx_never_a_500(webhook_app: AppFactory) -> 
             bad = await admin.get(f"/api/webhooks/{endpoint_id}/deliveries?status=lost")
             assert bad.status_code == 422
             assert (await admin.get(f"/api/webhooks/{endpoint_id}")).json()["url"] == HTTPS
+
+
+async def test_the_call_log_keeps_thirty_days(webhook_app: AppFactory) -> None:
+    async with webhook_app(outbox_worker=False) as app:
+        state = app.state.hf
+        now = utcnow()
+        async with state.db.sessions() as session, session.begin():
+            for days in (31, 29, 0):
+                session.add(
+                    WebhookAttempt(
+                        endpoint_id="whe_x", organization_id="org_x", delivery_id="d",
+                        event_type="webhook.test", attempt=1, status_code=200, latency_ms=3,
+                        at=now - timedelta(days=days),
+                    )
+                )  # fmt: skip
+        dispatcher = WebhookDispatcher(state.settings, state.db, state.keys, state.metrics)
+        try:
+            assert await dispatcher.prune_log() == 1
+            assert await dispatcher.prune_log() == 0
+        finally:
+            await dispatcher.client.aclose()
+        async with state.db.sessions() as session:
+            left = (await session.execute(select(WebhookAttempt.at))).scalars().all()
+        assert len(left) == 2 and all(at > now - timedelta(days=30) for at in left)

@@ -43,6 +43,7 @@ from healthforms.webhooks.service import (
     CHANNEL,
     TEST_EVENT,
     BodySource,
+    deliveries_of,
     endpoint_of,
     event_body,
     valid_secrets,
@@ -185,13 +186,16 @@ class WebhookDispatcher:
             }
         started = 0
         probing: set[str] = set()
+        deferred: set[str] = set()
         for delivery_id in due:
             endpoint = endpoints.get(endpoint_of(delivery_id))
             if endpoint is None:
                 await self._end_without_call(delivery_id, "endpoint deleted")
                 continue
             if endpoint.circuit_open_until is not None and endpoint.circuit_open_until > now:
-                await self._defer(endpoint.id, endpoint.circuit_open_until)
+                if endpoint.id not in deferred:
+                    deferred.add(endpoint.id)
+                    await self._defer(endpoint.id, endpoint.circuit_open_until)
                 continue
             half_open = endpoint.consecutive_failures >= self.settings.webhook_circuit_failures
             busy = self._in_flight.get(endpoint.id, 0)
@@ -264,7 +268,7 @@ class WebhookDispatcher:
                     Delivery.channel == CHANNEL,
                     Delivery.status == "pending",
                     Delivery.next_attempt_at < until,
-                    Delivery.id.like(f"%:{CHANNEL}:{endpoint_id}"),
+                    deliveries_of(endpoint_id),
                 )
                 .values(next_attempt_at=until)
                 .execution_options(synchronize_session=False)

@@ -37,7 +37,11 @@ WEBHOOK_TEST_SENT = "webhook.test_sent"
 WEBHOOK_REDELIVERED = "webhook.redelivered"
 
 
-def policy_of(state: Any) -> Policy:
+def policy_of(request: Request, state: Any) -> Policy:
+    """The dispatcher's (it knows this service's own addresses), else from settings."""
+    dispatcher = getattr(request.app.state, "webhooks", None)
+    if dispatcher is not None:
+        return dispatcher.policy  # type: ignore[no-any-return]
     settings = state.settings
     return Policy(settings.is_production, frozenset(settings.webhook_allow_hosts))
 
@@ -81,7 +85,7 @@ async def endpoint_deliveries(
     query = select(Delivery).where(
         Delivery.organization_id == row.organization_id,
         Delivery.channel == service.CHANNEL,
-        Delivery.id.like(f"%:{service.CHANNEL}:{row.id}"),
+        service.deliveries_of(row.id),
     )
     if status is not None:
         query = query.where(Delivery.status == status)
@@ -112,6 +116,7 @@ async def list_webhooks(principal: AdminPrincipal, session: DbSessionDep) -> JSO
 
 @router.post("/api/webhooks", status_code=201)
 async def create_webhook(
+    request: Request,
     principal: AdminPrincipal,
     session: DbSessionDep,
     state: StateDep,
@@ -119,7 +124,12 @@ async def create_webhook(
     body: Any = Body(None),  # noqa: B008
 ) -> JSONResponse:
     row, secret = await service.create_endpoint(
-        session, state.keys, policy_of(state), principal.organization_id, principal.user_id, body
+        session,
+        state.keys,
+        policy_of(request, state),
+        principal.organization_id,
+        principal.user_id,
+        body,
     )
     answer = {**service.endpoint_json(row), "secret": secret}
     event = auditor.event(
@@ -145,6 +155,7 @@ async def get_webhook(
 @router.patch("/api/webhooks/{endpoint_id}")
 async def update_webhook(
     endpoint_id: str,
+    request: Request,
     principal: AdminPrincipal,
     session: DbSessionDep,
     state: StateDep,
@@ -152,7 +163,9 @@ async def update_webhook(
     body: Any = Body(None),  # noqa: B008
 ) -> JSONResponse:
     row = await service.get_endpoint(session, principal.organization_id, endpoint_id)
-    changed = await service.update_endpoint(session, policy_of(state), row, principal.user_id, body)
+    changed = await service.update_endpoint(
+        session, policy_of(request, state), row, principal.user_id, body
+    )
     answer = service.endpoint_json(row)
     if changed:
         events = [

@@ -49,6 +49,13 @@ def endpoint_of(delivery_id: str) -> str:
     return delivery_id.rsplit(f":{CHANNEL}:", 1)[-1]
 
 
+def deliveries_of(endpoint_id: str) -> Any:
+    """SQL: the webhook deliveries of one endpoint (ids end in `:webhook:<endpoint>`;
+    `_` in ids is escaped, LIKE would read it as any character)."""
+    escaped = endpoint_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return Delivery.id.like(f"%:{CHANNEL}:{escaped}", escape="\\")
+
+
 def _secret_aad(endpoint_id: str) -> bytes:
     return f"webhook-secret:{endpoint_id}".encode()
 

@@ -13,11 +13,11 @@ from sqlalchemy import select
 from healthforms.audit.models import AuditEventRow
 from healthforms.clock import utcnow
 from healthforms.crypto.keys import KeyRing
-from healthforms.outbox.models import OutboxMessage
+from healthforms.outbox.models import Delivery, OutboxMessage
 from healthforms.security.principal import Role
 from healthforms.webhooks.dispatcher import WebhookDispatcher
 from healthforms.webhooks.models import WebhookAttempt, WebhookEndpoint
-from healthforms.webhooks.service import event_body
+from healthforms.webhooks.service import deliveries_of, event_body
 from tests.outbox.conftest import AppFactory
 from tests.support.response_factory import create_organization
 from tests.support.staff import signed_in_client
@@ -253,3 +253,30 @@ async def test_the_call_log_keeps_thirty_days(webhook_app: AppFactory) -> None:
         async with state.db.sessions() as session:
             left = (await session.execute(select(WebhookAttempt.at))).scalars().all()
         assert len(left) == 2 and all(at > now - timedelta(days=30) for at in left)
+
+
+async def test_an_endpoints_deliveries_are_its_own_even_with_like_wildcards_in_ids(
+    webhook_app: AppFactory,
+) -> None:
+    async with webhook_app(outbox_worker=False) as app:
+        db = app.state.hf.db
+        async with db.sessions() as session, session.begin():
+            message = OutboxMessage(
+                id="obx_like", organization_id="org_x", kind="webhook.test", payload={},
+                created_at=utcnow(),
+            )  # fmt: skip
+            session.add(message)
+            await session.flush()
+            for endpoint in ("whe_a%b", "wheXaXb", "whe_a%bc"):
+                session.add(
+                    Delivery(
+                        id=f"obx_like:webhook:{endpoint}", message_id="obx_like",
+                        organization_id="org_x", channel="webhook", template="webhook.test",
+                        status="pending", attempts=0, next_attempt_at=utcnow(),
+                    )
+                )  # fmt: skip
+        async with db.sessions() as session:
+            found = (
+                await session.execute(select(Delivery.id).where(deliveries_of("whe_a%b")))
+            ).scalars()
+            assert list(found) == ["obx_like:webhook:whe_a%b"]

@@ -315,7 +315,9 @@ async def test_redis_killed_and_started_again_mid_delivery_loses_nothing(
 async def test_two_dispatchers_on_one_database_send_every_delivery_once(
     webhook_app: AppFactory, receiver: Receiver
 ) -> None:
-    async with webhook_app() as app:
+    # A deadline no call reaches even on a loaded machine: a second copy on the wire
+    # could then only come from two dispatchers claiming one delivery.
+    async with webhook_app(webhook_timeout_s=20.0) as app:
         state = app.state.hf
         second = WebhookDispatcher(state.settings, state.db, state.keys, state.metrics)
         await second.start()

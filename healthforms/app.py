@@ -52,6 +52,10 @@ from healthforms.uploads.routes import router as uploads_router
 from healthforms.web.pages import error_page, static_error_html
 from healthforms.web.patient_page import router as patient_page_router
 from healthforms.web.routes import router as web_router
+from healthforms.webhooks.dispatcher import WebhookDispatcher
+from healthforms.webhooks.pages import router as webhook_pages_router
+from healthforms.webhooks.routes import router as webhooks_router
+from healthforms.webhooks.service import fan_out as webhook_fan_out
 
 log = structlog.get_logger("healthforms.app")
 
@@ -138,13 +142,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.purge_job = purge_job  # its recent rounds, for inspection
         state.published_forms.start()
         outbox: OutboxWorker | None = None
+        webhooks: WebhookDispatcher | None = None
         if settings.outbox_worker:
+            # TODO(issue 16): body_source = the FHIR QuestionnaireResponse builder.
+            webhooks = WebhookDispatcher(settings, db, state.keys, metrics, body_source=None)
+            await webhooks.start()
+            app.state.webhooks = webhooks  # the API wakes it (test, redeliver)
             handlers = {
                 **outbox_handlers(),
                 **request_handlers(state.keys),
                 **draft_handlers(state.keys),
             }
-            outbox = OutboxWorker(settings, db, redis, metrics, handlers, state.outbox)
+            outbox = OutboxWorker(
+                settings,
+                db,
+                redis,
+                metrics,
+                handlers,
+                state.outbox,
+                fan_outs=[webhook_fan_out],
+                on_fanned_out=webhooks.signal.nudge,
+            )
             outbox.start()
         app.front = build_pipeline(app.framework, state, html_error_page=static_error_html)
         if app.state.freeze_gc:
@@ -160,6 +178,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.front = None
             if outbox is not None:
                 await outbox.stop()  # a send cut short is sent again by the next worker
+            if webhooks is not None:
+                await webhooks.stop()  # a call cut short is sent again after its lease
             await purge_job.stop()  # a batch in flight commits with its event
             await state.workers.close()  # kill renders still running
             await state.published_forms.close()
@@ -199,6 +219,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(branding_router)
     app.include_router(uploads_router)
     app.include_router(web_router)
+    app.include_router(webhooks_router)
+    app.include_router(webhook_pages_router)
     app.include_router(patient_page_router)
     return app
 

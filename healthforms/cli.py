@@ -76,6 +76,8 @@ from healthforms.security.principal import Role
 from healthforms.security.sessions import SessionStore
 from healthforms.submissions.drafts.service import sweep_expired as sweep_expired_drafts
 from healthforms.uploads.models import UploadBlob
+from healthforms.webhooks.dispatcher import WebhookDispatcher
+from healthforms.webhooks.service import fan_out as webhook_fan_out
 
 app = typer.Typer(
     help="healthforms: HIPAA-minded forms platform for clinics.", no_args_is_help=True
@@ -640,7 +642,18 @@ async def _outbox_work(settings: Settings, url: str) -> None:
     redis.start_probe()
     keys = KeyRing.from_settings(settings)
     handlers = {**outbox_handlers(), **request_handlers(keys)}
-    worker = OutboxWorker(settings, db, redis, Metrics(), handlers)
+    metrics = Metrics()
+    webhooks = WebhookDispatcher(settings, db, keys, metrics)  # TODO(issue 16): body_source
+    await webhooks.start()
+    worker = OutboxWorker(
+        settings,
+        db,
+        redis,
+        metrics,
+        handlers,
+        fan_outs=[webhook_fan_out],
+        on_fanned_out=webhooks.signal.nudge,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -651,6 +664,7 @@ async def _outbox_work(settings: Settings, url: str) -> None:
         await stop.wait()
     finally:
         await worker.stop()
+        await webhooks.stop()
         await redis.close()
         await db.dispose()
 

@@ -250,6 +250,55 @@ class Settings(BaseSettings):
     outbox_retry_base_s: float = Field(
         default=30.0, gt=0, le=3600, validation_alias=AliasChoices("HEALTHFORMS_OUTBOX_RETRY_BASE")
     )
+    # Webhooks (webhooks/, docs/webhooks.md): sent by the outbox worker's process.
+    # Retry n waits base * 2^(n-1) (at most the cap), +-20% jitter; after the last
+    # attempt the delivery is dead. Defaults: 30 s, 6 h cap, 13 attempts = ~20 h.
+    webhook_retry_base_s: float = Field(
+        default=30.0, gt=0, le=3600, validation_alias=AliasChoices("HEALTHFORMS_WEBHOOK_RETRY_BASE")
+    )
+    webhook_retry_max_s: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        le=86_400,
+        validation_alias=AliasChoices("HEALTHFORMS_WEBHOOK_RETRY_MAX"),
+    )
+    webhook_max_attempts: int = Field(
+        default=13, ge=1, le=50, validation_alias=AliasChoices("HEALTHFORMS_WEBHOOK_MAX_ATTEMPTS")
+    )
+    # The circuit per endpoint: after this many failures in a row it is not called for
+    # the cool-down (its deliveries wait, spending no attempt), then once to probe.
+    webhook_circuit_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        validation_alias=AliasChoices("HEALTHFORMS_WEBHOOK_CIRCUIT_FAILURES"),
+    )
+    webhook_circuit_cooldown_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        validation_alias=AliasChoices("HEALTHFORMS_WEBHOOK_CIRCUIT_COOLDOWN"),
+    )
+    webhook_connect_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        validation_alias=AliasChoices("HEALTHFORMS_WEBHOOK_CONNECT_TIMEOUT"),
+    )
+    # The whole call (connect, send, answer) ends after this.
+    webhook_timeout_s: float = Field(
+        default=15.0, gt=0, le=120, validation_alias=AliasChoices("HEALTHFORMS_WEBHOOK_TIMEOUT")
+    )
+    webhook_poll_s: float = Field(
+        default=1.0, gt=0, le=60, validation_alias=AliasChoices("HEALTHFORMS_WEBHOOK_POLL")
+    )
+    # CA certificates trusted for receivers besides the system's (a clinic's own CA).
+    webhook_ca_file: Path | None = _env("HEALTHFORMS_WEBHOOK_CA_FILE")
+    # Hosts exempt from the production address checks (an EHR on the clinic's own
+    # network), comma-separated, exact names. https is still required.
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("HEALTHFORMS_WEBHOOK_ALLOW_HOSTS")
+    )
     # The retention purge (retention/job.py): every process asks for each round of this
     # length (a day: UTC days), one per deployment runs it; 0 turns the job off (run
     # `healthforms purge` from a scheduler instead).
@@ -259,6 +308,13 @@ class Settings(BaseSettings):
         le=31 * 86_400,
         validation_alias=AliasChoices("HEALTHFORMS_PURGE_INTERVAL_S"),
     )
+
+    @field_validator("webhook_allow_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

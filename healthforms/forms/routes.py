@@ -247,6 +247,7 @@ async def publish_form(
 ) -> JsonObject:
     form = await FormService(session, principal).publish(form_id)
     await withdraw_published(state, form.public_id)  # the link may show a newer version
+    state.outbox.nudge()  # its form.published message
     await auditor.record(FORM_PUBLISHED, resource_type="form", resource_id=form.id)
     return form_json(form)
 

@@ -21,6 +21,7 @@ from healthforms.clock import rfc3339, utcnow
 from healthforms.errors import Conflict, Forbidden, NotFound
 from healthforms.forms.models import AlertSubscription, Form, FormVersion
 from healthforms.forms.schema import FieldDef, fields_from_json, fields_to_json
+from healthforms.outbox.store import FORM_PUBLISHED, enqueue
 from healthforms.security.principal import Principal
 
 STATUS_DRAFT = "draft"
@@ -303,6 +304,13 @@ class FormService:
         if getattr(result, "rowcount", 0) != 1:
             await self.session.rollback()
             raise StaleRevision()
+        # The event for webhooks, committed with the version it announces.
+        await enqueue(
+            self.session,
+            self.principal.organization_id,
+            FORM_PUBLISHED,
+            {"formId": form.id, "version": int(values.get("version", form.version))},
+        )
         try:
             await self.session.commit()
         except IntegrityError as exc:

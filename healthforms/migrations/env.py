@@ -23,6 +23,7 @@ from healthforms.responses.models import ResponsePdf, ResponseRow  # noqa: F401
 from healthforms.security.fencing import LockFence, LockLease  # noqa: F401
 from healthforms.submissions.drafts.models import FormDraft  # noqa: F401
 from healthforms.uploads.models import Upload, UploadBlob  # noqa: F401
+from healthforms.webhooks.models import WebhookAttempt, WebhookEndpoint  # noqa: F401
 
 config = context.config
 target_metadata = Base.metadata

@@ -15,6 +15,10 @@ from healthforms.outbox.models import Delivery, OutboxMessage
 
 # What happened, as the handlers (outbox/handlers.py) know it.
 RESPONSE_SUBMITTED = "response.submitted"
+# Events for webhooks/ only (no email): ids only, like every message.
+RESPONSE_REVIEWED = "response.reviewed"  # {"responseId", "formId"}
+FORM_PUBLISHED = "form.published"  # {"formId", "version"}
+REQUEST_COMPLETED = "request.completed"  # {"requestId", "responseId"}
 
 _INSERT = insert(cast(Table, OutboxMessage.__table__))
 

@@ -22,6 +22,10 @@
   attempt send the same Message-ID, which receivers de-duplicate on. A worker killed
   before the server's final reply sent nothing (SMTP keeps a message only once DATA is
   complete), so the next attempt is the only copy.
+- **Other channels.** `fan_outs` run for every message, whatever its kind, in the
+  transaction of the kind's handler (webhooks/ makes its deliveries there). The worker
+  sends only email deliveries; a channel's own sender sends the rest from the
+  deliveries table (`on_fanned_out` wakes it once the fan-out committed).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
@@ -83,6 +87,10 @@ class Handler:
     sent: Callable[[AsyncSession, Delivery, OutboxMessage], Awaitable[None]] | None = None
 
 
+# A fan-out for every kind of message (other channels: webhooks/); idempotent.
+FanOut = Callable[[AsyncSession, OutboxMessage], Awaitable[list[str]]]
+
+
 def consumer_name() -> str:
     """Unique per worker: a restarted process is a new consumer, and its predecessor's
     pending entries are reclaimed by idle time."""
@@ -98,9 +106,13 @@ class OutboxWorker:
         metrics: Metrics,
         handlers: Mapping[str, Handler],
         signal: OutboxSignal | None = None,
+        fan_outs: Sequence[FanOut] = (),
+        on_fanned_out: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.handlers = dict(handlers)
+        self.fan_outs = tuple(fan_outs)
+        self.on_fanned_out = on_fanned_out
         self.db = db
         self.redis = redis
         self.metrics = metrics
@@ -306,16 +318,21 @@ class OutboxWorker:
             if message.handled_at is not None:
                 return True
             handler = self.handlers.get(message.kind)
-            if handler is None:
+            if handler is None and not self.fan_outs:
                 log.error("outbox_unknown_kind", kind=message.kind, message_id=message_id)
                 return True
-            await handler.fan_out(session, message, self.mailer is not None)
+            if handler is not None:
+                await handler.fan_out(session, message, self.mailer is not None)
+            others = [await fan_out(session, message) for fan_out in self.fan_outs]
+        if any(others) and self.on_fanned_out is not None:
+            self.on_fanned_out()
         async with self.db.sessions() as session:
             deliveries = list(
                 (
                     await session.execute(
                         select(Delivery.id).where(
                             Delivery.message_id == message_id,
+                            Delivery.channel == "email",  # other channels send their own
                             Delivery.status.in_(("pending", "sending")),
                         )
                     )

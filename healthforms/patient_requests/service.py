@@ -53,6 +53,8 @@ from healthforms.forms.models import Form
 from healthforms.forms.schema import FieldDef, FieldType
 from healthforms.identity.models import Organization
 from healthforms.languages import DEFAULT_LANGUAGE, N_
+from healthforms.outbox.store import REQUEST_COMPLETED as REQUEST_COMPLETED_MESSAGE
+from healthforms.outbox.store import enqueue
 from healthforms.patient_requests.mail import enqueue_link, enqueue_receipt
 from healthforms.patient_requests.models import PatientRequest
 from healthforms.responses.patients import PatientIdentity
@@ -734,6 +736,13 @@ class RequestCompletion:
             raise RequestClosed()
         # A receipt with the confirmation code, if the request has an email address.
         await enqueue_receipt(session, self.organization_id, self.request_id, response_id)
+        # The webhooks' event, with the response's transaction (ids only).
+        await enqueue(
+            session,
+            self.organization_id,
+            REQUEST_COMPLETED_MESSAGE,
+            {"requestId": self.request_id, "responseId": response_id},
+        )
         return [
             auditor.event(
                 REQUEST_COMPLETED,

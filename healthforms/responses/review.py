@@ -30,6 +30,8 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.db.base import new_id
 from healthforms.errors import Conflict, ValidationFailed
 from healthforms.identity.models import User
+from healthforms.outbox.store import RESPONSE_REVIEWED as RESPONSE_REVIEWED_MESSAGE
+from healthforms.outbox.store import enqueue
 from healthforms.responses.models import ResponseNote, ResponseRow
 from healthforms.responses.service import RESOURCE_TYPE, get_response
 
@@ -132,6 +134,15 @@ async def set_status(
     if getattr(result, "rowcount", 0) != 1:
         await session.rollback()
         raise StaleStatus()
+    if current == NEW:
+        # Reviewed now (reviewed, or read and filed at once): the webhooks' event,
+        # committed with the change.
+        await enqueue(
+            session,
+            organization_id,
+            RESPONSE_REVIEWED_MESSAGE,
+            {"responseId": row.id, "formId": row.form_id},
+        )
     event = auditor.event(action, resource_type=RESOURCE_TYPE, resource_id=row.id)
     await auditor.record_in(session, event)
     await session.commit()

@@ -140,12 +140,14 @@ async def set_review_status(
     principal: EditorPrincipal,
     session: DbSessionDep,
     auditor: AuditorDep,
+    state: StateDep,
     body: Any = Body(None),  # noqa: B008
 ) -> JSONResponse:
     target = review.parse_status(body)
     row = await review.set_status(
         session, principal.organization_id, principal.user_id, response_id, target, auditor
     )
+    state.outbox.nudge()  # a response.reviewed message, if it was one
     return _phi_json(response_json(row, names=await review.people(session, [row])))
 
 

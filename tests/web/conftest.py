@@ -59,6 +59,7 @@ def server(
     web_prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
     mailbox: SmtpServer,
+    request: pytest.FixtureRequest,
 ) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("web-data")
     env = {
@@ -76,6 +77,8 @@ def server(
         "HEALTHFORMS_RATE_LIMIT_PUBLIC": "2000/min+100",
         "HEALTHFORMS_RATE_LIMIT_AUTH": "200/min+20",
         "HEALTHFORMS_RATE_LIMIT_PDF": "200/min+20",
+        # What the test module adds (its SERVER_ENV), e.g. short webhook retries.
+        **getattr(request.module, "SERVER_ENV", {}),
     }
     process = start_server(env, data_dir / "logs")
     try:

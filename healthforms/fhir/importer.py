@@ -185,13 +185,15 @@ def validate_questionnaire(raw: object) -> JsonObject:
     data = check_shape(raw)
     if data.get("resourceType") != "Questionnaire":
         raise _invalid('resourceType must be "Questionnaire"')
-    if data.get("status") not in STATUSES:
+    status = data.get("status")
+    if not isinstance(status, str) or status not in STATUSES:
         raise _invalid("status must be one of draft, active, retired, unknown")
     try:
         Questionnaire.model_validate(data)
     except ValidationError as exc:
         raise _invalid(_error_text(exc)) from None
-    except (ValueError, TypeError, RecursionError):
+    except (ValueError, TypeError, LookupError, AttributeError, RecursionError):
+        # fhir.resources raises KeyError for a contained resource of an unknown type.
         raise _invalid("not a valid FHIR Questionnaire") from None
     return data
 
@@ -699,7 +701,7 @@ class _Mapper:
         if pending.show_when_ext is not None:
             try:
                 parsed = json.loads(pending.show_when_ext)
-            except ValueError:
+            except (ValueError, RecursionError):
                 self.drop(link_id, "show-when", "not valid JSON: the item is always shown")
                 return None
             return _rename(parsed, self.ids) if isinstance(parsed, dict) else None

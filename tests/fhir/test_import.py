@@ -259,6 +259,13 @@ async def test_a_page_group_condition_and_nested_groups(admin: httpx.AsyncClient
             "validation_error",
         ),  # fmt: skip
         (b"\xff\xfe", 400, "bad_request"),
+        (
+            b'{"resourceType": "Questionnaire", "status": "active", '
+            b'"contained": [{"resourceType": "Foo"}]}',
+            422,
+            "validation_error",
+        ),  # fmt: skip
+        (b'{"resourceType": "Questionnaire", "status": ["active"]}', 422, "validation_error"),
     ],
 )
 async def test_hostile_bodies_get_a_clear_error_never_a_500(

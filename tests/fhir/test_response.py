@@ -344,3 +344,17 @@ async def test_the_builder_for_webhooks_gives_the_same_resource(
         )
 
     assert built == over_http
+
+
+async def test_a_cross_site_ndjson_export_is_refused_like_the_csv_export(
+    db: Database, keys: KeyRing, admin: httpx.AsyncClient
+) -> None:
+    form_id = await publish_form(admin, EVERY_FIELD)
+    await store_response(db, keys, form_id, every_answer())
+
+    reply = await admin.get(
+        f"/api/forms/{form_id}/responses/fhir", headers={"Sec-Fetch-Site": "cross-site"}
+    )
+
+    assert reply.status_code == 403 and reply.json()["code"] == "csrf_invalid"
+    assert await audit_rows(db, "responses.exported", form_id) == []

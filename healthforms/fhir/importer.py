@@ -328,6 +328,7 @@ class _Mapper:
             # so the group's condition does not hide this item.
             self._page_break({"linkId": f"page-{len(self.pending) + 1}", "text": " "}, None)
             self.note(link_id, "page", "a new page starts here (items after a conditional group)")
+            self.page_has_condition = False
         built = self.question(item, link_id, str(kind))
         children = [c for c in item.get("item") or [] if isinstance(c, dict)]
         helps = [c for c in children if _is_help(c)]

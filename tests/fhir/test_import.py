@@ -209,6 +209,7 @@ async def test_a_page_group_condition_and_nested_groups(admin: httpx.AsyncClient
                 ],
             },  # fmt: skip
             {"linkId": "after", "text": "After", "type": "string"},
+            {"linkId": "after2", "text": "After too", "type": "string"},
         ],
     }
 
@@ -223,6 +224,7 @@ async def test_a_page_group_condition_and_nested_groups(admin: httpx.AsyncClient
         ("brand", "text"),
         ("page-6", "pageBreak"),  # "after" is not on the conditional page
         ("after", "text"),
+        ("after2", "text"),  # on that same new page
     ]
     assert fields[1]["showWhen"] == {"field": "smoker", "equals": True}
     assert answer["form"]["title"] == "Imported questionnaire"

@@ -12,7 +12,7 @@ import pytest
 from healthforms.db.engine import Database
 from healthforms.forms.schema import FieldDef, fields_from_json
 from healthforms.forms.scores import calculate
-from healthforms.forms.templates import find_template
+from healthforms.forms.templates import TEMPLATES, find_template
 from healthforms.security.principal import Role
 from tests.fhir.helpers import (
     EVERY_FIELD,
@@ -335,3 +335,19 @@ async def test_import_is_for_editors_and_audited(
         "importedFrom": "fhir",
         "unsupported": len(answer["unsupported"]),
     }
+
+
+@pytest.mark.parametrize("template", list(TEMPLATES))
+async def test_every_gallery_template_exports_validly_and_round_trips(
+    admin: httpx.AsyncClient, template: str
+) -> None:
+    created = await admin.post("/api/forms", json={"template": template})
+    assert created.status_code == 201, created.text
+    first = await export(admin, created.json()["id"])
+
+    imported = await import_ok(admin, first)
+    second = await export(admin, imported["form"]["id"])
+
+    assert imported["unsupported"] == []
+    assert second["item"] == first["item"]
+    assert imported["form"]["fields"] == created.json()["fields"]

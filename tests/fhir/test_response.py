@@ -358,3 +358,20 @@ async def test_a_cross_site_ndjson_export_is_refused_like_the_csv_export(
 
     assert reply.status_code == 403 and reply.json()["code"] == "csrf_invalid"
     assert await audit_rows(db, "responses.exported", form_id) == []
+
+
+async def test_hidden_and_blank_fields_have_no_item_and_an_incomplete_score_no_answer(
+    db: Database, keys: KeyRing, admin: httpx.AsyncClient
+) -> None:
+    form_id = await publish_form(admin, EVERY_FIELD)
+    # Not a smoker: the page of q1, q2 and their score is hidden; q3 answered.
+    answers = {"name": "Al", "consent": False, "smoker": "No", "q3": "Good"}
+    response_id, _ = await store_response(db, keys, form_id, answers)
+
+    body = (await admin.get(f"/api/responses/{response_id}/fhir")).json()
+
+    valid_response(body)
+    items = all_items(body["item"])
+    assert set(items) == {"name", "consent", "smoker", "page3", "q3", "whole"}
+    assert items["consent"]["answer"] == [{"valueBoolean": False}]  # an unticked box is an answer
+    assert items["whole"]["answer"] == [{"valueInteger": 0}]

@@ -407,6 +407,7 @@ class _Mapper:
             )
             return None
         raw: JsonObject = {}
+        choice: _Choice | None = None
         if kind in ("string", "text"):
             raw["type"] = (
                 hf_type
@@ -496,11 +497,10 @@ class _Mapper:
         identifies = first_value(item, HF_IDENTIFIES, "valueCode")
         if identifies in ("name", "birthDate"):
             raw["identifies"] = identifies
-        if raw["type"] in ("select", "radio", "checkbox") and "options" in raw:
-            self.choices[field_id] = self._last_choice
         self._translate(field_id, "label", read_translations(item.get("_text")))
-        if field_id in self.choices:
-            for lang, texts in self._last_choice.translated.items():
+        if choice is not None:
+            self.choices[field_id] = choice
+            for lang, texts in choice.translated.items():
                 self._translate(field_id, "options", {lang: texts})  # type: ignore[dict-item]
         pending = _Pending(raw, link_id)
         self._conditions(pending, item)
@@ -611,9 +611,7 @@ class _Mapper:
             numbers = [float(s) for s in scores if s is not None]
         elif any(s is not None for s in scores):
             self.drop(link_id, "ordinalValue", "only some options carry a number: none is kept")
-        choice = _Choice(texts, by_code, numbers, translated)
-        self._last_choice = choice
-        return choice
+        return _Choice(texts, by_code, numbers, translated)
 
     def score(self, item: JsonObject, link_id: str) -> _Pending | None:
         field_id = self.field_id(link_id)
@@ -782,8 +780,6 @@ class _Mapper:
             if key in entry:
                 return entry[key]
         return _NO_VALUE
-
-    _last_choice: _Choice
 
 
 _NO_VALUE = object()

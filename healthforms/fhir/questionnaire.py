@@ -328,6 +328,8 @@ def items_of(fields: Sequence[FieldDef], translations: Mapping[str, Any]) -> lis
     for field in fields:
         item = field_item(field, by_id, translations)
         if field.type is FieldType.PAGE_BREAK:
+            # SDC's "page" control: renderers that paginate show the group as a page.
+            item["extension"].append(_item_control("page"))
             item["item"] = []
             top.append(item)
             page = item

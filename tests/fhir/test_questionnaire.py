@@ -146,6 +146,8 @@ async def test_constraints_map_to_standard_elements_and_extensions(
     # Pages: a page break is a group of what follows it, up to the next one.
     assert [i["linkId"] for i in items["page2"]["item"]] == ["q1", "q2", "total"]
     assert [i["linkId"] for i in items["page3"]["item"]] == ["q3", "whole"]
+    page_control = ext(items["page3"], ITEM_CONTROL)["valueCodeableConcept"]["coding"][0]
+    assert page_control["code"] == "page"
 
 
 async def test_scores_are_ordinal_values_and_a_read_only_weighted_sum(

@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.clock import rfc3339
@@ -30,11 +31,13 @@ from healthforms.forms.schema import FieldDef, FieldType, fields_from_json
 from healthforms.responses.models import ResponseRow
 from healthforms.responses.service import (
     ResponseContent,
+    ResponseUnreadable,
     get_response,
     get_version,
     open_response,
 )
 from healthforms.state import AppState
+from healthforms.uploads.models import Upload
 from healthforms.uploads.service import StoredUpload, response_files
 
 JsonObject = dict[str, Any]
@@ -203,6 +206,40 @@ async def questionnaire_response(
     return await questionnaire_response_of_row(
         session, state.keys, row, base_url=base_url or public_base(state)
     )
+
+
+async def files_of(
+    session: AsyncSession, response_ids: Sequence[str]
+) -> dict[str, list[StoredUpload]]:
+    """The files attached to each of these responses (one query), in upload order."""
+    found: dict[str, list[StoredUpload]] = {}
+    if not response_ids:
+        return found
+    rows = await session.execute(
+        select(Upload)
+        .where(Upload.response_id.in_(list(response_ids)))
+        .order_by(Upload.created_at, Upload.id)
+    )
+    for upload in rows.scalars():
+        found.setdefault(str(upload.response_id), []).append(StoredUpload.of(upload))
+    return found
+
+
+def build_or_unreadable(
+    keys: KeyRing,
+    row: ResponseRow,
+    version: FormVersion,
+    files: Sequence[StoredUpload],
+    *,
+    base_url: str,
+) -> JsonObject | None:
+    """`build` after decrypting (CPU: run in a worker thread); None when the record will
+    not decrypt (open_response logs it by id)."""
+    try:
+        content = open_response(keys, row)
+    except ResponseUnreadable:
+        return None
+    return build(row, version, content, files, base_url=base_url)
 
 
 async def questionnaire_response_of_row(

@@ -24,19 +24,28 @@ from healthforms.exports.routes import SameSite
 from healthforms.exports.service import FORM_RESOURCE, ExportPlan, plan_export, today
 from healthforms.fhir.importer import import_questionnaire, validate_questionnaire
 from healthforms.fhir.questionnaire import questionnaire, version_status
-from healthforms.fhir.response import public_base, questionnaire_response_of_row
+from healthforms.fhir.response import (
+    build_or_unreadable,
+    files_of,
+    public_base,
+    questionnaire_response_of_row,
+)
+from healthforms.forms.models import FormVersion
 from healthforms.forms.service import FormService, form_json
 from healthforms.http.ratelimits import PdfRateLimit
 from healthforms.pdf.routes import content_disposition
 from healthforms.responses.filters import ResponseFilterDep
+from healthforms.responses.models import ResponseRow
 from healthforms.responses.service import (
     RESOURCE_TYPE,
     ResponseUnreadable,
     get_response,
+    get_version,
     responses_by_id,
 )
 from healthforms.security.context import CurrentPrincipal, EditorPrincipal
 from healthforms.state import AppState, DbSessionDep, StateDep
+from healthforms.uploads.service import StoredUpload
 
 router = APIRouter(tags=["fhir"])
 
@@ -127,26 +136,43 @@ def _unreadable(response_id: str) -> dict[str, Any]:
     }
 
 
+def _lines(
+    state: AppState,
+    rows: list[ResponseRow],
+    versions: dict[str, FormVersion],
+    files: dict[str, list[StoredUpload]],
+    base_url: str,
+) -> bytes:
+    """Decrypt and write a batch (CPU: run in a worker thread)."""
+    lines: list[str] = []
+    for row in rows:
+        body = build_or_unreadable(
+            state.keys,
+            row,
+            versions[row.form_version_id],
+            files.get(row.id, []),
+            base_url=base_url,
+        )
+        lines.append(
+            json.dumps(body or _unreadable(row.id), ensure_ascii=False, separators=(",", ":"))
+        )
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
 async def _ndjson(state: AppState, plan: ExportPlan, base_url: str) -> AsyncIterator[bytes]:
     """One QuestionnaireResponse per line, NDJSON_BATCH responses per short session (no
-    pooled connection held by a slow download), in the export's order."""
+    pooled connection held by a slow download; at most one batch of answers in memory),
+    in the export's order; decrypting and writing run in a worker thread."""
     ids = plan.response_ids
     for start in range(0, len(ids), NDJSON_BATCH):
-        lines: list[str] = []
         async with state.db.sessions() as session:
             rows = await responses_by_id(
                 session, plan.organization_id, plan.form_id, ids[start : start + NDJSON_BATCH]
             )
-            for row in rows:
-                try:
-                    body = await questionnaire_response_of_row(
-                        session, state.keys, row, base_url=base_url
-                    )
-                except ResponseUnreadable:
-                    body = _unreadable(row.id)
-                lines.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
-        yield ("\n".join(lines) + "\n").encode() if lines else b""
-        await asyncio.sleep(0)
+            versions = {row.form_version_id: await get_version(session, row) for row in rows}
+            files = await files_of(session, [row.id for row in rows])
+        if rows:
+            yield await asyncio.to_thread(_lines, state, rows, versions, files, base_url)
 
 
 @router.get(
@@ -200,8 +226,9 @@ async def import_fhir(
         body = json.loads(raw)
     except (ValueError, RecursionError):
         raise BadRequest() from None
-    data = validate_questionnaire(body)
-    imported = import_questionnaire(data)
+    # CPU-bound for a large body (up to ~0.5 s at the body limit): off the event loop.
+    data = await asyncio.to_thread(validate_questionnaire, body)
+    imported = await asyncio.to_thread(import_questionnaire, data)
     form = await FormService(session, principal).create(
         title=imported.title,
         description=imported.description,

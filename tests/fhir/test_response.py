@@ -258,7 +258,7 @@ async def test_the_ndjson_export_streams_one_resource_per_line_audited_once(
     db: Database, keys: KeyRing, admin: httpx.AsyncClient
 ) -> None:
     form_id = await publish_form(admin, EVERY_FIELD)
-    ids = [(await store_response(db, keys, form_id, every_answer()))[0] for _ in range(3)]
+    ids = [(await store_response(db, keys, form_id, every_answer(), files=n))[0] for n in range(3)]
     async with db.sessions() as session, session.begin():
         await session.execute(
             update(ResponseRow).where(ResponseRow.id == ids[1]).values(ciphertext=b"x" * 64)
@@ -280,6 +280,13 @@ async def test_the_ndjson_export_streams_one_resource_per_line_audited_once(
     assert sorted(b["identifier"]["value"] for b in by_kind["QuestionnaireResponse"]) == sorted(
         [ids[0], ids[2]]
     )
+    # Each line has its own response's files (read for the batch at once), and only them.
+    for body in by_kind["QuestionnaireResponse"]:
+        photos = all_items(body["item"]).get("photo", {}).get("answer", [])
+        response_id = body["identifier"]["value"]
+        assert len(photos) == (2 if response_id == ids[2] else 0)
+        for photo in photos:
+            assert f"/api/responses/{response_id}/files/upl_" in photo["valueAttachment"]["url"]
     # The one that will not decrypt says so by id, never silently missing.
     assert by_kind["OperationOutcome"][0]["issue"][0]["diagnostics"] == (
         f"response {ids[1]} could not be decrypted"

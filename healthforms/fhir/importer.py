@@ -39,7 +39,6 @@ from healthforms.fhir.codes import (
     MIN_VALUE,
     ORDINAL_VALUE,
     REGEX,
-    TRANSLATION,
     ext_values,
     first_value,
     read_translations,
@@ -219,7 +218,6 @@ class _Pending:
     behavior: str | None = None
     show_when_ext: str | None = None
     score_ext: JsonObject | None = None
-    assumed_score: bool = False
 
 
 class _Mapper:
@@ -621,11 +619,8 @@ class _Mapper:
             "label": self._label(item, link_id, MAX_LABEL),
         }
         pending = _Pending(raw, link_id)
-        score_ext = next(iter(ext_values(item, HF_SCORE)), None)
-        if score_ext is not None:
-            pending.score_ext = score_ext
-        else:
-            pending.assumed_score = True
+        # Without our score extension, _resolve_score assumes the sum of ordinal values.
+        pending.score_ext = next(iter(ext_values(item, HF_SCORE)), None)
         for ext in item.get("extension") or []:
             if isinstance(ext, dict) and "calculatedExpression" in str(ext.get("url")):
                 self.note(link_id, "calculatedExpression", "not evaluated (see the score note)")
@@ -901,4 +896,4 @@ def import_questionnaire(data: JsonObject) -> Imported:
     return Imported(title, description, fields, cleaned, mapper.unsupported, mapper.notes)
 
 
-__all__ = ["TRANSLATION", "Finding", "Imported", "import_questionnaire", "validate_questionnaire"]
+__all__ = ["Finding", "Imported", "import_questionnaire", "validate_questionnaire"]

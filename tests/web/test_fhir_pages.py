@@ -74,6 +74,12 @@ def test_an_editor_downloads_fhir_and_a_viewer_only_a_response(
         "href", f"/api/forms/{form_id}/responses/fhir?status=reviewed"
     )
 
+    page.goto(f"{base}/forms")
+    check_page(page, "forms-fhir")
+    with page.expect_download() as listed:
+        page.get_by_role("link", name="FHIR Questionnaire of FHIR intake").click()
+    assert json.loads(listed.value.path().read_text())["title"] == "FHIR intake"
+
     page.goto(f"{base}/responses/{ids[0]}")
     check_page(page, "response-fhir")
     with page.expect_download() as one:

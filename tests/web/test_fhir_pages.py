@@ -5,7 +5,9 @@ QuestionnaireResponse from the response page; a viewer gets the response's only.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fhir.resources.R4B.questionnaire import Questionnaire
@@ -21,8 +23,10 @@ from tests.web.seed import publish_form as seed_form
 pytestmark = pytest.mark.browser
 
 DESKTOP = {"viewport": {"width": 1280, "height": 900}, "accept_downloads": True}
+FIXTURE = Path(__file__).resolve().parent.parent / "fhir" / "fixtures" / "phq9-loinc-44249-1.json"
 FHIR = (
     "/api/auth/session-login",
+    "/api/forms/import-fhir",
     "/api/forms/{id}/fhir",
     "/api/forms/{id}/responses/fhir",
     "/api/responses/{id}/fhir",
@@ -94,4 +98,31 @@ def test_an_editor_downloads_fhir_and_a_viewer_only_a_response(
     expect(viewer_page.get_by_role("link", name="Export FHIR")).to_have_count(0)
     viewer_page.goto(f"{base}/responses/{ids[1]}")
     expect(viewer_page.get_by_role("link", name="Download FHIR")).to_have_count(1)
+    assert watch.unexpected() == []
+
+
+def test_an_editor_imports_a_questionnaire_and_reads_what_was_not_imported(
+    browser: Browser,
+    server: ServerProcess,
+    database_url: str,
+    api_paths: set[str],
+    watch: Watch,
+) -> None:
+    require_api(api_paths, *FHIR)
+    (editor,) = create_users(database_url, [("Ima Importer", "editor")])
+    base = server.base_url
+    page = new_context(browser, watch, **DESKTOP).new_page()
+    sign_in(page, base, editor, "/forms/new")
+
+    page.get_by_label("Questionnaire file (FHIR R4 JSON)").set_input_files(str(FIXTURE))
+    page.get_by_role("button", name="Import").click()
+
+    result = page.locator("#fhir-import-result")
+    expect(result).to_contain_text("as a draft with 11 fields")
+    expect(result.get_by_role("heading", name=re.compile(r"^Not imported"))).to_be_visible()
+    expect(result).to_contain_text("sdc-questionnaire-calculatedExpression")
+    expect(result).to_contain_text("imported as field id q_44250-9")
+    check_page(page, "fhir-import")
+    result.get_by_role("link", name="Open the imported form").click()
+    page.wait_for_url(re.compile(rf"{re.escape(base)}/forms/frm_[^/]+$"))
     assert watch.unexpected() == []

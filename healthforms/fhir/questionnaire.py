@@ -179,22 +179,38 @@ def enable_when(
 # --- items --------------------------------------------------------------------------
 
 
-def _texts(translations: Mapping[str, Any], field_id: str, key: str) -> dict[str, str]:
-    """{lang: text} of one field's translated `key` (label or helpText)."""
-    found: dict[str, str] = {}
+def _field_texts(translations: Mapping[str, Any], field_id: str) -> dict[str, dict[str, Any]]:
+    """{lang: the field's translated texts}, skipping anything not shaped as saved."""
+    found: dict[str, dict[str, Any]] = {}
     for lang, texts in translations.items():
-        value = ((texts.get("fields") or {}).get(field_id) or {}).get(key)
-        if isinstance(value, str) and value:
-            found[lang] = value
+        fields = texts.get("fields") if isinstance(texts, dict) else None
+        own = fields.get(field_id) if isinstance(fields, dict) else None
+        if isinstance(own, dict):
+            found[lang] = own
     return found
 
 
-def _option_texts(translations: Mapping[str, Any], field_id: str, index: int) -> dict[str, str]:
+def _texts(translations: Mapping[str, Any], field_id: str, key: str) -> dict[str, str]:
+    """{lang: text} of one field's translated `key` (label or helpText); a blank one falls
+    back to the form's own, as the patient page does (forms/translations.py localize)."""
+    return {
+        lang: own[key]
+        for lang, own in _field_texts(translations, field_id).items()
+        if isinstance(own.get(key), str) and own[key].strip()
+    }
+
+
+def _option_texts(translations: Mapping[str, Any], field: FieldDef, index: int) -> dict[str, str]:
+    """{lang: label} of one option; translations whose option count no longer matches the
+    field's are ignored, as the patient page ignores them."""
     found: dict[str, str] = {}
-    for lang, texts in translations.items():
-        options = ((texts.get("fields") or {}).get(field_id) or {}).get("options")
-        if isinstance(options, list) and index < len(options) and options[index]:
-            found[lang] = options[index]
+    count = len(field.options or [])
+    for lang, own in _field_texts(translations, field.id).items():
+        options = own.get("options")
+        if isinstance(options, list) and len(options) == count:
+            text = options[index]
+            if isinstance(text, str) and text.strip():
+                found[lang] = text
     return found
 
 
@@ -211,7 +227,7 @@ def _answer_options(field: FieldDef, translations: Mapping[str, Any]) -> list[Js
     answer_options: list[JsonObject] = []
     for index, option in enumerate(options):
         coding: JsonObject = {"code": option_code(option, index), "display": option}
-        element = translations_ext(_option_texts(translations, field.id, index))
+        element = translations_ext(_option_texts(translations, field, index))
         if element is not None:
             coding["_display"] = element
         if scores is not None:
@@ -340,6 +356,14 @@ def items_of(fields: Sequence[FieldDef], translations: Mapping[str, Any]) -> lis
     return top
 
 
+def _form_texts(translations: Mapping[str, Any], key: str) -> dict[str, str]:
+    return {
+        lang: texts[key]
+        for lang, texts in translations.items()
+        if isinstance(texts, dict) and isinstance(texts.get(key), str) and texts[key].strip()
+    }
+
+
 def version_status(version: FormVersion, latest: int, form_status: str) -> str:
     """active: the version patients answer now; retired: superseded or the form is
     archived; draft: the form is unpublished (its link answers 404)."""
@@ -361,9 +385,7 @@ def questionnaire(
         "version": str(version.version),
         "title": version.title,
     }
-    title_texts = {
-        lang: t["title"] for lang, t in translations.items() if isinstance(t.get("title"), str)
-    }
+    title_texts = _form_texts(translations, "title")
     element = translations_ext(title_texts)
     if element is not None:
         body["_title"] = element
@@ -372,12 +394,7 @@ def questionnaire(
     body["date"] = rfc3339(version.published_at)
     if version.description:
         body["description"] = version.description
-        texts = {
-            lang: t["description"]
-            for lang, t in translations.items()
-            if isinstance(t.get("description"), str)
-        }
-        element = translations_ext(texts)
+        element = translations_ext(_form_texts(translations, "description"))
         if element is not None:
             body["_description"] = element
     body["item"] = items_of(fields, translations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -25,6 +26,8 @@ from healthforms.fhir.codes import (
     REGEX,
     TRANSLATION,
 )
+from healthforms.fhir.questionnaire import questionnaire
+from healthforms.forms.models import FormVersion
 from healthforms.security.principal import Role
 from tests.fhir.helpers import (
     EVERY_FIELD,
@@ -260,3 +263,32 @@ async def test_any_staff_role_reads_a_questionnaire_of_its_own_clinic_only(
     async with staff(other, Role.ADMIN) as http:
         reply = await http.get(f"/api/forms/{clinic.form_id}/fhir")
         assert reply.status_code == 404 and reply.json()["code"] == "not_found"
+
+
+def test_stale_translations_are_left_out_as_the_patient_page_leaves_them() -> None:
+    fields = [
+        {"id": "smoker", "type": "radio", "label": "Smoke?", "options": ["Yes", "No", "Quit"]},
+        {"id": "why", "type": "text", "label": "Why?"},
+    ]
+    translations = {
+        # Saved when smoker had two options; a later edit added "Quit".
+        "es": {
+            "title": " ",
+            "fields": {
+                "smoker": {"label": "¿Fuma?", "options": ["Sí", "No"]},
+                "why": {"label": "  "},
+            },
+        },  # fmt: skip
+        "fr": "not an object",
+    }
+    version = FormVersion(form_id="frm_t", version=1, title="T", description="", fields=fields,
+                          translations=translations,
+                          published_at=datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
+
+    body = questionnaire(version, base_url="http://x", status="active")
+
+    valid_questionnaire(body)
+    smoker, why = body["item"]
+    assert smoker["_text"]["extension"][0]["extension"][1]["valueString"] == "¿Fuma?"
+    assert all("_display" not in o["valueCoding"] for o in smoker["answerOption"])
+    assert "_text" not in why and "_title" not in body

@@ -26,6 +26,10 @@ MAX_SIZE = "http://hl7.org/fhir/StructureDefinition/maxSize"
 MAX_OCCURS = "http://hl7.org/fhir/StructureDefinition/questionnaire-maxOccurs"
 ITEM_CONTROL = "http://hl7.org/fhir/StructureDefinition/questionnaire-itemControl"
 ITEM_CONTROL_SYSTEM = "http://hl7.org/fhir/questionnaire-item-control"
+# SDC (built on R4): a FHIRPath condition, for what enableWhen cannot say.
+SDC_ENABLE_WHEN_EXPRESSION = (
+    "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-enableWhenExpression"
+)
 
 # Our own extensions (docs/fhir.md "healthforms extensions").
 HF = "http://healthforms.example/fhir/StructureDefinition"

@@ -39,6 +39,7 @@ from healthforms.fhir.codes import (
     MIN_VALUE,
     ORDINAL_VALUE,
     REGEX,
+    SDC_ENABLE_WHEN_EXPRESSION,
     ext_values,
     first_value,
     read_translations,
@@ -96,6 +97,7 @@ _KNOWN_ITEM_EXTENSIONS = frozenset(
         MIN_LENGTH,
         MIN_VALUE,
         REGEX,
+        SDC_ENABLE_WHEN_EXPRESSION,
     }
 )
 # Metadata that describes the resource rather than the form: not kept, said once.
@@ -631,8 +633,14 @@ class _Mapper:
     def _conditions(self, pending: _Pending, item: JsonObject) -> None:
         ext = first_value(item, HF_SHOW_WHEN, "valueString")
         if isinstance(ext, str):
-            pending.show_when_ext = ext
+            pending.show_when_ext = ext  # exact: the expression beside it says the same
             return
+        if ext_values(item, SDC_ENABLE_WHEN_EXPRESSION):
+            self.drop(
+                pending.link_id,
+                "enableWhenExpression",
+                "FHIRPath is never evaluated: the item is always shown",
+            )
         when = [w for w in item.get("enableWhen") or [] if isinstance(w, dict)]
         if when:
             pending.enable_when = when

@@ -14,14 +14,16 @@ operators mean exactly the same thing:
 - contains on text (a case-insensitive substring) and notEquals on a multiple choice
   ("none of the ticked is V") have no FHIR operator.
 A condition that cannot be written exactly gets no enableWhen at all (never a nearby
-one that means something else): the item says so in HF_NOT_EXPRESSIBLE, and its
-original condition rides along in HF_SHOW_WHEN.
+one that means something else): the item says so in HF_NOT_EXPRESSIBLE, carries the
+exact condition as SDC's enableWhenExpression (FHIRPath over the response's answers, for
+SDC renderers), and its original condition rides along in HF_SHOW_WHEN.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from healthforms.clock import rfc3339
@@ -41,6 +43,7 @@ from healthforms.fhir.codes import (
     MIN_VALUE,
     ORDINAL_VALUE,
     REGEX,
+    SDC_ENABLE_WHEN_EXPRESSION,
     canonical_url,
     extension,
     option_code,
@@ -174,6 +177,49 @@ def enable_when(
     if len(entries) > 1:
         body["enableBehavior"] = "any" if (show_when.mode == "any" or ors) else "all"
     return body, None
+
+
+def _fhirpath_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _fhirpath_literal(target: FieldDef, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return format(Decimal(str(value)), "f")  # FHIRPath has no exponent notation
+    if target.type is FieldType.DATE:
+        return f"@{value}"
+    return _fhirpath_string(str(value))
+
+
+def _condition_path(condition: Condition, target: FieldDef) -> str:
+    """One healthforms condition as FHIRPath over the QuestionnaireResponse's answers
+    (answers of disabled items are absent there, as hidden ones are from healthforms')."""
+    values = (
+        f"%resource.repeat(item).where(linkId = {_fhirpath_string(condition.field)}).answer.value"
+    )
+    op, value = condition.operator, condition.value
+    if op == "contains" and not is_multiple(target):
+        needle = _fhirpath_string(str(value).lower())
+        return f"{values}.where($this.lower().contains({needle})).exists()"
+    if target.options is not None and isinstance(value, str):
+        code = option_code(value, target.options.index(value))
+        match = f"{values}.where(code = {_fhirpath_string(code)})"
+    else:
+        match = f"{values}.where($this = {_fhirpath_literal(target, value)})"
+    return f"{match}.empty()" if op == "not_equals" else f"{match}.exists()"
+
+
+def enable_when_expression(show_when: ShowWhen, by_id: Mapping[str, FieldDef]) -> str | None:
+    """The whole showWhen as one FHIRPath expression (None if a target is unknown)."""
+    parts: list[str] = []
+    for condition in show_when.conditions:
+        target = by_id.get(condition.field)
+        if target is None:  # pragma: no cover - forms/validation.py forbids it
+            return None
+        parts.append(f"({_condition_path(condition, target)})")
+    return (" or " if show_when.mode == "any" else " and ").join(parts)
 
 
 # --- items --------------------------------------------------------------------------
@@ -317,6 +363,14 @@ def field_item(
         )
         if reason is not None:
             extensions.append(extension(HF_NOT_EXPRESSIBLE, valueString=reason))
+            expression = enable_when_expression(field.show_when, by_id)
+            if expression is not None:
+                extensions.append(
+                    extension(
+                        SDC_ENABLE_WHEN_EXPRESSION,
+                        valueExpression={"language": "text/fhirpath", "expression": expression},
+                    )
+                )
     if field.help_text:
         help_item: JsonObject = {"linkId": help_link_id(field.id)}
         _with_text(help_item, field.help_text, _texts(translations, field.id, "helpText"))

@@ -91,7 +91,7 @@ def candidates(field: FieldDef) -> list[object]:
     if kind == "checkbox":
         return [None, True, False]
     if kind == "number":
-        return [None, 0, 30, 30.0, 31.5]
+        return [None, 0, 30, 30.0, 30.5, 31.5]
     if kind == "date":
         return [None, "2000-01-01", "1999-12-31"]
     return [None, "pain in back", "Pain", "no", ""]
@@ -121,3 +121,116 @@ def test_enable_when_agrees_with_show_when_on_every_answer_set(ne: NotEquals) ->
             )
             checked += 1
     assert checked >= 40  # every answer set of the 8 exact conditions and their targets
+
+
+# Conditions enableWhen cannot write: each goes out as SDC's enableWhenExpression.
+EXPRESSION_FIELDS: list[dict[str, Any]] = [
+    {"id": "story", "type": "textarea", "label": "Story"},
+    {
+        "id": "allergies",
+        "type": "checkbox",
+        "label": "Allergies",
+        "options": ["Latex", "O'Brien mix", "Back\\slash"],
+    },  # fmt: skip
+    {"id": "smoker", "type": "radio", "label": "Smoke?", "options": ["Yes", "No"]},
+    {"id": "age", "type": "number", "label": "Age"},
+    {"id": "dob", "type": "date", "label": "Born"},
+    {"id": "consent", "type": "checkbox", "label": "Consent"},
+    {"id": "e1", "type": "text", "label": "E1", "showWhen": {"field": "story", "contains": "it's"}},
+    {
+        "id": "e2",
+        "type": "text",
+        "label": "E2",
+        "showWhen": {"field": "allergies", "notEquals": "O'Brien mix"},
+    },  # fmt: skip
+    {
+        "id": "e3",
+        "type": "text",
+        "label": "E3",
+        "showWhen": {
+            "all": [{"field": "smoker", "equals": "Yes"}, {"field": "age", "notEquals": 30.5}]
+        },
+    },  # fmt: skip
+    {
+        "id": "e4",
+        "type": "text",
+        "label": "E4",
+        "showWhen": {
+            "all": [
+                {"field": "consent", "notEquals": True},
+                {"field": "dob", "notEquals": "2000-01-01"},
+            ]
+        },
+    },  # fmt: skip
+    {
+        "id": "e5",
+        "type": "text",
+        "label": "E5",
+        "showWhen": {
+            "any": [
+                {"field": "allergies", "contains": "Back\\slash"},
+                {"field": "story", "contains": "PAIN"},
+            ]
+        },
+    },  # fmt: skip
+]
+STORIES = [None, "It's fine", "its fine", "back pain", "Pain", "it\u2019s"]
+
+
+def response_of(by_id: Mapping[str, FieldDef], stored: Mapping[str, object]) -> dict[str, Any]:
+    """A QuestionnaireResponse holding these stored answers, typed as fhir/response.py
+    types them (a Coding by option code)."""
+    items = []
+    for field_id, answer in stored.items():
+        field = by_id[field_id]
+        values = answer if isinstance(answer, list) else [answer]
+        typed: list[dict[str, Any]]
+        if field.options is not None:
+            typed = [{"valueCoding": {"code": option_code(str(v), field.options.index(str(v)))}}
+                     for v in values]  # fmt: skip
+        elif isinstance(answer, bool):
+            typed = [{"valueBoolean": answer}]
+        elif field.type.value == "number":
+            typed = [{"valueDecimal": answer}]
+        elif field.type.value == "date":
+            typed = [{"valueDate": answer}]
+        else:
+            typed = [{"valueString": answer}]
+        items.append({"linkId": field_id, "answer": typed})
+    return {"resourceType": "QuestionnaireResponse", "status": "completed", "item": items}
+
+
+def test_enable_when_expressions_agree_with_show_when_on_every_answer_set() -> None:
+    fhirpath = pytest.importorskip("fhirpathpy", reason="fhirpathpy (dev extra) evaluates SDC")
+    model = pytest.importorskip("fhirpathpy.models").models["r4"]
+    fields = fields_from_json(EXPRESSION_FIELDS)
+    by_id = {f.id: f for f in fields}
+    version = FormVersion(
+        form_id="frm_x",
+        version=1,
+        title="T",
+        description="",
+        fields=EXPRESSION_FIELDS,
+        published_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    items = all_items(questionnaire(version, base_url="http://x", status="active")["item"])
+    checked = 0
+    for field in fields:
+        if field.show_when is None:
+            continue
+        item = items[field.id]
+        assert "enableWhen" not in item, field.id
+        expression = next(
+            e["valueExpression"]["expression"]
+            for e in item["extension"]
+            if e["url"].endswith("sdc-questionnaire-enableWhenExpression")
+        )
+        targets = sorted({c.field for c in field.show_when.conditions})
+        pools = [STORIES if t == "story" else candidates(by_id[t]) for t in targets]
+        for combo in itertools.product(*pools):
+            stored = {t: v for t, v in zip(targets, combo, strict=True) if v not in (None, "", [])}
+            resource = response_of(by_id, stored)
+            got = fhirpath.evaluate(resource, expression, {"resource": resource}, model=model)
+            assert got == [show_when_holds(field.show_when, stored)], (field.id, stored, got)
+            checked += 1
+    assert checked >= 60

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from healthforms.db.engine import Database
+from healthforms.fhir.codes import SDC_ENABLE_WHEN_EXPRESSION
 from healthforms.forms.schema import FieldDef, fields_from_json
 from healthforms.forms.scores import calculate
 from healthforms.forms.templates import TEMPLATES, find_template
@@ -167,6 +168,17 @@ async def test_unsupported_items_and_features_are_listed(admin: httpx.AsyncClien
                 "type": "string",
                 "enableWhen": [{"question": "mood", "operator": "!=", "answerString": "Fine"}],
             },  # fmt: skip
+            {
+                "linkId": "expr",
+                "text": "Expr",
+                "type": "string",
+                "extension": [
+                    {
+                        "url": SDC_ENABLE_WHEN_EXPRESSION,
+                        "valueExpression": {"language": "text/fhirpath", "expression": "true"},
+                    }
+                ],
+            },
         ],
     }
 
@@ -178,7 +190,8 @@ async def test_unsupported_items_and_features_are_listed(admin: httpx.AsyncClien
     assert ("age", "initial") in unsupported
     assert ("older", "enableWhen") in unsupported
     fields = {f["id"]: f for f in answer["form"]["fields"]}
-    assert set(fields) == {"age", "older", "mood", "why"}
+    assert ("expr", "enableWhenExpression") in unsupported
+    assert set(fields) == {"age", "older", "mood", "why", "expr"}
     assert "showWhen" not in fields["older"]  # listed above: the item is always shown
     assert fields["mood"]["optionScores"] == [0, 1]  # ordinalValue on the answerOption
     assert fields["why"]["showWhen"] == {"field": "mood", "notEquals": "Fine"}

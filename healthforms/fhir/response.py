@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.clock import rfc3339
 from healthforms.crypto.keys import KeyRing
+from healthforms.errors import NotFound
 from healthforms.fhir.codes import canonical_url, option_code
 from healthforms.fhir.questionnaire import is_multiple, is_yes_no, score_is_integer
 from healthforms.forms.models import FormVersion
@@ -249,3 +250,26 @@ async def questionnaire_response_of_row(
     version = await get_version(session, row)
     files = await response_files(session, row.id)
     return build(row, version, content, files, base_url=base_url)
+
+
+# What the webhooks dispatcher takes as its `body_source` (webhooks/service.py BodySource):
+# (session, keys, organization_id, response_id) -> the resource, or None.
+ResponseBodySource = Callable[[AsyncSession, KeyRing, str, str], Awaitable[JsonObject | None]]
+
+
+def webhook_body_source(base_url: str) -> ResponseBodySource:
+    """The QuestionnaireResponse builder for webhook bodies, with the service's public
+    address bound: None (no body) for a response that is gone or will not decrypt, so a
+    delivery still goes out with ids and links only. It decrypts PHI; the endpoint's
+    opt-in to bodies is what the webhooks feature audits."""
+
+    async def body(
+        session: AsyncSession, keys: KeyRing, organization_id: str, response_id: str
+    ) -> JsonObject | None:
+        try:
+            row = await get_response(session, organization_id, response_id)
+            return await questionnaire_response_of_row(session, keys, row, base_url=base_url)
+        except (NotFound, ResponseUnreadable):
+            return None
+
+    return body

@@ -19,7 +19,7 @@ from healthforms.crypto.envelope import response_aad, seal_json
 from healthforms.crypto.keys import KeyRing
 from healthforms.db.base import new_id
 from healthforms.db.engine import Database
-from healthforms.fhir.response import questionnaire_response
+from healthforms.fhir.response import questionnaire_response, webhook_body_source
 from healthforms.forms.models import Form, FormVersion
 from healthforms.forms.schema import fields_from_json
 from healthforms.forms.scores import calculate_scores, scores_json
@@ -382,3 +382,24 @@ async def test_hidden_and_blank_fields_have_no_item_and_an_incomplete_score_no_a
     assert set(items) == {"name", "consent", "smoker", "page3", "q3", "whole"}
     assert items["consent"]["answer"] == [{"valueBoolean": False}]  # an unticked box is an answer
     assert items["whole"]["answer"] == [{"valueInteger": 0}]
+
+
+async def test_the_webhook_body_source_gives_the_resource_or_none(
+    db: Database, keys: KeyRing, admin: httpx.AsyncClient, clinic: PublishedForm
+) -> None:
+    form_id = await publish_form(admin, EVERY_FIELD)
+    response_id, _ = await store_response(db, keys, form_id, every_answer())
+    broken, _ = await store_response(db, keys, form_id, every_answer())
+    async with db.sessions() as session, session.begin():
+        await session.execute(
+            update(ResponseRow).where(ResponseRow.id == broken).values(ciphertext=b"x" * 64)
+        )
+    over_http = (await admin.get(f"/api/responses/{response_id}/fhir")).json()
+    source = webhook_body_source("http://testserver")
+    other = await create_organization(db)
+
+    async with db.sessions() as session:
+        assert await source(session, keys, clinic.organization_id, response_id) == over_http
+        assert await source(session, keys, other, response_id) is None  # not theirs
+        assert await source(session, keys, clinic.organization_id, broken) is None
+        assert await source(session, keys, clinic.organization_id, "rsp_gone") is None

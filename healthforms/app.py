@@ -24,6 +24,7 @@ from healthforms.db.migrate import upgrade_in_thread
 from healthforms.errors import ServiceUnavailable
 from healthforms.exports.routes import router as exports_router
 from healthforms.exports.service import sweep_export_workspace
+from healthforms.fhir.routes import router as fhir_router
 from healthforms.forms.routes import router as forms_router
 from healthforms.forms.routes import templates_router as form_templates_router
 from healthforms.health.routes import package_version
@@ -206,6 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(identity_router)
     app.include_router(audit_router)
+    app.include_router(fhir_router)
     app.include_router(forms_router)
     app.include_router(form_templates_router)
     app.include_router(public_forms_router)

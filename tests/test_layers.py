@@ -50,6 +50,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "branding",
             "uploads",
             "webhooks",
+            "fhir",
         }
     ),
     frozenset({"app", "cli", "migrations", "__main__"}),

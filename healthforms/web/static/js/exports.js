@@ -8,7 +8,7 @@ import { api, ApiError, el, showError, showInfo } from "./api.js";
 const formId = document.body.dataset.formId;
 const filter = document.getElementById("status-filter");
 const body = document.querySelector("#responses-table tbody");
-const links = [document.getElementById("export-csv"), document.getElementById("export-xlsx")];
+const links = ["export-csv", "export-xlsx", "export-fhir"].map((id) => document.getElementById(id));
 const pdfButton = document.getElementById("download-pdfs");
 const MAX_PDFS = 100;  // the server's limit per ZIP
 const selected = new Set();  // response ids, kept while rows are drawn again

@@ -1,0 +1,1 @@
+"""FHIR R4 (SDC) Questionnaire and QuestionnaireResponse, out and in (docs/fhir.md)."""

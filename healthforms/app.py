@@ -24,6 +24,7 @@ from healthforms.db.migrate import upgrade_in_thread
 from healthforms.errors import ServiceUnavailable
 from healthforms.exports.routes import router as exports_router
 from healthforms.exports.service import sweep_export_workspace
+from healthforms.fhir.response import webhook_body_source
 from healthforms.fhir.routes import router as fhir_router
 from healthforms.forms.routes import router as forms_router
 from healthforms.forms.routes import templates_router as form_templates_router
@@ -145,8 +146,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         outbox: OutboxWorker | None = None
         webhooks: WebhookDispatcher | None = None
         if settings.outbox_worker:
-            # TODO(issue 16): body_source = the FHIR QuestionnaireResponse builder.
-            webhooks = WebhookDispatcher(settings, db, state.keys, metrics, body_source=None)
+            webhooks = WebhookDispatcher(
+                settings,
+                db,
+                state.keys,
+                metrics,
+                body_source=webhook_body_source(settings.public_base),
+            )
             await webhooks.start()
             app.state.webhooks = webhooks  # the API wakes it (test, redeliver)
             handlers = {

@@ -44,6 +44,7 @@ from healthforms.db.migrate import (
     upgrade_in_thread,
 )
 from healthforms.errors import ValidationFailed
+from healthforms.fhir.response import webhook_body_source
 from healthforms.health.routes import eviction_warnings
 from healthforms.identity.login import failure_key
 from healthforms.identity.passwords import (
@@ -643,7 +644,13 @@ async def _outbox_work(settings: Settings, url: str) -> None:
     keys = KeyRing.from_settings(settings)
     handlers = {**outbox_handlers(), **request_handlers(keys)}
     metrics = Metrics()
-    webhooks = WebhookDispatcher(settings, db, keys, metrics)  # TODO(issue 16): body_source
+    webhooks = WebhookDispatcher(
+        settings,
+        db,
+        keys,
+        metrics,
+        body_source=webhook_body_source(settings.public_base),
+    )
     await webhooks.start()
     worker = OutboxWorker(
         settings,

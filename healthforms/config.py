@@ -352,6 +352,12 @@ class Settings(BaseSettings):
         return self.env is Environment.PRODUCTION
 
     @property
+    def public_base(self) -> str:
+        """The address links in emails and webhooks point at, without a trailing slash:
+        HEALTHFORMS_PUBLIC_URL, else the local default (a worker has no request)."""
+        return (self.public_url or "http://127.0.0.1:8000").rstrip("/")
+
+    @property
     def uses_embedded_redis(self) -> bool:
         return self.redis_url is None and self.redis_addr is None
 

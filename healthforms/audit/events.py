@@ -45,6 +45,10 @@ RESPONSE_NOTE_ADDED = "response.note_added"
 RESPONSE_NOTES_VIEWED = "response.notes_viewed"  # staff notes are PHI: reads are audited
 # A file attached to a response was served to staff (uploads/; detail: which file).
 RESPONSE_FILE_VIEWED = "response.file_viewed"
+# A response's answers left the service to another system (a webhook endpoint that opted
+# in to QuestionnaireResponse bodies): one event per call that carried them (detail:
+# channel, endpointId, webhookId, attempt, status), for the accounting of disclosures.
+RESPONSE_DISCLOSED = "response.disclosed"
 # A list or search that showed patients' names: one event naming the responses (detail).
 RESPONSES_LISTED = "responses.listed"
 # `healthforms responses reindex` decrypted responses to rebuild their patients' indexes.

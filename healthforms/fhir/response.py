@@ -49,7 +49,9 @@ IDENTIFIER_SYSTEM_PATH = "/fhir/responses"
 def public_base(state: AppState, request_base: str | None = None) -> str:
     """The address the service is reached at: HEALTHFORMS_PUBLIC_URL when set, else the
     request's, else the local default (a worker without a request)."""
-    return (state.settings.public_url or request_base or "http://127.0.0.1:8000").rstrip("/")
+    if state.settings.public_url or not request_base:
+        return state.settings.public_base
+    return request_base.rstrip("/")
 
 
 def _attachment_of_signature(value: str, signed: Mapping[str, Any] | None) -> JsonObject | None:

@@ -462,7 +462,7 @@ class OutboxWorker:
             return await handler.compose(session, delivery, message, self.public_base())
 
     def public_base(self) -> str:
-        return (self.settings.public_url or "http://127.0.0.1:8000").rstrip("/")
+        return self.settings.public_base
 
 
 async def redeliver(db: Database, delivery_id: str, organization_id: str) -> bool:

@@ -29,6 +29,9 @@ import structlog
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from healthforms.audit.events import RESPONSE_DISCLOSED, AuditEvent
+from healthforms.audit.events import Outcome as AuditOutcome
+from healthforms.audit.store import append_event
 from healthforms.clock import utcnow
 from healthforms.config import Settings
 from healthforms.crypto.keys import KeyRing
@@ -287,7 +290,7 @@ class WebhookDispatcher:
     # One call -------------------------------------------------------------------------------
 
     def public_base(self) -> str:
-        return (self.settings.public_url or "http://127.0.0.1:8000").rstrip("/")
+        return self.settings.public_base
 
     async def compose(
         self,
@@ -295,6 +298,16 @@ class WebhookDispatcher:
         message: OutboxMessage,
         row: WebhookEndpoint,
     ) -> bytes:
+        return (await self._compose(session, message, row))[0]
+
+    async def _compose(
+        self,
+        session: AsyncSession,
+        message: OutboxMessage,
+        row: WebhookEndpoint,
+    ) -> tuple[bytes, str | None]:
+        """The body, and the id of the response whose answers it carries (None: ids and
+        links only)."""
         resource = None
         response_id = (message.payload or {}).get("responseId")
         if (
@@ -303,7 +316,8 @@ class WebhookDispatcher:
             and isinstance(response_id, str)
         ):
             resource = await self.body_source(session, self.keys, row.organization_id, response_id)
-        return event_body(message, self.public_base(), resource)
+        disclosed = response_id if resource is not None else None
+        return event_body(message, self.public_base(), resource), disclosed
 
     async def send(self, delivery_id: str, attempt: int) -> None:
         async with self.db.sessions() as session:
@@ -316,7 +330,7 @@ class WebhookDispatcher:
             if not row.enabled and message.kind != TEST_EVENT:
                 await self._end_without_call(delivery_id, "endpoint disabled")
                 return
-            body = await self.compose(session, message, row)
+            body, disclosed = await self._compose(session, message, row)
             secrets = valid_secrets(self.keys, row, utcnow())
             url, event_type = row.url, message.kind
         webhook_id = message_id_for(delivery_id)
@@ -329,6 +343,27 @@ class WebhookDispatcher:
         result = await call(
             self.client, self.policy, url, headers, body, self.settings.webhook_timeout_s
         )
+        if disclosed is not None:
+            # Answers left the service: a disclosure, audited per attempt that carried
+            # them (the receiver may have read a body it then answered 500 to).
+            await append_event(
+                self.db,
+                self.keys,
+                AuditEvent(
+                    action=RESPONSE_DISCLOSED,
+                    outcome=AuditOutcome.SUCCESS if result.ok else AuditOutcome.FAILURE,
+                    organization_id=row.organization_id,
+                    resource_type="response",
+                    resource_id=disclosed,
+                    detail={
+                        "channel": "webhook",
+                        "endpointId": row.id,
+                        "webhookId": webhook_id,
+                        "attempt": attempt,
+                        "status": result.status_code,
+                    },
+                ),
+            )
         await self._record(delivery_id, row.id, row.organization_id, event_type, attempt, result)
 
     async def _record(

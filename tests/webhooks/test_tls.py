@@ -4,17 +4,18 @@ body source) reaches only an https endpoint that opted in, confirmed."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from healthforms.crypto.keys import KeyRing
+from healthforms.audit.events import RESPONSE_DISCLOSED
 from healthforms.security.principal import Role
+from tests.fhir.helpers import audit_rows, valid_response
 from tests.outbox.conftest import AppFactory, eventually, published_form, submit
 from tests.redis.test_client import _make_ca, _make_server_cert
 from tests.support.response_factory import create_organization
@@ -54,18 +55,14 @@ def tls_receiver(tmp_path: Path) -> Iterator[tuple[Receiver, Path]]:
 async def test_an_opted_in_https_endpoint_gets_the_questionnaire_response(
     webhook_app: AppFactory, tls_receiver: tuple[Receiver, Path]
 ) -> None:
+    """The body comes from the FHIR export app.py wires in (a valid R4
+    QuestionnaireResponse of that response), and every call that carried it is audited
+    as a disclosure, with no answer in the event."""
     receiver, ca_file = tls_receiver
     async with webhook_app(webhook_ca_file=ca_file) as app:
-        asked: list[str] = []
-
-        async def source(session: Any, keys: KeyRing, org_id: str, rid: str) -> dict[str, Any]:
-            asked.append(rid)
-            return {"resourceType": "QuestionnaireResponse", "id": rid, "status": "completed"}
-
-        app.state.webhooks.body_source = source  # what app.py wires to the FHIR export
         org = await create_organization(app.state.hf.db)
         async with signed_in_client(app, org, Role.ADMIN) as (admin, _):
-            _, secret = await add_endpoint(
+            endpoint, secret = await add_endpoint(
                 admin, receiver.url, ["response.submitted", "form.published"],
                 fhirBody=True, confirmPhi=True,
             )  # fmt: skip
@@ -76,16 +73,37 @@ async def test_an_opted_in_https_endpoint_gets_the_questionnaire_response(
                 return len(receiver.unique()) == 2
 
             await eventually(both)
+            response_id = next(
+                c.verify(secret)["data"]["responseId"]
+                for c in receiver.received()
+                if c.verify(secret)["type"] == "response.submitted"
+            )
+
+            async def audited() -> bool:  # written once the call has answered
+                return bool(await audit_rows(app.state.hf.db, RESPONSE_DISCLOSED, response_id))
+
+            await eventually(audited)
+            disclosed = await audit_rows(app.state.hf.db, RESPONSE_DISCLOSED, response_id)
         documents = {c.verify(secret)["type"]: c.verify(secret) for c in receiver.received()}
         submitted = documents["response.submitted"]["data"]
-        assert submitted["questionnaireResponse"] == {
-            "resourceType": "QuestionnaireResponse",
-            "id": submitted["responseId"],
-            "status": "completed",
-        }
-        assert asked == [submitted["responseId"]]
+        resource = submitted["questionnaireResponse"]
+        valid_response(resource)
+        assert resource["resourceType"] == "QuestionnaireResponse"
+        assert resource["status"] == "completed"
+        assert resource["identifier"]["value"] == submitted["responseId"]
         assert "questionnaireResponse" not in documents["form.published"]["data"]
         assert all(c.headers["host"] == f"localhost:{receiver.port}" for c in receiver.received())
+
+        assert len(disclosed) == len(
+            [c for c in receiver.received() if c.verify(secret)["type"] == "response.submitted"]
+        )
+        event = disclosed[0]
+        assert event.organization_id == org and event.outcome == "success"
+        assert event.detail is not None
+        detail = json.loads(event.detail)
+        assert detail["endpointId"] == endpoint
+        assert detail["channel"] == "webhook" and detail["status"] == 200
+        assert set(detail) == {"channel", "endpointId", "webhookId", "attempt", "status"}
 
 
 async def test_a_certificate_for_another_name_is_refused(

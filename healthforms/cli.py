@@ -78,6 +78,7 @@ from healthforms.security.sessions import SessionStore
 from healthforms.submissions.drafts.service import sweep_expired as sweep_expired_drafts
 from healthforms.uploads.models import UploadBlob
 from healthforms.webhooks.dispatcher import WebhookDispatcher
+from healthforms.webhooks.models import WebhookEndpoint
 from healthforms.webhooks.service import fan_out as webhook_fan_out
 
 app = typer.Typer(
@@ -587,7 +588,17 @@ async def _keys_rotate(settings: Settings, batch_size: int) -> bool:
         )
     db = Database.connect(settings.resolved_database_url())
     try:
-        counts = await rotate_keys(db, keys, batch=batch_size, also=(PatientRequest, UploadBlob))
+        counts = await rotate_keys(
+            db,
+            keys,
+            batch=batch_size,
+            also=(
+                PatientRequest,
+                UploadBlob,
+                (WebhookEndpoint, "secret_"),
+                (WebhookEndpoint, "previous_"),
+            ),
+        )
     finally:
         await db.dispose()
     for count in counts:

@@ -64,20 +64,25 @@ async def _rotate_columns(
     keys: KeyRing,
     model: type[Any],
     batch: int,
+    prefix: str = "",
 ) -> RotationCount:
     """Rows with their own `wrapped_key` and `key_id` columns (responses, PDFs, notes,
-    patient identities, scores, and the `also` models of rotate_keys)."""
+    patient identities, scores, and the `also` models of rotate_keys), or a pair of
+    them named `<prefix>wrapped_key`/`<prefix>key_id` (a webhook's current and previous
+    secret); a row whose pair is empty (no previous secret) is skipped."""
     # Keyed by their one primary-key column: `id`, or `response_id` (PDFs, identities),
     # or `upload_id` (uploads/ blobs).
     (key_column,) = model.__table__.primary_key.columns
     pk = getattr(model, key_column.key)
-    count = RotationCount(model.__tablename__)
+    wrapped_column = getattr(model, f"{prefix}wrapped_key")
+    key_id_column = getattr(model, f"{prefix}key_id")
+    count = RotationCount(model.__tablename__ + (f".{prefix.rstrip('_')}" if prefix else ""))
     last = ""
     while True:
         async with db.sessions() as session, session.begin():
             rows = (
                 await session.execute(
-                    select(pk, model.wrapped_key, model.key_id)
+                    select(pk, wrapped_column, key_id_column)
                     .where(pk > last)
                     .order_by(pk)
                     .limit(batch)
@@ -86,6 +91,8 @@ async def _rotate_columns(
             if not rows:
                 return count
             for row_id, wrapped, key_id in rows:
+                if wrapped is None:
+                    continue
                 if key_id == keys.current_id:
                     count.current += 1
                     continue
@@ -97,8 +104,8 @@ async def _rotate_columns(
                     continue
                 result = await session.execute(
                     update(model)
-                    .where(pk == row_id, model.key_id == key_id)
-                    .values(wrapped_key=new_wrapped, key_id=new_id)
+                    .where(pk == row_id, key_id_column == key_id)
+                    .values({wrapped_column: new_wrapped, key_id_column: new_id})
                     .execution_options(synchronize_session=False)
                 )
                 if _rowcount(result) == 1:
@@ -174,11 +181,16 @@ async def _rotate_one_totp(
 
 
 async def rotate_keys(
-    db: Database, keys: KeyRing, *, batch: int = DEFAULT_BATCH, also: Sequence[type[Any]] = ()
+    db: Database,
+    keys: KeyRing,
+    *,
+    batch: int = DEFAULT_BATCH,
+    also: Sequence[type[Any] | tuple[type[Any], str]] = (),
 ) -> list[RotationCount]:
     """Re-wrap responses, PDFs and TOTP secrets under `keys.current`; return the counts.
     `also`: other features' sealed rows (an `id` key, `wrapped_key` and `key_id`
-    columns), which this module cannot import (cli.py passes patient requests)."""
+    columns, or (model, column prefix)), which this module cannot import (cli.py passes
+    patient requests, uploads and webhook secrets)."""
     return [
         await _rotate_columns(db, keys, ResponseRow, batch),
         await _rotate_columns(db, keys, ResponsePdf, batch),
@@ -187,7 +199,14 @@ async def rotate_keys(
         await _rotate_columns(db, keys, ResponseScores, batch),
         await _rotate_search_tokens(db, keys, batch),
         await _rotate_totp(db, keys, batch),
-        *[await _rotate_columns(db, keys, model, batch) for model in also],
+        *[
+            await (
+                _rotate_columns(db, keys, item[0], batch, item[1])
+                if isinstance(item, tuple)
+                else _rotate_columns(db, keys, item, batch)
+            )
+            for item in also
+        ],
     ]
 
 

@@ -12,12 +12,13 @@ from sqlalchemy import select
 
 from healthforms.audit.models import AuditEventRow
 from healthforms.clock import utcnow
-from healthforms.crypto.keys import KeyRing
+from healthforms.crypto.keys import KeyRing, generate_key
 from healthforms.outbox.models import Delivery, OutboxMessage
+from healthforms.responses.key_rotation import rotate_keys
 from healthforms.security.principal import Role
 from healthforms.webhooks.dispatcher import WebhookDispatcher
 from healthforms.webhooks.models import WebhookAttempt, WebhookEndpoint
-from healthforms.webhooks.service import deliveries_of, event_body
+from healthforms.webhooks.service import deliveries_of, event_body, valid_secrets
 from tests.outbox.conftest import AppFactory
 from tests.support.response_factory import create_organization
 from tests.support.staff import signed_in_client
@@ -280,3 +281,32 @@ async def test_an_endpoints_deliveries_are_its_own_even_with_like_wildcards_in_i
                 await session.execute(select(Delivery.id).where(deliveries_of("whe_a%b")))
             ).scalars()
             assert list(found) == ["obx_like:webhook:whe_a%b"]
+
+
+async def test_a_master_key_rotation_rewraps_both_secrets_of_an_endpoint(
+    webhook_app: AppFactory,
+) -> None:
+    """`healthforms keys rotate` moves the current and the still-valid previous secret
+    under the new master key: once the old master key is retired, both still sign."""
+    async with webhook_app(outbox_worker=False) as app:
+        state = app.state.hf
+        org = await create_organization(state.db)
+        async with signed_in_client(app, org, Role.ADMIN) as (admin, _):
+            endpoint_id, old_secret = await add_endpoint(admin, "http://127.0.0.1:9/h")
+            rotated = await admin.post(f"/api/webhooks/{endpoint_id}/rotate-secret")
+            new_secret = rotated.json()["secret"]
+
+        master = KeyRing(current=base64.b64decode(generate_key()), previous=(state.keys.current,))
+        also = ((WebhookEndpoint, "secret_"), (WebhookEndpoint, "previous_"))
+        counts = {c.name: c for c in await rotate_keys(state.db, master, also=also)}
+        assert counts["webhook_endpoints.secret"].rewrapped == 1
+        assert counts["webhook_endpoints.previous"].rewrapped == 1
+        again = {c.name: c for c in await rotate_keys(state.db, master, also=also)}
+        assert again["webhook_endpoints.secret"].current == 1
+        assert again["webhook_endpoints.previous"].current == 1
+
+        only_new = KeyRing(current=master.current)
+        async with state.db.sessions() as session:
+            row = await session.get(WebhookEndpoint, endpoint_id)
+            assert row is not None
+            assert valid_secrets(only_new, row, utcnow()) == [new_secret, old_secret]

@@ -49,6 +49,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "patient_requests",
             "branding",
             "uploads",
+            "backup",
         }
     ),
     frozenset({"app", "cli", "migrations", "__main__"}),

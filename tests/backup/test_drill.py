@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from redis.asyncio import Redis
 
 from healthforms.app import create_app

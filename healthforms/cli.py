@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -65,7 +66,7 @@ from healthforms.identity.service import (
     reset_totp,
 )
 from healthforms.logs import configure_logging
-from healthforms.metrics import Metrics
+from healthforms.metrics import Metrics, write_job_metrics
 from healthforms.outbox.worker import OutboxWorker
 from healthforms.patient_requests.models import PatientRequest
 from healthforms.patient_requests.notify import request_handlers
@@ -275,6 +276,13 @@ def backup(
             "or the file HEALTHFORMS_BACKUP_KEY_FILE names)."
         ),
     ] = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="On success, also write healthforms_backup_last_success_timestamp_seconds "
+            "here for node_exporter's textfile collector (the RPO alert reads it)."
+        ),
+    ] = None,
 ) -> None:
     """Write a consistent, encrypted snapshot of the database and the audit checkpoints
     (docs/backup.md). The master encryption key is never in it. Exit 0 when written."""
@@ -291,6 +299,14 @@ def backup(
         raise typer.Exit(exc.code) from None
     for line in result.lines():
         typer.echo(line)
+    if metrics_file is not None:
+        write_job_metrics(
+            metrics_file,
+            {
+                "healthforms_backup_last_success_timestamp_seconds": time.time(),
+                "healthforms_backup_size_bytes": result.size,
+            },
+        )
 
 
 @app.command()
@@ -577,6 +593,13 @@ def audit_verify(
             "(default: HEALTHFORMS_AUDIT_CHECKPOINT_PATH, or the data directory's)."
         ),
     ] = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the result here for node_exporter's textfile collector "
+            "(healthforms_audit_verify_ok, ..._last_run_timestamp_seconds)."
+        ),
+    ] = None,
 ) -> None:
     """Check every chain's MACs and links, and the heads against the signed
     checkpoints; exit 0 when intact, 1 naming each broken chain."""
@@ -585,6 +608,15 @@ def audit_verify(
     keys = KeyRing.from_settings(settings)
     trusted = read_checkpoints(keys, path)
     result = asyncio.run(_audit_verify(settings, keys, trusted))
+    if metrics_file is not None:
+        write_job_metrics(
+            metrics_file,
+            {
+                "healthforms_audit_verify_ok": int(result.intact and not trusted.rejected),
+                "healthforms_audit_verify_events": result.checked,
+                "healthforms_audit_verify_last_run_timestamp_seconds": time.time(),
+            },
+        )
     for number, reason in trusted.rejected:
         typer.echo(f"audit: checkpoint {path} line {number}: {reason}")
     if not trusted.heads:

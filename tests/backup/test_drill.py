@@ -187,6 +187,10 @@ async def test_backup_destroy_restore_verify_drill(
         )
         restore_s = time.monotonic() - started
         assert restored.returncode == 0, restored.stdout + restored.stderr
+        said = taken.stdout + taken.stderr + restored.stdout + restored.stderr
+        for key_text in (TEST_ENCRYPTION_KEY, backup_keys.private.read_text().strip()):
+            assert key_text not in said  # no key in what the commands print
+        assert not any(a["full_name"] in said for a in answers.values())  # nor PHI
         assert f"all {PATIENTS} responses open" in restored.stdout
 
         verified = run_cli("audit", "verify", env=cli_env(target, new_data_dir))

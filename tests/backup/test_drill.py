@@ -1,12 +1,12 @@
 """The disaster-recovery drill (docs/operations/disaster-recovery.md), end to end.
 
 Data is made through the real API (staff sign-in, a form built and published, patients'
-submissions, staff reads: each audited), the service is stopped, `healthforms backup`
+submissions and a saved draft, staff reads: each audited), the service is stopped, `healthforms backup`
 takes the encrypted snapshot, the database is destroyed, `healthforms restore` puts it
 into a brand-new database, and then: `healthforms audit verify` passes against the
 restored checkpoints, rows per table and chain heads equal the pre-disaster figures,
 every response decrypts under the master key, and a new service on the restored
-database serves the same answers. Leg A restores SQLite into SQLite, leg B PostgreSQL
+database serves the same answers to the same staff member and resumes the draft. Leg A restores SQLite into SQLite, leg B PostgreSQL
 (pg_dump/pg_restore) into a database created for the test; a cross-engine restore is
 not offered.
 """
@@ -49,11 +49,16 @@ from tests.support.workflow import DRILL_FIELDS
 PATIENTS = 4
 
 
-async def _populate(settings: Settings) -> tuple[Staff, dict[str, dict[str, Any]]]:
-    """Through the API: a staff admin builds and publishes a form, patients submit,
-    staff reads each response. Returns the staff member and answers by response id."""
+Answers = dict[str, dict[str, Any]]
+
+
+async def _populate(settings: Settings) -> tuple[Staff, Answers, Answers]:
+    """Through the API: a staff admin builds and publishes a form, patients submit (one
+    saves a draft instead), staff reads each response. Returns the staff member, the
+    answers by response id and the draft's answers by its token."""
     app = create_app(settings)
-    answers: dict[str, dict[str, Any]] = {}
+    answers: Answers = {}
+    drafts: Answers = {}
     async with app.router.lifespan_context(app):
         staff = await create_staff(app, role=Role.ADMIN)
         async with new_client(app) as http:
@@ -80,6 +85,16 @@ async def _populate(settings: Settings) -> tuple[Staff, dict[str, dict[str, Any]
                         json={"nonce": nonce, "answers": sent},
                     )
                     assert made.status_code == 201, made.text
+            # A patient who saved a draft to finish later (sealed too, resumable after).
+            async with new_client(app, ip="198.51.100.99") as patient:
+                nonce = (await patient.get(f"/api/public/forms/{public_id}")).json()["nonce"]
+                half = {"full_name": f"Drillpatient draft {secrets.token_hex(4)}"}
+                saved = await patient.post(
+                    f"/api/public/forms/{public_id}/drafts",
+                    json={"nonce": nonce, "answers": half},
+                )
+                assert saved.status_code == 201, saved.text
+                drafts[saved.json()["draft"]["token"]] = half
             listed = await http.get(f"/api/forms/{form_id}/responses")
             assert listed.status_code == 200, listed.text
             for row in listed.json()["responses"]:
@@ -87,13 +102,18 @@ async def _populate(settings: Settings) -> tuple[Staff, dict[str, dict[str, Any]
                 assert read.status_code == 200, read.text
                 answers[row["id"]] = read.json()["answers"]
     # Leaving the lifespan wrote the final audit checkpoint (checkpoints.py).
-    assert len(answers) == PATIENTS
-    return staff, answers
+    assert len(answers) == PATIENTS and len(drafts) == 1
+    return staff, answers, drafts
 
 
-async def _answers_served(settings: Settings, staff: Staff, ids: list[str]) -> dict[str, Any]:
+async def _served(
+    settings: Settings, staff: Staff, ids: list[str], tokens: list[str]
+) -> tuple[Answers, Answers]:
+    """What a service on the restored database serves: each response to the same staff
+    member, each draft to the patient's link."""
     app = create_app(settings)
-    served: dict[str, Any] = {}
+    served: Answers = {}
+    resumed: Answers = {}
     async with app.router.lifespan_context(app), new_client(app) as http:
         signed_in = await login(http, staff)
         http.headers.update(signed_in.csrf_headers)
@@ -101,7 +121,12 @@ async def _answers_served(settings: Settings, staff: Staff, ids: list[str]) -> d
             read = await http.get(f"/api/responses/{response_id}")
             assert read.status_code == 200, read.text
             served[response_id] = read.json()["answers"]
-    return served
+        async with new_client(app, ip="198.51.100.99") as patient:
+            for token in tokens:
+                draft = await patient.get(f"/api/public/drafts/{token}")
+                assert draft.status_code == 200, draft.text
+                resumed[token] = draft.json()["answers"]
+    return served, resumed
 
 
 def _plaintext_parts(archive: Path, keys: KeyPair) -> dict[str, bytes]:
@@ -136,9 +161,10 @@ async def test_backup_destroy_restore_verify_drill(
     tmp_path: Path,
 ) -> None:
     settings = settings.model_copy(update={"database_url": fresh_database_url})
-    staff, answers = await _populate(settings)
+    staff, answers, drafts = await _populate(settings)
     before = await read_figures(fresh_database_url)
     assert before.counts["responses"] == PATIENTS and before.heads
+    assert before.counts["form_drafts"] == 1
 
     archive = tmp_path / "drill.hfbk"
     started = time.monotonic()
@@ -159,7 +185,7 @@ async def test_backup_destroy_restore_verify_drill(
     # any patient's answer in clear.
     master = base64.b64decode(TEST_ENCRYPTION_KEY)
     secrets_to_find = [master, TEST_ENCRYPTION_KEY.encode(), master.hex().encode()]
-    names = [a["full_name"].encode() for a in answers.values()]
+    names = [a["full_name"].encode() for a in (*answers.values(), *drafts.values())]
     parts = await asyncio.to_thread(_plaintext_parts, archive, backup_keys)
     parts["<archive>"] = archive.read_bytes()
     assert {"manifest.json", "manifest.sig", "audit-checkpoints.jsonl"} <= set(parts)
@@ -205,8 +231,9 @@ async def test_backup_destroy_restore_verify_drill(
         keys = KeyRing.from_settings(settings)
         assert await check_responses(target, keys) == (PATIENTS, 0)
         new_settings = settings.model_copy(update={"database_url": target})
-        served = await _answers_served(new_settings, staff, sorted(answers))
+        served, resumed = await _served(new_settings, staff, sorted(answers), sorted(drafts))
         assert served == answers
+        assert {t: {k: a[k] for k in drafts[t]} for t, a in resumed.items()} == drafts
         rows = sum(before.counts.values())
         print(
             f"\ndrill ({'postgresql' if legs.database_is_postgres() else 'sqlite'}): "

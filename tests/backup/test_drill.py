@@ -1,12 +1,13 @@
 """The disaster-recovery drill (docs/operations/disaster-recovery.md), end to end.
 
 Data is made through the real API (staff sign-in, a form built and published, patients'
-submissions and a saved draft, staff reads: each audited), the service is stopped, `healthforms backup`
-takes the encrypted snapshot, the database is destroyed, `healthforms restore` puts it
-into a brand-new database, and then: `healthforms audit verify` passes against the
-restored checkpoints, rows per table and chain heads equal the pre-disaster figures,
-every response decrypts under the master key, and a new service on the restored
-database serves the same answers to the same staff member and resumes the draft. Leg A restores SQLite into SQLite, leg B PostgreSQL
+submissions and a saved draft, staff reads: each audited), the service is stopped,
+`healthforms backup` takes the encrypted snapshot, the database is destroyed,
+`healthforms restore` puts it into a brand-new database, and then: `healthforms audit
+verify` passes against the restored checkpoints, rows per table and chain heads equal
+the pre-disaster figures, every response decrypts under the master key, and a new
+service on the restored database serves the same answers to the same staff member and
+resumes the draft. Leg A restores SQLite into SQLite, leg B PostgreSQL
 (pg_dump/pg_restore) into a database created for the test; a cross-engine restore is
 not offered.
 """

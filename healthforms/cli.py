@@ -259,7 +259,11 @@ def keys_backup_keypair(
         typer.echo(f"error: {out} exists; not overwriting a key", err=True)
         raise typer.Exit(2)
     key = generate_backup_key()
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        typer.echo(f"error: {out}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
     with os.fdopen(fd, "w") as handle:
         handle.write(key.private_text() + "\n")
     typer.echo(key.public_text)
@@ -297,6 +301,9 @@ def backup(
     except BackupFailed as exc:
         typer.echo(f"backup: error: {exc}", err=True)
         raise typer.Exit(exc.code) from None
+    except OSError as exc:  # the output directory, the data directory
+        typer.echo(f"backup: error: {exc.filename or out}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
     for line in result.lines():
         typer.echo(line)
     if metrics_file is not None:
@@ -354,6 +361,9 @@ def restore(
     except BackupFailed as exc:
         typer.echo(f"restore: error: {exc}", err=True)
         raise typer.Exit(exc.code) from None
+    except OSError as exc:  # the work directory, the checkpoint file
+        typer.echo(f"restore: error: {exc.filename or in_}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
     if result.failed:
         raise typer.Exit(1)
     typer.echo("restore: ok: now run `healthforms audit verify`")

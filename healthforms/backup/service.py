@@ -111,7 +111,6 @@ async def take_backup(settings: Settings, out: Path, key: BackupKey) -> BackupRe
     beside it, then renamed: a failed backup leaves no partial file under that name)."""
     url = settings.resolved_database_url()
     backend = backend_name(url)
-    keys = KeyRing.from_settings(settings)
     out = out.resolve()
     work = dbsnap.private_workdir(out.parent)
     try:
@@ -130,6 +129,7 @@ async def take_backup(settings: Settings, out: Path, key: BackupKey) -> BackupRe
                 figures = await dbsnap.snapshot_postgres(url, part, work)
         except dbsnap.SnapshotError as exc:
             raise BackupFailed(str(exc)) from None
+        keys = KeyRing.from_settings(settings)  # after the snapshot: none minted for nothing
         at = rfc3339(utcnow())
         heads = work / HEADS
         private_file(heads)

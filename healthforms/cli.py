@@ -344,7 +344,7 @@ def restore(
 ) -> None:
     """Restore a backup into a fresh database and check it: every part against the
     manifest, then rows per table, schema revision, audit chain heads, and that every
-    response opens under the master key. Exit 0 when all hold, 1 when the archive is
+    sealed record opens under the master key. Exit 0 when all hold, 1 when the archive is
     refused or a check fails, 2 for a usage error (no key, a target that is not empty)."""
     settings = _settings()
     try:

@@ -14,7 +14,8 @@ Restore goes into a fresh database only (an absent or empty SQLite file, a Postg
 database with no tables): it never merges into or overwrites live data. It checks
 every part's hash against the manifest before touching the target, and afterwards the
 restored rows per table, the schema revision and the audit chain heads against the
-manifest, and that every response opens under the configured master key.
+manifest, and that every sealed record (answers, notes, identities, scores, PDFs,
+drafts, uploads, patient requests) opens under the configured master key.
 """
 
 from __future__ import annotations
@@ -43,11 +44,32 @@ from healthforms.backup import database as dbsnap
 from healthforms.backup.sealing import BackupKey, open_stream, seal_stream
 from healthforms.clock import rfc3339, utcnow
 from healthforms.config import Settings, decode_key
-from healthforms.crypto.envelope import DecryptionFailed, Sealed, open_sealed, response_aad
+from healthforms.crypto.envelope import (
+    DecryptionFailed,
+    Sealed,
+    draft_aad,
+    identity_aad,
+    note_aad,
+    open_sealed,
+    pdf_aad,
+    request_aad,
+    response_aad,
+    scores_aad,
+    upload_aad,
+)
 from healthforms.crypto.keys import KEY_FILE_NAME, KeyRing
 from healthforms.db.engine import Database, backend_name
 from healthforms.files import private_file
-from healthforms.responses.models import ResponseRow
+from healthforms.patient_requests.models import PatientRequest
+from healthforms.responses.models import (
+    ResponseIdentity,
+    ResponseNote,
+    ResponsePdf,
+    ResponseRow,
+    ResponseScores,
+)
+from healthforms.submissions.drafts.models import FormDraft
+from healthforms.uploads.models import UploadBlob
 
 FORMAT = "healthforms-backup"
 FORMAT_VERSION = 1
@@ -286,30 +308,44 @@ def _master_keys(settings: Settings) -> KeyRing | None:
     return KeyRing.from_settings(settings)
 
 
-async def check_responses(url: str, keys: KeyRing) -> tuple[int, int]:
-    """(opened, failed): every response's answers decrypted under `keys`."""
+# Every sealed kind of record and its AAD (crypto/envelope.py): a restore proves that each
+# one opens under the configured master key, not only the answers.
+_SEALED: tuple[tuple[str, Any, tuple[str, ...], Callable[..., bytes]], ...] = (
+    ("responses", ResponseRow, ("id", "form_id"), response_aad),
+    ("notes", ResponseNote, ("id", "response_id"), note_aad),
+    ("patient identities", ResponseIdentity, ("response_id",), identity_aad),
+    ("scores", ResponseScores, ("response_id",), scores_aad),
+    ("PDFs", ResponsePdf, ("response_id",), pdf_aad),
+    ("drafts", FormDraft, ("id", "form_id"), draft_aad),
+    ("uploads", UploadBlob, ("upload_id",), upload_aad),
+    ("patient requests", PatientRequest, ("id",), request_aad),
+)
+
+
+async def check_sealed(url: str, keys: KeyRing) -> dict[str, tuple[int, int]]:
+    """Per kind of sealed record: (opened, failed) under `keys`."""
     db = Database.connect(url)
-    opened = failed = 0
+    found: dict[str, tuple[int, int]] = {}
     try:
         async with db.sessions() as session:
-            rows = await session.stream(
-                select(
-                    ResponseRow.id,
-                    ResponseRow.form_id,
-                    ResponseRow.ciphertext,
-                    ResponseRow.wrapped_key,
-                    ResponseRow.key_id,
-                ).execution_options(yield_per=500)
-            )
-            async for rid, form_id, ciphertext, wrapped, kid in rows:
-                try:
-                    open_sealed(keys, Sealed(ciphertext, wrapped, kid), response_aad(rid, form_id))
-                    opened += 1
-                except DecryptionFailed:
-                    failed += 1
+            for name, model, columns, aad in _SEALED:
+                opened = failed = 0
+                query = select(
+                    model.ciphertext,
+                    model.wrapped_key,
+                    model.key_id,
+                    *(getattr(model, c) for c in columns),
+                ).execution_options(yield_per=200)
+                async for ciphertext, wrapped, kid, *ids in await session.stream(query):
+                    try:
+                        open_sealed(keys, Sealed(ciphertext, wrapped, kid), aad(*ids))
+                        opened += 1
+                    except DecryptionFailed:
+                        failed += 1
+                found[name] = (opened, failed)
     finally:
         await db.dispose()
-    return opened, failed
+    return found
 
 
 async def restore_backup(
@@ -370,16 +406,18 @@ async def restore_backup(
         figures = await dbsnap.read_figures(target_url)
         _compare(manifest, figures, result, say)
         _restore_checkpoints(work, checkpoints, say)
-        opened, failed = await check_responses(target_url, keys)
-        if failed:
+        sealed = await check_sealed(target_url, keys)
+        broken = {name: f for name, (_, f) in sealed.items() if f}
+        if broken:
             result.failed = True
+            listed = ", ".join(f"{f} {name}" for name, f in broken.items())
             say(
-                f"restore: FAILED: {failed} of {opened + failed} responses do not open "
-                "under the configured master key (the backup was taken under "
-                f"{manifest['masterKeyId']})"
+                f"restore: FAILED: {listed} do not open under the configured master key "
+                f"(the backup was taken under {manifest['masterKeyId']})"
             )
         else:
-            say(f"restore: all {opened} responses open under the configured master key")
+            listed = ", ".join(f"{opened} {name}" for name, (opened, _) in sealed.items())
+            say(f"restore: every sealed record opens under the configured master key: {listed}")
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -30,9 +30,10 @@ from redis.asyncio import Redis
 from healthforms.app import create_app
 from healthforms.backup.database import read_figures
 from healthforms.backup.sealing import load_backup_key, open_stream
-from healthforms.backup.service import check_responses
+from healthforms.backup.service import check_sealed
 from healthforms.config import Settings
 from healthforms.crypto.keys import KeyRing
+from healthforms.db.engine import Database
 from healthforms.security.principal import Role
 from tests.backup.conftest import (
     KeyPair,
@@ -45,6 +46,7 @@ from tests.cli.test_config import run_cli
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support import legs
 from tests.support.identity import Staff, create_staff, login, new_client
+from tests.support.response_factory import create_form, create_organization, create_response
 from tests.support.workflow import DRILL_FIELDS
 
 PATIENTS = 4
@@ -218,7 +220,8 @@ async def test_backup_destroy_restore_verify_drill(
         for key_text in (TEST_ENCRYPTION_KEY, backup_keys.private.read_text().strip()):
             assert key_text not in said  # no key in what the commands print
         assert not any(a["full_name"] in said for a in answers.values())  # nor PHI
-        assert f"all {PATIENTS} responses open" in restored.stdout
+        assert "every sealed record opens" in restored.stdout
+        assert f"{PATIENTS} responses" in restored.stdout and "1 drafts" in restored.stdout
 
         verified = run_cli("audit", "verify", env=cli_env(target, new_data_dir))
         assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -230,7 +233,9 @@ async def test_backup_destroy_restore_verify_drill(
         assert after.heads == before.heads
         assert after.revision == before.revision
         keys = KeyRing.from_settings(settings)
-        assert await check_responses(target, keys) == (PATIENTS, 0)
+        sealed = await check_sealed(target, keys)
+        assert sealed["responses"] == (PATIENTS, 0) and sealed["drafts"] == (1, 0)
+        assert not any(failed for _, failed in sealed.values())
         new_settings = settings.model_copy(update={"database_url": target})
         served, resumed = await _served(new_settings, staff, sorted(answers), sorted(drafts))
         assert served == answers
@@ -281,3 +286,44 @@ async def test_restore_needs_the_master_key_and_the_private_backup_key(
     assert "master encryption key is not configured" in without.stderr
     assert not (tmp_path / "empty-data" / "encryption.key").exists()  # none minted
     assert await asyncio.to_thread(database_is_empty, empty_target_url)
+
+
+async def test_a_record_under_a_key_not_configured_fails_the_restore_and_is_named(
+    fresh_database_url: str, backup_keys: KeyPair, tmp_path: Path
+) -> None:
+    """After a rotation, a backup can hold records under the previous master key: the
+    restore says so (exit 1) until that key is listed again, and then passes."""
+    current = KeyRing(current=base64.b64decode(TEST_ENCRYPTION_KEY))
+    previous_text = base64.b64encode(secrets.token_bytes(32)).decode()
+    previous = KeyRing(current=base64.b64decode(previous_text))
+    db = Database.connect(fresh_database_url)
+    try:
+        org = await create_organization(db)
+        (form,) = await create_form(db, org)
+        await create_response(db, current, form, {"name": "Current Key"})
+        await create_response(db, previous, form, {"name": "Older Key"})
+    finally:
+        await db.dispose()
+    archive = tmp_path / "rotated.hfbk"
+    env = cli_env(fresh_database_url, tmp_path / "data")
+    taken = run_cli("backup", "--out", str(archive), "--key-file", str(backup_keys.public), env=env)
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+
+    first = await asyncio.to_thread(empty_database, tmp_path / "first")
+    second = await asyncio.to_thread(empty_database, tmp_path / "second")
+    try:
+        args = ["restore", "--in", str(archive), "--key-file", str(backup_keys.private)]
+        missing = run_cli(*args, "--database-url", first, env=cli_env(first, tmp_path / "a"))
+        assert missing.returncode == 1, missing.stdout + missing.stderr
+        assert "FAILED: 1 responses, 1 patient identities do not open" in missing.stdout
+        listed = run_cli(
+            *args,
+            "--database-url",
+            second,
+            env=cli_env(second, tmp_path / "b", HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS=previous_text),
+        )
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert "every sealed record opens" in listed.stdout and "2 responses" in listed.stdout
+    finally:
+        await asyncio.to_thread(legs.drop_database, first)
+        await asyncio.to_thread(legs.drop_database, second)

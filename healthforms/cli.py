@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +34,8 @@ from healthforms.audit.store import (
     take_touched_chains,
     verify_chains,
 )
+from healthforms.backup.sealing import BackupKeyError, generate_backup_key, load_backup_key
+from healthforms.backup.service import BackupFailed, restore_backup, take_backup
 from healthforms.clock import parse_rfc3339, rfc3339
 from healthforms.config import ConfigError, Settings, load_settings
 from healthforms.crypto.keys import KeyRing, generate_key
@@ -63,7 +67,7 @@ from healthforms.identity.service import (
     reset_totp,
 )
 from healthforms.logs import configure_logging
-from healthforms.metrics import Metrics
+from healthforms.metrics import Metrics, write_job_metrics
 from healthforms.outbox.worker import OutboxWorker
 from healthforms.patient_requests.models import PatientRequest
 from healthforms.patient_requests.notify import request_handlers
@@ -245,6 +249,128 @@ def keys_generate() -> None:
     """Print a new master encryption key (32 random bytes, base64)."""
 
     typer.echo(generate_key())
+
+
+@keys_app.command("backup-keypair")
+def keys_backup_keypair(
+    out: Annotated[
+        Path, typer.Option(help="Write the PRIVATE backup key here (0600; keep it offline).")
+    ],
+) -> None:
+    """Make a backup key pair: the private key goes to --out, the public key is printed
+    (give it to the servers as HEALTHFORMS_BACKUP_KEY; it can back up, not restore)."""
+    if out.exists():
+        typer.echo(f"error: {out} exists; not overwriting a key", err=True)
+        raise typer.Exit(2)
+    key = generate_backup_key()
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        typer.echo(f"error: {out}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.private_text() + "\n")
+    typer.echo(key.public_text)
+    typer.echo(f"backup key {key.key_id}: private key written to {out}", err=True)
+
+
+@app.command()
+def backup(
+    out: Annotated[Path, typer.Option("--out", help="The encrypted backup file to write.")],
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The backup key (public is enough) (default: HEALTHFORMS_BACKUP_KEY, "
+            "or the file HEALTHFORMS_BACKUP_KEY_FILE names)."
+        ),
+    ] = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="On success, also write healthforms_backup_last_success_timestamp_seconds "
+            "here for node_exporter's textfile collector (the RPO alert reads it)."
+        ),
+    ] = None,
+) -> None:
+    """Write a consistent, encrypted snapshot of the database and the audit checkpoints
+    (docs/backup.md). The master encryption key is never in it. Exit 0 when written."""
+    settings = _settings()
+    try:
+        key = load_backup_key(key_file)
+    except BackupKeyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        result = asyncio.run(take_backup(settings, out, key))
+    except BackupFailed as exc:
+        typer.echo(f"backup: error: {exc}", err=True)
+        raise typer.Exit(exc.code) from None
+    except OSError as exc:  # the output directory, the data directory
+        typer.echo(f"backup: error: {exc.filename or out}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    for line in result.lines():
+        typer.echo(line)
+    if metrics_file is not None:
+        write_job_metrics(
+            metrics_file,
+            {
+                "healthforms_backup_last_success_timestamp_seconds": time.time(),
+                "healthforms_backup_size_bytes": result.size,
+            },
+        )
+
+
+@app.command()
+def restore(
+    in_: Annotated[Path, typer.Option("--in", help="The encrypted backup file.")],
+    database_url: Annotated[
+        str,
+        typer.Option(
+            "--database-url",
+            help="The FRESH database to restore into (an absent SQLite file, or an empty "
+            "PostgreSQL database); never the configured one by default.",
+        ),
+    ],
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The PRIVATE backup key (default: HEALTHFORMS_BACKUP_KEY, or the file "
+            "HEALTHFORMS_BACKUP_KEY_FILE names)."
+        ),
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where `audit verify` will read checkpoints (default: "
+            "HEALTHFORMS_AUDIT_CHECKPOINT_PATH, or the data directory's)."
+        ),
+    ] = None,
+) -> None:
+    """Restore a backup into a fresh database and check it: every part against the
+    manifest, then rows per table, schema revision, audit chain heads, and that every
+    sealed record opens under the master key. Exit 0 when all hold, 1 when the archive is
+    refused or a check fails, 2 for a usage error (no key, a target that is not empty)."""
+    settings = _settings()
+    try:
+        key = load_backup_key(key_file)
+        key.private_text()  # restoring needs the private half: say so before any work
+    except BackupKeyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    path = checkpoints or settings.resolved_audit_checkpoint_path()
+    try:
+        result = asyncio.run(
+            restore_backup(settings, in_, key, database_url, checkpoints=path, say=typer.echo)
+        )
+    except BackupFailed as exc:
+        typer.echo(f"restore: error: {exc}", err=True)
+        raise typer.Exit(exc.code) from None
+    except OSError as exc:  # the work directory, the checkpoint file
+        typer.echo(f"restore: error: {exc.filename or in_}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    if result.failed:
+        raise typer.Exit(1)
+    typer.echo("restore: ok: now run `healthforms audit verify`")
 
 
 @user_app.command("create")
@@ -481,6 +607,13 @@ def audit_verify(
             "(default: HEALTHFORMS_AUDIT_CHECKPOINT_PATH, or the data directory's)."
         ),
     ] = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the result here for node_exporter's textfile collector "
+            "(healthforms_audit_verify_ok, ..._last_run_timestamp_seconds)."
+        ),
+    ] = None,
 ) -> None:
     """Check every chain's MACs and links, and the heads against the signed
     checkpoints; exit 0 when intact, 1 naming each broken chain."""
@@ -489,6 +622,15 @@ def audit_verify(
     keys = KeyRing.from_settings(settings)
     trusted = read_checkpoints(keys, path)
     result = asyncio.run(_audit_verify(settings, keys, trusted))
+    if metrics_file is not None:
+        write_job_metrics(
+            metrics_file,
+            {
+                "healthforms_audit_verify_ok": int(result.intact and not trusted.rejected),
+                "healthforms_audit_verify_events": result.checked,
+                "healthforms_audit_verify_last_run_timestamp_seconds": time.time(),
+            },
+        )
     for number, reason in trusted.rejected:
         typer.echo(f"audit: checkpoint {path} line {number}: {reason}")
     if not trusted.heads:

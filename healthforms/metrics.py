@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -110,5 +111,47 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Read at scrape time (health/routes.py), from Redis and the database, so every
+        # process reports the deployment's truth whatever process is scraped.
+        self.redis_eviction_policy_safe = Gauge(
+            "healthforms_redis_eviction_policy_safe",
+            "1 when Redis' maxmemory-policy is noeviction, 0 when it may evict keys "
+            "(nonces, locks, rate buckets); absent until read",
+            registry=self.registry,
+        )
+        self.outbox_backlog = Gauge(
+            "healthforms_outbox_backlog_messages",
+            "Outbox messages not yet handled to the end (deployment-wide, from the database)",
+            registry=self.registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "healthforms_outbox_oldest_unhandled_age_seconds",
+            "Age of the oldest outbox message not yet handled (0 when none waits)",
+            registry=self.registry,
+        )
+
     def watch_redis(self, read: Callable[[], RedisFigures]) -> None:
         self.registry.register(_RedisCollector(read))
+
+
+# Jobs run from a scheduler (`healthforms audit verify`, `healthforms backup`) leave their
+# result for node_exporter's textfile collector (`--metrics-file`): Prometheus then
+# alerts on a failed or a missing run (deploy/prometheus/alerts.yml).
+JOB_METRICS: dict[str, str] = {
+    "healthforms_audit_verify_ok": "1 when the last `healthforms audit verify` found every "
+    "chain intact and every checkpoint matched, else 0",
+    "healthforms_audit_verify_events": "Audit events the last `audit verify` checked",
+    "healthforms_audit_verify_last_run_timestamp_seconds": "When `audit verify` last ran "
+    "(Unix time)",
+    "healthforms_backup_last_success_timestamp_seconds": "When `healthforms backup` last "
+    "wrote a backup (Unix time)",
+    "healthforms_backup_size_bytes": "Size of the last backup written",
+}
+
+
+def write_job_metrics(path: Path, values: dict[str, float]) -> None:
+    """Write `values` (names from JOB_METRICS) atomically as a Prometheus text file."""
+    registry = CollectorRegistry(auto_describe=True)
+    for name, value in values.items():
+        Gauge(name, JOB_METRICS[name], registry=registry).set(value)
+    write_to_textfile(str(path), registry)

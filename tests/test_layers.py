@@ -51,6 +51,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "uploads",
             "webhooks",
             "fhir",
+            "backup",
         }
     ),
     frozenset({"app", "cli", "migrations", "__main__"}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import math
 import time
@@ -14,8 +15,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
+from sqlalchemy import func, select
 
+from healthforms.clock import utcnow
 from healthforms.errors import Unauthenticated
+from healthforms.metrics import Metrics
+from healthforms.outbox.models import OutboxMessage
 from healthforms.redis.client import RedisService
 from healthforms.redis.errors import TRANSPORT_ERRORS, RedisUnavailable
 from healthforms.state import AppState, StateDep
@@ -82,7 +87,9 @@ def _reason(error: BaseException) -> str:
     return (text or type(error).__name__)[:120]
 
 
-async def redis_health(redis: RedisService, timeout_s: float = 0.8) -> dict[str, Any]:
+async def redis_health(
+    redis: RedisService, timeout_s: float = 0.8, metrics: Metrics | None = None
+) -> dict[str, Any]:
     """The `redis` block of /health; never waits longer than `timeout_s`."""
     # While the breaker is open, answer at once from its state: the background probe
     # closes it when Redis is back. (Asking allows_call() here would spend the
@@ -107,6 +114,8 @@ async def redis_health(redis: RedisService, timeout_s: float = 0.8) -> dict[str,
     hit_ratio = pool["hits"] / lookups if lookups else 1.0
     used = int(info.get("used_memory", 0))
     policy = str(info.get("maxmemory_policy", "unknown"))
+    if metrics is not None and "maxmemory_policy" in info:
+        metrics.redis_eviction_policy_safe.set(int(policy == SAFE_EVICTION_POLICY))
     return {
         "status": "connected",
         "hit_ratio": _fmt2(hit_ratio),
@@ -132,7 +141,9 @@ async def redis_health(redis: RedisService, timeout_s: float = 0.8) -> dict[str,
 
 @router.get("/health")
 async def health(state: StateDep) -> JSONResponse:
-    redis_block, db_block = await asyncio.gather(redis_health(state.redis), _database_health(state))
+    redis_block, db_block = await asyncio.gather(
+        redis_health(state.redis, metrics=state.metrics), _database_health(state)
+    )
     database_up = db_block["status"] == "connected"
     if not database_up:
         status, code = "unavailable", 503
@@ -167,4 +178,38 @@ async def metrics(request: Request, state: StateDep) -> Response:
         expected = f"Bearer {token.get_secret_value()}"
         if not hmac.compare_digest(supplied.encode(), expected.encode()):
             raise Unauthenticated("A metrics token is required.")
+    await refresh_scrape_gauges(state)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# A scrape reads Redis' policy and the outbox backlog at most this often per process.
+SCRAPE_READ_EVERY_S = 10.0
+_scrape_read_at: weakref.WeakKeyDictionary[Metrics, float] = weakref.WeakKeyDictionary()
+
+
+async def refresh_scrape_gauges(state: AppState, timeout_s: float = 1.0) -> None:
+    """Set the gauges read from Redis and the database (metrics.py). Bounded: a Redis or
+    database that does not answer leaves them as they were (healthforms_redis_up and
+    /health tell that story), and never delays the scrape past `timeout_s`."""
+    now = time.monotonic()
+    if now - _scrape_read_at.get(state.metrics, -math.inf) < SCRAPE_READ_EVERY_S:
+        return
+    _scrape_read_at[state.metrics] = now
+    with contextlib.suppress(Exception):
+        if state.redis.available:
+            async with asyncio.timeout(timeout_s):
+                policy = str((await state.redis.info()).get("maxmemory_policy", ""))
+            if policy:
+                state.metrics.redis_eviction_policy_safe.set(int(policy == SAFE_EVICTION_POLICY))
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout_s), state.db.sessions() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(OutboxMessage.created_at)).where(
+                        OutboxMessage.handled_at.is_(None)
+                    )
+                )
+            ).one()
+        state.metrics.outbox_backlog.set(count)
+        age = 0.0 if oldest is None else (utcnow() - oldest).total_seconds()
+        state.metrics.outbox_oldest_age.set(max(age, 0.0))

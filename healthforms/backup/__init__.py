@@ -1,0 +1,1 @@
+"""Encrypted backups and their restore (docs/backup.md)."""

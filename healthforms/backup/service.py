@@ -70,6 +70,8 @@ from healthforms.responses.models import (
 )
 from healthforms.submissions.drafts.models import FormDraft
 from healthforms.uploads.models import UploadBlob
+from healthforms.webhooks.models import WebhookEndpoint
+from healthforms.webhooks.service import secret_aad
 
 FORMAT = "healthforms-backup"
 FORMAT_VERSION = 1
@@ -310,15 +312,19 @@ def _master_keys(settings: Settings) -> KeyRing | None:
 
 # Every sealed kind of record and its AAD (crypto/envelope.py): a restore proves that each
 # one opens under the configured master key, not only the answers.
-_SEALED: tuple[tuple[str, Any, tuple[str, ...], Callable[..., bytes]], ...] = (
-    ("responses", ResponseRow, ("id", "form_id"), response_aad),
-    ("notes", ResponseNote, ("id", "response_id"), note_aad),
-    ("patient identities", ResponseIdentity, ("response_id",), identity_aad),
-    ("scores", ResponseScores, ("response_id",), scores_aad),
-    ("PDFs", ResponsePdf, ("response_id",), pdf_aad),
-    ("drafts", FormDraft, ("id", "form_id"), draft_aad),
-    ("uploads", UploadBlob, ("upload_id",), upload_aad),
-    ("patient requests", PatientRequest, ("id",), request_aad),
+# A webhook endpoint keeps its secrets in prefixed columns (the current one and, for a
+# day after a rotation, the previous one: empty otherwise).
+_SEALED: tuple[tuple[str, Any, tuple[str, ...], Callable[..., bytes], str], ...] = (
+    ("responses", ResponseRow, ("id", "form_id"), response_aad, ""),
+    ("notes", ResponseNote, ("id", "response_id"), note_aad, ""),
+    ("patient identities", ResponseIdentity, ("response_id",), identity_aad, ""),
+    ("scores", ResponseScores, ("response_id",), scores_aad, ""),
+    ("PDFs", ResponsePdf, ("response_id",), pdf_aad, ""),
+    ("drafts", FormDraft, ("id", "form_id"), draft_aad, ""),
+    ("uploads", UploadBlob, ("upload_id",), upload_aad, ""),
+    ("patient requests", PatientRequest, ("id",), request_aad, ""),
+    ("webhook secrets", WebhookEndpoint, ("id",), secret_aad, "secret_"),
+    ("previous webhook secrets", WebhookEndpoint, ("id",), secret_aad, "previous_"),
 )
 
 
@@ -328,14 +334,19 @@ async def check_sealed(url: str, keys: KeyRing) -> dict[str, tuple[int, int]]:
     found: dict[str, tuple[int, int]] = {}
     try:
         async with db.sessions() as session:
-            for name, model, columns, aad in _SEALED:
+            for name, model, columns, aad, prefix in _SEALED:
                 opened = failed = 0
-                query = select(
-                    model.ciphertext,
-                    model.wrapped_key,
-                    model.key_id,
-                    *(getattr(model, c) for c in columns),
-                ).execution_options(yield_per=200)
+                ciphertext_column = getattr(model, f"{prefix}ciphertext")
+                query = (
+                    select(
+                        ciphertext_column,
+                        getattr(model, f"{prefix}wrapped_key"),
+                        getattr(model, f"{prefix}key_id"),
+                        *(getattr(model, c) for c in columns),
+                    )
+                    .where(ciphertext_column.is_not(None))
+                    .execution_options(yield_per=200)
+                )
                 async for ciphertext, wrapped, kid, *ids in await session.stream(query):
                     try:
                         open_sealed(keys, Sealed(ciphertext, wrapped, kid), aad(*ids))

@@ -56,17 +56,17 @@ def deliveries_of(endpoint_id: str) -> Any:
     return Delivery.id.like(f"%:{CHANNEL}:{escaped}", escape="\\")
 
 
-def _secret_aad(endpoint_id: str) -> bytes:
+def secret_aad(endpoint_id: str) -> bytes:
     return f"webhook-secret:{endpoint_id}".encode()
 
 
 def _sealed_secret(keys: KeyRing, endpoint_id: str, secret: str) -> Sealed:
-    return seal(keys, secret.encode(), _secret_aad(endpoint_id))
+    return seal(keys, secret.encode(), secret_aad(endpoint_id))
 
 
 def valid_secrets(keys: KeyRing, row: WebhookEndpoint, now: datetime) -> list[str]:
     """The secrets that sign now: the current one, then the previous until it expires."""
-    aad = _secret_aad(row.id)
+    aad = secret_aad(row.id)
     found = [
         open_sealed(
             keys, Sealed(row.secret_ciphertext, row.secret_wrapped_key, row.secret_key_id), aad

@@ -75,6 +75,14 @@ async def _populate(settings: Settings) -> tuple[Staff, Answers, Answers]:
             published = await http.post(f"/api/forms/{form_id}/publish")
             assert published.status_code == 200, published.text
             public_id = published.json()["publicId"]
+            # An EHR's webhook endpoint, its secret rotated: two sealed secrets to restore.
+            hook = await http.post(
+                "/api/webhooks",
+                json={"url": "http://127.0.0.1:9/hooks", "events": ["form.published"]},
+            )
+            assert hook.status_code == 201, hook.text
+            rotated = await http.post(f"/api/webhooks/{hook.json()['id']}/rotate-secret")
+            assert rotated.status_code == 200, rotated.text
             for n in range(PATIENTS):
                 sent = {
                     "full_name": f"Drillpatient {n} {secrets.token_hex(4)}",
@@ -235,6 +243,8 @@ async def test_backup_destroy_restore_verify_drill(
         keys = KeyRing.from_settings(settings)
         sealed = await check_sealed(target, keys)
         assert sealed["responses"] == (PATIENTS, 0) and sealed["drafts"] == (1, 0)
+        assert sealed["webhook secrets"] == (1, 0)
+        assert sealed["previous webhook secrets"] == (1, 0)
         assert not any(failed for _, failed in sealed.values())
         new_settings = settings.model_copy(update={"database_url": target})
         served, resumed = await _served(new_settings, staff, sorted(answers), sorted(drafts))

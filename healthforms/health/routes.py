@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from healthforms.errors import Unauthenticated
@@ -167,4 +167,4 @@ async def metrics(request: Request, state: StateDep) -> Response:
         expected = f"Bearer {token.get_secret_value()}"
         if not hmac.compare_digest(supplied.encode(), expected.encode()):
             raise Unauthenticated("A metrics token is required.")
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

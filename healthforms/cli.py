@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -148,8 +149,10 @@ def serve(
 
 
 def fresh_metrics_dir(settings: Settings, port: int) -> Path:
-    """An empty directory, private to this server (its port), for the workers' metrics."""
-    path = (settings.data_dir / "metrics" / f"serve-{port}").resolve()
+    """An empty directory, private to this server (host name and port: instances may
+    share a data volume), for the workers' metrics."""
+    name = f"serve-{socket.gethostname()}-{port}".replace("/", "_")
+    path = (settings.data_dir / "metrics" / name).resolve()
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(mode=0o700, parents=True)
     return path

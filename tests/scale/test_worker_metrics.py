@@ -12,6 +12,7 @@ import glob
 import os
 import secrets
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def test_one_scrape_counts_the_requests_of_every_worker(
     stale = None
     server = start_server(env, tmp_path / "logs", workers=2)
     try:
-        metrics_dir = tmp_path / "data" / "metrics" / f"serve-{server.port}"
+        name = f"serve-{socket.gethostname()}-{server.port}"
+        metrics_dir = tmp_path / "data" / "metrics" / name
         assert metrics_dir.is_dir()
         assert oct(metrics_dir.stat().st_mode & 0o777) == oct(0o700)
         sent = 0

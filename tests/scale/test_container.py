@@ -209,7 +209,6 @@ def _run_as_nobody(prefix: Path, run: Path, redis_url: str) -> None:
         os.chown(run / "db", NOBODY, NOBODY)  # SQLite writes its journal beside the file
         for path in (run / "db").iterdir():
             os.chown(path, NOBODY, NOBODY)
-    (run / "db").chmod(0o755)
     secrets.mkdir(mode=0o755)
     token = "metrics-" + hashlib.sha256(os.urandom(16)).hexdigest()[:16]
     files = {

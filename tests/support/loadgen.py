@@ -54,6 +54,8 @@ class Config:
     request_timeout_s: float = 15.0
     # HTTPS servers (a TLS-terminating balancer): the CA file to trust them by.
     ca_file: str | None = None
+    # Stop early once this file exists (a drill whose faults took less than the bound).
+    stop_file: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -125,6 +127,7 @@ class LoadGenerator:
         self.rng = random.Random(config.seed)
         self.turn = 0
         self.deadline = time.monotonic() + config.duration_s
+        self.stop_file = Path(config.stop_file) if config.stop_file else None
         self.sessions = list(config.sessions)
         self.pending_logins = list(config.logins)
         kinds = [k for k, w in config.mix.items() if w > 0]
@@ -138,6 +141,8 @@ class LoadGenerator:
         return servers[first:] + servers[:first]
 
     def _done(self) -> bool:
+        if self.stop_file is not None and self.stop_file.exists():
+            return True
         return time.monotonic() >= self.deadline or self.rec.requests >= self.config.max_requests
 
     async def _request(

@@ -141,7 +141,9 @@ def installed() -> Path:
         if (base / ".complete").exists():
             return prefix
         for old in PREFIX_CACHE.glob("image-*"):
-            shutil.rmtree(old, ignore_errors=True)  # one prefix at a time on disk
+            # Older sources' prefixes, unless another checkout may be running one now.
+            if time.time() - old.stat().st_mtime > 6 * 3600:
+                shutil.rmtree(old, ignore_errors=True)
         base.mkdir(mode=0o755)
         try:
             house = _wheelhouse(python)

@@ -194,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await checkpoints.stop()  # the heads as they are at exit
             await redis.close()
             await db.dispose()
+            await metrics.close()  # multiprocess mode: this worker's live gauges go
             if embedded is not None:
                 embedded.close()
 

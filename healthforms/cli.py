@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
+import socket
 import sys
 import time
 from datetime import datetime
@@ -130,6 +132,10 @@ def serve(
         if settings.database_url is None:
             upgrade(settings.resolved_database_url())
         KeyRing.from_settings(settings)  # create the embedded key file once, before workers
+        if workers > 1:
+            # One scrape of /metrics must see every worker (metrics.py): each records
+            # into this directory, fresh for this server (a dead run's counts would add).
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(settings, port))
         uvicorn.run(
             "healthforms.app:create_served_app",
             factory=True,
@@ -147,6 +153,16 @@ def serve(
     finally:
         if embedded is not None:
             embedded.close()
+
+
+def fresh_metrics_dir(settings: Settings, port: int) -> Path:
+    """An empty directory, private to this server (host name and port: instances may
+    share a data volume), for the workers' metrics."""
+    name = f"serve-{socket.gethostname()}-{port}".replace("/", "_")
+    path = (settings.data_dir / "metrics" / name).resolve()
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700, parents=True)
+    return path
 
 
 @app.command()

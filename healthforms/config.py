@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -528,12 +530,75 @@ def decode_key(value: str, name: str) -> bytes:
     return raw
 
 
+# Every secret setting can come from a file instead (`<VARIABLE>_FILE`): container
+# secrets (compose `secrets:`, Kubernetes secret volumes) are files, and a file keeps
+# the secret out of the process environment, `ps e` and crash reports. Every SecretStr
+# field is here (tests/cli/test_secret_files.py checks it), and DATABASE_URL, which
+# carries the database password.
+SECRET_FILE_VARIABLES = {
+    "DATABASE_URL": "database_url",
+    "REDIS_URL": "redis_url",
+    "REDIS_PASSWORD": "redis_password",
+    "HEALTHFORMS_ENCRYPTION_KEY": "encryption_key",
+    "HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS": "previous_encryption_keys",
+    "HEALTHFORMS_METRICS_TOKEN": "metrics_token",
+    "HEALTHFORMS_SMTP_PASSWORD": "smtp_password",
+}
+# A secret is a line or a PEM-sized blob; a larger file is a wrong path.
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def secrets_from_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """The field values of the `*_FILE` variables set in `environ`, read from their files.
+
+    Raise ConfigError naming the variable (never the file's content) when both the
+    variable and its `_FILE` are set, or the file is unreadable, empty or too large.
+    One trailing line break is dropped (`echo secret > file`); nothing else is changed.
+    """
+    upper = {name.upper(): value for name, value in environ.items()}
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for variable, field_name in SECRET_FILE_VARIABLES.items():
+        path_text = upper.get(f"{variable}_FILE")
+        if path_text is None:
+            continue
+        if variable in upper:
+            problems.append(f"{variable} and {variable}_FILE are both set: set only one")
+            continue
+        try:
+            with open(path_text, "rb") as handle:
+                raw = handle.read(MAX_SECRET_FILE_BYTES + 1)
+        except OSError as exc:
+            problems.append(
+                f"{variable}_FILE: cannot read {path_text!r}: {exc.strerror or type(exc).__name__}"
+            )
+            continue
+        if len(raw) > MAX_SECRET_FILE_BYTES:
+            problems.append(f"{variable}_FILE: {path_text!r} is larger than 64 KiB")
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(f"{variable}_FILE: {path_text!r} is not UTF-8 text")
+            continue
+        text = text.removesuffix("\n").removesuffix("\r")
+        if not text.strip():
+            problems.append(f"{variable}_FILE: {path_text!r} is empty")
+            continue
+        values[field_name] = text
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return values
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build Settings from the environment; raise ConfigError with the variable's name."""
+    """Build Settings from the environment (and the `*_FILE` secret files); raise
+    ConfigError with the variable's name."""
     from pydantic import ValidationError
 
+    from_files = secrets_from_files(os.environ)
     try:
-        settings = Settings(**overrides)
+        settings = Settings(**{**from_files, **overrides})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

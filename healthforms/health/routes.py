@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
@@ -179,7 +179,7 @@ async def metrics(request: Request, state: StateDep) -> Response:
         if not hmac.compare_digest(supplied.encode(), expected.encode()):
             raise Unauthenticated("A metrics token is required.")
     await refresh_scrape_gauges(state)
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 # A scrape reads Redis' policy and the outbox backlog at most this often per process.

@@ -65,6 +65,26 @@ def client_ip(
     return _canonical(chain[-hops]) or peer_text
 
 
+def forwarded_scheme(
+    peer: str | None, forwarded_proto: str | None, trusted: tuple[IPNetwork, ...], hops: int = 1
+) -> str | None:
+    """The scheme the client used ("http" or "https") from X-Forwarded-Proto, believed
+    only from a trusted proxy as X-Forwarded-For is; None to keep the socket's.
+
+    A TLS-terminating balancer talks plain HTTP to us: without this, the request's
+    origin (CSRF checks when HEALTHFORMS_PUBLIC_URL is unset), its links and its
+    cookies' Secure flag would say http. A list (proxies appending) is read like
+    X-Forwarded-For: `hops` from the right, else its only entry.
+    """
+    if not forwarded_proto or not trusted or not peer or not _is_trusted(peer, trusted):
+        return None
+    chain = [part.strip().lower() for part in forwarded_proto.split(",") if part.strip()]
+    if not chain:
+        return None
+    scheme = chain[-hops] if len(chain) >= hops else chain[0]
+    return scheme if scheme in ("http", "https") else None
+
+
 def rate_identifier(ip: str) -> str:
     """The bucket identity of an address: IPv6 clients share their /64."""
     parsed = _parse_ip(ip)

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from healthforms.db.outage import is_database_outage
 from healthforms.errors import HealthformsError, NotFound, PayloadTooLarge, ServiceUnavailable
 from healthforms.http.answers import send_body, send_error
-from healthforms.http.client_ip import IPNetwork, client_ip
+from healthforms.http.client_ip import IPNetwork, client_ip, forwarded_scheme
 from healthforms.logs import write_request_line
 from healthforms.metrics import Metrics
 from healthforms.security.context import (
@@ -109,13 +109,15 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        supplied = forwarded = content_length = user_agent = accept = None
+        supplied = forwarded = forwarded_proto = content_length = user_agent = accept = None
         is_multipart = False
         for key, value in scope.get("headers", ()):
             if key == b"x-request-id":
                 supplied = value.decode("latin-1")
             elif key == b"x-forwarded-for":
                 forwarded = value.decode("latin-1")
+            elif key == b"x-forwarded-proto":
+                forwarded_proto = value.decode("latin-1")
             elif key == b"content-length":
                 content_length = value.decode("latin-1")
             elif key == b"user-agent":
@@ -129,6 +131,12 @@ class EdgeMiddleware:
         client_request_id = supplied if supplied and _REQUEST_ID_RE.fullmatch(supplied) else None
         peer = scope.get("client")
         ip = client_ip(peer[0] if peer else None, forwarded, self.trusted, self.hops)
+        if forwarded_proto is not None:
+            scheme = forwarded_scheme(
+                peer[0] if peer else None, forwarded_proto, self.trusted, self.hops
+            )
+            if scheme is not None:
+                scope["scheme"] = scheme
         scope[SCOPE_KEY] = RequestState(
             RequestContext(
                 ip=ip,

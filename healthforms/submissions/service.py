@@ -331,6 +331,12 @@ class SubmissionService:
                         await self.nonces.release(nonce, digest)
                 raise RateLimited()
         if state.kind == "claiming":
+            # Another copy is being stored, or was by an instance that died between
+            # its commit and the confirmation (its claim lingers for the lease): the
+            # database knows. A resend through the balancer then gets its reply now.
+            existing = await self._stored(session, nonce)
+            if existing is not None:
+                return replace(self._resend(existing, digest), scores=scores)
             raise SubmissionInProgress()
         if state.kind == "used":
             if hmac.compare_digest(state.digest, digest):

@@ -237,3 +237,38 @@ async def test_no_phi_in_redis_or_in_clear_in_the_database(
                         raw = bytes(column)
                         assert MARKER.encode() not in raw and MARKER.lower().encode() not in raw
     assert len(await stored_rows(private_app, form["id"])) == 3
+
+
+async def test_a_claim_left_by_a_dead_instance_after_its_commit_is_answered_from_the_database(
+    private_app: FastAPI,
+    private_editor: httpx.AsyncClient,
+    private_public: httpx.AsyncClient,
+    private_redis: EmbeddedRedis,
+) -> None:
+    """An instance killed between its commit and the confirmation leaves its claim for
+    the lease (60 s). A balancer's retry of the same submission then gets the stored
+    reply at once instead of "in progress" (tests/scale/test_balancer.py)."""
+    form = await publish(private_editor)
+    pid = form["publicId"]
+    nonce = await fetch_nonce(private_public, pid)
+    first = await submit(private_public, pid, nonce, good_answers())
+    assert first.status_code == 201
+    redis = Redis.from_url(private_redis.url)
+    try:
+        (key,) = [k async for k in redis.scan_iter(match="*nonce:*")]
+        raw = await redis.get(key)
+        assert raw is not None
+        used = raw.decode() if isinstance(raw, bytes) else str(raw)
+        assert used.startswith("used:")
+        digest = used.split(":")[1]
+        # As the dead instance left it: claimed, never confirmed.
+        await redis.set(key, f"claiming:{digest}", px=60_000)
+        again = await submit(private_public, pid, nonce, good_answers())
+        assert again.status_code == 200
+        assert again.json()["confirmation"] == first.json()["confirmation"]
+        other = await submit(private_public, pid, nonce, good_answers(name="Other Person"))
+        assert other.status_code == 409
+        assert other.json()["code"] == "nonce_used"
+    finally:
+        await redis.aclose()
+    assert await count_rows(private_app, form["id"]) == 1

@@ -19,6 +19,7 @@ import asyncio
 import http.cookiejar
 import json
 import random
+import ssl
 import sys
 import time
 from collections import Counter
@@ -51,6 +52,10 @@ class Config:
     )
     seed: int = 7
     request_timeout_s: float = 15.0
+    # HTTPS servers (a TLS-terminating balancer): the CA file to trust them by.
+    ca_file: str | None = None
+    # Stop early once this file exists (a drill whose faults took less than the bound).
+    stop_file: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -122,6 +127,7 @@ class LoadGenerator:
         self.rng = random.Random(config.seed)
         self.turn = 0
         self.deadline = time.monotonic() + config.duration_s
+        self.stop_file = Path(config.stop_file) if config.stop_file else None
         self.sessions = list(config.sessions)
         self.pending_logins = list(config.logins)
         kinds = [k for k, w in config.mix.items() if w > 0]
@@ -135,6 +141,8 @@ class LoadGenerator:
         return servers[first:] + servers[:first]
 
     def _done(self) -> bool:
+        if self.stop_file is not None and self.stop_file.exists():
+            return True
         return time.monotonic() >= self.deadline or self.rec.requests >= self.config.max_requests
 
     async def _request(
@@ -243,7 +251,10 @@ class LoadGenerator:
         limits = httpx.Limits(max_connections=self.config.concurrency * 2)
         # Keep no cookies: a patient's request must not carry a session a login set
         # (it would then need a CSRF token); staff sessions are sent explicitly.
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        verify: ssl.SSLContext | bool = True
+        if self.config.ca_file:
+            verify = ssl.create_default_context(cafile=self.config.ca_file)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, verify=verify) as client:
             client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
             await asyncio.gather(*(self.worker(client) for _ in range(self.config.concurrency)))
         self.rec.ended = time.time()

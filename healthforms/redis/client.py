@@ -21,15 +21,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import ConnectionPool, SSLConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -37,6 +39,20 @@ from healthforms.config import Settings
 from healthforms.redis.errors import TRANSPORT_ERRORS, PoolExhausted, RedisUnavailable
 from healthforms.redis.multiplex import Multiplexer, spec_from_pool
 from healthforms.redis.scripts import ArgT, KeyT, LuaScript
+from healthforms.redis.topology import (
+    CLUSTER,
+    SENTINEL,
+    STANDALONE,
+    ClusterCommands,
+    ClusterPool,
+    StateCache,
+    TopologyState,
+    cluster_state,
+    parse_cluster_urls,
+    parse_sentinel_url,
+    sentinel_state,
+    topology_of,
+)
 
 log = structlog.get_logger("healthforms.redis")
 
@@ -188,6 +204,12 @@ class CountingBlockingPool(ConnectionPool):
         }
 
 
+class CountingSentinelPool(CountingBlockingPool, SentinelConnectionPool):
+    """The counting pool over Sentinel-managed connections: each connection asks the
+    sentinels for the current primary when it (re)connects, and a READONLY reply (the
+    server it talks to was demoted) drops it, so a failover is followed by itself."""
+
+
 class CircuitBreaker:
     """Open after a transport failure; stay open for a back-off that doubles up to a cap."""
 
@@ -242,14 +264,20 @@ class RedisTarget:
     url: str  # password removed
     tls: bool
     embedded: bool
+    topology: str = STANDALONE
 
 
 _QUERY_PASSWORD_RE = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_USERINFO_PASSWORD_RE = re.compile(r"(://[^:/@,]*):[^@/]*@")
 
 
 def redact_url(url: str) -> str:
     """The URL without its password (userinfo or a `?password=` query argument)."""
     url = _QUERY_PASSWORD_RE.sub(r"\1***", url)
+    if "," in url or "+sentinel://" in url:
+        # Several hosts (Sentinel) or several URLs (Cluster): urlsplit cannot parse the
+        # port, so blank each userinfo's password by pattern.
+        return _USERINFO_PASSWORD_RE.sub(r"\1:***@", url)
     parts = urlsplit(url)
     if parts.password is None and not parts.username:
         return url
@@ -299,23 +327,61 @@ def build_pool(
 
 
 class RedisService:
-    """The shared Redis handle: a client on the counting pool plus the circuit breaker."""
+    """The shared Redis handle: a client on the counting pool plus the circuit breaker.
 
-    def __init__(self, pool: CountingBlockingPool, target: RedisTarget, prefix: str = "") -> None:
+    Standalone and Sentinel: `pool` is the counting pool (Sentinel: over connections
+    that follow the primary) and `mux` the pipelined connection. Cluster: `client` is
+    redis-py's RedisCluster, `pool` a view of its per-node pools and `mux` runs the
+    hot path's commands on it (topology.ClusterCommands)."""
+
+    def __init__(
+        self,
+        pool: CountingBlockingPool | ClusterPool,
+        target: RedisTarget,
+        prefix: str = "",
+        *,
+        sentinel: Sentinel | None = None,
+        service_name: str = "",
+        cluster: RedisCluster | None = None,
+    ) -> None:
         self.pool = pool
-        self.client = Redis(connection_pool=pool, decode_responses=False)
-        timeout = float(pool.connection_kwargs.get("socket_timeout") or 0.5)
-        # Lua scripts (every one-round-trip operation) share one pipelined connection.
-        self.mux = Multiplexer(
-            spec_from_pool(pool.connection_class, pool.connection_kwargs, timeout),
-            timeout_s=timeout,
-        )
+        self.sentinel = sentinel
+        self.service_name = service_name
+        self.cluster = cluster
+        self.mux: Multiplexer | ClusterCommands
+        if cluster is not None:
+            # Typed as Redis for the callers' lambdas: RedisCluster has the same
+            # command methods (routed by key slot).
+            self.client = cast(Redis, cluster)
+            self.mux = ClusterCommands(cluster)
+        else:
+            assert isinstance(pool, CountingBlockingPool)
+            self.client = Redis(connection_pool=pool, decode_responses=False)
+            timeout = float(pool.connection_kwargs.get("socket_timeout") or 0.5)
+            resolve = None
+            if isinstance(pool, CountingSentinelPool):
+                sentinel_pool = pool
+
+                async def resolve() -> tuple[str, int]:
+                    host, port = await sentinel_pool.get_master_address()  # type: ignore[no-untyped-call]
+                    return str(host), int(port)
+
+            # Lua scripts (every one-round-trip operation) share one pipelined connection.
+            self.mux = Multiplexer(
+                spec_from_pool(pool.connection_class, pool.connection_kwargs, timeout, resolve),
+                timeout_s=timeout,
+            )
         self.target = target
         self.prefix = prefix
         self.breaker = CircuitBreaker()
         self._probe_task: asyncio.Task[None] | None = None
         self._info_cache: tuple[float, dict[str, Any]] | None = None
         self._info_lock = asyncio.Lock()
+        self._state = StateCache(self._fetch_state)
+
+    @property
+    def topology(self) -> str:
+        return self.target.topology
 
     @property
     def available(self) -> bool:
@@ -329,7 +395,11 @@ class RedisService:
         """A client on a connection of its own, set up like the pool's (TLS, ACL user,
         timeouts), for a long-lived subscription or a blocking read (give it a
         `socket_timeout` longer than the block): never counted in the pool's figures,
-        never holding one of its connections. The caller closes it (`aclose`)."""
+        never holding one of its connections. The caller closes it (`aclose`).
+        Cluster: a RedisCluster of its own (it routes by slot, e.g. a stream read)."""
+        if self.cluster is not None:
+            return cast(Redis, _cluster_copy(self.cluster, socket_timeout))
+        assert isinstance(self.pool, CountingBlockingPool)
         kwargs = dict(self.pool.connection_kwargs)
         if socket_timeout is not None:
             kwargs["socket_timeout"] = socket_timeout
@@ -397,6 +467,11 @@ class RedisService:
             result = await fn(client)
         except PoolExhausted:
             raise
+        except MaxConnectionsError:
+            # Cluster: a node's pool is full (redis-py refuses at once, no queue).
+            if isinstance(self.pool, ClusterPool):
+                self.pool.exhausted += 1
+            raise PoolExhausted("redis pool exhausted") from None
         except TRANSPORT_ERRORS as exc:
             # Retry only a dropped connection (e.g. a pooled one the server closed
             # on restart): a timeout means a hung server, and a second wait would
@@ -417,6 +492,8 @@ class RedisService:
             result = await fn(client)
         except PoolExhausted:
             raise
+        except MaxConnectionsError:
+            raise PoolExhausted("redis pool exhausted") from None
         except TRANSPORT_ERRORS as exc:
             raise self.failed(exc) from exc
         self.succeeded()
@@ -439,7 +516,10 @@ class RedisService:
             cached = self._info_cache
             if cached and time.monotonic() - cached[0] < max_age_s:
                 return cached[1]
-            info: dict[str, Any] = await self.call(lambda r: r.info("all"), idempotent=True)
+            if self.cluster is not None:
+                info = await self.call(lambda r: _cluster_info(self.cluster), idempotent=True)
+            else:
+                info = await self.call(lambda r: r.info("all"), idempotent=True)
             self._info_cache = (time.monotonic(), info)
             return info
 
@@ -478,9 +558,37 @@ class RedisService:
         await self.mux.close()
         await self.client.aclose()
         await self.pool.disconnect()
+        if self.sentinel is not None:
+            with contextlib.suppress(Exception):
+                await self.sentinel.aclose()
+
+    async def topology_state(self, reachable: bool) -> dict[str, Any]:
+        """`topology`, `primary` and `nodes` (role, reachable) for /health; cached about a
+        second. `reachable`: whether the service reaches its (standalone) server."""
+        if self.sentinel is None and self.cluster is None:
+            address = _standalone_address(self.pool.connection_kwargs)
+            return TopologyState(
+                STANDALONE,
+                address,
+                [{"address": address, "role": "primary", "reachable": reachable}],
+            ).as_dict()
+        try:
+            state = await self._state.get()
+        except Exception as exc:  # noqa: BLE001 - /health must answer (TRANSPORT_ERRORS and more)
+            log.warning("redis_topology_unknown", error_type=type(exc).__name__)
+            return TopologyState(self.topology, None, []).as_dict()
+        return state.as_dict()
+
+    async def _fetch_state(self) -> TopologyState:
+        if self.cluster is not None:
+            return await cluster_state(self.cluster, timeout_s=0.8)
+        assert self.sentinel is not None
+        return await sentinel_state(self.sentinel, self.service_name, timeout_s=0.4)
 
     def pool_stats(self) -> dict[str, int]:
         """The pool's figures for /health, the pipelined connection counted in."""
+        if isinstance(self.pool, ClusterPool):
+            return self.pool.stats(self.mux.counters.commands)
         stats = self.pool.stats()
         mux = self.mux.counters
         connected = 1 if self.mux.is_connected else 0
@@ -493,8 +601,14 @@ class RedisService:
 
 
 def build_redis(settings: Settings, url: str, *, embedded: bool) -> RedisService:
-    """The app's Redis service for `url`, with the pool settings of `settings`."""
+    """The app's Redis service for `url`, with the pool settings of `settings`: standalone,
+    Sentinel (redis+sentinel://) or Cluster (HEALTHFORMS_REDIS_CLUSTER or a URL list)."""
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    topology = topology_of(url, cluster=settings.redis_cluster)
+    if topology == SENTINEL:
+        return _build_sentinel(settings, url, password)
+    if topology == CLUSTER:
+        return _build_cluster(settings, url, password)
     pool = build_pool(
         url,
         password=password,
@@ -505,3 +619,111 @@ def build_redis(settings: Settings, url: str, *, embedded: bool) -> RedisService
     )
     target = RedisTarget(url=redact_url(url), tls=url.startswith("rediss://"), embedded=embedded)
     return RedisService(pool, target, prefix=settings.redis_prefix)
+
+
+def _connection_kwargs(settings: Settings, *, tls: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_timeout_s,
+        "socket_timeout": settings.redis_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "client_name": "healthforms",
+    }
+    if tls:
+        kwargs["ssl"] = True
+        kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        kwargs["ssl_check_hostname"] = True
+        if settings.redis_ca_file is not None:
+            kwargs["ssl_ca_certs"] = str(settings.redis_ca_file)
+    return kwargs
+
+
+def _build_sentinel(settings: Settings, url: str, password: str | None) -> RedisService:
+    spec = parse_sentinel_url(url)
+    data_password = spec.password if spec.password is not None else password
+    data_username = spec.username or settings.redis_username
+    sentinel_kwargs = _connection_kwargs(settings, tls=spec.tls)
+    sentinel_kwargs.pop("client_name")
+    if settings.redis_sentinel_password is not None:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+    if settings.redis_sentinel_username:
+        sentinel_kwargs["username"] = settings.redis_sentinel_username
+    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    kwargs = _connection_kwargs(settings, tls=spec.tls)
+    if data_password is not None:
+        kwargs["password"] = data_password
+    if data_username:
+        kwargs["username"] = data_username
+    if spec.db:
+        kwargs["db"] = spec.db
+    pool = CountingSentinelPool(
+        service_name=spec.service,
+        sentinel_manager=sentinel,
+        max_connections=settings.redis_pool_size,
+        timeout=0.5,
+        **kwargs,
+    )
+    target = RedisTarget(url=redact_url(url), tls=spec.tls, embedded=False, topology=SENTINEL)
+    return RedisService(
+        pool, target, prefix=settings.redis_prefix, sentinel=sentinel, service_name=spec.service
+    )
+
+
+def _build_cluster(settings: Settings, url: str, password: str | None) -> RedisService:
+    spec = parse_cluster_urls(url)
+    kwargs = _connection_kwargs(settings, tls=spec.tls)
+    node_password = spec.password if spec.password is not None else password
+    if node_password is not None:
+        kwargs["password"] = node_password
+    username = spec.username or settings.redis_username
+    if username:
+        kwargs["username"] = username
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in spec.nodes],
+        max_connections=settings.redis_pool_size,
+        decode_responses=False,
+        **kwargs,
+    )
+    target = RedisTarget(url=redact_url(url), tls=spec.tls, embedded=False, topology=CLUSTER)
+    pool = ClusterPool(cluster, settings.redis_pool_size)
+    return RedisService(pool, target, prefix=settings.redis_prefix, cluster=cluster)
+
+
+def _cluster_copy(cluster: RedisCluster, socket_timeout: float | None) -> RedisCluster:
+    """A RedisCluster with the same nodes and settings, on connections of its own."""
+    node = cluster.get_default_node() or cluster.get_nodes()[0]
+    kwargs = dict(node.connection_kwargs)
+    kwargs.pop("connection_class", None)
+    if socket_timeout is not None:
+        kwargs["socket_timeout"] = socket_timeout
+    known = [ClusterNode(n.host, n.port) for n in cluster.get_nodes()] or [
+        ClusterNode(n.host, n.port) for n in cluster.nodes_manager.startup_nodes.values()
+    ]
+    return RedisCluster(startup_nodes=known, max_connections=4, **kwargs)
+
+
+async def _cluster_info(cluster: RedisCluster | None) -> dict[str, Any]:
+    """INFO of every primary, the figures /health shows summed (memory, counters)."""
+    assert cluster is not None
+    total: dict[str, Any] = {}
+    for node in cluster.get_primaries():
+        reply = await cluster.execute_command("INFO", "all", target_nodes=node)
+        info = reply.get(node.name, reply) if isinstance(reply, dict) else {}
+        for key, value in info.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if key in ("mem_fragmentation_ratio",):
+                    total[key] = max(float(total.get(key, 0.0)), float(value))
+                else:
+                    total[key] = total.get(key, 0) + value
+            else:
+                total.setdefault(key, value)
+    if "used_memory" in total:
+        total["used_memory_human"] = f"{total['used_memory'] / (1024 * 1024):.2f}M"
+    return total
+
+
+def _standalone_address(kwargs: dict[str, Any]) -> str:
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    host = str(kwargs.get("host", "localhost"))
+    return f"{host}:{kwargs.get('port', 6379)}"

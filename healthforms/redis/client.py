@@ -472,6 +472,13 @@ class RedisService:
             if isinstance(self.pool, ClusterPool):
                 self.pool.exhausted += 1
             raise PoolExhausted("redis pool exhausted") from None
+        except RuntimeError as exc:
+            # Cluster: redis-py re-reading the slots after a failover closes connections
+            # other requests are reading from ("read() called while another coroutine
+            # is already waiting"): for them the server went away.
+            if self.cluster is None:
+                raise
+            raise self.failed(exc) from exc
         except TRANSPORT_ERRORS as exc:
             # Retry only a dropped connection (e.g. a pooled one the server closed
             # on restart): a timeout means a hung server, and a second wait would
@@ -682,6 +689,10 @@ def _build_cluster(settings: Settings, url: str, password: str | None) -> RedisS
         startup_nodes=[ClusterNode(host, port) for host, port in spec.nodes],
         max_connections=settings.redis_pool_size,
         decode_responses=False,
+        # Every 5th MOVED, redis-py would close every connection of every node, also
+        # those other requests are reading from (they fail with RuntimeError): patch
+        # the slot cache from each MOVED instead (a lost node still re-reads it all).
+        reinitialize_steps=0,
         **kwargs,
     )
     target = RedisTarget(url=redact_url(url), tls=spec.tls, embedded=False, topology=CLUSTER)

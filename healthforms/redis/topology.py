@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from healthforms.config import redis_topology_of
 from healthforms.redis.multiplex import MultiplexCounters
@@ -318,7 +319,15 @@ class ClusterCommands:
 
     def execute(self, *args: Any) -> Awaitable[Any]:
         self.counters.commands += 1
-        return self._cluster.execute_command(*args)
+        return self._execute(args)
+
+    async def _execute(self, args: tuple[Any, ...]) -> Any:
+        try:
+            return await self._cluster.execute_command(*args)
+        except RuntimeError as exc:
+            # redis-py re-reading the slots closed the connection under this command
+            # (see client.py RedisService._guarded): the server went away for it.
+            raise RedisConnectionError(f"cluster connection closed: {exc}") from None
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)

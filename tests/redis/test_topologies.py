@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.crc import key_slot
@@ -22,7 +23,7 @@ from healthforms.security.ratelimit import AUDITED_KEY, RATELIMIT_SCRIPT, bucket
 from healthforms.security.sessions import SESSION_INDEX_KEY, SESSION_KEY
 from healthforms.submissions.nonces import NONCE_KEY
 from tests.conftest import make_settings
-from tests.support.topologies import cluster_set, sentinel_set
+from tests.support.topologies import cluster_set, command, sentinel_set
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
 
@@ -57,18 +58,16 @@ def test_sentinel_url_forms_parse_and_never_show_the_password() -> None:
 
 
 def test_security_gaps_understand_sentinel_and_cluster_urls(settings: Settings) -> None:
-    def gaps(**values: object) -> list[str]:
+    def gaps(**values: Any) -> list[str]:
         return make_settings(
             database_url=None, redis_prefix="x:", data_dir=settings.data_dir, **values
-        ).redis_security_gaps()  # type: ignore[arg-type]
+        ).redis_security_gaps()
 
     plain = gaps(redis_url="redis+sentinel://s1:26379/svc")
     assert any("rediss+sentinel://" in gap for gap in plain)
     assert any("no password" in gap for gap in plain)
     assert any("HEALTHFORMS_REDIS_SENTINEL_PASSWORD" in gap for gap in plain)
-    assert gaps(
-        redis_url="rediss+sentinel://:pw@s1:26379/svc", redis_sentinel_password="spw"
-    ) == []
+    assert gaps(redis_url="rediss+sentinel://:pw@s1:26379/svc", redis_sentinel_password="spw") == []
     by_env = gaps(redis_url=None, redis_sentinels="s1:26379,s2:26379", redis_tls=True)
     assert not any("TLS" in gap for gap in by_env)
     assert any("REDIS_SENTINELS has no password" in gap for gap in by_env)
@@ -205,15 +204,20 @@ async def test_cluster_serves_follows_moved_and_a_primary_failover(
             source = topology.owner_of(slot)
             target = next(n for n in topology.nodes[:3] if n is not source)
             src, dst = topology.client(source), topology.client(target)
-            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", topology.node_id(source))
-            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", topology.node_id(target))
+            command(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", topology.node_id(source))
+            command(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", topology.node_id(target))
             # Mid-migration: the keys still at the source answer there, new ones ASK.
             await _exercise(service, prefix)
-            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            while keys := command(src, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+                command(src, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
             for node in topology.nodes[:3]:
-                topology.client(node).execute_command(
-                    "CLUSTER", "SETSLOT", slot, "NODE", topology.node_id(target)
+                command(
+                    topology.client(node),
+                    "CLUSTER",
+                    "SETSLOT",
+                    slot,
+                    "NODE",
+                    topology.node_id(target),
                 )
             await _exercise(service, prefix)
             assert topology.owner_of(slot).port == target.port

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis as sync_redis
 
@@ -42,6 +43,11 @@ def cluster_port() -> int:
         if _port_free(port) and _port_free(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
+
+
+def command(client: sync_redis.Redis, *args: object) -> Any:
+    """One raw command (redis-py's execute_command is untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def wait_until(predicate: object, timeout_s: float, interval_s: float = 0.1) -> bool:
@@ -124,8 +130,8 @@ class SentinelSet:
         for sentinel in self.sentinels:
             try:
                 client = sync_redis.Redis(port=sentinel.port, socket_timeout=0.5)
-                host, port = client.sentinel_get_master_addr_by_name(SERVICE)
-                return int(port)
+                address: Any = client.sentinel_get_master_addr_by_name(SERVICE)
+                return int(address[1])
             except (sync_redis.RedisError, OSError, TypeError):
                 continue
         raise RuntimeError("no sentinel answers")
@@ -188,6 +194,7 @@ class ClusterSet:
         return ",".join(f"redis://127.0.0.1:{node.port}" for node in self.nodes[:3])
 
     def client(self, node: EmbeddedRedis) -> sync_redis.Redis:
+        assert node.port is not None
         return sync_redis.Redis(port=node.port, socket_timeout=1.0)
 
     def alive(self) -> list[EmbeddedRedis]:
@@ -207,7 +214,7 @@ class ClusterSet:
         """The live primary serving `slot`, as a live node sees it."""
         for node in self.alive():
             try:
-                slots = self.client(node).execute_command("CLUSTER", "SLOTS")
+                slots = command(self.client(node), "CLUSTER", "SLOTS")
             except (sync_redis.RedisError, OSError):
                 continue
             for start, end, primary, *_ in slots:
@@ -217,7 +224,7 @@ class ClusterSet:
         raise RuntimeError(f"no node serves slot {slot}")
 
     def node_id(self, node: EmbeddedRedis) -> str:
-        reply = self.client(node).execute_command("CLUSTER", "MYID")
+        reply = command(self.client(node), "CLUSTER", "MYID")
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     def stop(self) -> None:
@@ -239,25 +246,29 @@ def cluster_set(folder: Path) -> Iterator[ClusterSet]:
                     port=cluster_port(),
                     appendonly=False,
                     extra_args=[
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", str(node_dir.resolve() / "nodes.conf"),
-                        "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(node_dir.resolve() / "nodes.conf"),
+                        "--cluster-node-timeout",
+                        str(CLUSTER_NODE_TIMEOUT_MS),
                         # A replica with stale data may still be promoted (drills only).
-                        "--cluster-replica-validity-factor", "0",
+                        "--cluster-replica-validity-factor",
+                        "0",
                     ],
                 )  # fmt: skip
             )
         primaries, replicas = running.nodes[:3], running.nodes[3:]
         ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
         for node, (start, end) in zip(primaries, ranges, strict=True):
-            running.client(node).execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
+            command(running.client(node), "CLUSTER", "ADDSLOTSRANGE", start, end)
         first = running.client(primaries[0])
         for node in running.nodes[1:]:
-            first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+            command(first, "CLUSTER", "MEET", "127.0.0.1", node.port)
 
         def everyone_known() -> bool:
             for node in running.nodes:
-                nodes = running.client(node).execute_command("CLUSTER", "NODES")
+                nodes = command(running.client(node), "CLUSTER", "NODES")
                 text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
                 if len([line for line in text.splitlines() if line.strip()]) < 6:
                     return False
@@ -268,9 +279,7 @@ def cluster_set(folder: Path) -> Iterator[ClusterSet]:
         if not wait_until(everyone_known, 15):
             raise RuntimeError("cluster nodes did not meet")
         for replica, primary in zip(replicas, primaries, strict=True):
-            running.client(replica).execute_command(
-                "CLUSTER", "REPLICATE", running.node_id(primary)
-            )
+            command(running.client(replica), "CLUSTER", "REPLICATE", running.node_id(primary))
         if not wait_until(running.state_ok, 20):
             raise RuntimeError("the cluster did not reach cluster_state:ok")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as sync_redis
 from redis.crc import key_slot
 
 from healthforms.config import Settings
@@ -23,7 +24,7 @@ from healthforms.security.ratelimit import AUDITED_KEY, RATELIMIT_SCRIPT, bucket
 from healthforms.security.sessions import SESSION_INDEX_KEY, SESSION_KEY
 from healthforms.submissions.nonces import NONCE_KEY
 from tests.conftest import make_settings
-from tests.support.topologies import cluster_set, command, sentinel_set
+from tests.support.topologies import SERVICE, cluster_set, command, sentinel_set, wait_until
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
 
@@ -176,6 +177,28 @@ async def test_sentinel_follows_a_failover_by_itself(tmp_path: Path, settings: S
                 f"(primary :{first_primary} -> :{new_primary}, "
                 f"{time.monotonic() - killed:.1f}s total)"
             )
+        finally:
+            await service.close()
+
+
+async def test_sentinel_follows_a_demoted_primary(tmp_path: Path, settings: Settings) -> None:
+    """SENTINEL FAILOVER: the old primary lives on as a replica and answers READONLY on
+    the connections still open to it; they are dropped and the next command goes to the
+    new primary (no ResponseError reaches a caller)."""
+    with sentinel_set(tmp_path / "sentinel") as topology:
+        service = build_redis(_settings(settings, topology.url), topology.url, embedded=False)
+        try:
+            await _exercise(service, settings.redis_prefix)
+            old = topology.primary_port()
+            sentinel = sync_redis.Redis(port=topology.sentinels[0].port, socket_timeout=2)
+            command(sentinel, "SENTINEL", "FAILOVER", SERVICE)
+            assert wait_until(lambda: topology.primary_port() != old, 20)
+            # Wait until the old primary has really turned into a replica.
+            demoted = topology.client_on(old)
+            assert wait_until(lambda: demoted.info("replication")["role"] == "slave", 20)
+            recovery = await _until_served(service, settings.redis_prefix, timeout_s=20)
+            assert service.mux.is_connected
+            print(f"sentinel switchover: served by the new primary after {recovery:.1f}s")
         finally:
             await service.close()
 

@@ -136,6 +136,9 @@ class SentinelSet:
                 continue
         raise RuntimeError("no sentinel answers")
 
+    def client_on(self, port: int) -> sync_redis.Redis:
+        return sync_redis.Redis(port=port, socket_timeout=1.0)
+
     def server_on(self, port: int) -> EmbeddedRedis:
         return next(server for server in self.servers if server.port == port)
 

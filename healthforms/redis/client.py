@@ -348,6 +348,7 @@ class RedisService:
         self.sentinel = sentinel
         self.service_name = service_name
         self.cluster = cluster
+        self.cluster_kwargs: dict[str, Any] = {}
         self.mux: Multiplexer | ClusterCommands
         if cluster is not None:
             # Typed as Redis for the callers' lambdas: RedisCluster has the same
@@ -398,7 +399,7 @@ class RedisService:
         never holding one of its connections. The caller closes it (`aclose`).
         Cluster: a RedisCluster of its own (it routes by slot, e.g. a stream read)."""
         if self.cluster is not None:
-            return cast(Redis, _cluster_copy(self.cluster, socket_timeout))
+            return cast(Redis, _cluster_copy(self.cluster, self.cluster_kwargs, socket_timeout))
         assert isinstance(self.pool, CountingBlockingPool)
         kwargs = dict(self.pool.connection_kwargs)
         if socket_timeout is not None:
@@ -702,14 +703,18 @@ def _build_cluster(settings: Settings, url: str, password: str | None) -> RedisS
     )
     target = RedisTarget(url=redact_url(url), tls=spec.tls, embedded=False, topology=CLUSTER)
     pool = ClusterPool(cluster, settings.redis_pool_size)
-    return RedisService(pool, target, prefix=settings.redis_prefix, cluster=cluster)
+    service = RedisService(pool, target, prefix=settings.redis_prefix, cluster=cluster)
+    # What a dedicated client (a stream read, a subscription) is built with.
+    service.cluster_kwargs = {**kwargs, "decode_responses": False, "reinitialize_steps": 0}
+    return service
 
 
-def _cluster_copy(cluster: RedisCluster, socket_timeout: float | None) -> RedisCluster:
-    """A RedisCluster with the same nodes and settings, on connections of its own."""
-    node = cluster.get_default_node() or cluster.get_nodes()[0]
-    kwargs = dict(node.connection_kwargs)
-    kwargs.pop("connection_class", None)
+def _cluster_copy(
+    cluster: RedisCluster, settings: dict[str, Any], socket_timeout: float | None
+) -> RedisCluster:
+    """A RedisCluster with the same nodes and `settings` (TLS, credentials), on
+    connections of its own."""
+    kwargs = dict(settings)
     if socket_timeout is not None:
         kwargs["socket_timeout"] = socket_timeout
     known = [ClusterNode(n.host, n.port) for n in cluster.get_nodes()] or [

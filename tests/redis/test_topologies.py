@@ -261,6 +261,15 @@ async def test_cluster_serves_follows_moved_and_a_primary_failover(
         prefix = settings.redis_prefix
         try:
             await _exercise(service, prefix)
+            # A dedicated client (the outbox's stream reads) routes by slot too.
+            dedicated = service.dedicated_client(socket_timeout=3.0)
+            try:
+                stream = prefix + "outbox:{events}"
+                await dedicated.xadd(stream, {"m": "1"})
+                await dedicated.expire(stream, 60)
+                assert len(await dedicated.xrange(stream) or []) == 1
+            finally:
+                await dedicated.aclose()
             state = await service.topology_state(True)
             assert state["topology"] == "cluster" and state["primary"] is None
             primaries = [n for n in state["nodes"] if n["role"] == "primary"]

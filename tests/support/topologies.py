@@ -90,9 +90,9 @@ class TlsFiles:
 
 def _client(port: int, tls: TlsFiles | None = None) -> sync_redis.Redis:
     if tls is None:
-        return sync_redis.Redis(port=port, socket_timeout=0.5)
+        return sync_redis.Redis(port=port, socket_timeout=1.0)
     return sync_redis.Redis(
-        port=port, socket_timeout=0.5, ssl=True, ssl_ca_certs=str(tls.ca), ssl_cert_reqs="required"
+        port=port, socket_timeout=1.0, ssl=True, ssl_ca_certs=str(tls.ca), ssl_cert_reqs="required"
     )
 
 
@@ -239,14 +239,16 @@ class ClusterSet:
     """3 primaries, 3 replicas, cluster-node-timeout 1 s."""
 
     nodes: list[EmbeddedRedis] = field(default_factory=list)
+    tls: TlsFiles | None = None
 
     @property
     def url(self) -> str:
-        return ",".join(f"redis://127.0.0.1:{node.port}" for node in self.nodes[:3])
+        scheme = "rediss" if self.tls else "redis"
+        return ",".join(f"{scheme}://127.0.0.1:{node.port}" for node in self.nodes[:3])
 
     def client(self, node: EmbeddedRedis) -> sync_redis.Redis:
         assert node.port is not None
-        return sync_redis.Redis(port=node.port, socket_timeout=1.0)
+        return _client(node.port, self.tls)
 
     def alive(self) -> list[EmbeddedRedis]:
         return [node for node in self.nodes if node.is_running]
@@ -284,19 +286,26 @@ class ClusterSet:
 
 
 @contextmanager
-def cluster_set(folder: Path) -> Iterator[ClusterSet]:
+def cluster_set(folder: Path, tls: TlsFiles | None = None) -> Iterator[ClusterSet]:
     binary = legs.private_server_binary()
-    running = ClusterSet()
+    running = ClusterSet(tls=tls)
+    tls_args = [*tls.args(), "--tls-cluster", "yes"] if tls is not None else []
     try:
         for index in range(6):
             node_dir = folder / f"node{index}"
+            port = cluster_port()
+            # The bus port is the port + 10000; with TLS (port 0) it must be said.
+            bus = ["--cluster-port", str(port + 10000)] if tls is not None else []
             running.nodes.append(
                 EmbeddedRedis.start(
                     node_dir,
                     binary=binary,
-                    port=cluster_port(),
+                    port=port,
                     appendonly=False,
+                    tls=tls is not None,
                     extra_args=[
+                        *tls_args,
+                        *bus,
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",

@@ -6,7 +6,8 @@ submissions, PDF generation, /health) on a private Sentinel set (1 primary, 2 re
 Faults: the Sentinel primary SIGKILLed; a Cluster primary SIGKILLed; a slot holding
 the service's keys migrated (MIGRATING/IMPORTING + MIGRATE: ASK, then MOVED).
 
-Each drill checks: no 5xx and no answer without a body (the database stays up); the
+Each drill checks: no 500, no other 5xx but a sign-in's documented 503 while there is
+no primary (identity/login.py), no answer without a body (the database stays up); the
 service reconnects to the promoted replica by itself, within RECOVERY_BOUND_S; then
 rate limits and locks are on shared state again (a request through either process
 moves the same bucket on the new primary; a PDF through either bumps the same fencing
@@ -54,7 +55,6 @@ FAULT_AT_S = 5.0
 # What the drills promise: served by the promoted replica again within this long
 # after the SIGKILL (Sentinel: 1 s down-after + election; Cluster: 1 s node timeout).
 RECOVERY_BOUND_S = 15.0
-SERVER_ERRORS = (500, 502, 503, 504)
 PREFIX = "hf:"  # the servers' default key prefix (workflow.server_env sets none)
 # Confirmations of the submissions _prepare made before the load (one drill at a time).
 PREPARED: list[str] = []
@@ -112,7 +112,7 @@ def _pdf(url: str, staff: workflow.StaffSession, response_id: str) -> int:
     response = httpx.post(
         f"{url}/api/responses/{response_id}/generate-pdf",
         headers=staff.headers(unsafe=True),
-        timeout=60,
+        timeout=90,
     )
     return response.status_code
 
@@ -167,7 +167,9 @@ def _shared_state_back(
     moved: dict[str, bool] = {}
     for index, url in enumerate(app.urls):
         before = bucket_node.get(bucket)
-        me = httpx.get(f"{url}/api/auth/me", headers=staff.headers(), timeout=10)
+        # Generous timeouts: this checks where the state lives, not how fast (the
+        # machine is shared, and PDFs render meanwhile).
+        me = httpx.get(f"{url}/api/auth/me", headers=staff.headers(), timeout=60)
         assert me.status_code == 200, (me.status_code, me.text[:200])
         after = bucket_node.get(bucket)
         moved[f"ratelimit via server {index}"] = after is not None and after != before
@@ -179,9 +181,28 @@ def _shared_state_back(
     return moved
 
 
-def _check(app: Cluster, result: dict[str, Any], figures: dict[str, Any]) -> None:
+def _check(
+    app: Cluster,
+    result: dict[str, Any],
+    figures: dict[str, Any],
+    no_primary: tuple[float, float] | None = None,
+) -> None:
+    """The checks of every drill. `no_primary`: from the kill until the service was
+    healthy again (+2 s): the one 5xx allowed there is a sign-in's 503 (login.py: a
+    session Redis never saw would be refused once it is back). Never a 500."""
     assert_every_answer_had_a_body(result)
-    assert_no_server_errors_outside(result, statuses=SERVER_ERRORS)
+    assert_no_server_errors_outside(result, statuses=(500,))
+    allowed = []
+    if no_primary is not None:
+        start, end = no_primary
+        allowed = [
+            error
+            for error in result["server_errors"]
+            if error["kind"] == "login" and error["status"] == 503 and start <= error["t"] <= end
+        ]
+    unexpected = [e for e in result["server_errors"] if e not in allowed]
+    assert not unexpected, f"{len(unexpected)} server errors: {unexpected[:5]}"
+    figures["sign_ins_503_without_primary"] = len(allowed)
     later = [workflow.submit_once(url, form.public_id) for url in app.urls for form in app.forms]
     later += PREPARED  # the submissions _prepare made (stored once each, too)
     figures.update(
@@ -239,6 +260,7 @@ def _drill_sentinel(app: Cluster, topo: SentinelSet, tmp_path: Path, old_port: i
 
     recovered = wait_for(promoted_and_healthy, timeout_s=RECOVERY_BOUND_S)
     recovery_s = time.time() - killed_at
+    window = (killed_at, time.time() + 2)
     new_port = topo.primary_port()
     primary = sync_redis.Redis(port=new_port, socket_timeout=2)
     shared = _shared_state_back(app, primary, lambda _id: primary, fresh_ids)
@@ -257,6 +279,7 @@ def _drill_sentinel(app: Cluster, topo: SentinelSet, tmp_path: Path, old_port: i
                 "shared_state_checked_at_s": f"{shared_s:.1f}",
                 "primary": f":{old_port}->:{new_port}",
             },
+            window,
         )
     except AssertionError as exc:
         raise AssertionError(f"{exc}{_evidence(app)}") from None
@@ -291,6 +314,7 @@ def test_cluster_primary_killed_under_load(tmp_path: Path) -> None:
 
             recovered = wait_for(served_again, timeout_s=RECOVERY_BOUND_S)
             recovery_s = time.time() - killed_at
+            window = (killed_at, time.time() + 2)
             assert app.admin is not None
             bucket_slot = key_slot(bucket_key(PREFIX, app.admin.user_id, "api").encode())
 
@@ -323,6 +347,7 @@ def test_cluster_primary_killed_under_load(tmp_path: Path) -> None:
                         "shared_state_checked_at_s": f"{shared_s:.1f}",
                         "killed": f":{victim.port}",
                     },
+                    window,
                 )
             except AssertionError as exc:
                 raise AssertionError(f"{exc}{_evidence(app)}") from None

@@ -723,22 +723,37 @@ def _cluster_copy(
     return RedisCluster(startup_nodes=known, max_connections=4, **kwargs)
 
 
+# The INFO figures /health shows, summed over a cluster's primaries.
+_SUMMED_INFO = (
+    "used_memory",
+    "keyspace_hits",
+    "keyspace_misses",
+    "total_commands_processed",
+    "total_connections_received",
+    "evicted_keys",
+)
+
+
 async def _cluster_info(cluster: RedisCluster | None) -> dict[str, Any]:
-    """INFO of every primary, the figures /health shows summed (memory, counters)."""
+    """INFO of every primary: the counters /health shows summed, the worst
+    fragmentation, the rest (policy, peak) as the first primary says."""
     assert cluster is not None
     total: dict[str, Any] = {}
     for node in cluster.get_primaries():
         reply = await cluster.execute_command("INFO", "all", target_nodes=node)
         info = reply.get(node.name, reply) if isinstance(reply, dict) else {}
+        if not isinstance(info, dict):
+            continue
         for key, value in info.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                if key in ("mem_fragmentation_ratio",):
-                    total[key] = max(float(total.get(key, 0.0)), float(value))
-                else:
-                    total[key] = total.get(key, 0) + value
+            number = value if isinstance(value, int | float) else None
+            if key in _SUMMED_INFO and number is not None:
+                so_far = total.get(key)
+                total[key] = (so_far if isinstance(so_far, int | float) else 0) + number
+            elif key == "mem_fragmentation_ratio" and number is not None:
+                total[key] = max(float(total.get(key, 0.0)), float(number))
             else:
                 total.setdefault(key, value)
-    if "used_memory" in total:
+    if isinstance(total.get("used_memory"), int | float):
         total["used_memory_human"] = f"{total['used_memory'] / (1024 * 1024):.2f}M"
     return total
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import ConnectionPool, SSLConnection
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ClusterError, MaxConnectionsError, ResponseError, TryAgainError
@@ -349,12 +349,14 @@ class RedisService:
         self.service_name = service_name
         self.cluster = cluster
         self.cluster_kwargs: dict[str, Any] = {}
+        # Cluster: one call, slot-map refresh included, never takes longer than this.
+        self.cluster_deadline_s = 4.0
         self.mux: Multiplexer | ClusterCommands
         if cluster is not None:
             # Typed as Redis for the callers' lambdas: RedisCluster has the same
             # command methods (routed by key slot).
             self.client = cast(Redis, cluster)
-            self.mux = ClusterCommands(cluster)
+            self.mux = ClusterCommands(cluster, self.cluster_deadline_s)
         else:
             assert isinstance(pool, CountingBlockingPool)
             self.client = Redis(connection_pool=pool, decode_responses=False)
@@ -399,6 +401,11 @@ class RedisService:
         never holding one of its connections. The caller closes it (`aclose`).
         Cluster: a RedisCluster of its own (it routes by slot, e.g. a stream read)."""
         if self.cluster is not None:
+            if socket_timeout is None:
+                # A subscription: classic PUBLISH reaches every node of a cluster, so a
+                # plain connection to one live primary hears everything (redis-py's
+                # ClusterPubSub is not used).
+                return _one_node_client(self.cluster, self.cluster_kwargs)
             return cast(Redis, _cluster_copy(self.cluster, self.cluster_kwargs, socket_timeout))
         assert isinstance(self.pool, CountingBlockingPool)
         kwargs = dict(self.pool.connection_kwargs)
@@ -470,7 +477,11 @@ class RedisService:
         if self.breaker.is_open:
             self._gate()
         try:
-            result = await fn(client)
+            if self.cluster is not None:
+                async with asyncio.timeout(self.cluster_deadline_s):
+                    result = await fn(client)
+            else:
+                result = await fn(client)
         except PoolExhausted:
             raise
         except MaxConnectionsError:
@@ -721,6 +732,22 @@ def _cluster_copy(
         ClusterNode(n.host, n.port) for n in cluster.nodes_manager.startup_nodes.values()
     ]
     return RedisCluster(startup_nodes=known, max_connections=4, **kwargs)
+
+
+def _one_node_client(cluster: RedisCluster, settings: dict[str, Any]) -> Redis:
+    """A plain client on one connection to a primary of the cluster (a subscription)."""
+    primaries = cluster.get_primaries() or cluster.get_nodes()
+    node = primaries[0] if primaries else None
+    host, port = (node.host, node.port) if node is not None else ("127.0.0.1", 6379)
+    kwargs = {k: v for k, v in settings.items() if k not in ("reinitialize_steps",)}
+    pool = ConnectionPool(
+        connection_class=SSLConnection if kwargs.pop("ssl", False) else Connection,
+        max_connections=1,
+        host=host,
+        port=port,
+        **kwargs,
+    )
+    return Redis.from_pool(pool)
 
 
 # The INFO figures /health shows, summed over a cluster's primaries.

@@ -304,10 +304,11 @@ class ClusterCommands:
     node. A command is never replayed after a transport error (the client's retry is
     off), so a nonce claim or a rate check runs at most once, as on one server."""
 
-    def __init__(self, cluster: RedisCluster) -> None:
+    def __init__(self, cluster: RedisCluster, deadline_s: float = 4.0) -> None:
         self._cluster = cluster
         self.counters = MultiplexCounters()
         self.max_in_flight = 0
+        self.deadline_s = deadline_s
 
     @property
     def is_connected(self) -> bool:
@@ -323,7 +324,11 @@ class ClusterCommands:
 
     async def _execute(self, args: tuple[Any, ...]) -> Any:
         try:
-            return await self._cluster.execute_command(*args)
+            # A bound on the whole command, re-reading the slot map included: seen in a
+            # drill, a request waiting for ever on the client's re-initialisation after
+            # a failover (cluster_deadline in client.py).
+            async with asyncio.timeout(self.deadline_s):
+                return await self._cluster.execute_command(*args)
         except RuntimeError as exc:
             # redis-py re-reading the slots closed the connection under this command
             # (see client.py RedisService._guarded): the server went away for it.

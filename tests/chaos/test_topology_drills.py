@@ -78,7 +78,11 @@ def app_on(
         data_dir=tmp_path / "data",
         # A bucket that stays in Redis for seconds (1 s per request, a burst the load
         # never spends), so the drill can watch it move on the promoted primary.
-        extra={"HEALTHFORMS_RATE_LIMIT_API": "60/min+1000000", **(extra or {})},
+        extra={
+            "HEALTHFORMS_RATE_LIMIT_API": "60/min+1000000",
+            "PYTHONFAULTHANDLER": "1",  # a frozen process dumps its threads on SIGABRT
+            **(extra or {}),
+        },
     )
     started: list[ServerProcess] = []
     try:

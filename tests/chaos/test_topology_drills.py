@@ -295,13 +295,6 @@ def _drill_sentinel(app: Cluster, topo: SentinelSet, tmp_path: Path, old_port: i
 CLUSTER_ENV = {"HEALTHFORMS_REDIS_CLUSTER": "true"}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect (notes/topology-notes.md): after a Cluster primary's SIGKILL one "
-    "app process sometimes stops answering altogether right after redis_recovered (its "
-    "event loop blocked, not an await: every call is bounded); passed 5 of the first 6 "
-    "runs, failed the last 3 on leg A",
-)
 def test_cluster_primary_killed_under_load(tmp_path: Path) -> None:
     with cluster_set(tmp_path / "cluster") as topo:
         with app_on(tmp_path, topo.url, topo.nodes[0], CLUSTER_ENV) as app:

@@ -115,6 +115,15 @@ class Settings(BaseSettings):
         default=False, validation_alias=AliasChoices("HEALTHFORMS_ALLOW_INSECURE_REDIS")
     )
     redis_server_bin: str | None = _env("HEALTHFORMS_REDIS_SERVER_BIN")
+    # Topologies (docs/redis-topologies.md): Sentinel (a redis+sentinel:// REDIS_URL, or
+    # these two) and Cluster (REDIS_URL is a seed node, or a comma list of node URLs).
+    redis_sentinels: str | None = _env("HEALTHFORMS_REDIS_SENTINELS")
+    redis_sentinel_service: str | None = _env("HEALTHFORMS_REDIS_SENTINEL_SERVICE")
+    redis_sentinel_username: str | None = _env("HEALTHFORMS_REDIS_SENTINEL_USERNAME")
+    redis_sentinel_password: SecretStr | None = _env("HEALTHFORMS_REDIS_SENTINEL_PASSWORD")
+    redis_cluster: bool = Field(
+        default=False, validation_alias=AliasChoices("HEALTHFORMS_REDIS_CLUSTER")
+    )
     redis_prefix: str = Field(
         default="hf:", validation_alias=AliasChoices("HEALTHFORMS_REDIS_PREFIX")
     )
@@ -361,7 +370,15 @@ class Settings(BaseSettings):
 
     @property
     def uses_embedded_redis(self) -> bool:
-        return self.redis_url is None and self.redis_addr is None
+        return self.redis_url is None and self.redis_addr is None and not self.redis_sentinels
+
+    @property
+    def redis_topology(self) -> str:
+        """The topology: "standalone", "sentinel" or "cluster" (URL form and settings)."""
+        url = self.explicit_redis_url()
+        if url is None:
+            return "standalone"
+        return redis_topology_of(url, cluster=self.redis_cluster)
 
     @property
     def uses_embedded_default(self) -> bool:
@@ -405,6 +422,11 @@ class Settings(BaseSettings):
         """REDIS_URL, or `REDIS_ADDR` + `REDIS_PASSWORD` as the operators already set them."""
         if self.redis_url is not None:
             return self.redis_url.get_secret_value()
+        if self.redis_sentinels:
+            scheme = "rediss+sentinel" if self.redis_tls else "redis+sentinel"
+            service = self.redis_sentinel_service or "mymaster"
+            hosts = ",".join(part.strip() for part in self.redis_sentinels.split(",") if part)
+            return f"{scheme}://{hosts}/{service}/0"
         if self.redis_addr is not None:
             scheme = "rediss" if self.redis_tls else "redis"
             return f"{scheme}://{self.redis_addr}/0"
@@ -455,12 +477,30 @@ class Settings(BaseSettings):
         the host, so it needs no TLS, but a password all the same.
         """
         password = self.redis_password.get_secret_value() if self.redis_password else ""
-        if self.redis_url is not None:
-            name = "REDIS_URL"
-            url = urlsplit(self.redis_url.get_secret_value())
-            encrypted = url.scheme in ("rediss", "unix")
-            password = url.password or parse_qs(url.query).get("password", [""])[0] or password
-            plain = "REDIS_URL is not TLS: use rediss://"
+        sentinel_gaps: list[str] = []
+        if self.redis_url is not None or self.redis_sentinels:
+            name = "REDIS_URL" if self.redis_url is not None else "HEALTHFORMS_REDIS_SENTINELS"
+            raw = self.explicit_redis_url() or ""
+            # A cluster's comma list of node URLs: every one must be TLS (and say a
+            # password, unless REDIS_PASSWORD does).
+            urls = [urlsplit(part.strip()) for part in _node_urls(raw)]
+            encrypted = all(url.scheme in ("rediss", "unix", "rediss+sentinel") for url in urls)
+            passwords = [
+                url.password or parse_qs(url.query).get("password", [""])[0] for url in urls
+            ]
+            password = password if not all(passwords) else passwords[0]
+            plain = f"{name} is not TLS: use rediss://"
+            if urls and urls[0].scheme.endswith("+sentinel"):
+                plain = (
+                    "REDIS_URL is not TLS: use rediss+sentinel://"
+                    if self.redis_url is not None
+                    else f"{name} is not TLS: set HEALTHFORMS_REDIS_TLS=true"
+                )
+                if self.redis_sentinel_password is None:
+                    sentinel_gaps.append(
+                        "the Redis sentinels have no password: set "
+                        "HEALTHFORMS_REDIS_SENTINEL_PASSWORD (the sentinels' requirepass)"
+                    )
         elif self.redis_addr is not None:
             name = "REDIS_ADDR"
             encrypted = self.redis_tls
@@ -473,7 +513,7 @@ class Settings(BaseSettings):
                 f"{name} has no password: set REDIS_PASSWORD or put it in REDIS_URL "
                 "(with REDIS_USERNAME or a user in the URL for an ACL user)"
             )
-        return gaps
+        return gaps + sentinel_gaps
 
     def startup_warnings(self) -> list[StartupWarning]:
         """What start-up must say loudly: insecure Redis let through, no environment named."""
@@ -509,6 +549,25 @@ class StartupWarning:
 
     event: str
     message: str
+
+
+def _node_urls(value: str) -> list[str]:
+    """A cluster's comma list of node URLs, one URL each (a sentinel URL stays whole:
+    its commas separate sentinel hosts)."""
+    if "+sentinel://" in value.split(",", 1)[0]:
+        return [value]
+    return [part for part in value.split(",") if part.strip()]
+
+
+def redis_topology_of(url: str, *, cluster: bool = False) -> str:
+    """The topology of `url`: "sentinel" for redis+sentinel:// (rediss+sentinel://), "cluster" with
+    HEALTHFORMS_REDIS_CLUSTER=true or a comma list of node URLs, else "standalone"."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.endswith("+sentinel"):
+        return "sentinel"
+    if cluster or len(_node_urls(url)) > 1:
+        return "cluster"
+    return "standalone"
 
 
 def _is_https_origin(value: str) -> bool:

@@ -90,7 +90,25 @@ def _reason(error: BaseException) -> str:
 async def redis_health(
     redis: RedisService, timeout_s: float = 0.8, metrics: Metrics | None = None
 ) -> dict[str, Any]:
-    """The `redis` block of /health; never waits longer than `timeout_s`."""
+    """The `redis` block of /health, with the topology (docs/redis-topologies.md):
+    `topology`, `primary` and each node's `role` and `reachable`."""
+    block = await _redis_block(redis, timeout_s, metrics)
+    block.update(await _topology(redis, block["status"] == "connected", timeout_s))
+    return block
+
+
+async def _topology(redis: RedisService, reachable: bool, timeout_s: float) -> dict[str, Any]:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await redis.topology_state(reachable)
+    except TimeoutError:
+        return {"topology": redis.topology, "primary": None, "nodes": []}
+
+
+async def _redis_block(
+    redis: RedisService, timeout_s: float, metrics: Metrics | None = None
+) -> dict[str, Any]:
+    """The `redis` block of API.md; never waits longer than `timeout_s`."""
     # While the breaker is open, answer at once from its state: the background probe
     # closes it when Redis is back. (Asking allows_call() here would spend the
     # half-open trial that a real request should get.)

@@ -182,8 +182,14 @@ class OutboxWorker:
     async def _publish(self, entries: list[tuple[str, str]]) -> None:
         stream = self.stream
 
+        # redis-py's asyncio Cluster runs a MULTI/EXEC pipeline's commands on a thread of
+        # its own and joins it on the event loop (the whole process stalls while a node
+        # is away): on a Cluster the entries go as a plain pipeline. A partial publish
+        # leaves the rows unpublished; they are added again (at least once, as always).
+        transaction = self.redis.topology != "cluster"
+
         async def xadd_all(client: Redis) -> Any:
-            pipe = client.pipeline(transaction=True)
+            pipe = client.pipeline(transaction=transaction)
             for message_id, kind in entries:
                 pipe.xadd(
                     stream, {"m": message_id, "k": kind}, maxlen=STREAM_MAXLEN, approximate=True

@@ -21,15 +21,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.connection import ConnectionPool, SSLConnection
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterError, MaxConnectionsError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -37,6 +39,20 @@ from healthforms.config import Settings
 from healthforms.redis.errors import TRANSPORT_ERRORS, PoolExhausted, RedisUnavailable
 from healthforms.redis.multiplex import Multiplexer, spec_from_pool
 from healthforms.redis.scripts import ArgT, KeyT, LuaScript
+from healthforms.redis.topology import (
+    CLUSTER,
+    SENTINEL,
+    STANDALONE,
+    ClusterCommands,
+    ClusterPool,
+    StateCache,
+    TopologyState,
+    cluster_state,
+    parse_cluster_urls,
+    parse_sentinel_url,
+    sentinel_state,
+    topology_of,
+)
 
 log = structlog.get_logger("healthforms.redis")
 
@@ -188,6 +204,12 @@ class CountingBlockingPool(ConnectionPool):
         }
 
 
+class CountingSentinelPool(CountingBlockingPool, SentinelConnectionPool):
+    """The counting pool over Sentinel-managed connections: each connection asks the
+    sentinels for the current primary when it (re)connects, and a READONLY reply (the
+    server it talks to was demoted) drops it, so a failover is followed by itself."""
+
+
 class CircuitBreaker:
     """Open after a transport failure; stay open for a back-off that doubles up to a cap."""
 
@@ -242,14 +264,20 @@ class RedisTarget:
     url: str  # password removed
     tls: bool
     embedded: bool
+    topology: str = STANDALONE
 
 
 _QUERY_PASSWORD_RE = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_USERINFO_PASSWORD_RE = re.compile(r"(://[^:/@,]*):[^@/]*@")
 
 
 def redact_url(url: str) -> str:
     """The URL without its password (userinfo or a `?password=` query argument)."""
     url = _QUERY_PASSWORD_RE.sub(r"\1***", url)
+    if "," in url or "+sentinel://" in url:
+        # Several hosts (Sentinel) or several URLs (Cluster): urlsplit cannot parse the
+        # port, so blank each userinfo's password by pattern.
+        return _USERINFO_PASSWORD_RE.sub(r"\1:***@", url)
     parts = urlsplit(url)
     if parts.password is None and not parts.username:
         return url
@@ -299,23 +327,64 @@ def build_pool(
 
 
 class RedisService:
-    """The shared Redis handle: a client on the counting pool plus the circuit breaker."""
+    """The shared Redis handle: a client on the counting pool plus the circuit breaker.
 
-    def __init__(self, pool: CountingBlockingPool, target: RedisTarget, prefix: str = "") -> None:
+    Standalone and Sentinel: `pool` is the counting pool (Sentinel: over connections
+    that follow the primary) and `mux` the pipelined connection. Cluster: `client` is
+    redis-py's RedisCluster, `pool` a view of its per-node pools and `mux` runs the
+    hot path's commands on it (topology.ClusterCommands)."""
+
+    def __init__(
+        self,
+        pool: CountingBlockingPool | ClusterPool,
+        target: RedisTarget,
+        prefix: str = "",
+        *,
+        sentinel: Sentinel | None = None,
+        service_name: str = "",
+        cluster: RedisCluster | None = None,
+    ) -> None:
         self.pool = pool
-        self.client = Redis(connection_pool=pool, decode_responses=False)
-        timeout = float(pool.connection_kwargs.get("socket_timeout") or 0.5)
-        # Lua scripts (every one-round-trip operation) share one pipelined connection.
-        self.mux = Multiplexer(
-            spec_from_pool(pool.connection_class, pool.connection_kwargs, timeout),
-            timeout_s=timeout,
-        )
+        self.sentinel = sentinel
+        self.service_name = service_name
+        self.cluster = cluster
+        self.cluster_kwargs: dict[str, Any] = {}
+        # Cluster: one call, slot-map refresh included, never takes longer than this.
+        self.cluster_deadline_s = 4.0
+        self.mux: Multiplexer | ClusterCommands
+        if cluster is not None:
+            # Typed as Redis for the callers' lambdas: RedisCluster has the same
+            # command methods (routed by key slot).
+            self.client = cast(Redis, cluster)
+            self.mux = ClusterCommands(cluster, self.cluster_deadline_s)
+        else:
+            assert isinstance(pool, CountingBlockingPool)
+            self.client = Redis(connection_pool=pool, decode_responses=False)
+            timeout = float(pool.connection_kwargs.get("socket_timeout") or 0.5)
+            resolve = None
+            if isinstance(pool, CountingSentinelPool):
+                sentinel_pool = pool
+
+                async def resolve() -> tuple[str, int]:
+                    host, port = await sentinel_pool.get_master_address()  # type: ignore[no-untyped-call]
+                    return str(host), int(port)
+
+            # Lua scripts (every one-round-trip operation) share one pipelined connection.
+            self.mux = Multiplexer(
+                spec_from_pool(pool.connection_class, pool.connection_kwargs, timeout, resolve),
+                timeout_s=timeout,
+            )
         self.target = target
         self.prefix = prefix
         self.breaker = CircuitBreaker()
         self._probe_task: asyncio.Task[None] | None = None
         self._info_cache: tuple[float, dict[str, Any]] | None = None
         self._info_lock = asyncio.Lock()
+        self._state = StateCache(self._fetch_state)
+
+    @property
+    def topology(self) -> str:
+        return self.target.topology
 
     @property
     def available(self) -> bool:
@@ -329,7 +398,16 @@ class RedisService:
         """A client on a connection of its own, set up like the pool's (TLS, ACL user,
         timeouts), for a long-lived subscription or a blocking read (give it a
         `socket_timeout` longer than the block): never counted in the pool's figures,
-        never holding one of its connections. The caller closes it (`aclose`)."""
+        never holding one of its connections. The caller closes it (`aclose`).
+        Cluster: a RedisCluster of its own (it routes by slot, e.g. a stream read)."""
+        if self.cluster is not None:
+            if socket_timeout is None:
+                # A subscription: classic PUBLISH reaches every node of a cluster, so a
+                # plain connection to one live primary hears everything (redis-py's
+                # ClusterPubSub is not used).
+                return _one_node_client(self.cluster, self.cluster_kwargs)
+            return cast(Redis, _cluster_copy(self.cluster, self.cluster_kwargs, socket_timeout))
+        assert isinstance(self.pool, CountingBlockingPool)
         kwargs = dict(self.pool.connection_kwargs)
         if socket_timeout is not None:
             kwargs["socket_timeout"] = socket_timeout
@@ -381,6 +459,11 @@ class RedisService:
 
     def failed(self, exc: BaseException) -> RedisUnavailable:
         """A call failed in transport: open the breaker; the error to raise or degrade on."""
+        if self.cluster is not None and _slot_busy(exc):
+            # One slot is being migrated (TRYAGAIN until all its keys have moved, then
+            # redis-py's redirect budget ran out): this call degrades, the rest of the
+            # cluster is fine, so the breaker stays closed.
+            return RedisUnavailable("cluster slot busy (migration)")
         self.breaker.record_failure(exc)
         return RedisUnavailable(self.breaker.last_error)
 
@@ -394,9 +477,25 @@ class RedisService:
         if self.breaker.is_open:
             self._gate()
         try:
-            result = await fn(client)
+            if self.cluster is not None:
+                async with asyncio.timeout(self.cluster_deadline_s):
+                    result = await fn(client)
+            else:
+                result = await fn(client)
         except PoolExhausted:
             raise
+        except MaxConnectionsError:
+            # Cluster: a node's pool is full (redis-py refuses at once, no queue).
+            if isinstance(self.pool, ClusterPool):
+                self.pool.exhausted += 1
+            raise PoolExhausted("redis pool exhausted") from None
+        except RuntimeError as exc:
+            # Cluster: redis-py re-reading the slots after a failover closes connections
+            # other requests are reading from ("read() called while another coroutine
+            # is already waiting"): for them the server went away.
+            if self.cluster is None:
+                raise
+            raise self.failed(exc) from exc
         except TRANSPORT_ERRORS as exc:
             # Retry only a dropped connection (e.g. a pooled one the server closed
             # on restart): a timeout means a hung server, and a second wait would
@@ -417,6 +516,8 @@ class RedisService:
             result = await fn(client)
         except PoolExhausted:
             raise
+        except MaxConnectionsError:
+            raise PoolExhausted("redis pool exhausted") from None
         except TRANSPORT_ERRORS as exc:
             raise self.failed(exc) from exc
         self.succeeded()
@@ -439,7 +540,10 @@ class RedisService:
             cached = self._info_cache
             if cached and time.monotonic() - cached[0] < max_age_s:
                 return cached[1]
-            info: dict[str, Any] = await self.call(lambda r: r.info("all"), idempotent=True)
+            if self.cluster is not None:
+                info = await self.call(lambda r: _cluster_info(self.cluster), idempotent=True)
+            else:
+                info = await self.call(lambda r: r.info("all"), idempotent=True)
             self._info_cache = (time.monotonic(), info)
             return info
 
@@ -478,9 +582,37 @@ class RedisService:
         await self.mux.close()
         await self.client.aclose()
         await self.pool.disconnect()
+        if self.sentinel is not None:
+            with contextlib.suppress(Exception):
+                await self.sentinel.aclose()
+
+    async def topology_state(self, reachable: bool) -> dict[str, Any]:
+        """`topology`, `primary` and `nodes` (role, reachable) for /health; cached about a
+        second. `reachable`: whether the service reaches its (standalone) server."""
+        if self.sentinel is None and self.cluster is None:
+            address = _standalone_address(self.pool.connection_kwargs)
+            return TopologyState(
+                STANDALONE,
+                address,
+                [{"address": address, "role": "primary", "reachable": reachable}],
+            ).as_dict()
+        try:
+            state = await self._state.get()
+        except Exception as exc:  # noqa: BLE001 - /health must answer (TRANSPORT_ERRORS and more)
+            log.warning("redis_topology_unknown", error_type=type(exc).__name__)
+            return TopologyState(self.topology, None, []).as_dict()
+        return state.as_dict()
+
+    async def _fetch_state(self) -> TopologyState:
+        if self.cluster is not None:
+            return await cluster_state(self.cluster, timeout_s=0.8)
+        assert self.sentinel is not None
+        return await sentinel_state(self.sentinel, self.service_name, timeout_s=0.4)
 
     def pool_stats(self) -> dict[str, int]:
         """The pool's figures for /health, the pipelined connection counted in."""
+        if isinstance(self.pool, ClusterPool):
+            return self.pool.stats(self.mux.counters.commands)
         stats = self.pool.stats()
         mux = self.mux.counters
         connected = 1 if self.mux.is_connected else 0
@@ -493,8 +625,14 @@ class RedisService:
 
 
 def build_redis(settings: Settings, url: str, *, embedded: bool) -> RedisService:
-    """The app's Redis service for `url`, with the pool settings of `settings`."""
+    """The app's Redis service for `url`, with the pool settings of `settings`: standalone,
+    Sentinel (redis+sentinel://) or Cluster (HEALTHFORMS_REDIS_CLUSTER or a URL list)."""
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    topology = topology_of(url, cluster=settings.redis_cluster)
+    if topology == SENTINEL:
+        return _build_sentinel(settings, url, password)
+    if topology == CLUSTER:
+        return _build_cluster(settings, url, password)
     pool = build_pool(
         url,
         password=password,
@@ -505,3 +643,156 @@ def build_redis(settings: Settings, url: str, *, embedded: bool) -> RedisService
     )
     target = RedisTarget(url=redact_url(url), tls=url.startswith("rediss://"), embedded=embedded)
     return RedisService(pool, target, prefix=settings.redis_prefix)
+
+
+def _connection_kwargs(settings: Settings, *, tls: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_timeout_s,
+        "socket_timeout": settings.redis_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "client_name": "healthforms",
+    }
+    if tls:
+        kwargs["ssl"] = True
+        kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        kwargs["ssl_check_hostname"] = True
+        if settings.redis_ca_file is not None:
+            kwargs["ssl_ca_certs"] = str(settings.redis_ca_file)
+    return kwargs
+
+
+def _build_sentinel(settings: Settings, url: str, password: str | None) -> RedisService:
+    spec = parse_sentinel_url(url)
+    data_password = spec.password if spec.password is not None else password
+    data_username = spec.username or settings.redis_username
+    sentinel_kwargs = _connection_kwargs(settings, tls=spec.tls)
+    sentinel_kwargs.pop("client_name")
+    if settings.redis_sentinel_password is not None:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+    if settings.redis_sentinel_username:
+        sentinel_kwargs["username"] = settings.redis_sentinel_username
+    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    kwargs = _connection_kwargs(settings, tls=spec.tls)
+    if data_password is not None:
+        kwargs["password"] = data_password
+    if data_username:
+        kwargs["username"] = data_username
+    if spec.db:
+        kwargs["db"] = spec.db
+    pool = CountingSentinelPool(
+        service_name=spec.service,
+        sentinel_manager=sentinel,
+        max_connections=settings.redis_pool_size,
+        timeout=0.5,
+        **kwargs,
+    )
+    target = RedisTarget(url=redact_url(url), tls=spec.tls, embedded=False, topology=SENTINEL)
+    return RedisService(
+        pool, target, prefix=settings.redis_prefix, sentinel=sentinel, service_name=spec.service
+    )
+
+
+def _build_cluster(settings: Settings, url: str, password: str | None) -> RedisService:
+    spec = parse_cluster_urls(url)
+    kwargs = _connection_kwargs(settings, tls=spec.tls)
+    node_password = spec.password if spec.password is not None else password
+    if node_password is not None:
+        kwargs["password"] = node_password
+    username = spec.username or settings.redis_username
+    if username:
+        kwargs["username"] = username
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in spec.nodes],
+        max_connections=settings.redis_pool_size,
+        decode_responses=False,
+        # Every 5th MOVED, redis-py would close every connection of every node, also
+        # those other requests are reading from (they fail with RuntimeError): patch
+        # the slot cache from each MOVED instead (a lost node still re-reads it all).
+        reinitialize_steps=0,
+        **kwargs,
+    )
+    target = RedisTarget(url=redact_url(url), tls=spec.tls, embedded=False, topology=CLUSTER)
+    pool = ClusterPool(cluster, settings.redis_pool_size)
+    service = RedisService(pool, target, prefix=settings.redis_prefix, cluster=cluster)
+    # What a dedicated client (a stream read, a subscription) is built with.
+    service.cluster_kwargs = {**kwargs, "decode_responses": False, "reinitialize_steps": 0}
+    return service
+
+
+def _cluster_copy(
+    cluster: RedisCluster, settings: dict[str, Any], socket_timeout: float | None
+) -> RedisCluster:
+    """A RedisCluster with the same nodes and `settings` (TLS, credentials), on
+    connections of its own."""
+    kwargs = dict(settings)
+    if socket_timeout is not None:
+        kwargs["socket_timeout"] = socket_timeout
+    known = [ClusterNode(n.host, n.port) for n in cluster.get_nodes()] or [
+        ClusterNode(n.host, n.port) for n in cluster.nodes_manager.startup_nodes.values()
+    ]
+    return RedisCluster(startup_nodes=known, max_connections=4, **kwargs)
+
+
+def _one_node_client(cluster: RedisCluster, settings: dict[str, Any]) -> Redis:
+    """A plain client on one connection to a primary of the cluster (a subscription)."""
+    primaries = cluster.get_primaries() or cluster.get_nodes()
+    node = primaries[0] if primaries else None
+    host, port = (node.host, node.port) if node is not None else ("127.0.0.1", 6379)
+    kwargs = {k: v for k, v in settings.items() if k not in ("reinitialize_steps",)}
+    pool = ConnectionPool(
+        connection_class=SSLConnection if kwargs.pop("ssl", False) else Connection,
+        max_connections=1,
+        host=host,
+        port=port,
+        **kwargs,
+    )
+    return Redis.from_pool(pool)
+
+
+# The INFO figures /health shows, summed over a cluster's primaries.
+_SUMMED_INFO = (
+    "used_memory",
+    "keyspace_hits",
+    "keyspace_misses",
+    "total_commands_processed",
+    "total_connections_received",
+    "evicted_keys",
+)
+
+
+async def _cluster_info(cluster: RedisCluster | None) -> dict[str, Any]:
+    """INFO of every primary: the counters /health shows summed, the worst
+    fragmentation, the rest (policy, peak) as the first primary says."""
+    assert cluster is not None
+    total: dict[str, Any] = {}
+    for node in cluster.get_primaries():
+        reply = await cluster.execute_command("INFO", "all", target_nodes=node)
+        info = reply.get(node.name, reply) if isinstance(reply, dict) else {}
+        if not isinstance(info, dict):
+            continue
+        for key, value in info.items():
+            number = value if isinstance(value, int | float) else None
+            if key in _SUMMED_INFO and number is not None:
+                so_far = total.get(key)
+                total[key] = (so_far if isinstance(so_far, int | float) else 0) + number
+            elif key == "mem_fragmentation_ratio" and number is not None:
+                total[key] = max(float(total.get(key, 0.0)), float(number))
+            else:
+                total.setdefault(key, value)
+    if isinstance(total.get("used_memory"), int | float):
+        total["used_memory_human"] = f"{total['used_memory'] / (1024 * 1024):.2f}M"
+    return total
+
+
+def _slot_busy(exc: BaseException) -> bool:
+    """TRYAGAIN, or redis-py's ClusterError after its redirections ran out (exactly
+    ClusterError: ClusterDownError, its subclass, means the cluster is down)."""
+    return isinstance(exc, TryAgainError) or type(exc) is ClusterError
+
+
+def _standalone_address(kwargs: dict[str, Any]) -> str:
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    host = str(kwargs.get("host", "localhost"))
+    return f"{host}:{kwargs.get('port', 6379)}"

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -15,6 +21,11 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     BusyLoadingError,
     OSError,
     asyncio.TimeoutError,
+    # Cluster: a failover or a slot move under way, or no node reachable yet.
+    ClusterDownError,
+    ClusterError,
+    TryAgainError,
+    RedisClusterException,
 )
 
 

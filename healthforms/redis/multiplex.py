@@ -89,9 +89,16 @@ class _Protocol(asyncio.Protocol):
     """The connection: writes batched per loop turn, replies matched in order."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, timeout_s: float, counters: MultiplexCounters
+        self,
+        loop: asyncio.AbstractEventLoop,
+        timeout_s: float,
+        counters: MultiplexCounters,
+        readonly_drops: bool = False,
     ) -> None:
         self._loop = loop
+        # Sentinel: a READONLY reply means this server was demoted (a failover); drop
+        # the connection so the next command asks the sentinels for the new primary.
+        self._readonly_drops = readonly_drops
         self._counters = counters
         self._timeout = timeout_s
         self._reader = hiredis.Reader()
@@ -131,7 +138,11 @@ class _Protocol(asyncio.Protocol):
             if future.done():  # its caller was cancelled: drop the reply
                 continue
             if type(reply) is hiredis.ReplyError:
-                future.set_exception(_error(reply))
+                error = _error(reply)
+                if self._readonly_drops and isinstance(error, ReadOnlyError):
+                    self._fail(RedisConnectionError("the primary is now a replica"), future)
+                    return
+                future.set_exception(error)
             else:
                 future.set_result(reply)
 
@@ -186,8 +197,11 @@ class _Protocol(asyncio.Protocol):
         else:
             self._timer = self._loop.call_at(deadline, self._check_deadline)
 
-    def _fail(self, error: BaseException) -> None:
+    def _fail(self, error: BaseException, *also: asyncio.Future[Any]) -> None:
         """Fail every command in flight and drop the connection (replies are unmatched)."""
+        for future in also:
+            if not future.done():
+                future.set_exception(type(error)(*error.args))
         if self.closed_with is None:
             self.closed_with = error
         if self._timer is not None:
@@ -215,12 +229,23 @@ class ConnectionSpec:
     open: Opener
     handshake: tuple[tuple[Arg, ...], ...]
     connect_timeout_s: float
+    # Sentinel: READONLY drops the connection (the server was demoted).
+    follows_primary: bool = False
+
+
+Resolver = Callable[[], Awaitable[tuple[str, int]]]
 
 
 def spec_from_pool(
-    connection_class: type, kwargs: Mapping[str, Any], timeout_s: float
+    connection_class: type,
+    kwargs: Mapping[str, Any],
+    timeout_s: float,
+    resolve: Resolver | None = None,
 ) -> ConnectionSpec:
-    """The same server, TLS settings and credentials as the redis-py pool uses."""
+    """The same server, TLS settings and credentials as the redis-py pool uses.
+
+    `resolve`: where the server is, asked at every (re)connect (Sentinel: the current
+    primary); without it, the pool's fixed host and port."""
     loop_opener: Opener
     if issubclass(connection_class, UnixDomainSocketConnection):
         path = str(kwargs["path"])
@@ -249,6 +274,15 @@ def spec_from_pool(
 
         async def open_tcp(factory: Callable[[], _Protocol]) -> tuple[Any, _Protocol]:
             loop = asyncio.get_running_loop()
+            if resolve is not None:
+                where_host, where_port = await resolve()
+                return await loop.create_connection(
+                    factory,
+                    where_host,
+                    where_port,
+                    ssl=context,
+                    server_hostname=where_host if context is not None else None,
+                )
             if context is None:
                 return await loop.create_connection(factory, host, port)
             return await loop.create_connection(
@@ -266,7 +300,9 @@ def spec_from_pool(
         handshake.append(("SELECT", db))
     handshake.append(("CLIENT", "SETNAME", f"{kwargs.get('client_name') or 'healthforms'}-mux"))
     connect_timeout = kwargs.get("socket_connect_timeout") or timeout_s
-    return ConnectionSpec(loop_opener, tuple(handshake), float(connect_timeout))
+    return ConnectionSpec(
+        loop_opener, tuple(handshake), float(connect_timeout), follows_primary=resolve is not None
+    )
 
 
 class Multiplexer:
@@ -336,7 +372,7 @@ class Multiplexer:
         made: list[_Protocol] = []
 
         def factory() -> _Protocol:
-            made.append(_Protocol(loop, self._timeout, self.counters))
+            made.append(_Protocol(loop, self._timeout, self.counters, self._spec.follows_primary))
             return made[-1]
 
         try:

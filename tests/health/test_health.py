@@ -38,6 +38,16 @@ STATS_KEYS = {
     "total_connections_received",
 }
 DECIMAL_2 = re.compile(r"^\d+\.\d{2}$")
+# Added by the topologies (docs/redis-topologies.md) to both shapes of the redis block.
+TOPOLOGY_KEYS = {"topology", "primary", "nodes"}
+
+
+def assert_standalone_topology(redis: dict[str, object], *, reachable: bool) -> None:
+    assert redis["topology"] == "standalone"
+    assert isinstance(redis["primary"], str) and redis["primary"]
+    assert redis["nodes"] == [
+        {"address": redis["primary"], "role": "primary", "reachable": reachable}
+    ]
 
 
 def _settings_on(settings: Settings, redis_url: str, **overrides: object) -> Settings:
@@ -71,8 +81,10 @@ async def test_health_reports_every_key_of_the_contract_with_its_type(
         "maxmemory_policy",
         "evicted_keys",
         "warnings",
+        *TOPOLOGY_KEYS,
     }
     assert redis["status"] == "connected"
+    assert_standalone_topology(redis, reachable=True)
     assert isinstance(redis["hit_ratio"], str) and DECIMAL_2.match(redis["hit_ratio"])
     assert 0.0 <= float(redis["hit_ratio"]) <= 1.0
     memory = redis["memory"]
@@ -158,7 +170,8 @@ async def test_killed_redis_degrades_fast_and_recovers_without_app_restart(
         assert body["status"] == "degraded"
         assert body["redis"]["status"] == "unavailable"
         assert isinstance(body["redis"]["error"], str) and body["redis"]["error"]
-        assert set(body["redis"]) == {"status", "error"}
+        assert set(body["redis"]) == {"status", "error", *TOPOLOGY_KEYS}
+        assert_standalone_topology(body["redis"], reachable=False)
         assert body["database"]["status"] == "connected"
 
         # Breaker open: the next answer does not even touch the pool.
@@ -236,7 +249,7 @@ async def test_a_removed_socket_is_reported_down_though_pooled_connections_answe
     body = response.json()
     assert body["status"] == "degraded"
     assert body["redis"]["status"] == "unavailable"
-    assert set(body["redis"]) == {"status", "error"}
+    assert set(body["redis"]) == {"status", "error", *TOPOLOGY_KEYS}
     assert "No such file" in body["redis"]["error"]
     assert body["database"]["status"] == "connected"
 

@@ -56,6 +56,8 @@ class Config:
     ca_file: str | None = None
     # Stop early once this file exists (a drill whose faults took less than the bound).
     stop_file: str | None = None
+    # Responses whose PDF staff generate (the `pdf` kind of the mix; topology drills).
+    pdf_response_ids: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -200,6 +202,16 @@ class LoadGenerator:
         session = self.rng.choice(self.sessions)
         await self._request(http, kind, "GET", path, headers={"Cookie": session["cookie"]})
 
+    async def pdf(self, http: httpx.AsyncClient) -> None:
+        """A staff member generates a response's PDF (a Redis lock and the pdf bucket)."""
+        if not self.sessions or not self.config.pdf_response_ids:
+            return
+        session = self.rng.choice(self.sessions)
+        response_id = self.rng.choice(self.config.pdf_response_ids)
+        headers = {"Cookie": session["cookie"], "X-CSRF-Token": session["csrf"]}
+        path = f"/api/responses/{response_id}/generate-pdf"
+        await self._request(http, "pdf", "POST", path, headers=headers)
+
     async def login(self, http: httpx.AsyncClient) -> None:
         account = self.pending_logins.pop()
         got = await self._request(http, "login", "POST", "/api/auth/session-login", json=account)
@@ -242,6 +254,8 @@ class LoadGenerator:
                 await self.staff_get(http, "forms", "/api/forms")
             elif kind == "health":
                 await self.health(http)
+            elif kind == "pdf":
+                await self.pdf(http)
             spare = interval - (time.monotonic() - began)
             if spare > 0:
                 await asyncio.sleep(min(spare, max(0.0, self.deadline - time.monotonic())))

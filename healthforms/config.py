@@ -602,6 +602,7 @@ SECRET_FILE_VARIABLES = {
     "HEALTHFORMS_PREVIOUS_ENCRYPTION_KEYS": "previous_encryption_keys",
     "HEALTHFORMS_METRICS_TOKEN": "metrics_token",
     "HEALTHFORMS_SMTP_PASSWORD": "smtp_password",
+    "HEALTHFORMS_REDIS_SENTINEL_PASSWORD": "redis_sentinel_password",
 }
 # A secret is a line or a PEM-sized blob; a larger file is a wrong path.
 MAX_SECRET_FILE_BYTES = 64 * 1024

@@ -2,7 +2,7 @@
 schemathesis against a real server process, signed in as an admin with a CSRF token.
 
 Checks: no 5xx for any generated input, and a response whose status the document
-declares matches the declared schema. Bounded: FUZZ_EXAMPLES per operation (default 25).
+declares matches the declared schema. Bounded: FUZZ_EXAMPLES per operation (default 15).
 Operations that would end the fuzzing session itself (logout, revoking sessions) are
 excluded; every other unsafe request carries the token, so the handlers behind the
 CSRF check are reached too.
@@ -29,7 +29,7 @@ from tests.support.servers import ServerProcess, start_server
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.multiprocess, pytest.mark.timeout(900)]
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
 # Ending the session being fuzzed with would only turn the rest into 401s.
 SESSION_ENDING = r"^/api/auth/(logout|logout-all|sessions/.*)$"
 

@@ -178,7 +178,9 @@ async def gotenberg_app(
         redis_prefix=redis_prefix,
         data_dir=tmp_path / "data",
         gotenberg_url=gotenberg.url,
-        gotenberg_timeout_s=0.5,
+        # Short enough that the "hang" case gives up quickly, long enough that the retry
+        # against a healthy renderer is not cut off on a loaded CI machine (it was, at 0.5).
+        gotenberg_timeout_s=2.0,
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):

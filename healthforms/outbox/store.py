@@ -4,13 +4,15 @@ the change it announces or not at all."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from healthforms.clock import utcnow
 from healthforms.db.base import new_id
+from healthforms.db.engine import Database
 from healthforms.outbox.models import Delivery, OutboxMessage
 
 # What happened, as the handlers (outbox/handlers.py) know it.
@@ -84,3 +86,28 @@ async def patient_delivery(
         )
         await session.flush()
     return [delivery_id]
+
+
+async def claim_delivery(db: Database, delivery_id: str, lease: timedelta) -> int | None:
+    """pending (due) or sending (lease lapsed) -> sending for `lease`; the attempt number,
+    or None when it is not this caller's to send now (another worker holds it, it is not
+    due, or it ended). Email (worker.py) and webhooks (webhooks/dispatcher.py) both claim
+    through here, so two workers never send the same delivery."""
+    now = utcnow()
+    async with db.sessions() as session, session.begin():
+        result = await session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id == delivery_id,
+                or_(
+                    (Delivery.status == "pending") & (Delivery.next_attempt_at <= now),
+                    (Delivery.status == "sending") & (Delivery.lease_until <= now),
+                ),
+            )
+            .values(status="sending", lease_until=now + lease, attempts=Delivery.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if int(getattr(result, "rowcount", 0) or 0) != 1:
+            return None
+        found = await session.execute(select(Delivery.attempts).where(Delivery.id == delivery_id))
+        return int(found.scalar_one())

@@ -56,7 +56,7 @@ from healthforms.db.engine import Database
 from healthforms.email.mailer import SmtpMailer, describe_failure
 from healthforms.metrics import Metrics
 from healthforms.outbox.models import Delivery, OutboxMessage
-from healthforms.outbox.store import OutboxSignal
+from healthforms.outbox.store import OutboxSignal, claim_delivery
 from healthforms.redis.client import RedisService
 from healthforms.redis.errors import RedisUnavailable
 
@@ -366,32 +366,7 @@ class OutboxWorker:
         return timedelta(seconds=min(base, 6 * 3600) * random.uniform(0.8, 1.2))  # noqa: S311
 
     async def _claim(self, delivery_id: str) -> int | None:
-        """pending (due) or sending (lease lapsed) -> sending; the attempt number, or
-        None when it is not ours to send now."""
-        now = utcnow()
-        async with self.db.sessions() as session, session.begin():
-            result = await session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id == delivery_id,
-                    or_(
-                        (Delivery.status == "pending") & (Delivery.next_attempt_at <= now),
-                        (Delivery.status == "sending") & (Delivery.lease_until <= now),
-                    ),
-                )
-                .values(
-                    status="sending",
-                    lease_until=now + self._lease(),
-                    attempts=Delivery.attempts + 1,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if int(getattr(result, "rowcount", 0) or 0) != 1:
-                return None
-            found = await session.execute(
-                select(Delivery.attempts).where(Delivery.id == delivery_id)
-            )
-            return int(found.scalar_one())
+        return await claim_delivery(self.db, delivery_id, self._lease())
 
     async def deliver(self, delivery_id: str) -> bool:
         """Send one delivery if it is due and ours; True when it reached an end."""

@@ -38,7 +38,7 @@ from healthforms.crypto.keys import KeyRing
 from healthforms.db.engine import Database
 from healthforms.metrics import Metrics
 from healthforms.outbox.models import Delivery, OutboxMessage
-from healthforms.outbox.store import OutboxSignal
+from healthforms.outbox.store import OutboxSignal, claim_delivery
 from healthforms.webhooks.addresses import Policy, own_addresses
 from healthforms.webhooks.models import WebhookAttempt, WebhookEndpoint
 from healthforms.webhooks.sender import CallResult, build_client, call
@@ -237,30 +237,7 @@ class WebhookDispatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _claim(self, delivery_id: str) -> int | None:
-        now = utcnow()
-        async with self.db.sessions() as session, session.begin():
-            result = await session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id == delivery_id,
-                    or_(
-                        (Delivery.status == "pending") & (Delivery.next_attempt_at <= now),
-                        (Delivery.status == "sending") & (Delivery.lease_until <= now),
-                    ),
-                )
-                .values(
-                    status="sending",
-                    lease_until=now + self._lease(),
-                    attempts=Delivery.attempts + 1,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if int(getattr(result, "rowcount", 0) or 0) != 1:
-                return None
-            found = await session.execute(
-                select(Delivery.attempts).where(Delivery.id == delivery_id)
-            )
-            return int(found.scalar_one())
+        return await claim_delivery(self.db, delivery_id, self._lease())
 
     async def _defer(self, endpoint_id: str, until: datetime) -> None:
         """The circuit is open: its pending deliveries wait past the cool-down."""

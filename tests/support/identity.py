@@ -7,6 +7,7 @@ await client.post("/api/forms", json=..., headers=signed_in.csrf_headers)
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,10 +97,18 @@ async def create_staff(
 
 
 async def login(client: httpx.AsyncClient, staff: Staff, **extra: Any) -> SignedIn:
-    response = await client.post(
-        "/api/auth/session-login",
-        json={"email": staff.email, "password": staff.password, **extra},
-    )
+    """Sign in as `staff` (a test's set-up, not its subject). Sign-in answers 503 without
+    Redis by design (identity/login.py); on a loaded CI machine one Redis call can miss
+    its 0.5 s timeout and open the breaker for a moment, so a 503 is asked again after
+    the breaker's back-off, a few times, before the set-up fails."""
+    for _ in range(4):
+        response = await client.post(
+            "/api/auth/session-login",
+            json={"email": staff.email, "password": staff.password, **extra},
+        )
+        if response.status_code != 503:
+            break
+        await asyncio.sleep(0.5)
     assert response.status_code == 200, response.text
     body = response.json()
     cookie = response.cookies.get("session") or response.cookies.get("__Host-session") or ""

@@ -97,12 +97,27 @@ def _forget_dead_processes(path: str) -> None:
         if match is None:
             continue
         pid = int(match.group(1))
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _process_alive(pid):
             mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-        except PermissionError:
-            pass  # alive, another user's
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether `pid` still runs. A worker killed a moment ago stays a zombie until its
+    supervisor reaps it: signal 0 still reaches a zombie, so /proc's state decides."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self/stat").exists()  # gone since the signal, or no /proc
+    except OSError:
+        return True
+    # "pid (comm) state ...": comm may hold spaces and parentheses.
+    return stat[stat.rindex(")") + 2 :].split(maxsplit=1)[0] != "Z"
 
 
 class _SharedRedisFigures:

@@ -160,3 +160,40 @@ def test_a_single_worker_keeps_the_in_process_registry(
     assert not (tmp_path / "data" / "metrics").exists()
     # The live collector, not the published gauges: the pipeline figures are there.
     assert _gauge_values(text, "healthforms_redis_up")[0][1] == 1.0
+
+
+def test_a_killed_worker_not_yet_reaped_counts_as_dead() -> None:
+    """Signal 0 still reaches a zombie: the live-gauge sweep must read /proc's state, or a
+    SIGKILLed worker's gauges stay merged until uvicorn's supervisor reaps it."""
+    import subprocess
+    import sys
+
+    from healthforms.metrics import _process_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _process_alive(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while child.pid not in _zombies() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert child.pid in _zombies(), "the killed child should wait as a zombie, unreaped"
+        os.kill(child.pid, 0)  # the trap: a zombie still takes signal 0
+        assert not _process_alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert not _process_alive(child.pid)
+
+
+def _zombies() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.rindex(")") + 2 :].split()[0] == "Z":
+                found.add(int(entry.name))
+    return found

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B.questionnaire import Questionnaire
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tests.support.servers import ServerProcess
 from tests.web.browser import Watch, check_page, new_context
 from tests.web.conftest import require_api
-from tests.web.seed import ALL_TYPES_FIELDS, SeededUser, create_response_row, create_users
+from tests.web.seed import ALL_TYPES_FIELDS, create_response_row, create_users
 from tests.web.seed import publish_form as seed_form
+from tests.web.test_export_pages import sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -36,14 +37,6 @@ FHIR = (
 @pytest.fixture
 def watch() -> Iterator[Watch]:
     yield Watch()
-
-
-def sign_in(page: Page, base: str, user: SeededUser, next_path: str) -> None:
-    page.goto(f"{base}/login?next={next_path}")
-    page.get_by_label("Email").fill(user.email)
-    page.get_by_label("Password").fill(user.password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}{next_path}")
 
 
 def test_an_editor_downloads_fhir_and_a_viewer_only_a_response(
